@@ -1,0 +1,3 @@
+"""Sidecar containers for Kubernetes Pods on one asyncio framework."""
+
+__version__ = "0.1.0"

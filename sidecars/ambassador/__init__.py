@@ -1,0 +1,1 @@
+"""The ambassador sidecar."""

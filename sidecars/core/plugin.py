@@ -1,0 +1,106 @@
+"""The plugin contract: what a sidecar declares and what the runtime hands it.
+
+A sidecar subclasses `Sidecar`, names itself, declares a typed `Settings` model and implements
+`run(ready)`. Construction does no I/O; resources are acquired in `lifespan()` and released in reverse
+order when it exits, also when start-up fails halfway. The runtime owns the loop, signals, the task
+group, supervision and the shutdown sequence (see `sidecars.core.runtime`).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
+
+from sidecars.core.settings import SidecarSettings
+
+if TYPE_CHECKING:
+    from aiohttp import web
+    from structlog.typing import FilteringBoundLogger
+
+    from sidecars.core.metrics import SidecarMetrics
+
+S = TypeVar("S", bound=SidecarSettings)
+
+
+@dataclass(frozen=True)
+class Check:
+    """A named, cheap, synchronous health check.
+
+    `probe` returns None when healthy or a short reason when not; an exception counts as a failure
+    with the exception's text. Readiness checks gate `/readyz`, liveness checks gate `/livez`: a
+    liveness check must never depend on the app or an upstream, or one slow peer restarts the Pod.
+    """
+
+    name: str
+    probe: Callable[[], str | None]
+    readiness: bool = True
+    liveness: bool = False
+
+
+class Context(Protocol):
+    """What the runtime gives a sidecar: its logger, its metrics and supervised tasks."""
+
+    @property
+    def log(self) -> FilteringBoundLogger: ...
+
+    @property
+    def metrics(self) -> SidecarMetrics: ...
+
+    @property
+    def draining(self) -> bool:
+        """True once shutdown has begun (readiness already answers 503)."""
+        ...
+
+    def spawn(self, name: str, factory: Callable[[], Awaitable[None]], *, restart: bool = True) -> None:
+        """Run `factory()` as a supervised task in the process's task group.
+
+        With `restart`, a crash restarts it after a jittered backoff, counted against the restart
+        budget; past the budget the process exits non-zero. The task is cancelled at shutdown after
+        `drain()` has returned.
+        """
+        ...
+
+
+class Sidecar(abc.ABC, Generic[S]):
+    """Base class of every sidecar; see the module docstring for the lifecycle."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Settings: ClassVar[type[SidecarSettings]]
+
+    def __init__(self, settings: S, context: Context) -> None:
+        self.settings = settings
+        self.context = context
+
+    @property
+    def log(self) -> FilteringBoundLogger:
+        return self.context.log
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        """Acquire resources before `run`, release them after; override with an async context manager.
+
+        Use `contextlib.AsyncExitStack` inside so a failure halfway releases what was acquired.
+        """
+        yield
+
+    @abc.abstractmethod
+    async def run(self, ready: Callable[[], None]) -> None:
+        """The long-running work. Call `ready()` once able to serve; return only when done.
+
+        Supervised: a crash restarts it with backoff under the restart budget.
+        """
+
+    async def drain(self) -> None:  # noqa: B027 - a no-op is a valid default
+        """On SIGTERM: stop taking new work, finish or persist what is in flight, within the budget."""
+
+    def checks(self) -> Sequence[Check]:
+        """Named health checks of the sidecar itself, shown on /readyz and /livez with ?verbose."""
+        return ()
+
+    def admin_routes(self) -> Sequence[web.RouteDef]:
+        """Extra routes served by the admin server, collected once before it starts."""
+        return ()

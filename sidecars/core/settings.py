@@ -1,0 +1,54 @@
+"""The settings every sidecar shares; a plugin's own settings model subclasses `SidecarSettings`.
+
+Each field is at once a CLI flag (`--admin-port`), an env var (`SIDECAR_ADMIN_PORT` for the shared
+fields below, `<PLUGIN>_<FIELD>` for a plugin's own) and a key in the optional YAML file
+(`admin_port`). Units belong in the names (`timeout_secs`, `max_line_bytes`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def secret(default: Any = None, *, description: str) -> Any:
+    """A field whose value is never printed or logged and may also be read from `<field>_file`."""
+    return Field(default=default, description=description, json_schema_extra={"secret": True})
+
+
+class SidecarSettings(BaseModel):
+    """Options common to every sidecar; subclasses override `admin_port`'s default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    # Shared fields take this env prefix; a plugin's own fields take `env_prefix` of its class.
+    common_env_prefix: ClassVar[str] = "SIDECAR_"
+    env_prefix: ClassVar[str] = "SIDECAR_"
+
+    admin_host: str = Field(
+        "0.0.0.0",
+        description="Address of the admin server (probes, /metrics). The kubelet and Prometheus reach "
+        "it on the Pod IP, so it listens on every interface; it exposes nothing secret.",
+    )
+    admin_port: int = Field(9800, ge=0, le=65535, description="Port of the admin server; 0 picks a free one.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level logged.")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="JSON lines, readable console output, or auto: console on a terminal, else JSON."
+    )
+    shutdown_timeout_secs: float = Field(
+        20.0,
+        gt=0,
+        description="Budget for the whole shutdown after SIGTERM (drain, cancel, release); keep it "
+        "below the Pod's terminationGracePeriodSeconds.",
+    )
+    startup_timeout_secs: float = Field(
+        60.0, gt=0, description="Start-up (setup and first readiness) must finish within this or the process exits."
+    )
+    max_restarts: int = Field(
+        5, ge=0, description="Crashes of a supervised task tolerated within restart_window_secs before exiting."
+    )
+    restart_window_secs: float = Field(60.0, gt=0, description="Window over which max_restarts is counted.")
+    restart_backoff_secs: float = Field(
+        0.5, gt=0, description="First delay before restarting a crashed task; doubles up to 30 s, jittered."
+    )
