@@ -32,7 +32,7 @@ ENTRY_POINT_GROUP = "sidecars.tailer.sinks"
 # Built-in sinks, imported only when chosen so one sink's dependencies never load another's.
 BUILTIN_SINKS: dict[str, str] = {
     "stdout": "sidecars.tailer.sinks.stdout:StdoutSink",
-    "http": "sidecars.tailer.sinks.http:HttpSink",
+    "http": "sidecars.tailer.sinks.http_ndjson:HttpNdjsonSink",
     "loki": "sidecars.tailer.sinks.loki:LokiSink",
     "elasticsearch": "sidecars.tailer.sinks.elasticsearch:ElasticsearchSink",
     "otlp": "sidecars.tailer.sinks.otlp:OtlpSink",

@@ -1,0 +1,212 @@
+"""What every HTTP sink shares: URL, headers, auth, gzip, timeouts, TLS, and the classification of answers.
+
+A sink subclass encodes a batch into one body and calls `post`; the answer is classified once here:
+2xx is an acknowledgement, 408/429/5xx and connection errors or timeouts are retryable (with the
+receiver's `Retry-After`, in seconds or as an HTTP date), any other status is permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import gzip
+import ssl
+import time
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+from pydantic import Field, SecretStr, field_validator, model_validator
+from yarl import URL
+
+from sidecars.tailer.sinks.base import PermanentError, RetryableError, Sink, SinkSettings
+
+# Compressing a big body takes milliseconds: do it off the event loop above this size.
+_GZIP_IN_THREAD_BYTES = 256 * 1024
+# Enough of an error body to say why, never a whole page in a log line.
+_ERROR_BODY_CHARS = 300
+
+
+class HttpSinkSettings(SinkSettings):
+    """Options shared by the HTTP sinks."""
+
+    url: str = Field(description="Where to send, e.g. http://collector:8080/ingest (http or https).")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra request headers; shown by --print-config, so nothing secret."
+    )
+    secret_headers: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Extra request headers whose values are secret (API keys); never shown.",
+    )
+    basic_auth_username: str | None = Field(None, description="User name for HTTP basic auth.")
+    basic_auth_password: SecretStr | None = Field(
+        None, description="Password for HTTP basic auth; never shown."
+    )
+    basic_auth_password_file: Path | None = Field(
+        None, description="File holding the basic auth password (a mounted Secret), read when the sink opens."
+    )
+    bearer_token: SecretStr | None = Field(
+        None, description="Bearer token sent as Authorization; never shown."
+    )
+    bearer_token_file: Path | None = Field(
+        None, description="File holding the bearer token (a mounted Secret), read when the sink opens."
+    )
+    gzip: bool = Field(False, description="Compress request bodies with gzip (Content-Encoding: gzip).")
+    gzip_level: int = Field(1, ge=1, le=9, description="gzip level: 1 is fastest, 9 smallest.")
+    timeout_secs: float = Field(
+        30.0, gt=0, description="Whole-request deadline, from connect to the last byte."
+    )
+    connect_timeout_secs: float = Field(5.0, gt=0, description="Deadline for opening a connection.")
+    tls_verify: bool = Field(True, description="Verify the server's certificate and host name (https).")
+    tls_ca_file: Path | None = Field(
+        None, description="CA bundle to verify the server with instead of the system's."
+    )
+    tls_cert_file: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
+    tls_key_file: Path | None = Field(None, description="Private key (PEM) of the client certificate.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        url = URL(value)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> HttpSinkSettings:
+        basic = self.basic_auth_password is not None or self.basic_auth_password_file is not None
+        bearer = self.bearer_token is not None or self.bearer_token_file is not None
+        if basic and bearer:
+            raise ValueError("choose basic auth or a bearer token, not both")
+        if basic and not self.basic_auth_username:
+            raise ValueError("basic_auth_username is required with a basic auth password")
+        if self.basic_auth_password is not None and self.basic_auth_password_file is not None:
+            raise ValueError("give basic_auth_password or basic_auth_password_file, not both")
+        if self.bearer_token is not None and self.bearer_token_file is not None:
+            raise ValueError("give bearer_token or bearer_token_file, not both")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        return self
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait per a `Retry-After` header (delay-seconds or HTTP date); None if absent or invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # HTTP dates are GMT; an obsolete format may come without a zone
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+# 408/429 and 5xx may pass later; 501 and 505 say the request itself can never work.
+RETRYABLE_STATUSES = frozenset({408, 429} | set(range(500, 600)) - {501, 505})
+
+H = TypeVar("H", bound=HttpSinkSettings)
+
+
+class HttpSink(Sink[H]):
+    """Base of the HTTP sinks: one pooled keep-alive session, one POST per batch."""
+
+    # Statuses worth sending again; a subclass narrows this where its protocol says so (OTLP).
+    retryable_statuses: Collection[int] = RETRYABLE_STATUSES
+
+    def __init__(self, settings: H, log: Any, registry: Any) -> None:
+        super().__init__(settings, log, registry)
+        self._session: aiohttp.ClientSession | None = None
+        self._headers: dict[str, str] = {}
+
+    async def open(self) -> None:
+        s = self.settings
+        headers = dict(s.headers)
+        headers.update({k: v.get_secret_value() for k, v in s.secret_headers.items()})
+        if s.basic_auth_username is not None:
+            password = _secret(s.basic_auth_password, s.basic_auth_password_file)
+            headers["Authorization"] = aiohttp.BasicAuth(s.basic_auth_username, password or "").encode()
+        token = _secret(s.bearer_token, s.bearer_token_file)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if s.gzip:
+            headers["Content-Encoding"] = "gzip"
+        self._headers = headers
+        ssl_arg: ssl.SSLContext | bool = True
+        if URL(s.url).scheme == "https":
+            if not s.tls_verify:
+                ssl_arg = False
+            else:
+                ctx = ssl.create_default_context(cafile=str(s.tls_ca_file) if s.tls_ca_file else None)
+                if s.tls_cert_file and s.tls_key_file:
+                    ctx.load_cert_chain(s.tls_cert_file, s.tls_key_file)
+                ssl_arg = ctx
+        timeout = aiohttp.ClientTimeout(total=s.timeout_secs, sock_connect=s.connect_timeout_secs)
+        self._session = aiohttp.ClientSession(
+            timeout=timeout,
+            connector=aiohttp.TCPConnector(ssl=ssl_arg, limit=8),
+            auto_decompress=True,
+            # No cookies, no environment proxies: a sidecar talks to exactly what it was told.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+            raise_for_status=False,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def compress(self, body: bytes) -> bytes:
+        if not self.settings.gzip:
+            return body
+        level = self.settings.gzip_level
+        if len(body) > _GZIP_IN_THREAD_BYTES:
+            return await asyncio.to_thread(gzip.compress, body, level, mtime=0)
+        return gzip.compress(body, level, mtime=0)
+
+    async def post(
+        self,
+        body: bytes,
+        content_type: str,
+        *,
+        url: str | None = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        """POST one body; return (status, response body) for a 2xx, raise a classified error otherwise."""
+        if self._session is None:
+            raise RuntimeError(f"sink {self.name!r} used before open()")
+        data = await self.compress(body)
+        req_headers = dict(self._headers)
+        req_headers["Content-Type"] = content_type
+        if headers:
+            req_headers.update(headers)
+        target = url or self.settings.url
+        try:
+            async with self._session.post(target, data=data, headers=req_headers, params=params) as resp:
+                payload = await resp.read()
+                status = resp.status
+                retry_after = resp.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            raise RetryableError(f"{target}: {type(e).__name__}: {e}") from e
+        self.metrics.add_bytes(len(data))
+        if 200 <= status < 300:
+            return status, payload
+        text = payload[:_ERROR_BODY_CHARS].decode("utf-8", "replace").strip()
+        message = f"{target}: HTTP {status}: {text}"
+        if status in self.retryable_statuses:
+            raise RetryableError(message, parse_retry_after(retry_after))
+        raise PermanentError(message, reason=f"http_{status}")
+
+
+def _secret(value: SecretStr | None, path: Path | None) -> str | None:
+    if value is not None:
+        return value.get_secret_value()
+    if path is not None:
+        return path.read_text().strip()
+    return None
