@@ -25,15 +25,11 @@ class SidecarMetrics:
         self.build_info = Info(
             "sidecar_build", "Version of the sidecar and of Python it runs on.", registry=self.registry
         )
-        self.build_info.info(
-            {"sidecar": sidecar, "version": sidecars.__version__, "python": platform.python_version()}
-        )
+        self.build_info.info({"sidecar": sidecar, "version": sidecars.__version__, "python": platform.python_version()})
         self.state = Gauge(
             "sidecar_state", "1 for the lifecycle state the sidecar is in.", ["state"], registry=self.registry
         )
-        self.start_time = Gauge(
-            "sidecar_start_time_seconds", "Unix time the process started.", registry=self.registry
-        )
+        self.start_time = Gauge("sidecar_start_time_seconds", "Unix time the process started.", registry=self.registry)
         self.start_time.set_to_current_time()
         self.restarts = Counter(
             "sidecar_task_restarts", "Restarts of supervised tasks after a crash.", ["task"], registry=self.registry
@@ -41,9 +37,7 @@ class SidecarMetrics:
         self.events_in = Counter(
             "sidecar_events_in", "Units of work taken in (lines, requests, scrapes).", registry=self.registry
         )
-        self.events_out = Counter(
-            "sidecar_events_out", "Units of work delivered or answered.", registry=self.registry
-        )
+        self.events_out = Counter("sidecar_events_out", "Units of work delivered or answered.", registry=self.registry)
         self.events_dropped = Counter(
             "sidecar_events_dropped", "Units of work given up, by reason.", ["reason"], registry=self.registry
         )

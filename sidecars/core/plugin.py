@@ -94,7 +94,7 @@ class Sidecar(abc.ABC, Generic[S]):
         Supervised: a crash restarts it with backoff under the restart budget.
         """
 
-    async def drain(self) -> None:  # noqa: B027 - a no-op is a valid default
+    async def drain(self) -> None:
         """On SIGTERM: stop taking new work, finish or persist what is in flight, within the budget."""
 
     def checks(self) -> Sequence[Check]:

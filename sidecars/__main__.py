@@ -1,0 +1,3 @@
+from sidecars.core.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""Command line: `sidecars list`, `sidecars run NAME ...`, `sidecars demo`, and `python -m sidecars.<name>`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sidecars import __version__
+from sidecars.core import config, logs
+from sidecars.core.plugin import Sidecar
+from sidecars.core.plugins import PluginLoadError, discover, load
+from sidecars.core.runtime import EXIT_CONFIG, EXIT_FATAL, EXIT_OK, Runtime, run
+from sidecars.core.settings import SidecarSettings
+
+PluginClass = type[Sidecar[SidecarSettings]]
+
+
+def build_parser(plugin_cls: PluginClass, prog: str) -> argparse.ArgumentParser:
+    model = plugin_cls.Settings
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=f"{plugin_cls.name}: {plugin_cls.description}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="environment variables (a flag wins over its env var, which wins over the config file):\n"
+        + "\n".join(config.env_table(model))
+        + f"\n  {config.CONFIG_ENV:<40} --config\n\n"
+        "Lists take a,b or a repeated flag; mappings k=v,k2=v2; a value starting with [ or { is YAML/JSON.\n"
+        "A secret option X also reads from a file: --X-file, env <VAR>_FILE or key x_file.\n"
+        "Exit codes: 0 clean stop, 1 fatal error, 2 bad configuration.",
+    )
+    parser.add_argument("--config", type=Path, metavar="PATH", help=f"YAML file of options [env {config.CONFIG_ENV}]")
+    parser.add_argument("--print-config", action="store_true", help="print the effective config (secrets redacted)")
+    parser.add_argument("--check-config", action="store_true", help="validate the config and exit")
+    parser.add_argument("--version", action="version", version=f"sidecars {__version__}")
+    config.add_arguments(parser, model)
+    return parser
+
+
+def run_main(plugin_cls: PluginClass, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Parse options, then run the sidecar until it stops; returns the process exit code."""
+    model = plugin_cls.Settings
+    parser = build_parser(plugin_cls, prog or f"python -m sidecars.{plugin_cls.name}")
+    args, unknown = parser.parse_known_args(argv)
+    problems = [config.Problem(arg, "unknown option") for arg in unknown if arg.startswith("-")]
+    problems += [config.Problem(arg, "unexpected argument") for arg in unknown if not arg.startswith("-")]
+    config_path = args.config or (Path(os.environ[config.CONFIG_ENV]) if os.environ.get(config.CONFIG_ENV) else None)
+    try:
+        loaded = config.load(model, flags=config.flags_from(args, model), config_file=config_path)
+    except config.ConfigError as exc:
+        problems += exc.problems
+        loaded = None
+    if problems or loaded is None:
+        print(config.ConfigError(problems).render(), file=sys.stderr)
+        return EXIT_CONFIG
+    if args.print_config:
+        sys.stdout.write(config.render(loaded))
+        return EXIT_OK
+    if args.check_config:
+        print(f"{plugin_cls.name}: configuration is valid")
+        return EXIT_OK
+    settings = loaded.settings
+    logs.configure(settings.log_level, settings.log_format)
+    logs.bind_process_context(plugin_cls.name)
+    runtime = Runtime(plugin_cls, settings)
+    for warning in loaded.warnings:
+        runtime.log.warning(warning)
+    runtime.log.info("starting", version=__version__, config_sources=sorted(loaded.sources.values()))
+    return run(runtime)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="sidecars",
+        description="Sidecar containers for Kubernetes Pods: run one, or list those installed.",
+    )
+    parser.add_argument("--version", action="version", version=f"sidecars {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("list", help="installed sidecars, one line each")
+    run_parser = sub.add_parser("run", help="run an installed sidecar: sidecars run NAME [options]", add_help=False)
+    run_parser.add_argument("name")
+    sub.add_parser("demo", help="start a demo app and the three sidecars on localhost", add_help=False)
+    if not argv:
+        parser.print_help()
+        return EXIT_CONFIG
+    command, rest = argv[0], argv[1:]
+    if command == "list":
+        return _list()
+    if command == "run":
+        if not rest or rest[0].startswith("-"):
+            run_parser.print_usage(sys.stderr)
+            print("sidecars run: name the sidecar to run (see `sidecars list`)", file=sys.stderr)
+            return EXIT_CONFIG
+        try:
+            plugin_cls = load(rest[0])
+        except PluginLoadError as exc:
+            print(f"sidecars run: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        return run_main(plugin_cls, rest[1:], prog=f"sidecars run {rest[0]}")
+    if command == "demo":
+        import importlib
+
+        try:
+            demo = importlib.import_module("sidecars.demo")
+        except ImportError as exc:
+            print(f"sidecars demo: unavailable ({exc})", file=sys.stderr)
+            return EXIT_FATAL
+        code: int = demo.main(rest)
+        return code
+    parser.parse_args(argv)  # prints help or the usage error for anything else
+    return EXIT_CONFIG
+
+
+def _list() -> int:
+    found = discover()
+    if not found:
+        print("no sidecars installed")
+        return EXIT_OK
+    width = max(len(name) for name in found)
+    for name, entry in sorted(found.items()):
+        try:
+            plugin_cls = load(name)
+            line = plugin_cls.description
+        except PluginLoadError as exc:
+            line = f"(cannot be loaded: {exc})"
+        print(f"{name:<{width}}  {line}   [{entry.value}]")
+    return EXIT_OK

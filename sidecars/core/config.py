@@ -1,0 +1,466 @@
+"""Settings from CLI flags, env vars and an optional YAML file: one typed model per sidecar.
+
+Precedence is flag > env > file > default. Every problem is collected and reported at once, each
+naming where the bad value came from (`--admin-port`, `env SIDECAR_ADMIN_PORT`, `app.yaml:3 admin_port`),
+before anything starts. Conventions for text values (flags and env vars):
+
+- scalars are given as text and converted by the model (`8080`, `true`, `2.5`);
+- list fields take comma-separated items (`a,b`), or a flag repeated; dict fields take `k=v,k2=v2`;
+- any value starting with `[` or `{` is read as YAML/JSON, the way to give nested structures.
+
+A secret field `token` also accepts `--token-file`, `<PREFIX>TOKEN_FILE` and the key `token_file`:
+the file's content (trailing newline removed) becomes the value, as Kubernetes mounts Secrets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import os
+import re
+import types
+import typing
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+
+from sidecars.core.settings import SidecarSettings
+
+CONFIG_ENV = "SIDECAR_CONFIG"
+_REDACTED = "**********"
+_SECRET_KEY = re.compile(r"(?i)(password|passwd|secret|token|api_?key|authorization|credential|private_key)")
+
+
+class Kind(enum.Enum):
+    SCALAR = "scalar"
+    BOOL = "bool"
+    LIST = "list"
+    DICT = "dict"
+    COMPLEX = "complex"  # nested models and anything else: YAML/JSON text
+
+
+@dataclass(frozen=True)
+class Option:
+    """One settings field as the three sources spell it."""
+
+    name: str
+    flag: str
+    env: str
+    kind: Kind
+    secret: bool
+    required: bool
+    info: FieldInfo
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+    def default_text(self) -> str:
+        if self.required:
+            return "required"
+        default = self.info.get_default(call_default_factory=True)
+        if self.secret and default is not None:
+            return _REDACTED
+        if isinstance(default, enum.Enum):
+            default = default.value
+        if isinstance(default, list | tuple) and all(isinstance(v, str | int | float) for v in default):
+            return ",".join(str(v) for v in default) or "[]"
+        if isinstance(default, BaseModel):
+            return "{...}"
+        return str(default)
+
+
+@dataclass(frozen=True)
+class Problem:
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """Every problem found in the configuration, with where each came from."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        count = len(self.problems)
+        head = f"invalid configuration ({count} problem{'s' if count != 1 else ''}):"
+        return "\n".join([head, *(f"  - {p}" for p in self.problems)])
+
+
+@dataclass
+class Loaded:
+    """Validated settings plus where each non-default value came from."""
+
+    settings: SidecarSettings
+    sources: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def options(model: type[SidecarSettings]) -> list[Option]:
+    common = set(SidecarSettings.model_fields)
+    result = []
+    for name, info in model.model_fields.items():
+        prefix = model.common_env_prefix if name in common else model.env_prefix
+        annotation = info.annotation
+        result.append(
+            Option(
+                name=name,
+                flag="--" + name.replace("_", "-"),
+                env=prefix + name.upper(),
+                kind=_kind(annotation),
+                secret=_is_secret(info),
+                required=info.is_required(),
+                info=info,
+            )
+        )
+    return result
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _kind(annotation: Any) -> Kind:
+    annotation = _unwrap_optional(annotation)
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        return Kind.BOOL
+    if origin in (list, tuple, set, frozenset, Sequence):
+        args = typing.get_args(annotation)
+        inner = _unwrap_optional(args[0]) if args else str
+        scalar = isinstance(inner, type) and issubclass(inner, str | int | float | Path)
+        return Kind.LIST if scalar else Kind.COMPLEX
+    if origin in (dict, Mapping):
+        return Kind.DICT
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return Kind.COMPLEX
+    return Kind.SCALAR
+
+
+def _is_secret(info: FieldInfo) -> bool:
+    extra = info.json_schema_extra
+    if isinstance(extra, dict) and extra.get("secret"):
+        return True
+    return _unwrap_optional(info.annotation) is SecretStr
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+
+def parse_text(option: Option, text: str) -> Any:
+    """Turn one flag or env value into what the model validates; raises ValueError with a hint."""
+    stripped = text.strip()
+    if stripped[:1] in ("[", "{") and option.kind is not Kind.SCALAR:
+        try:
+            return yaml.safe_load(stripped)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"not valid YAML/JSON: {_yaml_reason(exc)}") from None
+    if option.kind is Kind.LIST:
+        return [item.strip() for item in text.split(",") if item.strip()]
+    if option.kind is Kind.DICT:
+        pairs = {}
+        for item in filter(None, (i.strip() for i in text.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"expected key=value pairs separated by commas, got {item!r}")
+            pairs[key.strip()] = value.strip()
+        return pairs
+    if option.kind is Kind.COMPLEX:
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"not valid YAML/JSON: {_yaml_reason(exc)}") from None
+    return text
+
+
+def _yaml_reason(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
+@dataclass
+class _FileValues:
+    path: Path
+    values: dict[str, Any]
+    node: yaml.MappingNode | None
+
+    def where(self, loc: Sequence[int | str]) -> str:
+        """`file:line key.sub` for a location in the file, using the YAML node marks."""
+        node: yaml.Node | None = self.node
+        line = None
+        for part in loc:
+            found = None
+            if isinstance(node, yaml.MappingNode):
+                for key_node, value_node in node.value:
+                    if key_node.value == str(part):
+                        line, found = key_node.start_mark.line + 1, value_node
+                        break
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+                found = node.value[part]
+                line = found.start_mark.line + 1
+            node = found
+            if node is None:
+                break
+        dotted = ".".join(str(p) for p in loc)
+        return f"{self.path}:{line} {dotted}" if line else f"{self.path} {dotted}"
+
+
+def read_config_file(path: Path) -> tuple[_FileValues | None, list[Problem]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        return None, [Problem(str(path), f"cannot read config file: {exc.strerror or exc}")]
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        return None, [Problem(str(path), f"not valid YAML: {_yaml_reason(exc)}")]
+    if data is None:
+        return _FileValues(path, {}, None), []
+    if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
+        return None, [Problem(str(path), "the config file must be a mapping of option names to values")]
+    return _FileValues(path, data, node), []
+
+
+def _read_secret_file(path_text: str, where: str, problems: list[Problem]) -> str | None:
+    try:
+        return Path(path_text).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        problems.append(Problem(where, f"cannot read secret file {path_text}: {exc.strerror or exc}"))
+        return None
+
+
+def load(
+    model: type[SidecarSettings],
+    *,
+    flags: Mapping[str, list[str]] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Loaded:
+    """Merge the three sources over the defaults and validate; raises ConfigError listing every problem.
+
+    `flags` maps a field name to the texts given on the command line (a list: flags may repeat);
+    a secret's file variant is the field name plus `_file`.
+    """
+    flags = flags or {}
+    environ = os.environ if environ is None else environ
+    opts = options(model)
+    problems: list[Problem] = []
+    warnings: list[str] = []
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+
+    file_values = None
+    if config_file is not None:
+        file_values, file_problems = read_config_file(config_file)
+        problems += file_problems
+
+    for opt in opts:
+        got = _from_flags(opt, flags, problems)
+        if got is None:
+            got = _from_env(opt, environ, problems)
+        if got is None and file_values is not None:
+            got = _from_file(opt, file_values, problems)
+        if got is not None:
+            sources[opt.name], values[opt.name] = got
+
+    known_file_keys = {o.name for o in opts} | {o.name + "_file" for o in opts if o.secret}
+    if file_values is not None:
+        for key in file_values.values:
+            if key not in known_file_keys:
+                problems.append(Problem(file_values.where([key]), f"unknown option {key!r}{_suggest(key, opts)}"))
+
+    warnings += _unknown_env(model, opts, environ)
+
+    settings = None
+    try:
+        settings = model.model_validate(values)
+    except ValidationError as exc:
+        for err in exc.errors():
+            problems.append(_problem_for(err, opts, sources, file_values))
+    if problems or settings is None:
+        raise ConfigError(problems)
+    return Loaded(settings=settings, sources=sources, warnings=warnings)
+
+
+def _from_flags(opt: Option, flags: Mapping[str, list[str]], problems: list[Problem]) -> tuple[str, Any] | None:
+    texts = flags.get(opt.name)
+    if opt.secret and not texts and flags.get(opt.name + "_file"):
+        where = opt.flag + "-file"
+        secret_text = _read_secret_file(flags[opt.name + "_file"][-1], where, problems)
+        return (where, secret_text) if secret_text is not None else None
+    if not texts:
+        return None
+    try:
+        if opt.kind is Kind.LIST and len(texts) > 1:
+            merged: list[Any] = []
+            for text in texts:
+                merged += parse_text(opt, text)
+            return opt.flag, merged
+        return opt.flag, parse_text(opt, texts[-1])
+    except ValueError as exc:
+        problems.append(Problem(opt.flag, str(exc)))
+        return None
+
+
+def _from_env(opt: Option, environ: Mapping[str, str], problems: list[Problem]) -> tuple[str, Any] | None:
+    if opt.env in environ:
+        where = f"env {opt.env}"
+        try:
+            return where, parse_text(opt, environ[opt.env])
+        except ValueError as exc:
+            problems.append(Problem(where, str(exc)))
+            return None
+    if opt.secret and opt.env + "_FILE" in environ:
+        where = f"env {opt.env}_FILE"
+        secret_text = _read_secret_file(environ[opt.env + "_FILE"], where, problems)
+        return (where, secret_text) if secret_text is not None else None
+    return None
+
+
+def _from_file(opt: Option, file_values: _FileValues, problems: list[Problem]) -> tuple[str, Any] | None:
+    if opt.name in file_values.values:
+        return file_values.where([opt.name]), file_values.values[opt.name]
+    if opt.secret and opt.name + "_file" in file_values.values:
+        where = file_values.where([opt.name + "_file"])
+        secret_text = _read_secret_file(str(file_values.values[opt.name + "_file"]), where, problems)
+        return (where, secret_text) if secret_text is not None else None
+    return None
+
+
+def _unknown_env(model: type[SidecarSettings], opts: list[Option], environ: Mapping[str, str]) -> list[str]:
+    """Env vars with our prefixes that match no option: warned about, not fatal.
+
+    Kubernetes injects `<SERVICE>_PORT`-style variables for every Service in the namespace, so a
+    Service named like a prefix must not stop the sidecar; a typo still gets a visible warning.
+    """
+    known = {o.env for o in opts} | {o.env + "_FILE" for o in opts if o.secret} | {CONFIG_ENV}
+    prefixes = {model.common_env_prefix, model.env_prefix}
+    service_var = re.compile(r"_(SERVICE_HOST|SERVICE_PORT\w*|PORT(_\d+_(TCP|UDP|SCTP)\w*)?)$")
+    warnings = []
+    for name in sorted(environ):
+        if any(name.startswith(p) for p in prefixes) and name not in known and not service_var.search(name):
+            warnings.append(f"env {name} matches no option and is ignored")
+    return warnings
+
+
+def _suggest(key: str, opts: list[Option]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, [o.name for o in opts], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _problem_for(
+    err: Mapping[str, Any], opts: list[Option], sources: Mapping[str, str], file_values: _FileValues | None
+) -> Problem:
+    loc = list(err.get("loc", ()))
+    message = str(err.get("msg", "invalid"))
+    if not loc:
+        return Problem("settings", message)
+    name = str(loc[0])
+    opt = next((o for o in opts if o.name == name), None)
+    if err.get("type") == "missing" and len(loc) == 1 and opt is not None:
+        return Problem(opt.name, f"required, but not set (give {opt.flag}, env {opt.env} or key {opt.name!r})")
+    if err.get("type") == "extra_forbidden" and len(loc) > 1:
+        message = f"unknown key {loc[-1]!r}"
+    source = sources.get(name)
+    if source is not None and file_values is not None and source.startswith(str(file_values.path)):
+        where = file_values.where(loc)
+    elif source is not None:
+        where = source + ("" if len(loc) == 1 else " " + ".".join(str(p) for p in loc[1:]))
+    else:
+        where = ".".join(str(p) for p in loc)
+    if opt is not None and not opt.secret and "input" in err and len(loc) == 1:
+        message += f" (got {err['input']!r})"
+    return Problem(where, message)
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+
+def redacted(settings: SidecarSettings) -> dict[str, Any]:
+    """The effective settings as plain data, secrets replaced, also inside free-form mappings."""
+    data = settings.model_dump(mode="json")
+    for opt in options(type(settings)):
+        if opt.secret and data.get(opt.name) is not None:
+            data[opt.name] = _REDACTED
+    redacted_data: dict[str, Any] = _redact_keys(data)
+    return redacted_data
+
+
+def _redact_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: (_REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) and v else _redact_keys(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact_keys(v) for v in value]
+    return value
+
+
+def render(loaded: Loaded) -> str:
+    """YAML of the effective settings, each value set by a source annotated with where from."""
+    data = redacted(loaded.settings)
+    lines = []
+    for key, value in data.items():
+        block = yaml.safe_dump({key: value}, sort_keys=False, default_flow_style=False).rstrip("\n")
+        source = loaded.sources.get(key)
+        first, *rest = block.split("\n")
+        lines.append(f"{first}  # from {source}" if source else first)
+        lines.extend(rest)
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+_METAVARS = {Kind.SCALAR: "VALUE", Kind.BOOL: "BOOL", Kind.LIST: "A,B", Kind.DICT: "K=V,..", Kind.COMPLEX: "YAML"}
+
+
+def add_arguments(parser: argparse.ArgumentParser, model: type[SidecarSettings]) -> None:
+    """One flag per option; values stay text here and are converted by `load`."""
+    group = parser.add_argument_group("options (flag, env var, or key in the --config file)")
+    for opt in options(model):
+        help_text = (opt.info.description or "").replace("%", "%%")
+        help_text += f" [env {opt.env}; default: {opt.default_text().replace('%', '%%')}]"
+        group.add_argument(opt.flag, dest=opt.name, action="append", metavar=_METAVARS[opt.kind], help=help_text)
+        if opt.secret:
+            group.add_argument(
+                opt.flag + "-file",
+                dest=opt.name + "_file",
+                action="append",
+                metavar="PATH",
+                help=f"read {opt.flag} from a file [env {opt.env}_FILE]",
+            )
+
+
+def flags_from(namespace: argparse.Namespace, model: type[SidecarSettings]) -> dict[str, list[str]]:
+    result: dict[str, list[str]] = {}
+    for opt in options(model):
+        for dest in (opt.name, opt.name + "_file"):
+            texts = getattr(namespace, dest, None)
+            if texts:
+                result[dest] = list(texts)
+    return result
+
+
+def env_table(model: type[SidecarSettings]) -> Iterator[str]:
+    for opt in options(model):
+        yield f"  {opt.env:<40} {opt.flag}"

@@ -1,0 +1,295 @@
+"""The runtime: one process, one task group, supervision and the shutdown sequence.
+
+Start-up: admin server up (`/livez` 200, `/startupz` 503), the plugin's `lifespan()` entered,
+`run(ready)` started under supervision; `ready()` turns `/startupz` and `/readyz` 200.
+
+Shutdown, on SIGTERM/SIGINT, when `run` returns, or when a task crashes past the restart budget:
+`/readyz` turns 503, `drain()` runs within what is left of the budget, supervised tasks are cancelled,
+the lifespan exits (releasing resources in reverse order), the admin server stops. A second signal
+exits at once; if the whole sequence overruns the budget the process exits anyway.
+
+Exit codes: 0 clean stop, 1 fatal (start-up failed, restart budget spent, budget overrun),
+2 bad configuration (from the CLI), 128+N on a second signal N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+from prometheus_client import CollectorRegistry
+from structlog.typing import FilteringBoundLogger
+
+from sidecars.core.admin import AdminServer
+from sidecars.core.health import Health, Lifecycle
+from sidecars.core.metrics import SidecarMetrics
+from sidecars.core.plugin import Sidecar
+from sidecars.core.settings import SidecarSettings
+
+EXIT_OK = 0
+EXIT_FATAL = 1
+EXIT_CONFIG = 2
+BACKOFF_CAP_SECS = 30.0
+
+
+class _Context:
+    """The `Context` handed to the plugin."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    @property
+    def log(self) -> FilteringBoundLogger:
+        return self._runtime.log
+
+    @property
+    def metrics(self) -> SidecarMetrics:
+        return self._runtime.metrics
+
+    @property
+    def draining(self) -> bool:
+        return self._runtime.lifecycle.draining
+
+    def spawn(self, name: str, factory: Callable[[], Awaitable[None]], *, restart: bool = True) -> None:
+        self._runtime.spawn(name, factory, restart=restart)
+
+
+class RestartBudget:
+    """At most `max_restarts` crashes within `window_secs`; backoff doubles per recent crash."""
+
+    def __init__(self, max_restarts: int, window_secs: float, base_secs: float) -> None:
+        self.max_restarts = max_restarts
+        self.window_secs = window_secs
+        self.base_secs = base_secs
+        self._crashes: collections.deque[float] = collections.deque()
+
+    def record_crash(self, now: float) -> bool:
+        """Counts a crash; False once the budget is spent."""
+        self._crashes.append(now)
+        while self._crashes and now - self._crashes[0] > self.window_secs:
+            self._crashes.popleft()
+        return len(self._crashes) <= self.max_restarts
+
+    def backoff(self) -> float:
+        """Exponential in the recent crash count, with 'equal jitter' so restarts do not align."""
+        ceiling: float = min(BACKOFF_CAP_SECS, self.base_secs * 2.0 ** max(len(self._crashes) - 1, 0))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+class Runtime:
+    def __init__(
+        self,
+        plugin_cls: type[Sidecar[SidecarSettings]],
+        settings: SidecarSettings,
+        *,
+        registry: CollectorRegistry | None = None,
+        log: FilteringBoundLogger | None = None,
+        handle_signals: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.metrics = SidecarMetrics(plugin_cls.name, registry)
+        self.log: FilteringBoundLogger = log or structlog.get_logger("sidecars")
+        self.lifecycle = Lifecycle()
+        self.plugin = plugin_cls(settings, _Context(self))
+        self.admin = AdminServer(
+            settings.admin_host,
+            settings.admin_port,
+            Health(self.lifecycle, self.plugin.checks),
+            self.metrics,
+            self.plugin.admin_routes(),
+        )
+        self._handle_signals = handle_signals
+        self._budget = RestartBudget(settings.max_restarts, settings.restart_window_secs, settings.restart_backoff_secs)
+        self._stop = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._exit_code = EXIT_OK
+        self._group: asyncio.TaskGroup | None = None
+        self._pending: list[tuple[str, Callable[[], Awaitable[None]], bool]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._signals = 0
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------------------------------ public
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    def request_stop(self, exit_code: int = EXIT_OK) -> None:
+        """Begin the shutdown sequence (idempotent); a non-zero code wins over zero."""
+        self._exit_code = max(self._exit_code, exit_code)
+        self._stop.set()
+
+    def spawn(self, name: str, factory: Callable[[], Awaitable[None]], *, restart: bool = True) -> None:
+        if self._group is None:
+            self._pending.append((name, factory, restart))
+            return
+        task = self._group.create_task(self._supervise(name, factory, restart), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def serve(self) -> int:
+        """Run the sidecar until it stops; returns the exit code."""
+        loop = asyncio.get_running_loop()
+        if self._handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            return await self._serve()
+        finally:
+            self.metrics.set_state("stopped")
+            if self._handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+
+    # ------------------------------------------------------------------------------------ sequence
+
+    async def _serve(self) -> int:
+        name = self.plugin.name
+        await self.admin.start()
+        self.log.info("admin server listening", host=self.settings.admin_host, port=self.admin.port)
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    async with asyncio.timeout(self.settings.startup_timeout_secs):
+                        await stack.enter_async_context(self.plugin.lifespan())
+                except Exception as exc:
+                    # The plugin's own exit stack has released what it had acquired by now.
+                    self.log.error("start-up failed", error=str(exc), exc_info=True)
+                    self.metrics.errors.labels(type="startup").inc()
+                    return EXIT_FATAL
+                async with asyncio.TaskGroup() as group:
+                    self._group = group
+                    self.spawn(f"{name}.run", self._run_plugin)
+                    for task_name, factory, restart in self._pending:
+                        self.spawn(task_name, factory, restart=restart)
+                    self._pending.clear()
+                    deadline = group.create_task(self._startup_deadline())
+                    self._tasks.add(deadline)
+                    await self._stop.wait()
+                    await self._shutdown()
+                self._group = None
+                self.log.info("releasing resources")
+        finally:
+            await self.admin.stop()
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+        self.log.info("stopped", exit_code=self._exit_code)
+        return self._exit_code
+
+    async def _run_plugin(self) -> None:
+        await self.plugin.run(self._mark_ready)
+        if not self.lifecycle.draining:
+            self.log.info("run() returned: stopping")
+            self.request_stop()
+
+    def _mark_ready(self) -> None:
+        if self._ready.is_set():
+            return
+        self.lifecycle.started = True
+        self._ready.set()
+        self.metrics.set_state("ready")
+        self.log.info("ready")
+
+    async def _startup_deadline(self) -> None:
+        try:
+            await asyncio.wait_for(self._ready.wait(), self.settings.startup_timeout_secs)
+        except TimeoutError:
+            self.log.error("not ready within start-up timeout", timeout_secs=self.settings.startup_timeout_secs)
+            self.metrics.errors.labels(type="startup_timeout").inc()
+            self.request_stop(EXIT_FATAL)
+
+    async def _shutdown(self) -> None:
+        budget = self.settings.shutdown_timeout_secs
+        deadline = time.monotonic() + budget
+        if self._handle_signals:
+            # A hard stop in case anything up to the admin server's stop overruns (the kubelet would
+            # SIGKILL us anyway); in-process runs (tests) must not take their host process down.
+            self._watchdog = asyncio.get_running_loop().call_later(budget + 1.0, self._overrun)
+        self.lifecycle.draining = True
+        self.metrics.set_state("draining")
+        self.log.info("draining", budget_secs=budget)
+        try:
+            await asyncio.wait_for(self.plugin.drain(), max(deadline - time.monotonic(), 0))
+        except TimeoutError:
+            self.log.warning("drain did not finish within the shutdown budget", budget_secs=budget)
+            self.metrics.errors.labels(type="drain_timeout").inc()
+        except Exception as exc:
+            self.log.error("drain failed", error=str(exc), exc_info=True)
+            self.metrics.errors.labels(type="drain").inc()
+        tasks = [t for t in self._tasks if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0.1))
+
+    def _overrun(self) -> None:
+        self.log.error("shutdown overran its budget: exiting now")
+        _hard_exit(EXIT_FATAL)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            self.log.warning("second signal: exiting at once", signal=sig.name)
+            _hard_exit(128 + sig.value)
+        self.log.info("signal received: shutting down", signal=sig.name)
+        self.request_stop()
+
+    # ------------------------------------------------------------------------------------ supervision
+
+    async def _supervise(self, name: str, factory: Callable[[], Awaitable[None]], restart: bool) -> None:
+        while True:
+            try:
+                await factory()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.metrics.errors.labels(type="task_crash").inc()
+                if self.lifecycle.draining:
+                    self.log.error("task crashed during shutdown", task=name, error=str(exc), exc_info=True)
+                    return
+                within_budget = self._budget.record_crash(time.monotonic())
+                if not restart or not within_budget:
+                    why = "restart budget spent" if restart else "task is not restartable"
+                    self.log.error(f"task crashed, {why}: exiting", task=name, error=str(exc), exc_info=True)
+                    self.request_stop(EXIT_FATAL)
+                    return
+                delay = self._budget.backoff()
+                self.log.error(
+                    "task crashed: restarting", task=name, error=str(exc), backoff_secs=round(delay, 3), exc_info=True
+                )
+                self.metrics.restarts.labels(task=name).inc()
+                try:
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                    return  # shutting down meanwhile: do not restart
+                except TimeoutError:
+                    pass
+
+
+def _hard_exit(code: int) -> None:
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def run(runtime: Runtime) -> int:
+    """Run on uvloop when it is installed, else on the default asyncio loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(runtime.serve())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(runtime.serve())
