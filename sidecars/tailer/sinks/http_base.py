@@ -40,28 +40,20 @@ class HttpSinkSettings(SinkSettings):
         description="Extra request headers whose values are secret (API keys); never shown.",
     )
     basic_auth_username: str | None = Field(None, description="User name for HTTP basic auth.")
-    basic_auth_password: SecretStr | None = Field(
-        None, description="Password for HTTP basic auth; never shown."
-    )
+    basic_auth_password: SecretStr | None = Field(None, description="Password for HTTP basic auth; never shown.")
     basic_auth_password_file: Path | None = Field(
         None, description="File holding the basic auth password (a mounted Secret), read when the sink opens."
     )
-    bearer_token: SecretStr | None = Field(
-        None, description="Bearer token sent as Authorization; never shown."
-    )
+    bearer_token: SecretStr | None = Field(None, description="Bearer token sent as Authorization; never shown.")
     bearer_token_file: Path | None = Field(
         None, description="File holding the bearer token (a mounted Secret), read when the sink opens."
     )
     gzip: bool = Field(False, description="Compress request bodies with gzip (Content-Encoding: gzip).")
     gzip_level: int = Field(1, ge=1, le=9, description="gzip level: 1 is fastest, 9 smallest.")
-    timeout_secs: float = Field(
-        30.0, gt=0, description="Whole-request deadline, from connect to the last byte."
-    )
+    timeout_secs: float = Field(30.0, gt=0, description="Whole-request deadline, from connect to the last byte.")
     connect_timeout_secs: float = Field(5.0, gt=0, description="Deadline for opening a connection.")
     tls_verify: bool = Field(True, description="Verify the server's certificate and host name (https).")
-    tls_ca_file: Path | None = Field(
-        None, description="CA bundle to verify the server with instead of the system's."
-    )
+    tls_ca_file: Path | None = Field(None, description="CA bundle to verify the server with instead of the system's.")
     tls_cert_file: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
     tls_key_file: Path | None = Field(None, description="Private key (PEM) of the client certificate.")
 
