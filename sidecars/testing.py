@@ -181,16 +181,22 @@ class Process:
 
 @contextlib.asynccontextmanager
 async def start_process(
-    name: str, settings: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    name: str,
+    settings: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    command: list[str] | None = None,
 ) -> AsyncIterator[Process]:
-    """Start `sidecars run NAME` with `settings` in a YAML config file; killed on exit if still running."""
+    """Start `sidecars run NAME` (or `command`) with `settings` in a YAML config file.
+
+    The process is killed on exit if it is still running.
+    """
     port = free_port()
     values = {"admin_host": "127.0.0.1", "admin_port": port, "log_format": "json", **(settings or {})}
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "config.yaml"
         config_path.write_text(yaml.safe_dump(values))
         proc = subprocess.Popen(  # noqa: ASYNC220 - starting a process does not block; waiting is threaded
-            [sys.executable, "-m", "sidecars", "run", name, "--config", str(config_path)],
+            [*(command or [sys.executable, "-m", "sidecars", "run", name]), "--config", str(config_path)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
@@ -213,12 +219,14 @@ class ConformanceSuite:
             settings = {"target_port": 8080}   # what a test environment needs beyond the defaults
 
     `settings` is passed both in-process and to the real process (as a YAML config file). The real
-    process test needs the plugin installed under `entry_point` in the `sidecars.plugins` group.
+    process test needs the plugin installed under `entry_point` in the `sidecars.plugins` group, or a
+    `command` that starts it and accepts `--config PATH`.
     """
 
     plugin: ClassVar[PluginClass]
     settings: ClassVar[dict[str, Any]] = {}
     entry_point: ClassVar[str | None] = None  # defaults to plugin.name
+    command: ClassVar[list[str] | None] = None  # run instead of `sidecars run NAME` when set
 
     def test_default_settings_valid(self) -> None:
         settings = self.plugin.Settings()
@@ -267,7 +275,7 @@ class ConformanceSuite:
 
     async def test_sigterm_to_a_real_process_exits_zero(self) -> None:
         name = self.entry_point or self.plugin.name
-        async with start_process(name, self.settings) as proc:
+        async with start_process(name, self.settings, command=self.command) as proc:
             await proc.wait_http("/startupz", 200)
             proc.proc.send_signal(signal.SIGTERM)
             budget = float(self.settings.get("shutdown_timeout_secs", 20.0))

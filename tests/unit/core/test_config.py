@@ -1,0 +1,98 @@
+"""Config from flags, env and a YAML file: precedence, conversions, secrets, and every error at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import Field, SecretStr
+
+from sidecars.core import SidecarSettings, secret
+from sidecars.core.config import ConfigError, load, redacted, render
+
+
+class Demo(SidecarSettings):
+    env_prefix = "DEMO_"
+    admin_port: int = Field(9899, description="admin")
+    target_url: str = Field(description="required target")
+    include: list[str] = Field(["/var/log/*.log"], description="globs")
+    labels: dict[str, str] = Field({}, description="static labels")
+    batch_lines: int = Field(100, gt=0, description="lines per batch")
+    gzip: bool = Field(False, description="compress")
+    token: SecretStr | None = secret(description="bearer token")
+
+
+def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("target_url: http://file\nbatch_lines: 10\ngzip: true\nadmin_port: 1\n")
+    env = {"DEMO_TARGET_URL": "http://env", "DEMO_BATCH_LINES": "20", "SIDECAR_ADMIN_PORT": "2"}
+    loaded = load(Demo, flags={"target_url": ["http://flag"]}, environ=env, config_file=cfg)
+    s = loaded.settings
+    assert isinstance(s, Demo)
+    assert (s.target_url, s.batch_lines, s.gzip, s.admin_port) == ("http://flag", 20, True, 2)
+    assert s.include == ["/var/log/*.log"]
+    assert loaded.sources == {
+        "target_url": "--target-url",
+        "batch_lines": "env DEMO_BATCH_LINES",
+        "gzip": f"{cfg}:3 gzip",
+        "admin_port": "env SIDECAR_ADMIN_PORT",
+    }
+
+
+def test_lists_dicts_and_yaml_values_from_text() -> None:
+    env = {"DEMO_INCLUDE": "/a/*.log, /b/**/*.log", "DEMO_LABELS": "team=core,env=prod"}
+    s = load(Demo, flags={"target_url": ["x"]}, environ=env).settings
+    assert isinstance(s, Demo)
+    assert s.include == ["/a/*.log", "/b/**/*.log"]
+    assert s.labels == {"team": "core", "env": "prod"}
+    s2 = load(Demo, flags={"target_url": ["x"], "include": ["/c", "/d"], "labels": ['{"a": "b"}']}, environ={})
+    assert isinstance(s2.settings, Demo)
+    assert s2.settings.include == ["/c", "/d"] and s2.settings.labels == {"a": "b"}
+
+
+def test_every_problem_reported_at_once_with_its_source(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("batch_lines: 0\nbatch_linez: 5\n")
+    with pytest.raises(ConfigError) as info:
+        load(Demo, flags={"admin_port": ["http"]}, environ={"DEMO_GZIP": "perhaps"}, config_file=cfg)
+    text = str(info.value)
+    problems = {p.where: p.message for p in info.value.problems}
+    assert "5 problems" in text
+    assert "greater than 0" in problems[f"{cfg}:1 batch_lines"]
+    assert "did you mean 'batch_lines'" in problems[f"{cfg}:2 batch_linez"]
+    assert "valid integer" in problems["--admin-port"]
+    assert "valid boolean" in problems["env DEMO_GZIP"]
+    assert "--target-url" in problems["target_url"] and "DEMO_TARGET_URL" in problems["target_url"]
+
+
+def test_bad_yaml_and_unreadable_file_are_problems_not_tracebacks(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1,\n")
+    with pytest.raises(ConfigError) as info:
+        load(Demo, flags={"target_url": ["x"]}, environ={}, config_file=bad)
+    assert "not valid YAML" in str(info.value) and "line" in str(info.value)
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load(Demo, flags={"target_url": ["x"]}, environ={}, config_file=tmp_path / "missing.yaml")
+
+
+def test_secret_from_file_and_redacted_everywhere(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cr3t-value\n")
+    loaded = load(Demo, flags={"target_url": ["x"]}, environ={"DEMO_TOKEN_FILE": str(token_file)})
+    s = loaded.settings
+    assert isinstance(s, Demo) and s.token is not None
+    assert s.token.get_secret_value() == "s3cr3t-value"
+    assert loaded.sources["token"] == "env DEMO_TOKEN_FILE"
+    assert "s3cr3t" not in render(loaded) and "s3cr3t" not in repr(s)
+    assert redacted(s)["token"] == "**********"
+
+
+def test_secret_looking_keys_inside_mappings_are_redacted() -> None:
+    s = load(Demo, flags={"target_url": ["x"], "labels": ["password=hunter2,team=a"]}, environ={}).settings
+    assert redacted(s)["labels"] == {"password": "**********", "team": "a"}
+
+
+def test_unknown_env_with_our_prefix_warns_but_service_links_are_quiet() -> None:
+    env = {"DEMO_TARGET_URL": "x", "DEMO_BATCH_LINEZ": "5", "DEMO_PORT": "tcp://10.0.0.1:80", "DEMO_SERVICE_HOST": "h"}
+    loaded = load(Demo, environ=env)
+    assert loaded.warnings == ["env DEMO_BATCH_LINEZ matches no option and is ignored"]
