@@ -1,0 +1,405 @@
+"""A fast parser for the Prometheus text format 0.0.4 and OpenMetrics 1.0.
+
+It yields samples the way Prometheus ingests them: `(name, labels, value, ts_ms)` where `labels` is a
+sorted tuple of `(name, value)` pairs without `__name__` and `ts_ms` is an int in milliseconds or
+None. Histograms and summaries arrive as their `_bucket`/`_sum`/`_count`/quantile series.
+
+Speed comes from doing little per line: the page is split once, a line without `{` is split on
+whitespace, a label block is matched by one regex and its pairs by one `findall`, values go straight
+to `float()`, and nothing but the tuple is built per sample. With a family filter (`families=`) the
+page is not even split: the lines of the wanted names are found with `str.find`, which runs at memory
+speed, and only those are parsed.
+
+Errors are `ParseError(line, message)` with 1-based line numbers. Duplicate series (same name and
+labels twice in one page) keep the first sample, as Prometheus does, and are counted.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+Labels = tuple[tuple[str, str], ...]
+SampleTuple = tuple[str, Labels, float, int | None]
+# A label block's parsed form: sorted label names, their order in the text (None: already sorted)
+# and the start of the series key used to spot duplicates.
+Schema = tuple[tuple[str, ...], Callable[[list[str]], tuple[str, ...]] | None, str]
+LabelCache = dict[str, tuple[Labels, str]]
+
+TEXT_CONTENT_TYPE: Final = "text/plain; version=0.0.4"
+OPENMETRICS_CONTENT_TYPE: Final = "application/openmetrics-text; version=1.0.0"
+
+TEXT_TYPES: Final = frozenset({"counter", "gauge", "histogram", "summary", "untyped"})
+OPENMETRICS_TYPES: Final = frozenset(
+    {"counter", "gauge", "histogram", "gaugehistogram", "summary", "info", "stateset", "unknown"}
+)
+# Sample-name suffixes that belong to a family; a filter on a family keeps all of them.
+FAMILY_SUFFIXES: Final = ("_bucket", "_sum", "_count", "_total", "_created", "_info", "_gcount", "_gsum")
+
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_VALUE = r'"[^"\\\n]*(?:\\.[^"\\\n]*)*"'
+_LABEL_PAIR = rf"[ \t]*[a-zA-Z_][a-zA-Z0-9_]*[ \t]*=[ \t]*{_LABEL_VALUE}[ \t]*"
+# The whole `{...}` block, validated in one match; its end is where the value starts.
+_LABEL_BLOCK = re.compile(rf"\{{((?:{_LABEL_PAIR},)*(?:{_LABEL_PAIR})?)[ \t]*\}}")
+_PAIRS = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"([^"\\\n]*(?:\\.[^"\\\n]*)*)"')
+# Between quoted values: `name=` first, then `,name=`; after the last value an optional comma.
+_SKELETON = re.compile(r"[ \t]*(,)?[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*")
+_SKELETON_END = re.compile(r"[ \t]*,?[ \t]*")
+_ESCAPES = re.compile(r'\\[\\n"]')
+_ESCAPE_MAP: Final = {"\\\\": "\\", "\\n": "\n", '\\"': '"'}
+
+
+class ParseError(ValueError):
+    """A page that cannot be parsed; `line` is 1-based."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"line {line}: {message}")
+        self.line = line
+        self.message = message
+
+
+@dataclass
+class ParseResult:
+    """The samples of one page, in page order, plus what the comment lines said about families."""
+
+    samples: list[SampleTuple]
+    types: dict[str, str] = field(default_factory=dict)
+    help: dict[str, str] = field(default_factory=dict)
+    duplicates: int = 0
+
+
+def family_names(names: Iterable[str]) -> frozenset[str]:
+    """Every sample name of the families `names` belong to (`x` -> `x`, `x_bucket`, `x_sum`, ...)."""
+    out: set[str] = set()
+    for name in names:
+        base = name
+        for suffix in FAMILY_SUFFIXES:
+            if name.endswith(suffix):
+                base = name[: -len(suffix)]
+                break
+        out.add(name)
+        out.add(base)
+        out.update(base + s for s in FAMILY_SUFFIXES)
+    return frozenset(out)
+
+
+def _unescape(match: re.Match[str]) -> str:
+    return _ESCAPE_MAP[match.group(0)]
+
+
+def _value(token: str, lineno: int) -> float:
+    # float() also takes "1_000" and surrounding space; the Go parser does not.
+    if "_" in token:
+        raise ParseError(lineno, f"invalid value {token!r}")
+    try:
+        return float(token)
+    except ValueError:
+        raise ParseError(lineno, f"invalid value {token!r}") from None
+
+
+def _timestamp(token: str, lineno: int, openmetrics: bool) -> int:
+    try:
+        if openmetrics:
+            if "_" in token:
+                raise ValueError
+            seconds = float(token)
+            if seconds != seconds or seconds in (float("inf"), float("-inf")):
+                raise ValueError
+            return round(seconds * 1000)
+        return int(token)
+    except ValueError:
+        raise ParseError(lineno, f"invalid timestamp {token!r}") from None
+
+
+class _Parser:
+    """One parse; holds the per-page state so the line loop reads only locals."""
+
+    def __init__(self, openmetrics: bool, label_cache: LabelCache | None) -> None:
+        self.openmetrics = openmetrics
+        self.cache = label_cache
+        self.result = ParseResult(samples=[])
+        self.valid_names: set[str] = set()
+        self.seen: set[str] = set()
+        # Label-name skeletons seen in this page (the text between values) -> sorted names, order, key.
+        self.schemas: dict[str, Schema] = {}
+
+    def schema(self, skeleton: str, lineno: int) -> Schema:
+        """Validates the text between the quoted values of a label block and learns its names."""
+        key = skeleton.split('"')
+        names: list[str] = []
+        for i, part in enumerate(key[:-1]):
+            match = _SKELETON.fullmatch(part)
+            if match is None or (i == 0) != (match.group(1) is None):
+                raise ParseError(lineno, f"invalid label set near {part!r}")
+            names.append(match.group(2))
+        if not _SKELETON_END.fullmatch(key[-1]) or (len(key) == 1 and key[0].strip(" \t")):
+            raise ParseError(lineno, f"invalid label set near {key[-1]!r}")
+        if "__name__" in names:
+            raise ParseError(lineno, "__name__ as a label is not supported")
+        if len(set(names)) != len(names):
+            raise ParseError(lineno, f"duplicate label name in {names}")
+        order = sorted(range(len(names)), key=names.__getitem__)
+        sorted_names = tuple(names[i] for i in order)
+        series_key = "\0" + ",".join(sorted_names) + "\0" if names else ""
+        reorder = None if order == list(range(len(names))) else operator.itemgetter(*order)
+        schema = (sorted_names, reorder, series_key)
+        self.schemas[skeleton] = schema
+        return schema
+
+    def name(self, name: str, lineno: int) -> str:
+        if name not in self.valid_names:
+            if not _METRIC_NAME.fullmatch(name):
+                raise ParseError(lineno, f"invalid metric name {name!r}")
+            self.valid_names.add(name)
+        return name
+
+    def labels(self, line: str, start: int, lineno: int) -> tuple[Labels, int]:
+        """Parses the `{...}` block at `start`; returns the labels and the index after `}`."""
+        match = _LABEL_BLOCK.match(line, start)
+        if match is None:
+            raise ParseError(lineno, f"invalid label set in {line[start : start + 80]!r}")
+        end = match.end()
+        pairs = _PAIRS.findall(match.group(1))
+        if len(pairs) > 1:
+            pairs.sort()
+            for i in range(1, len(pairs)):
+                if pairs[i][0] == pairs[i - 1][0]:
+                    raise ParseError(lineno, f"duplicate label name {pairs[i][0]!r}")
+        if "\\" in match.group(1):
+            pairs = [(k, _ESCAPES.sub(_unescape, v) if "\\" in v else v) for k, v in pairs]
+        if any(k == "__name__" for k, _ in pairs):
+            raise ParseError(lineno, "__name__ as a label is not supported")
+        return tuple(pairs), end
+
+    def rest(self, rest: str, lineno: int) -> tuple[float, int | None]:
+        """Parses `value [timestamp] [# exemplar]` after the name and labels."""
+        if self.openmetrics:
+            hash_at = rest.find("#")
+            if hash_at >= 0:
+                exemplar = rest[hash_at + 1 :].strip()
+                if not exemplar.startswith("{"):
+                    raise ParseError(lineno, "invalid exemplar")
+                self.labels(exemplar, 0, lineno)
+                rest = rest[:hash_at]
+        elif rest and rest[0] not in " \t":
+            raise ParseError(lineno, "expected whitespace before the value")
+        tokens = rest.split()
+        if len(tokens) == 1:
+            return _value(tokens[0], lineno), None
+        if len(tokens) == 2:
+            return _value(tokens[0], lineno), _timestamp(tokens[1], lineno, self.openmetrics)
+        if not tokens:
+            raise ParseError(lineno, "missing value")
+        raise ParseError(lineno, f"unexpected text after the timestamp: {tokens[2]!r}")
+
+    def comment(self, line: str, lineno: int) -> None:
+        parts = line[1:].split(None, 2)
+        if len(parts) < 2 or parts[0] not in ("HELP", "TYPE", "UNIT"):
+            if self.openmetrics and line.strip() != "#" and parts and parts[0] not in ("HELP", "TYPE", "UNIT"):
+                raise ParseError(lineno, "comments other than HELP, TYPE, UNIT and EOF are not OpenMetrics")
+            return
+        kind, name = parts[0], self.name(parts[1], lineno)
+        text = parts[2] if len(parts) > 2 else ""
+        if kind == "TYPE":
+            kinds = OPENMETRICS_TYPES if self.openmetrics else TEXT_TYPES
+            if text not in kinds:
+                raise ParseError(lineno, f"unknown metric type {text!r} for {name}")
+            if name in self.result.types:
+                raise ParseError(lineno, f"second TYPE line for {name}")
+            self.result.types[name] = text
+        elif kind == "HELP":
+            if "\\" in text:
+                text = text.replace("\\\\", "\0").replace("\\n", "\n").replace("\0", "\\")
+            self.result.help.setdefault(name, text)
+
+    def sample(self, line: str, lineno: int) -> None:
+        brace = line.find("{")
+        if brace < 0:
+            tokens = line.split()
+            if len(tokens) == 2:
+                # The fast path: `name value`.
+                name, labels, value, ts = self.name(tokens[0], lineno), (), _value(tokens[1], lineno), None
+            else:
+                space = min((i for i in (line.find(" "), line.find("\t")) if i >= 0), default=len(line))
+                name, labels = self.name(line[:space], lineno), ()
+                value, ts = self.rest(line[space:], lineno)
+        else:
+            name = self.name(line[:brace].rstrip(" \t"), lineno)
+            labels, end = self.labels(line, brace, lineno)
+            value, ts = self.rest(line[end:], lineno)
+        key = name + "\0" + ",".join(k for k, _ in labels) + "\0" + "\0".join(v for _, v in labels) if labels else name
+        if key in self.seen:
+            self.result.duplicates += 1
+            return
+        self.seen.add(key)
+        self.result.samples.append((name, labels, value, ts))
+
+
+def parse(
+    text: str,
+    *,
+    openmetrics: bool = False,
+    families: Collection[str] | None = None,
+    label_cache: LabelCache | None = None,
+) -> ParseResult:
+    """Parses a whole page.
+
+    `families`: only samples whose names are in this set are returned (pass `family_names(...)` to
+    keep whole families); other lines are skipped without being parsed or validated.
+    `label_cache`: maps a raw label block to its parsed labels; pass the same dict for successive
+    scrapes of one target (most series repeat) and it saves the label parsing, as Prometheus'
+    scrape cache does. The caller bounds it (e.g. a fresh dict per scrape seeded from the last).
+    """
+    parser = _Parser(openmetrics, label_cache)
+    if openmetrics:
+        text = _strip_eof(text)
+    if families is not None and "\n " not in text and "\n\t" not in text and text[:1] not in (" ", "\t"):
+        _parse_filtered(parser, text, families)
+        return parser.result
+    _parse_lines(parser, text.split("\n"), families)
+    return parser.result
+
+
+def _parse_lines(parser: _Parser, lines: list[str], wanted: Collection[str] | None) -> None:
+    """The hot loop: common lines are handled inline, anything unusual goes to `parser.sample`."""
+    comment, slow = parser.comment, parser.sample
+    valid_names, schemas, seen = parser.valid_names, parser.schemas, parser.seen
+    samples = parser.result.samples
+    append, seen_add = samples.append, seen.add
+    cache = parser.cache
+    lineno = 0
+    for line in lines:
+        lineno += 1
+        if not line:
+            continue
+        first = line[0]
+        if first == "#":
+            comment(line, lineno)
+            continue
+        if first in " \t\r" or line[-1] in " \t\r":
+            line = line.strip()
+            if not line:
+                continue
+            if line[0] == "#":
+                comment(line, lineno)
+                continue
+        brace = line.find("{")
+        if wanted is not None:
+            cut = brace if brace >= 0 else len(line)
+            space = line.find(" ", 0, cut)
+            if space >= 0:
+                cut = space
+            tab = line.find("\t", 0, cut)
+            if tab >= 0:
+                cut = tab
+            if line[:cut] not in wanted:
+                continue
+        if brace < 0:
+            space = line.find(" ")
+            name = line[:space]
+            if space < 0 or name not in valid_names:
+                slow(line, lineno)
+                continue
+            labels, series_key = (), ""
+            value_token = line[space:]
+        else:
+            close = line.find("}", brace)
+            if close < 0:
+                slow(line, lineno)
+                continue
+            name = line[:brace]
+            if name not in valid_names:
+                slow(line, lineno)
+                continue
+            raw = line[brace + 1 : close]
+            cached = cache.get(raw) if cache is not None else None
+            if cached is None:
+                if "\\" in raw or raw.count('"') & 1:
+                    slow(line, lineno)
+                    continue
+                parts = raw.split('"')
+                skeleton = '"'.join(parts[0::2])
+                schema = schemas.get(skeleton)
+                if schema is None:
+                    schema = parser.schema(skeleton, lineno)
+                names, order, series_key = schema
+                values = parts[1::2]
+                if order is not None:
+                    values = order(values)
+                labels = tuple(zip(names, values, strict=True))
+                series_key = series_key + "\0".join(values)
+                if cache is not None:
+                    cache[raw] = (labels, series_key)
+            else:
+                labels, series_key = cached
+            value_token = line[close + 1 :]
+            if value_token[:1] not in (" ", "\t"):
+                slow(line, lineno)
+                continue
+        # float() takes the surrounding whitespace; a timestamp or anything else fails it and goes
+        # to the slow path, which also rejects what float() would wrongly accept ("1_0").
+        try:
+            if "_" in value_token:
+                raise ValueError
+            value = float(value_token)
+        except ValueError:
+            slow(line, lineno)
+            continue
+        # Series identity for duplicates: the name, the label names, the values in sorted order.
+        key = name + series_key
+        if key in seen:
+            parser.result.duplicates += 1
+            continue
+        seen_add(key)
+        append((name, labels, value, None))
+
+
+def _strip_eof(text: str) -> str:
+    body = text.rstrip("\n")
+    if body.endswith("# EOF"):
+        cut = len(body) - len("# EOF")
+        if cut == 0 or body[cut - 1] == "\n":
+            return body[:cut]
+    return_line = text.count("\n") + 1
+    raise ParseError(return_line, "OpenMetrics page does not end with '# EOF'")
+
+
+def _family_base(name: str) -> str:
+    for suffix in FAMILY_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _parse_filtered(parser: _Parser, text: str, names: Collection[str]) -> None:
+    """Finds the lines of the wanted names with `str.find` and parses only those.
+
+    One search per family base (`x` finds `x_bucket`, `x_sum`, ...); a base that extends another is
+    already found by the shorter one. Each hit's full name is then checked against `names`.
+    """
+    wanted = names if isinstance(names, (set, frozenset)) else frozenset(names)
+    bases = sorted({_family_base(n) for n in wanted})
+    searches = [b for i, b in enumerate(bases) if not any(b.startswith(o) for o in bases[:i])]
+    starts: list[int] = []
+    find = text.find
+    for base in searches:
+        if text.startswith(base):
+            starts.append(0)
+        needle = "\n" + base
+        at = find(needle)
+        while at >= 0:
+            starts.append(at + 1)
+            at = find(needle, at + 1)
+    starts.sort()
+    lines = []
+    for start in starts:
+        end = find("\n", start)
+        lines.append(text[start:] if end < 0 else text[start:end])
+    try:
+        _parse_lines(parser, lines, wanted)
+    except ParseError as exc:
+        lineno = text.count("\n", 0, starts[exc.line - 1]) + 1
+        raise ParseError(lineno, exc.message) from None
