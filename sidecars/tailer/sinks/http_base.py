@@ -8,6 +8,7 @@ receiver's `Retry-After`, in seconds or as an HTTP date), any other status is pe
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import gzip
 import ssl
@@ -121,7 +122,8 @@ class HttpSink(Sink[H]):
         headers.update({k: v.get_secret_value() for k, v in s.secret_headers.items()})
         if s.basic_auth_username is not None:
             password = _secret(s.basic_auth_password, s.basic_auth_password_file)
-            headers["Authorization"] = aiohttp.BasicAuth(s.basic_auth_username, password or "").encode()
+            pair = f"{s.basic_auth_username}:{password or ''}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
         token = _secret(s.bearer_token, s.bearer_token_file)
         if token:
             headers["Authorization"] = f"Bearer {token}"
