@@ -20,8 +20,9 @@ from benchmarks.report import Report
 
 def available() -> list[str]:
     return sorted(
-        m.name for m in pkgutil.iter_modules(benchmarks.__path__) if m.name not in {"report", "__main__"}
-        and not m.name.startswith("_")
+        m.name
+        for m in pkgutil.iter_modules(benchmarks.__path__)
+        if m.name not in {"report", "__main__"} and not m.name.startswith("_")
     )
 
 
