@@ -1,0 +1,60 @@
+"""Active health checks: one probe of one endpoint, TCP connect or HTTP GET, bounded by a timeout.
+
+The probe opens a fresh connection each time (`Connection: close`), so it tests what a new request
+would meet; it never shares the data plane's pooled connections. The cluster owns the schedule and
+the thresholds (see `Cluster._on_check`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from sidecars.ambassador.cluster_config import HealthCheckConfig
+from sidecars.ambassador.endpoint import Endpoint
+
+# The status line of a check answer must fit in this; headers and body are never read.
+MAX_STATUS_LINE_BYTES = 4096
+
+
+async def probe(config: HealthCheckConfig, endpoint: Endpoint) -> str | None:
+    """None if the endpoint passes, else a short reason ("connect: refused", "status 503", "timeout")."""
+    try:
+        return await asyncio.wait_for(_probe(config, endpoint), timeout=config.timeout_secs)
+    except TimeoutError:
+        return f"timeout after {config.timeout_secs}s"
+
+
+async def _probe(config: HealthCheckConfig, endpoint: Endpoint) -> str | None:
+    try:
+        reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port, limit=MAX_STATUS_LINE_BYTES)
+    except OSError as exc:
+        return f"connect: {exc.strerror or exc}"
+    try:
+        if config.kind == "tcp":
+            return None
+        host = config.host_header or endpoint.key
+        writer.write(
+            f"GET {config.path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sidecars-ambassador-health\r\n"
+            "Connection: close\r\n\r\n".encode("latin-1")
+        )
+        await writer.drain()
+        try:
+            line = await reader.readuntil(b"\r\n")
+        except asyncio.IncompleteReadError:
+            return "connection closed before a status line"
+        except asyncio.LimitOverrunError:
+            return "status line too long"
+        parts = line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+            return f"not an HTTP answer: {line[:60]!r}"
+        status = int(parts[1])
+        if status not in config.expected_statuses:
+            return f"status {status}"
+        return None
+    except OSError as exc:
+        return f"io: {exc.strerror or exc}"
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
