@@ -7,6 +7,7 @@ rejected for good and counted with the error type as the reason.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from typing import Any, Literal
@@ -19,6 +20,8 @@ from sidecars.tailer.sinks.encode import documents
 from sidecars.tailer.sinks.http_base import HttpSink, HttpSinkSettings
 
 _DAY_NS = 86_400 * 1_000_000_000
+# Index names change at most once a day: one name per day is computed and cached.
+_DAY_DIRECTIVES = frozenset("YymdjGVUW%")
 # Only what the per-item check needs comes back: big batches otherwise get big answers.
 _FILTER_PATH = "errors,items.*.status,items.*.error.type,items.*.error.reason"
 
@@ -38,8 +41,12 @@ class ElasticsearchSettings(HttpSinkSettings):
     @field_validator("index")
     @classmethod
     def _valid_index(cls, value: str) -> str:
-        if not value or value != value.lower() or any(c in value for c in ' "*\\<|,>/?#'):
-            raise ValueError(f'not a valid index name (lower case, no spaces or \\/*?"<>|,#): {value!r}')
+        directives = set(re.findall(r"%(.)", value))
+        if directives - _DAY_DIRECTIVES:
+            raise ValueError(f"only date patterns are allowed ({' '.join('%' + d for d in sorted(_DAY_DIRECTIVES))})")
+        name = time.strftime(value, time.gmtime(0))
+        if not name or name != name.lower() or any(c in name for c in ' "*\\<|,>/?#:') or name[0] in "-_+":
+            raise ValueError(f'not a valid index name (lower case, none of space \\/*?"<>|,#:): {value!r}')
         return value
 
 
