@@ -166,14 +166,21 @@ class SyslogSink(Sink[SyslogSettings]):
         self.log.info("syslog_connected", host=s.host, port=s.port, tls=s.tls)
 
     def _usable(self) -> bool:
-        # The receiver sends nothing; EOF on our side means it closed the connection, and a write
-        # would then vanish into a half-closed socket.
-        return (
-            self._writer is not None
-            and self._reader is not None
-            and not self._writer.is_closing()
-            and not self._reader.at_eof()
-        )
+        # The receiver sends nothing, so readable-with-no-data means it closed the connection (FIN)
+        # and a write would vanish into a half-closed socket. The stream reader notices that only
+        # when the loop got to it; a non-blocking peek on the socket notices it now.
+        if self._writer is None or self._reader is None or self._writer.is_closing() or self._reader.at_eof():
+            return False
+        raw = self._writer.get_extra_info("socket")
+        if raw is None:
+            return True
+        try:
+            with socket.fromfd(raw.fileno(), raw.family, raw.type) as peer:
+                return peer.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+        except BlockingIOError:
+            return True  # nothing to read: the connection is open
+        except OSError:
+            return False  # reset
 
     async def _disconnect(self) -> None:
         writer, self._writer, self._reader = self._writer, None, None
