@@ -36,6 +36,10 @@ done
 build_args=(--network host -f images/Dockerfile
   --build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION" --build-arg "SOURCE=$SOURCE"
   --build-arg "OFFLINE=$offline")
+# The locally made Debian base (see .ci/docker.sh) when present: no registry is needed then.
+if [[ -z "${BASE_IMAGE:-}" ]] && docker image inspect sidecars-base-os:bookworm >/dev/null 2>&1; then
+  BASE_IMAGE=sidecars-base-os:bookworm
+fi
 if [[ -n "${BASE_IMAGE:-}" ]]; then
   build_args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
 fi
