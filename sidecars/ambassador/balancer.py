@@ -112,7 +112,7 @@ class LeastRequest(_PowerOfTwo):
     def _cost(self, ep: Endpoint, now: float) -> float:
         if ep._ramp_secs:
             return (ep.active + 1) / ep.weight(now)
-        return ep.active
+        return ep.active + 1
 
 
 def hash64(data: bytes) -> int:

@@ -103,7 +103,9 @@ class Cluster:
         if config.endpoints:
             self._sources.append(StaticSource(config.endpoints))
         if config.dns:
-            self._sources.append(DnsSource(config.dns, config.dns_refresh_secs, resolver or system_resolver()))
+            self._sources.append(
+                DnsSource(config.dns, config.dns_refresh_secs, resolver or system_resolver(config.dns_family))
+            )
         if config.endpoints_file:
             self._sources.append(FileSource(config.endpoints_file, config.endpoints_file_poll_secs))
         self._first_update = {s.name: asyncio.Event() for s in self._sources}

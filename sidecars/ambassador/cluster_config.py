@@ -117,6 +117,9 @@ class ClusterConfig(_Section):
         "re-resolved every dns_refresh_secs.",
     )
     dns_refresh_secs: float = Field(5.0, gt=0, description="Time between two resolutions of `dns`.")
+    dns_family: Literal["any", "ipv4", "ipv6"] = Field(
+        "any", description="Address families `dns` resolves to (a dual-stack Service answers both)."
+    )
     endpoints_file: str | None = Field(
         None,
         description="File listing endpoints (a YAML/JSON list of host:port, or one per line, # comments), "

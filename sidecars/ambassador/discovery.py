@@ -86,6 +86,8 @@ def parse_endpoints_text(text: str) -> frozenset[Address]:
     """A YAML/JSON list of "host:port", or one per line with # comments; ValueError naming the bad entry."""
     stripped = text.strip()
     entries: list[str]
+    if stripped.startswith("{"):
+        raise ValueError("expected a list of host:port, not a mapping")
     if stripped.startswith("["):
         try:
             data = json.loads(stripped)
