@@ -233,7 +233,10 @@ def load_sink(name: str) -> type[Sink[Any]]:
     """
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
-            cls = ep.load()
+            try:
+                cls = ep.load()
+            except Exception as e:
+                raise LookupError(f"sink {name!r} ({ep.value}) failed to load: {type(e).__name__}: {e}") from e
             if not (isinstance(cls, type) and issubclass(cls, Sink)):
                 raise TypeError(f"sink {name!r} ({ep.value}) is not a subclass of {Sink.__module__}.Sink")
             return cls
