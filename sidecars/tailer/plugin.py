@@ -1,20 +1,69 @@
-"""The tailer sidecar plugin (not implemented yet)."""
+"""The tailer sidecar: follows the log files an app writes to a shared volume and forwards every line.
+
+Delivery is at least once: a file's checkpoint moves only after the sink acknowledged the records
+before it, so a crash, a restart or a sink outage costs duplicates of in-flight batches, never lines.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
-from sidecars.core import Sidecar, SidecarSettings
+from sidecars.core import Sidecar
+from sidecars.core.plugin import Check
+from sidecars.tailer.checkpoint import CheckpointStore
+from sidecars.tailer.metrics import TailerMetrics
+from sidecars.tailer.pipeline import Pipeline
+from sidecars.tailer.settings import TailerSettings
+from sidecars.tailer.sinks.base import Sink, load_sink
 
+__all__ = ["Tailer", "TailerSettings"]
 
-class TailerSettings(SidecarSettings):
-    env_prefix = "TAILER_"
+# Part of the shutdown budget kept back for cancelling tasks and releasing resources after the drain.
+_RELEASE_MARGIN_SECS = 1.0
 
 
 class Tailer(Sidecar[TailerSettings]):
     name = "tailer"
-    description = "not implemented yet"
+    description = "Follows log files in a shared volume and forwards every line to remote storage, none lost."
     Settings = TailerSettings
 
+    def __init__(self, settings: TailerSettings, context: Any) -> None:
+        super().__init__(settings, context)
+        self.sink: Sink[Any] | None = None
+        self.store: CheckpointStore | None = None
+        self.pipeline: Pipeline | None = None
+        self._metrics: TailerMetrics | None = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        s = self.settings
+        async with contextlib.AsyncExitStack() as stack:
+            self._metrics = TailerMetrics(self.context.metrics)
+            store = CheckpointStore(s.checkpoint_dir)
+            store.open()
+            stack.callback(store.close)
+            self.store = store
+            sink_cls = load_sink(s.sink)
+            sink = sink_cls(s.sink_settings(), self.log, self.context.metrics.registry)
+            stack.push_async_callback(sink.close)
+            await sink.open()
+            self.sink = sink
+            yield
+
     async def run(self, ready: Callable[[], None]) -> None:
-        raise NotImplementedError("the tailer sidecar is not implemented yet")
+        assert self.sink is not None and self.store is not None and self._metrics is not None
+        # A fresh pipeline per run: after a crash the supervisor restarts from the checkpoints.
+        self.pipeline = Pipeline(self.settings, self.sink, self.store, self._metrics, self.log)
+        await self.pipeline.run(ready)
+
+    async def drain(self) -> None:
+        if self.pipeline is not None:
+            await self.pipeline.drain(max(self.settings.shutdown_timeout_secs - _RELEASE_MARGIN_SECS, 0.5))
+
+    def checks(self) -> Sequence[Check]:
+        return [
+            Check("sink", lambda: self.pipeline.checks_sink() if self.pipeline else None),
+            Check("checkpoint", lambda: self.pipeline.checks_checkpoint() if self.pipeline else None),
+        ]

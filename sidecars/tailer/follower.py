@@ -1,0 +1,277 @@
+"""Following one file: big reads, framing of complete lines in blocks, over-long and partial lines.
+
+A follower holds the file open by descriptor, so a rename (rotation) or a delete does not stop it:
+it reads the same content to its end. Bytes are read in chunks of up to `read_chunk_bytes` (in a
+thread when the read is big, directly when it is small and cheap) and framed per block: one
+`rfind`/`count` over the chunk, one decode, one split; never an await per line.
+
+A read is never larger than `max_line_bytes`, so a line longer than that can only be the first line
+of the buffer: it is the only one checked, truncated (the rest skipped up to its newline) and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sidecars.tailer.checkpoint import Track
+from sidecars.tailer.identity import Fingerprint
+from sidecars.tailer.records import Grouper, decode_block, parse_json_fields
+
+# Reads up to this size are done on the event loop: a page-cache copy of a few KiB is cheaper than
+# a hop to a thread.
+DIRECT_READ_BYTES = 64 * 1024
+
+
+@dataclass(slots=True)
+class Options:
+    """What framing needs from the settings."""
+
+    max_line_bytes: int = 256 * 1024
+    read_chunk_bytes: int = 256 * 1024
+    fingerprint_bytes: int = 1024
+    partial_line_flush_secs: float = 5.0
+    parse_json: bool = False
+    multiline: str = "off"
+    multiline_start_pattern: str | None = None
+    multiline_flush_secs: float = 1.0
+    multiline_max_lines: int = 500
+    multiline_max_bytes: int = 512 * 1024
+
+
+@dataclass(slots=True)
+class Counts:
+    """Plain counters the pipeline moves into Prometheus series in bulk."""
+
+    lines: int = 0
+    bytes: int = 0
+    invalid_utf8: int = 0
+    truncated: int = 0
+    skipped_bytes: int = 0
+    json_errors: int = 0
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Records of one file ready for a batch; `end` is where the checkpoint may move once delivered."""
+
+    follower: Follower
+    track: Track
+    lines: list[str]
+    fields: list[dict[str, Any]] | None
+    end: int | None  # None: no complete record boundary moved (a record is still being built)
+    nbytes: int
+    ts_ns: int
+
+
+class Follower:
+    """One open file content: where reading stands, the unframed bytes, the checkpoint track."""
+
+    def __init__(
+        self,
+        path: str,
+        fd: int,
+        st: os.stat_result,
+        fingerprint: Fingerprint,
+        track: Track,
+        offset: int,
+        labels: dict[str, str],
+        options: Options,
+        counts: Counts,
+    ) -> None:
+        self.path = path  # where the file is now (it may have been renamed)
+        self.label_path = path  # where it was found: the `path` label stays stable across rotation
+        self.fd: int | None = fd
+        self.key = f"{st.st_dev}:{st.st_ino}"
+        self.dev, self.ino = st.st_dev, st.st_ino
+        self.fingerprint = fingerprint
+        self.track = track
+        self.labels = labels
+        self.opt = options
+        self.counts = counts
+        self.buf = b""
+        self.pos = 0  # first unframed byte in buf
+        self.buf_offset = offset  # file offset of buf[0]
+        self.skipping = False  # discarding the rest of an over-long line
+        self.at_eof = False
+        self.size = st.st_size
+        now = time.monotonic()
+        self.last_growth = now
+        self.deleted_at: float | None = None
+        self.rotated_at: float | None = None  # its path now names another file (or nothing)
+        self.closing_reason: str | None = None
+        self.grouper = self._new_grouper()
+        self._read_size = min(options.read_chunk_bytes, options.max_line_bytes)
+
+    def _new_grouper(self) -> Grouper | None:
+        o = self.opt
+        if o.multiline == "off":
+            return None
+        return Grouper(o.multiline, o.multiline_start_pattern, o.multiline_max_lines, o.multiline_max_bytes)
+
+    # ------------------------------------------------------------------------------------ state
+
+    @property
+    def read_offset(self) -> int:
+        """The next byte to read from the file."""
+        return self.buf_offset + len(self.buf)
+
+    @property
+    def unread_bytes(self) -> int:
+        return max(self.size - self.read_offset, 0)
+
+    @property
+    def has_unframed(self) -> bool:
+        return self.pos < len(self.buf)
+
+    @property
+    def settled(self) -> bool:
+        """Everything read and framed, nothing held back (partial line, multi-line record)."""
+        return self.at_eof and not self.has_unframed and (self.grouper is None or self.grouper.pending_since is None)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    # ------------------------------------------------------------------------------------ reading
+
+    async def fill(self) -> bool:
+        """Read the next chunk into the buffer; False at end of file."""
+        if self.fd is None:
+            return False
+        if self.pos:
+            self.buf_offset += self.pos
+            self.buf = self.buf[self.pos :]
+            self.pos = 0
+        offset = self.read_offset
+        want = self._read_size
+        if self.size - offset > DIRECT_READ_BYTES:
+            data = await asyncio.get_running_loop().run_in_executor(None, os.pread, self.fd, want, offset)
+        else:
+            data = os.pread(self.fd, want, offset)
+        if not data:
+            self.at_eof = True
+            return False
+        if len(data) < want:
+            self.at_eof = True
+        self.counts.bytes += len(data)
+        self.last_growth = time.monotonic()
+        if offset + len(data) > self.size:
+            self.size = offset + len(data)
+        if self.skipping and not self.buf and b"\n" not in data:
+            self.counts.skipped_bytes += len(data)
+            self.buf_offset = offset + len(data)
+            return True
+        self.buf = self.buf + data if self.buf else data
+        return True
+
+    def frame(self, room_lines: int, room_bytes: int) -> Chunk | None:
+        """Complete lines from the buffer (at most `room_lines`, about `room_bytes`), or None."""
+        buf, pos = self.buf, self.pos
+        if pos >= len(buf):
+            return None
+        if self.skipping:
+            nl = buf.find(b"\n", pos)
+            if nl < 0:
+                self.counts.skipped_bytes += len(buf) - pos
+                self.pos = len(buf)
+                return None
+            self.counts.skipped_bytes += nl - pos
+            self.skipping = False
+            self.pos = nl + 1
+            # Only now does the truncated line's checkpoint move past it.
+            return self._chunk([], self.buf_offset + nl + 1, 0)
+        max_line = self.opt.max_line_bytes
+        first_nl = buf.find(b"\n", pos, pos + max_line + 1)
+        if first_nl < 0:
+            if len(buf) - pos > max_line:
+                return self._truncate()
+            return None  # a partial line: wait for its newline
+        limit = min(len(buf), pos + max(room_bytes, 1))
+        cut = buf.rfind(b"\n", pos, limit)
+        if cut < first_nl:
+            cut = first_nl  # one line bigger than the room left: it goes alone
+        elif room_lines < buf.count(b"\n", pos, cut + 1):
+            cut = pos - 1
+            for _ in range(max(room_lines, 1)):
+                cut = buf.find(b"\n", cut + 1)
+        block = buf[pos:cut]
+        self.pos = cut + 1
+        return self._records(block, self.buf_offset + pos, self.buf_offset + cut + 1)
+
+    def _truncate(self) -> Chunk:
+        pos, max_line = self.pos, self.opt.max_line_bytes
+        line = self.buf[pos : pos + max_line].decode("utf-8", "replace")
+        self.counts.truncated += 1
+        self.counts.lines += 1
+        self.skipping = True
+        self.pos = pos + max_line
+        # The checkpoint stays at the line's start until its newline is found: a restart meanwhile
+        # sends the truncated line again rather than the line's tail as a line of its own.
+        return self._chunk([line], None, max_line)
+
+    def _records(self, block: bytes, start: int, end: int) -> Chunk:
+        lines, bad = decode_block(block)
+        self.counts.invalid_utf8 += bad
+        self.counts.lines += len(lines)
+        nbytes = end - start
+        if self.grouper is None:
+            return self._chunk(lines, end, nbytes)
+        starts: list[int] = []
+        ends: list[int] = []
+        at = start
+        for raw in block.split(b"\n"):
+            starts.append(at)
+            at += len(raw) + 1
+            ends.append(at)
+        records, _done = self.grouper.feed(lines, starts, ends)
+        pending = self.grouper.pending_start
+        return self._chunk(records, end if pending is None else pending, nbytes)
+
+    def flush_partial(self, now: float, force: bool = False) -> Chunk | None:
+        """The last line without a newline, once the file stopped growing for a while (or at shutdown)."""
+        if not self.has_unframed or self.skipping or not (self.at_eof or force):
+            return None
+        if not force and now - self.last_growth < self.opt.partial_line_flush_secs:
+            return None
+        block = self.buf[self.pos :]
+        start = self.buf_offset + self.pos
+        self.pos = len(self.buf)
+        return self._records(block, start, start + len(block))
+
+    def flush_multiline(self, now: float, force: bool = False) -> Chunk | None:
+        """The multi-line record being built, once no line came for `multiline_flush_secs`."""
+        g = self.grouper
+        if g is None or g.pending_since is None:
+            return None
+        if not force and now - g.pending_since < self.opt.multiline_flush_secs:
+            return None
+        done = g.flush()
+        assert done is not None
+        record, end = done
+        return self._chunk([record], end, 0)
+
+    def _chunk(self, lines: list[str], end: int | None, nbytes: int) -> Chunk:
+        fields: list[dict[str, Any]] | None = None
+        if self.opt.parse_json:
+            fields, bad = parse_json_fields(lines)
+            self.counts.json_errors += bad
+        return Chunk(self, self.track, lines, fields, end, nbytes, time.time_ns())
+
+    # ------------------------------------------------------------------------------------ rotation
+
+    def restart_at_zero(self, track: Track, fingerprint: Fingerprint) -> None:
+        """The content was replaced in place (truncated): start over with a new track."""
+        self.track = track
+        self.fingerprint = fingerprint
+        self.buf = b""
+        self.pos = 0
+        self.buf_offset = 0
+        self.skipping = False
+        self.at_eof = False
+        self.last_growth = time.monotonic()
+        self.grouper = self._new_grouper()

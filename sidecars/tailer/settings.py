@@ -1,0 +1,215 @@
+"""The tailer's options: what to follow, how to frame records, how to batch and deliver them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from sidecars.core import SidecarSettings
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+class TailerSettings(SidecarSettings):
+    env_prefix = "TAILER_"
+
+    admin_port: int = Field(9801, ge=0, le=65535, description="Port of the admin server; 0 picks a free one.")
+
+    # ---- discovery
+    include: list[str] = Field(
+        ["/var/log/app/*.log"],
+        min_length=1,
+        description="Glob patterns of the files to follow (absolute; `*` and `?` stay within one directory "
+        "level, `**` spans any number). `*.log` does not match rotated siblings such as `app.log.1`.",
+    )
+    exclude: list[str] = Field(
+        ["*.gz", "*.zip", "*.bz2", "*.xz", "*.zst"],
+        description="Glob patterns of files never followed; a pattern without `/` matches the file name.",
+    )
+    watch_mode: Literal["inotify", "poll"] = Field(
+        "inotify",
+        description="inotify: change notification (one watcher per process) plus polling as a safety net; "
+        "poll: only periodic stat() calls, for volumes where inotify does not work (NFS, some FUSE).",
+    )
+    poll_interval_secs: float = Field(
+        1.0, gt=0, description="How often open files are stat()ed for growth, truncation and deletion."
+    )
+    rescan_interval_secs: float = Field(
+        10.0, gt=0, description="How often the include globs are expanded again to find new files."
+    )
+    start_at: Literal["beginning", "end"] = Field(
+        "beginning",
+        description="Where to start in files found on the very first start (no checkpoints yet). Files that "
+        "appear later, or while the tailer was down, are always read from the beginning.",
+    )
+    close_inactive_secs: float = Field(
+        300.0,
+        gt=0,
+        description="Close the handle of a file fully read and unchanged for this long; it is reopened "
+        "when it changes (keeps open files bounded with many idle files).",
+    )
+    rotate_wait_secs: float = Field(
+        5.0,
+        ge=0,
+        description="Keep reading a file renamed away (rotated) for this long after its last growth, for "
+        "writers that reopen their file late.",
+    )
+    deleted_max_secs: float = Field(
+        300.0,
+        gt=0,
+        description="A deleted file not read to its end (or not yet delivered) within this time is closed "
+        "and its rest dropped (counted and logged), so it stops pinning disk space.",
+    )
+    deleted_max_bytes: int = Field(
+        1024 * MiB,
+        gt=0,
+        description="A deleted file with more unread bytes than this is closed at once; its rest is dropped.",
+    )
+    fingerprint_bytes: int = Field(
+        1024,
+        ge=16,
+        le=64 * KiB,
+        description="Length of the file head whose hash, with device and inode, identifies a file.",
+    )
+    read_chunk_bytes: int = Field(256 * KiB, ge=4 * KiB, description="Largest single read from a file.")
+
+    # ---- records
+    max_line_bytes: int = Field(
+        256 * KiB,
+        ge=64,
+        description="Longer lines are truncated to this (the rest skipped and counted) instead of stalling.",
+    )
+    partial_line_flush_secs: float = Field(
+        5.0,
+        gt=0,
+        description="A last line without its newline is sent after this long without growth (and at shutdown).",
+    )
+    encoding_errors: Literal["replace"] = Field(
+        "replace", description="Invalid UTF-8 is replaced with U+FFFD and counted."
+    )
+    parse_json: bool = Field(
+        False, description="Parse lines that are JSON objects; their fields go with the line to the sink."
+    )
+    multiline: Literal["off", "java", "python", "pattern"] = Field(
+        "off",
+        description="Group multi-line records: java or python stack traces, or `pattern`: a line matching "
+        "multiline_start_pattern begins a new record, every other line continues it.",
+    )
+    multiline_start_pattern: str | None = Field(
+        None, description="Regex (Python syntax, searched from the line start) of the first line of a record."
+    )
+    multiline_flush_secs: float = Field(
+        1.0, gt=0, description="A multi-line record with no new line for this long is complete."
+    )
+    multiline_max_lines: int = Field(500, ge=1, description="A multi-line record is cut after this many lines.")
+    multiline_max_bytes: int = Field(
+        512 * KiB, ge=64, description="A multi-line record is cut once it reaches this size."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Static labels added to every record (besides Pod metadata and path)."
+    )
+    pod_labels: bool = Field(
+        True,
+        description="Add the Pod metadata the Downward API puts in the environment (POD_NAME, "
+        "POD_NAMESPACE, NODE_NAME, ...) as labels.",
+    )
+
+    # ---- delivery
+    sink: str = Field(
+        "stdout",
+        description="Where records go: stdout, http, loki, elasticsearch, otlp, syslog, "
+        "file, or a sink registered by a package.",
+    )
+    sink_config: dict[str, Any] = Field(
+        default_factory=dict, description="Options of the chosen sink (validated against that sink's settings)."
+    )
+    batch_max_lines: int = Field(1000, ge=1, description="A batch is sent once it holds this many records.")
+    batch_max_bytes: int = Field(1 * MiB, ge=1024, description="A batch is sent once it holds this many bytes.")
+    batch_wait_secs: float = Field(
+        1.0, ge=0, description="A batch is sent at the latest this long after its first record."
+    )
+    max_in_flight_batches: int = Field(
+        4, ge=1, description="Sealed batches waiting or being sent; beyond it, reading pauses (the files buffer)."
+    )
+    max_buffer_bytes: int = Field(
+        16 * MiB, ge=64 * KiB, description="Bytes read but not yet acknowledged; beyond it, reading pauses."
+    )
+    send_concurrency: int = Field(1, ge=1, le=64, description="Batches sent at the same time.")
+    retry_initial_secs: float = Field(0.5, gt=0, description="First delay before sending a failed batch again.")
+    retry_max_secs: float = Field(30.0, gt=0, description="Largest delay between retries (doubling, jittered).")
+    on_permanent_error: Literal["drop", "dead_letter", "retry"] = Field(
+        "dead_letter",
+        description="A batch the sink rejects for good (e.g. HTTP 400): drop it, write it to dead_letter_dir "
+        "as NDJSON, or retry forever. Dropped and dead-lettered lines are counted either way.",
+    )
+    dead_letter_dir: Path | None = Field(
+        None, description="Directory of the dead-letter files (default: <checkpoint_dir>/dead-letter)."
+    )
+    dead_letter_max_bytes: int = Field(
+        100 * MiB, gt=0, description="Dead-letter files stop growing at this total size; beyond, lines are dropped."
+    )
+    unhealthy_after_secs: float = Field(
+        60.0,
+        gt=0,
+        description="Readiness fails while batches have been failing to deliver for this long.",
+    )
+
+    # ---- checkpoints
+    checkpoint_dir: Path = Field(
+        Path("/var/lib/sidecars/tailer"),
+        description="Directory of the checkpoint file (offsets per file identity); use a volume that "
+        "outlives the container (an emptyDir outlives container restarts).",
+    )
+    checkpoint_interval_secs: float = Field(
+        1.0, gt=0, description="Acknowledged offsets are written at most this often (and at shutdown)."
+    )
+    checkpoint_retention_secs: float = Field(
+        3600.0, gt=0, description="Checkpoints of files not seen for this long are forgotten."
+    )
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _globs(cls, patterns: list[str]) -> list[str]:
+        from sidecars.tailer.discovery import compile_glob
+
+        for p in patterns:
+            compile_glob(p)  # raises ValueError naming the pattern
+        return patterns
+
+    @field_validator("multiline_start_pattern")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> TailerSettings:
+        if self.multiline == "pattern" and not self.multiline_start_pattern:
+            raise ValueError("multiline=pattern needs multiline_start_pattern")
+        for p in self.include:
+            if not p.startswith("/"):
+                raise ValueError(f"include pattern {p!r} must be an absolute path")
+        self.sink_settings()  # the chosen sink's own validation, reported as sink_config.<field>
+        return self
+
+    def sink_settings(self) -> BaseModel:
+        """The chosen sink's settings model built from `sink_config`."""
+        from sidecars.tailer.sinks.base import load_sink
+
+        try:
+            cls = load_sink(self.sink)
+        except (LookupError, ImportError, TypeError) as exc:
+            raise ValueError(f"sink: {exc}") from None
+        try:
+            return cls.Settings.model_validate(self.sink_config)
+        except ValidationError as exc:
+            problems = "; ".join(f"sink_config.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise ValueError(problems) from None
