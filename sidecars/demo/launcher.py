@@ -36,6 +36,26 @@ PORTS = {
     "tailer-admin": 9801,
     "ambassador-admin": 9802,
     "adapter-admin": 9803,
+    "adapter-listener": 8086,
+}
+
+# Health rules over the demo app's metrics (the adapter's rules file, a ConfigMap in a Pod).
+RULES = {
+    "scrape": {"for": "5s"},
+    "rules": [
+        {
+            "name": "queue-backed-up",
+            "expr": "demo_queue_depth > 100",
+            "severity": "fail",
+            "description": "More than 100 work items wait: the app cannot keep up.",
+        },
+        {
+            "name": "errors",
+            "expr": "rate(demo_errors_total[10s]) > 1",
+            "severity": "warn",
+            "description": "More than one error a second (reported, does not fail the probe).",
+        },
+    ],
 }
 
 
@@ -132,28 +152,22 @@ def write_configs(work: Path, host: str, ports: dict[str, int]) -> dict[str, Pat
         "adapter": {
             "admin_host": host,
             "admin_port": ports["adapter-admin"],
+            "listen_host": host,
+            "listen_port": ports["adapter-listener"],
+            "target_url": f"http://{host}:{ports['app']}/metrics",
+            "rules_file": str(work / "rules.yaml"),
+            "scrape_interval_secs": 1,
+            "scrape_timeout_secs": 1,
             "shutdown_timeout_secs": 10,
-            **adapter_config(f"http://{host}:{ports['app']}/metrics"),
         },
     }
+    (work / "rules.yaml").write_text(yaml.safe_dump(RULES, sort_keys=False))
     paths = {}
     for name, cfg in configs.items():
         path = work / f"{name}.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         paths[name] = path
     return paths
-
-
-def adapter_config(metrics_url: str) -> dict[str, object]:
-    """The adapter's target and health rules over the demo app's metrics."""
-    return {
-        "target_url": metrics_url,
-        "scrape_interval_secs": 1,
-        "rules": [
-            {"name": "queue-not-backed-up", "expr": "demo_queue_depth < 100"},
-            {"name": "few-errors", "expr": "rate(demo_errors_total[10s]) < 1"},
-        ],
-    }
 
 
 def plan(work: Path, host: str, ports: dict[str, int], configs: dict[str, Path]) -> list[Child]:
@@ -209,7 +223,7 @@ sidecars demo is running (Ctrl-C stops it)
   the ambassador directly (balanced over upstream a and b):
       curl {a}:{ports["ambassador-listener"]}/
   health decided by the adapter's rules over the app's metrics:
-      curl '{a}:{ports["adapter-admin"]}/healthz?verbose'
+      curl '{a}:{ports["adapter-listener"]}/healthz?verbose'
   make the app's metrics go bad (and back with bad=0), then ask /healthz again:
       curl -X POST '{a}:{ports["app"]}/toggle?bad=1'
   the app's log lines as the tailer forwarded them to the log receiver:

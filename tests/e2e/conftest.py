@@ -27,7 +27,7 @@ def images() -> None:
 
 
 @pytest.fixture
-def pod_factory(images: None) -> Iterator[Callable[[str], Pod]]:
+def pod_factory(images: None, no_leftovers: None) -> Iterator[Callable[[str], Pod]]:
     """Start the Pod of `k8s-examples/<path>`; every container and volume is removed afterwards."""
     pods: list[Pod] = []
 
@@ -42,7 +42,7 @@ def pod_factory(images: None) -> Iterator[Callable[[str], Pod]]:
         pod.remove()
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def no_leftovers() -> Iterator[None]:
     """After the session nothing labelled by the runner may remain (a leak is a failure)."""
     yield
