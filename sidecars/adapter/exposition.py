@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -216,6 +216,7 @@ class _Parser:
             self.result.help.setdefault(name, text)
 
     def sample(self, line: str, lineno: int) -> None:
+        labels: Labels
         brace = line.find("{")
         if brace < 0:
             tokens = line.split()
@@ -270,6 +271,8 @@ def _parse_lines(parser: _Parser, lines: list[str], wanted: Collection[str] | No
     samples = parser.result.samples
     append, seen_add = samples.append, seen.add
     cache = parser.cache
+    labels: Labels
+    values: Sequence[str]
     lineno = 0
     for line in lines:
         lineno += 1

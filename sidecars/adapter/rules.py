@@ -1,0 +1,395 @@
+"""The rules file: health rules over the app's metrics, the built-in scrape check, the export section.
+
+```yaml
+scrape:                      # the built-in check "scrape": the last scrape failed or the target is down
+  group: readiness           # default readiness; any group name
+  for: 30s                   # how long scraping must fail before the check fails
+  severity: fail
+rules:
+  - name: error-ratio
+    expr: sum(rate(http_requests_total{code=~"5.."}[5m])) / sum(rate(http_requests_total[5m])) > 0.05
+    for: 2m
+    severity: fail           # fail: the group answers 503; warn: reported, still 200
+    group: readiness         # liveness, readiness, or any name (served at /<group>z)
+    no_data: ok              # when the rule's metrics are absent: ok, fail or warn
+    description: More than 5% of requests fail.
+export:                      # the `prometheus` output's re-export
+  keep: ['http_.*']          # metric-name regexes (fully anchored); empty keeps all
+  drop: ['http_requests_total{path="/healthz"}']     # series selectors
+  rename: [{match: 'http_(.*)', replace: 'acme_web_\\1'}]
+```
+
+A rule is an alerting condition, as in Prometheus: a non-empty result means the condition holds
+(a scalar result: a non-zero value). Every problem of a file is listed at once, each naming the rule
+and the field; a file with problems is rejected as a whole and the last good set stays in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sidecars.adapter.promql import referenced_metric_names, required_history_ms
+from sidecars.adapter.promql.errors import PromQLError
+from sidecars.adapter.promql.lexer import parse_duration
+from sidecars.adapter.promql.nodes import Expr, ValueType, VectorSelector
+from sidecars.adapter.promql.parser import parse_expr
+
+SEVERITIES = ("fail", "warn")
+NO_DATA = ("ok", "fail", "warn")
+SCRAPE_CHECK = "scrape"
+# A rule name is a path segment (/healthz/<name>) and a metric label value.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_GROUP = re.compile(r"[a-z][a-z0-9_-]{0,30}")
+_RULE_KEYS = frozenset({"name", "expr", "for", "severity", "group", "no_data", "description"})
+# Group names served at a kube-style short path: liveness -> /livez, readiness -> /readyz.
+GROUP_PATHS = {"liveness": "livez", "readiness": "readyz", "startup": "startupz"}
+
+
+def group_path(group: str) -> str:
+    """The path segment serving a group: `/livez` for liveness, `/<group>z` for any other."""
+    return GROUP_PATHS.get(group, group + "z")
+
+
+class RulesError(ValueError):
+    """A rules file that cannot be used; `problems` lists every problem found."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        super().__init__(f"{source}: " + "; ".join(problems))
+        self.source = source
+        self.problems = problems
+
+    def render(self) -> str:
+        return f"invalid rules in {self.source}:\n" + "\n".join(f"  - {p}" for p in self.problems)
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    expr_text: str
+    expr: Expr
+    for_ms: int
+    severity: str
+    group: str
+    no_data: str
+    description: str
+    # The metric names the expression reads (None: it may read any) and how far back it looks.
+    metric_names: frozenset[str] | None
+    history_ms: int
+    range_ms: int  # the longest range window it reads (0: instant selectors only)
+
+
+@dataclass(frozen=True)
+class ScrapeCheck:
+    group: str = "readiness"
+    for_ms: int = 0
+    severity: str = "fail"
+
+
+@dataclass(frozen=True)
+class Rename:
+    pattern: re.Pattern[str]
+    replace: str
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    keep: tuple[re.Pattern[str], ...] = ()
+    drop: tuple[VectorSelector, ...] = ()
+    rename: tuple[Rename, ...] = ()
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    rules: tuple[Rule, ...] = ()
+    scrape: ScrapeCheck = field(default_factory=ScrapeCheck)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    source: str = "(none)"
+
+    @property
+    def groups(self) -> frozenset[str]:
+        return frozenset({r.group for r in self.rules} | {self.scrape.group})
+
+    @property
+    def history_ms(self) -> int:
+        return max((r.history_ms for r in self.rules), default=0)
+
+    @property
+    def range_ms(self) -> int:
+        return max((r.range_ms for r in self.rules), default=0)
+
+    def metric_names(self) -> frozenset[str] | None:
+        """Every metric name the rules read; None when one of them may read any."""
+        names: set[str] = set()
+        for rule in self.rules:
+            if rule.metric_names is None:
+                return None
+            names |= rule.metric_names
+        return frozenset(names)
+
+
+def _duration(value: Any, where: str, problems: list[str]) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        problems.append(f"{where}: expected a duration such as 30s or 5m, got {value!r}")
+        return 0
+    if isinstance(value, int | float):
+        if value < 0:
+            problems.append(f"{where}: must not be negative")
+            return 0
+        return round(value * 1000)
+    ms = parse_duration(str(value).strip())
+    if ms is None:
+        problems.append(f"{where}: expected a duration such as 30s or 5m, got {value!r}")
+        return 0
+    return ms
+
+
+def _choice(value: Any, choices: tuple[str, ...], default: str, where: str, problems: list[str]) -> str:
+    if value is None:
+        return default
+    if value not in choices:
+        problems.append(f"{where}: must be one of {', '.join(choices)}, got {value!r}")
+        return default
+    return str(value)
+
+
+def _group(value: Any, default: str, where: str, problems: list[str]) -> str:
+    if value is None:
+        return default
+    if not isinstance(value, str) or not _GROUP.fullmatch(value) or value == "health":
+        problems.append(
+            f"{where}: a group is a lowercase name such as liveness or readiness (not 'health'), got {value!r}"
+        )
+        return default
+    return value
+
+
+def _expr_problem(where: str, text: str, exc: PromQLError) -> str:
+    caret = ""
+    if exc.position is not None and "\n" not in text:
+        caret = f"\n      {text}\n      {' ' * exc.position}^"
+    return f"{where}: {exc}{caret}"
+
+
+def _rule(raw: Any, index: int, problems: list[str]) -> Rule | None:
+    where = f"rules[{index}]"
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: expected a mapping with name and expr")
+        return None
+    name = raw.get("name")
+    if isinstance(name, str) and name:
+        where = f"rule {name!r}"
+    before = len(problems)
+    for key in sorted(set(raw) - _RULE_KEYS):
+        problems.append(f"{where}: unknown field {key!r} (known: {', '.join(sorted(_RULE_KEYS))})")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        problems.append(f"{where}.name: letters, digits, '_', '.', '-' (at most 63), got {name!r}")
+    elif name == SCRAPE_CHECK:
+        problems.append(f"{where}.name: 'scrape' is the built-in scrape check")
+    text = raw.get("expr")
+    expr: Expr | None = None
+    if not isinstance(text, str) or not text.strip():
+        problems.append(f"{where}.expr: missing (a PromQL expression)")
+    else:
+        try:
+            expr = parse_expr(text)
+            if expr.type not in (ValueType.VECTOR, ValueType.SCALAR):
+                problems.append(f"{where}.expr: must give an instant vector or a scalar, not a {expr.type.value}")
+        except PromQLError as exc:
+            problems.append(_expr_problem(f"{where}.expr", text, exc))
+    for_ms = _duration(raw.get("for"), f"{where}.for", problems)
+    severity = _choice(raw.get("severity"), SEVERITIES, "fail", f"{where}.severity", problems)
+    no_data = _choice(raw.get("no_data"), NO_DATA, "ok", f"{where}.no_data", problems)
+    group = _group(raw.get("group"), "readiness", f"{where}.group", problems)
+    description = raw.get("description") or ""
+    if not isinstance(description, str):
+        problems.append(f"{where}.description: expected text")
+    if len(problems) > before or expr is None or not isinstance(name, str):
+        return None
+
+    return Rule(
+        name=name,
+        expr_text=text.strip() if isinstance(text, str) else "",
+        expr=expr,
+        for_ms=for_ms,
+        severity=severity,
+        group=group,
+        no_data=no_data,
+        description=str(description),
+        metric_names=referenced_metric_names(expr),
+        history_ms=required_history_ms(expr),
+        range_ms=required_history_ms(expr, lookback_delta_ms=0),
+    )
+
+
+def _scrape(raw: Any, problems: list[str]) -> ScrapeCheck:
+    if raw is None:
+        return ScrapeCheck()
+    if not isinstance(raw, dict):
+        problems.append("scrape: expected a mapping (group, for, severity)")
+        return ScrapeCheck()
+    for key in sorted(set(raw) - {"group", "for", "severity"}):
+        problems.append(f"scrape: unknown field {key!r} (known: for, group, severity)")
+    return ScrapeCheck(
+        group=_group(raw.get("group"), "readiness", "scrape.group", problems),
+        for_ms=_duration(raw.get("for"), "scrape.for", problems),
+        severity=_choice(raw.get("severity"), SEVERITIES, "fail", "scrape.severity", problems),
+    )
+
+
+def _regex(value: Any, where: str, problems: list[str]) -> re.Pattern[str] | None:
+    if not isinstance(value, str):
+        problems.append(f"{where}: expected a regular expression")
+        return None
+    try:
+        return re.compile(f"(?:{value})\\Z")
+    except re.error as exc:
+        problems.append(f"{where}: invalid regular expression: {exc}")
+        return None
+
+
+def _export(raw: Any, problems: list[str]) -> ExportConfig:
+    if raw is None:
+        return ExportConfig()
+    if not isinstance(raw, dict):
+        problems.append("export: expected a mapping (keep, drop, rename)")
+        return ExportConfig()
+    for key in sorted(set(raw) - {"keep", "drop", "rename"}):
+        problems.append(f"export: unknown field {key!r} (known: drop, keep, rename)")
+    keep = [_regex(v, f"export.keep[{i}]", problems) for i, v in enumerate(raw.get("keep") or [])]
+    drop: list[VectorSelector] = []
+    for i, text in enumerate(raw.get("drop") or []):
+        where = f"export.drop[{i}]"
+        try:
+            selector = parse_expr(str(text))
+        except PromQLError as exc:
+            problems.append(_expr_problem(where, str(text), exc))
+            continue
+        if not isinstance(selector, VectorSelector):
+            problems.append(f'{where}: expected a series selector such as name{{label="value"}}')
+            continue
+        drop.append(selector)
+    renames: list[Rename] = []
+    for i, item in enumerate(raw.get("rename") or []):
+        where = f"export.rename[{i}]"
+        if not isinstance(item, dict) or set(item) != {"match", "replace"}:
+            problems.append(f"{where}: expected {{match: REGEX, replace: TEMPLATE}}")
+            continue
+        pattern = _regex(item["match"], f"{where}.match", problems)
+        if pattern is not None:
+            try:
+                # A match with as many groups checks the template's group references now.
+                probe = re.fullmatch("()" * pattern.groups, "")
+                assert probe is not None
+                probe.expand(str(item["replace"]))
+            except (re.error, IndexError) as exc:
+                problems.append(f"{where}.replace: {exc}")
+                continue
+            renames.append(Rename(pattern, str(item["replace"])))
+    return ExportConfig(keep=tuple(p for p in keep if p is not None), drop=tuple(drop), rename=tuple(renames))
+
+
+def parse_rules(text: str, source: str) -> RuleSet:
+    """Parses and validates a rules file; raises RulesError listing every problem."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RulesError(source, [f"not valid YAML: {exc}"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RulesError(source, ["expected a mapping with rules, scrape and export"])
+    problems: list[str] = []
+    for key in sorted(set(raw) - {"rules", "scrape", "export"}):
+        problems.append(f"unknown top-level field {key!r} (known: export, rules, scrape)")
+    raw_rules = raw.get("rules") or []
+    if not isinstance(raw_rules, list):
+        problems.append("rules: expected a list of rules")
+        raw_rules = []
+    rules = [_rule(item, i, problems) for i, item in enumerate(raw_rules)]
+    names = [r.name for r in rules if r is not None]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"rule {name!r}: the name is used more than once")
+    scrape = _scrape(raw.get("scrape"), problems)
+    export = _export(raw.get("export"), problems)
+    if problems:
+        raise RulesError(source, problems)
+    return RuleSet(rules=tuple(r for r in rules if r is not None), scrape=scrape, export=export, source=source)
+
+
+def load_rules(path: Path) -> RuleSet:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RulesError(str(path), [f"cannot be read: {exc}"]) from None
+    return parse_rules(text, str(path))
+
+
+class RulesWatcher:
+    """Reloads the rules file when it changes: inotify through watchfiles, plus an mtime poll.
+
+    ConfigMap volumes update by swapping a symlink (`..data`), which some watchers miss; the poll of
+    the file's modification time and identity is the safety net. A file that fails validation is
+    reported through `on_error` and the last good set stays in force.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        on_rules: Callable[[RuleSet], None],
+        on_error: Callable[[RulesError], None],
+        poll_secs: float,
+    ) -> None:
+        self.path = path
+        self.on_rules = on_rules
+        self.on_error = on_error
+        self.poll_secs = poll_secs
+        self._stamp = self._current_stamp()
+        self._changed = asyncio.Event()
+
+    def _current_stamp(self) -> tuple[float, int, int, int] | None:
+        try:
+            st = self.path.stat()  # follows the ConfigMap symlinks
+        except OSError:
+            return None
+        return (st.st_mtime, st.st_ino, st.st_size, st.st_dev)
+
+    def check(self) -> bool:
+        """Reloads if the file changed since the last look; True when it did."""
+        stamp = self._current_stamp()
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            rules = load_rules(self.path)
+        except RulesError as exc:
+            self.on_error(exc)
+        else:
+            self.on_rules(rules)
+        return True
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._watch())
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), self.poll_secs)
+                self._changed.clear()
+                self.check()
+
+    async def _watch(self) -> None:
+        import watchfiles
+
+        # Watch the directory: editors and ConfigMaps replace the file rather than write it.
+        with contextlib.suppress(Exception):
+            async for _ in watchfiles.awatch(self.path.parent, debounce=100, step=50, recursive=False):
+                self._changed.set()

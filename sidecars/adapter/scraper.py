@@ -1,0 +1,123 @@
+"""One scrape of the target: HTTP GET, size limit, gzip, content negotiation, parsing off the loop.
+
+Failures are classified with a small fixed vocabulary (the `reason` label of
+`adapter_scrape_failures_total`): refused (nothing listens), timeout, http_status, too_large,
+decode_error (not UTF-8), parse_error (with the line number in the detail), error (anything else).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from sidecars.adapter.exposition import (
+    OPENMETRICS_CONTENT_TYPE,
+    TEXT_CONTENT_TYPE,
+    LabelCache,
+    ParseError,
+    ParseResult,
+    parse,
+)
+
+# OpenMetrics first, then the classic text format; Prometheus sends the same preference.
+ACCEPT = f"{OPENMETRICS_CONTENT_TYPE};q=0.5,{TEXT_CONTENT_TYPE};q=0.4,*/*;q=0.1"
+CHUNK_BYTES = 1 << 16
+
+
+class ScrapeError(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class Scrape:
+    """The outcome of one scrape; `result` is set when it succeeded."""
+
+    t_ms: int
+    duration_secs: float
+    result: ParseResult | None = None
+    error: ScrapeError | None = None
+    bytes: int = 0
+    openmetrics: bool = False
+    families: frozenset[str] | None = field(default=None)
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+
+def _decode_and_parse(
+    chunks: list[bytes], openmetrics: bool, families: frozenset[str] | None, cache: LabelCache
+) -> ParseResult:
+    """Runs in a worker thread: joining, decoding and parsing a big page must not hold the loop."""
+    body = b"".join(chunks)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = body.count(b"\n", 0, exc.start) + 1
+        raise ScrapeError("decode_error", f"line {line}: not UTF-8") from None
+    return parse(text, openmetrics=openmetrics, families=families, label_cache=cache)
+
+
+class Scraper:
+    """Scrapes one URL with a shared session; keeps a label cache across scrapes of the same page."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, timeout_secs: float, max_body_bytes: int) -> None:
+        self.session = session
+        self.url = url
+        self.timeout = aiohttp.ClientTimeout(total=timeout_secs)
+        self.max_body_bytes = max_body_bytes
+        self._cache: LabelCache = {}
+        self._cache_families: frozenset[str] | None = None
+
+    async def scrape(self, families: frozenset[str] | None = None) -> Scrape:
+        t_ms = int(time.time() * 1000)
+        started = time.perf_counter()
+        outcome = Scrape(t_ms=t_ms, duration_secs=0.0, families=families)
+        try:
+            chunks, size, openmetrics = await self._fetch()
+            outcome.bytes, outcome.openmetrics = size, openmetrics
+            if families != self._cache_families or len(self._cache) > 2_000_000:
+                self._cache, self._cache_families = {}, families
+            cache = self._cache
+            result = await asyncio.to_thread(_decode_and_parse, chunks, openmetrics, families, cache)
+            # Bound the cache to the series of the latest page: entries of vanished series go.
+            if len(cache) > 2 * max(len(result.samples), 1000):
+                self._cache = {}
+            outcome.result = result
+        except ScrapeError as exc:
+            outcome.error = exc
+        except ParseError as exc:
+            outcome.error = ScrapeError("parse_error", str(exc))
+        except TimeoutError:
+            outcome.error = ScrapeError("timeout", f"no complete answer within {self.timeout.total} s")
+        except aiohttp.ClientConnectorError as exc:
+            reason = "refused" if isinstance(exc.os_error, ConnectionRefusedError) else "error"
+            outcome.error = ScrapeError(reason, f"cannot connect to {self.url}: {exc.os_error}")
+        except (aiohttp.ClientError, OSError) as exc:
+            outcome.error = ScrapeError("error", f"{type(exc).__name__}: {exc}"[:200])
+        outcome.duration_secs = time.perf_counter() - started
+        return outcome
+
+    async def _fetch(self) -> tuple[list[bytes], int, bool]:
+        headers = {"Accept": ACCEPT, "Accept-Encoding": "gzip", "User-Agent": "sidecars-adapter"}
+        async with self.session.get(self.url, headers=headers, timeout=self.timeout) as response:
+            if response.status != 200:
+                raise ScrapeError("http_status", f"HTTP {response.status} from {self.url}")
+            if response.content_length is not None and response.content_length > self.max_body_bytes:
+                raise ScrapeError("too_large", f"Content-Length {response.content_length} > {self.max_body_bytes}")
+            openmetrics = response.content_type == "application/openmetrics-text"
+            chunks: list[bytes] = []
+            size = 0
+            # Decompressed size counts: a small gzip body may expand past the limit.
+            async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise ScrapeError("too_large", f"page larger than {self.max_body_bytes} bytes")
+                chunks.append(chunk)
+            return chunks, size, openmetrics
