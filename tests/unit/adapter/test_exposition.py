@@ -1,0 +1,306 @@
+"""The exposition parser: the format's corners, errors with line numbers, the family filter, and
+agreement with prometheus_client's parser on generated pages and on a real node_exporter page."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+
+from sidecars.adapter.exposition import ParseError, family_names, parse
+from sidecars.testing import free_port
+
+DATA = Path(__file__).parents[2] / "data" / "adapter"
+
+Normal = tuple[str, tuple[tuple[str, str], ...], str, float | None]
+
+
+def _norm_value(value: float) -> str:
+    # NaN != NaN: compare a canonical text of each value instead.
+    return "NaN" if math.isnan(value) else repr(float(value))
+
+
+def ours(text: str, **kwargs: object) -> list[Normal]:
+    out = []
+    for name, labels, value, ts in parse(text, **kwargs).samples:  # type: ignore[arg-type]
+        out.append((name, labels, _norm_value(value), None if ts is None else ts / 1000))
+    return out
+
+
+def theirs(text: str) -> list[Normal]:
+    """prometheus_client's samples, deduplicated as Prometheus ingests them (first sample wins)."""
+    out, seen = [], set()
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            key = (s.name, tuple(sorted(s.labels.items())))
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append((s.name, key[1], _norm_value(s.value), s.timestamp))
+    return out
+
+
+# --- the format's corners ---------------------------------------------------------------------------------
+
+
+def test_types_help_and_samples() -> None:
+    page = (
+        "# HELP http_requests_total Requests.\\nSecond line \\\\ done\n"
+        "# TYPE http_requests_total counter\n"
+        'http_requests_total{method="GET",code="200"} 1027 1395066363000\n'
+        'http_requests_total{code="400",method="POST"} 3\n'
+        "\n"
+        "# A free comment\n"
+        "# TYPE latency histogram\n"
+        'latency_bucket{le="0.1"} 1\n'
+        'latency_bucket{le="+Inf"} 2\n'
+        "latency_sum 0.3\n"
+        "latency_count 2\n"
+        "# TYPE rpc summary\n"
+        'rpc{quantile="0.99"} 3.1e-3\n'
+        "plain_untyped -Inf\n"
+        "not_a_number NaN\n"
+        "positive +Inf\n"
+    )
+    result = parse(page)
+    assert result.types == {"http_requests_total": "counter", "latency": "histogram", "rpc": "summary"}
+    assert result.help["http_requests_total"] == "Requests.\nSecond line \\ done"
+    samples = result.samples
+    assert samples[0] == ("http_requests_total", (("code", "200"), ("method", "GET")), 1027.0, 1395066363000)
+    assert samples[1] == ("http_requests_total", (("code", "400"), ("method", "POST")), 3.0, None)
+    assert samples[3] == ("latency_bucket", (("le", "+Inf"),), 2.0, None)
+    assert samples[6] == ("rpc", (("quantile", "0.99"),), 0.0031, None)
+    assert samples[7][2] == -math.inf and samples[9][2] == math.inf and math.isnan(samples[8][2])
+
+
+def test_escapes_and_special_characters_in_label_values() -> None:
+    page = 'm{a="x\\"y",b="back\\\\slash",c="new\\nline",d="} , = #",e="\\t kept"} 1\n'
+    ((name, labels, value, _),) = parse(page).samples
+    assert dict(labels) == {"a": 'x"y', "b": "back\\slash", "c": "new\nline", "d": "} , = #", "e": "\\t kept"}
+    assert (name, value) == ("m", 1.0)
+
+
+def test_whitespace_trailing_comma_and_empty_label_set() -> None:
+    page = 'a{x="1",} 1\nb{} 2\nc\t3\n  d 4  \ne { x = "1" , y="2" } 5\n'
+    assert parse(page).samples == [
+        ("a", (("x", "1"),), 1.0, None),
+        ("b", (), 2.0, None),
+        ("c", (), 3.0, None),
+        ("d", (), 4.0, None),
+        ("e", (("x", "1"), ("y", "2")), 5.0, None),
+    ]
+
+
+def test_duplicate_series_keep_the_first_sample() -> None:
+    page = 'a{x="1",y="2"} 1\na{y="2",x="1"} 2\nb 3\nb 4\na{x="1",y="3"} 5\n'
+    result = parse(page)
+    assert [(n, v) for n, _, v, _ in result.samples] == [("a", 1.0), ("b", 3.0), ("a", 5.0)]
+    assert result.duplicates == 2
+
+
+def test_openmetrics_timestamps_in_seconds_exemplars_and_eof() -> None:
+    page = (
+        "# TYPE foo counter\n"
+        "# UNIT foo seconds\n"
+        "# HELP foo Help.\n"
+        'foo_total{a="b"} 17.0 1520879607.789 # {trace_id="KOO5S4vxi0o"} 0.67\n'
+        "foo_created 1520430000.123\n"
+        "# TYPE h histogram\n"
+        'h_bucket{le="1"} 0 # {trace_id="x"} 0.5 123.4\n'
+        "# EOF\n"
+    )
+    result = parse(page, openmetrics=True)
+    assert result.samples == [
+        ("foo_total", (("a", "b"),), 17.0, 1520879607789),
+        ("foo_created", (), 1520430000.123, None),
+        ("h_bucket", (("le", "1"),), 0.0, None),
+    ]
+    assert result.types == {"foo": "counter", "h": "histogram"}
+
+
+@pytest.mark.parametrize(
+    ("page", "line", "message"),
+    [
+        ("ok 1\nbad-name 1\n", 2, "invalid metric name"),
+        ('ok 1\n\nx{a="1" 2\n', 3, "invalid label set"),
+        ('x{a="1",a="2"} 1\n', 1, "duplicate label name"),
+        ("x one\n", 1, "invalid value"),
+        ("x 1_000\n", 1, "invalid value"),
+        ("x 1 2 3\n", 1, "unexpected text"),
+        ("x 1 1.5\n", 1, "invalid timestamp"),
+        ("x\n", 1, "missing value"),
+        ("# TYPE x gauge\n# TYPE x counter\n", 2, "second TYPE"),
+        ("# TYPE x sometype\n", 1, "unknown metric type"),
+        ('x{a="unterminated} 1\n', 1, "invalid label set"),
+        ('x{1a="v"} 1\n', 1, "invalid label set"),
+    ],
+)
+def test_errors_name_the_line(page: str, line: int, message: str) -> None:
+    with pytest.raises(ParseError) as caught:
+        parse(page)
+    assert caught.value.line == line
+    assert message in caught.value.message
+    assert str(caught.value).startswith(f"line {line}: ")
+
+
+def test_openmetrics_requires_eof() -> None:
+    with pytest.raises(ParseError, match="EOF"):
+        parse("a 1\n", openmetrics=True)
+    with pytest.raises(ParseError, match="not OpenMetrics"):
+        parse("# random comment\na 1\n# EOF\n", openmetrics=True)
+
+
+# --- the family filter --------------------------------------------------------------------------------------
+
+
+def test_family_names_cover_the_whole_family() -> None:
+    assert family_names(["latency_bucket"]) >= {"latency", "latency_bucket", "latency_sum", "latency_count"}
+    assert family_names(["up"]) >= {"up", "up_total"}
+
+
+def test_filter_keeps_only_wanted_families_and_matches_a_full_parse() -> None:
+    page = (DATA / "node_exporter.prom").read_text()
+    wanted = family_names(["node_cpu_seconds_total", "go_gc_duration_seconds", "node_load1"])
+    filtered = parse(page, families=wanted).samples
+    full = [s for s in parse(page).samples if s[0] in wanted]
+    assert filtered == full
+    assert {s[0] for s in filtered} == {
+        "node_cpu_seconds_total", "go_gc_duration_seconds", "go_gc_duration_seconds_sum",
+        "go_gc_duration_seconds_count", "node_load1",
+    }  # fmt: skip
+    # node_load15 shares the prefix of node_load1 and must not slip through.
+    assert all(s[0] != "node_load15" for s in filtered)
+
+
+def test_filter_skips_bad_lines_of_other_families_but_reports_wanted_ones() -> None:
+    page = "other{{{ garbage\nwanted 1\nwanted_total 2\n"
+    assert parse(page, families={"wanted"}).samples == [("wanted", (), 1.0, None)]
+    with pytest.raises(ParseError) as caught:
+        parse("a 1\nb 2\nwanted x\n", families={"wanted"})
+    assert caught.value.line == 3
+
+
+def test_filter_with_indented_lines_falls_back_to_the_line_loop() -> None:
+    page = "a 1\n  wanted 2\n"
+    assert parse(page, families={"wanted"}).samples == [("wanted", (), 2.0, None)]
+
+
+def test_label_cache_gives_the_same_samples() -> None:
+    page = (DATA / "node_exporter.prom").read_text()
+    cache: dict = {}
+    first = parse(page, label_cache=cache).samples
+    assert cache
+    assert parse(page, label_cache=cache).samples == first == parse(page).samples
+
+
+# --- agreement with prometheus_client -----------------------------------------------------------------------
+
+_names = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
+_label_names = st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,6}", fullmatch=True).filter(lambda n: not n.startswith("__"))
+_label_values = st.text(alphabet=st.sampled_from(list('ab z"\\\n{},=#é€:') + ["\t"]), max_size=8)
+_values = st.one_of(
+    st.integers(min_value=-(10**20), max_value=10**20).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(
+        lambda f: "NaN" if math.isnan(f) else ("+Inf" if f > 0 else "-Inf") if math.isinf(f) else repr(f)
+    ),
+    st.sampled_from(["1e3", "-0.5E-2", ".5", "+7", "0"]),
+)
+_timestamps = st.one_of(st.none(), st.integers(min_value=-(10**13), max_value=10**13))
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+@st.composite
+def _pages(draw: st.DrawFn) -> str:
+    lines: list[str] = []
+    for index in range(draw(st.integers(min_value=1, max_value=6))):
+        base = f"{draw(_names)}_{index}"
+        kind = draw(st.sampled_from(["counter", "gauge", "untyped", "histogram", "summary", None]))
+        name = base + "_total" if kind == "counter" else base
+        if draw(st.booleans()):
+            help_text = draw(st.text(alphabet="ab \\é", max_size=10)).replace("\\", "\\\\")
+            lines.append(f"# HELP {name} {help_text}".rstrip())
+        if kind is not None:
+            lines.append(f"# TYPE {name} {kind}")
+        suffixes = {"histogram": ["_bucket", "_sum", "_count"], "summary": ["", "_sum", "_count"]}.get(kind or "", [""])
+        for _ in range(draw(st.integers(min_value=1, max_value=5))):
+            suffix = draw(st.sampled_from(suffixes))
+            labels = draw(st.dictionaries(_label_names, _label_values, max_size=3))
+            if suffix == "_bucket":
+                labels["le"] = draw(st.sampled_from(["0.1", "1", "+Inf"]))
+            if kind == "summary" and suffix == "":
+                labels["quantile"] = draw(st.sampled_from(["0.5", "0.99"]))
+            pairs = list(labels.items())
+            if draw(st.booleans()):
+                pairs.reverse()
+            text = ",".join(f'{k}="{_escape(v)}"' for k, v in pairs)
+            series = f"{name}{suffix}{{{text}}}" if text or draw(st.booleans()) else f"{name}{suffix}"
+            ts = draw(_timestamps)
+            sep = draw(st.sampled_from([" ", "\t", "  "]))
+            lines.append(f"{series}{sep}{draw(_values)}" + ("" if ts is None else f" {ts}"))
+        if draw(st.booleans()):
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_pages())
+def test_agrees_with_prometheus_client_on_generated_pages(page: str) -> None:
+    assert ours(page) == theirs(page)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_pages(), st.data())
+def test_filtered_parse_is_the_full_parse_restricted(page: str, data: st.DataObject) -> None:
+    full = parse(page).samples
+    names = sorted({s[0] for s in full})
+    wanted = family_names(data.draw(st.lists(st.sampled_from(names), max_size=3))) if names else frozenset()
+    assert parse(page, families=wanted).samples == [s for s in full if s[0] in wanted]
+
+
+def test_agrees_with_prometheus_client_on_the_saved_node_exporter_page() -> None:
+    page = (DATA / "node_exporter.prom").read_text()
+    got = ours(page)
+    assert len(got) > 300
+    assert got == theirs(page)
+
+
+@pytest.fixture
+def node_exporter_page() -> Iterator[str]:
+    """A fresh page from a real node_exporter started on a free 127.0.0.1 port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        ["/usr/bin/prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                    yield response.read().decode()
+                    return
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_agrees_with_prometheus_client_on_a_live_node_exporter_page(node_exporter_page: str) -> None:
+    got = ours(node_exporter_page)
+    assert len(got) > 300
+    assert got == theirs(node_exporter_page)
