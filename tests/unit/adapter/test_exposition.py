@@ -205,7 +205,7 @@ def test_label_cache_gives_the_same_samples() -> None:
 
 _names = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
 _label_names = st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,6}", fullmatch=True).filter(lambda n: not n.startswith("__"))
-_label_values = st.text(alphabet=st.sampled_from(list('ab z"\\\n{},=#é€:') + ["\t"]), max_size=8)
+_label_values = st.text(alphabet='ab z"\\\n\t{},=#é€:', max_size=8)
 _values = st.one_of(
     st.integers(min_value=-(10**20), max_value=10**20).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(
