@@ -61,11 +61,11 @@ class TailerMetrics:
         self.sink_failing = Gauge(
             "tailer_sink_failing_seconds", "Seconds batches have been failing to deliver (0 when healthy).", registry=r
         )
-        self._last = Counts()
+        self.absorbed = Counts()
 
     def absorb(self, counts: Counts) -> None:
         """Move what the followers counted since the last call into the series."""
-        last = self._last
+        last = self.absorbed
         if counts.lines != last.lines:
             self.lines_read.inc(counts.lines - last.lines)
             self.base.events_in.inc(counts.lines - last.lines)
@@ -79,4 +79,4 @@ class TailerMetrics:
             self.altered.labels(reason="json_invalid").inc(counts.json_errors - last.json_errors)
         if counts.skipped_bytes != last.skipped_bytes:
             self.dropped_bytes.labels(reason="overlong_line").inc(counts.skipped_bytes - last.skipped_bytes)
-        self._last = Counts(**{k: getattr(counts, k) for k in Counts.__slots__})
+        self.absorbed = Counts(**{k: getattr(counts, k) for k in Counts.__slots__})

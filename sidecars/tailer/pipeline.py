@@ -188,7 +188,7 @@ class Pipeline:
                 continue
             if self._draining and b.empty and all(f.settled for f in self.followers.values()):
                 self._read_done.set()
-                self.metrics.absorb(self.counts)
+                self._update_gauges()
                 await self._finished.wait()
                 return
             timeout = 0.25
@@ -286,8 +286,7 @@ class Pipeline:
             f = self.followers.get(key)
             if f is not None:
                 if st.st_size != f.read_offset:
-                    f.at_eof = False
-                    self._wake.set()
+                    self._check_follower(f, now)  # growth, or truncation (checked before reading on)
                 return
         if cur is not None and cur != key:
             old = self.followers.get(cur)
@@ -577,7 +576,17 @@ class Pipeline:
 
     def _update_gauges(self) -> None:
         m = self.metrics
-        m.absorb(self.counts)
+        c, last = self.counts, m.absorbed
+        # Logged at most once per poll interval, with counts, however many lines were affected.
+        if c.truncated > last.truncated:
+            self.log.warning(
+                "over-long lines truncated", lines=c.truncated - last.truncated, max_line_bytes=self.s.max_line_bytes
+            )
+        if c.invalid_utf8 > last.invalid_utf8:
+            self.log.warning("invalid UTF-8 replaced", lines=c.invalid_utf8 - last.invalid_utf8)
+        if c.json_errors > last.json_errors:
+            self.log.warning("lines that looked like JSON did not parse", lines=c.json_errors - last.json_errors)
+        m.absorb(c)
         m.files_watched.set(len(self.followers))
         m.open_files.set(sum(1 for f in self.followers.values() if f.fd is not None))
         m.bytes_behind.set(sum(max(f.size - f.track.committed, 0) for f in self.followers.values()))

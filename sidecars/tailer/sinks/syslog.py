@@ -140,8 +140,11 @@ class SyslogSink(Sink[SyslogSettings]):
         head, bom, parts = self._head, self._bom, []
         for s in batch.streams:
             rest = self._fields + self._sd(s.labels) + " " + bom
+            last, stamp = -1, ""
             for line, ts in zip(s.lines, s.timestamps_ns, strict=True):
-                message = (head + rfc3339_us(ts) + rest + line).encode("utf-8", "replace")
+                if ts != last:  # lines read together share their time: format it once
+                    stamp, last = head + rfc3339_us(ts) + rest, ts
+                message = (stamp + line).encode("utf-8", "replace")
                 parts.append(b"%d " % len(message))
                 parts.append(message)
         return b"".join(parts)

@@ -1,0 +1,116 @@
+"""Rotation with the real logrotate: rename+create (also twice before the reader caught up) and
+copytruncate (also a truncation the tailer only notices after the file grew back)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+from tests.integration.tailer.conftest import TailerFactory, logrotate, numbered, write_lines
+from tests.integration.tailer.ndjson_receiver import NdjsonReceiver
+
+PAD = "x" * 80  # lines of ~100 bytes: a few thousand overflow the smallest buffer
+
+
+async def wait_sample(sc, name: str, labels: dict[str, str] | None, at_least: float, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
+    async def _wait() -> None:
+        while (sc.sample(name, labels) or 0) < at_least:
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(_wait(), timeout)
+
+
+def assert_exactly(receiver: NdjsonReceiver, expected: list[str]) -> None:
+    got = Counter(receiver.messages)
+    missing = [m for m in expected if m not in got]
+    assert not missing, f"{len(missing)} lines lost, first: {missing[:3]}"
+    dups = {m: n for m, n in got.items() if n > 1}
+    assert not dups, f"duplicates: {list(dups.items())[:3]}"
+    assert len(got) == len(expected)
+
+
+async def test_rename_create_rotated_twice_while_reader_lags(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path, tmp_path: Path
+) -> None:
+    app = logs / "app.log"
+    first = [f"{m} {PAD}" for m in numbered("first", 0, 3000)]
+    write_lines(app, first)
+    receiver.fail_status = 503  # the sink is down: reading stops at max_buffer_bytes, far behind
+    conf = f"{app} {{\n  rotate 5\n  create\n  missingok\n}}\n"
+    async with tailer(max_buffer_bytes=64 * 1024) as sc:
+        await wait_sample(sc, "tailer_buffered_bytes", None, 60 * 1024)
+        logrotate(conf, tmp_path)  # app.log -> app.log.1, new app.log
+        second = numbered("second", 0, 1000)
+        write_lines(app, second)
+        await asyncio.sleep(0.5)  # the tailer opens the new file (and keeps the old one open)
+        logrotate(conf, tmp_path)  # app.log.1 -> app.log.2, app.log -> app.log.1: twice before read
+        third = numbered("third", 0, 1000)
+        write_lines(app, third)
+        await asyncio.sleep(0.5)
+        assert (logs / "app.log.2").exists()
+        receiver.fail_status = None
+        await receiver.wait_for(5000)
+        await asyncio.sleep(0.3)
+        assert sc.sample("tailer_rotations_total", {"kind": "renamed"}) == 2
+    assert_exactly(receiver, first + second + third)
+    # Lines of one file arrive in file order, and keep the path they were found under.
+    msgs = receiver.messages
+    assert [m for m in msgs if m.startswith("first")] == first
+    assert {d["labels"]["path"] for d in receiver.docs} == {str(app)}
+
+
+async def test_copytruncate_while_reader_lags_reads_the_rest_from_the_copy(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path, tmp_path: Path
+) -> None:
+    app = logs / "app.log"
+    before = [f"{m} {PAD}" for m in numbered("before", 0, 3000)]
+    write_lines(app, before)
+    receiver.fail_status = 503
+    conf = f"{app} {{\n  rotate 5\n  copytruncate\n  missingok\n}}\n"
+    async with tailer(max_buffer_bytes=64 * 1024) as sc:
+        await wait_sample(sc, "tailer_buffered_bytes", None, 60 * 1024)
+        logrotate(conf, tmp_path)  # copies app.log to app.log.1, truncates app.log in place
+        after = numbered("after", 0, 500)
+        write_lines(app, after)
+        await wait_sample(sc, "tailer_rotations_total", {"kind": "truncated"}, 1)
+        receiver.fail_status = None
+        await receiver.wait_for(3500)
+        await asyncio.sleep(0.3)
+        assert sc.sample("tailer_rotations_total", {"kind": "copy_found"}) == 1
+    assert_exactly(receiver, before + after)
+
+
+async def test_truncation_noticed_after_the_file_grew_back_past_the_old_offset(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path
+) -> None:
+    app = logs / "app.log"
+    old = numbered("old", 0, 20)
+    write_lines(app, old)
+    # Polling only, and rarely: the truncation and the regrowth both happen between two looks.
+    async with tailer(watch_mode="poll", poll_interval_secs=2.0, rescan_interval_secs=30.0) as sc:
+        await receiver.wait_for(20)
+        new = [f"{m} {PAD}" for m in numbered("new", 0, 50)]  # far longer than what was there
+        write_lines(app, new, mode="w")
+        await receiver.wait_for(70)
+        await asyncio.sleep(0.2)
+        assert sc.sample("tailer_rotations_total", {"kind": "truncated"}) == 1
+    assert_exactly(receiver, old + new)
+
+
+async def test_glob_does_not_match_rotated_siblings_and_restart_sends_nothing_twice(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path, tmp_path: Path
+) -> None:
+    app = logs / "app.log"
+    write_lines(app, numbered("a", 0, 100))
+    conf = f"{app} {{\n  rotate 3\n  create\n}}\n"
+    async with tailer():
+        await receiver.wait_for(100)
+        logrotate(conf, tmp_path)
+        write_lines(app, numbered("b", 0, 100))
+        await receiver.wait_for(200)
+    async with tailer():  # a restart: everything is checkpointed, nothing is sent again
+        write_lines(app, numbered("c", 0, 100))
+        await receiver.wait_for(300)
+        await asyncio.sleep(0.5)
+    assert_exactly(receiver, numbered("a", 0, 100) + numbered("b", 0, 100) + numbered("c", 0, 100))
