@@ -422,18 +422,22 @@ class _Evaluator:
 
     @staticmethod
     def histogram_quantile(q: float, vec: Vector) -> Vector:
-        groups: dict[Labels, list[tuple[float, float]]] = {}
+        # Grouped by the labels without `le`, and by metric name too (which the result drops), so that two
+        # histograms differing only in name stay apart, as in Prometheus.
+        groups: dict[tuple[Labels, str], list[tuple[float, float]]] = {}
         for s in vec:
             le = None
+            name = ""
             for k, v in s.labels:
                 if k == "le":
                     le = fn.parse_go_float(v)
-                    break
+                elif k == "__name__":
+                    name = v
             if le is None:
                 continue
             key = tuple(p for p in s.labels if p[0] != "le" and p[0] != "__name__")
-            groups.setdefault(key, []).append((le, s.value))
-        return [Sample(key, fn.bucket_quantile(q, buckets)) for key, buckets in groups.items()]
+            groups.setdefault((key, name), []).append((le, s.value))
+        return _check_unique([Sample(key, fn.bucket_quantile(q, buckets)) for (key, _), buckets in groups.items()])
 
     def label_replace(self, node: Call, t: int) -> Vector:
         vec = self.vector(node.args[0], t)
@@ -566,24 +570,60 @@ def _aggregate_values(op: str, values: list[float], param: float | str | None) -
 
 
 def _top_bottom(op: str, k_value: float, vec: Vector, group_key: Callable[[Labels], Labels]) -> Vector:
+    """topk/bottomk with Prometheus' bounded heap, so that ties resolve to the same series as there."""
     if k_value != k_value or abs(k_value) >= 2**63:
         raise PromQLError(f"Scalar value {k_value} overflows int64")
     k = int(k_value)
     if k < 1:
         return []
-    groups: dict[Labels, list[Sample]] = {}
-    for s in vec:
-        groups.setdefault(group_key(s.labels), []).append(s)
-    out: Vector = []
     top = op == "topk"
-    for members in groups.values():
-        # NaN always loses; among equal values the earlier series wins (stable sort).
-        if top:
-            ranked = sorted(members, key=lambda s: (s.value != s.value, -s.value if s.value == s.value else 0))
+
+    def less(a: float, b: float) -> bool:  # the heap's order: the element to evict first is on top
+        if a != a:
+            return True
+        return a < b if top else a > b
+
+    heaps: dict[Labels, list[Sample]] = {}
+    for s in vec:
+        key = group_key(s.labels)
+        heap = heaps.get(key)
+        if heap is None:
+            heaps[key] = [s]
+            continue
+        v = s.value
+        if len(heap) < k:
+            heap.append(s)
+            _heap_up(heap, len(heap) - 1, less)
         else:
-            ranked = sorted(members, key=lambda s: (s.value != s.value, s.value if s.value == s.value else 0))
-        out.extend(ranked[:k])
-    return out
+            head = heap[0].value
+            if (head < v if top else head > v) or (head != head and v == v):
+                heap[0] = s
+                if k > 1:
+                    _heap_down(heap, 0, less)
+    return [s for heap in heaps.values() for s in heap]
+
+
+def _heap_up(h: list[Sample], j: int, less: Callable[[float, float], bool]) -> None:
+    while j > 0:
+        i = (j - 1) // 2
+        if not less(h[j].value, h[i].value):
+            break
+        h[i], h[j] = h[j], h[i]
+        j = i
+
+
+def _heap_down(h: list[Sample], i: int, less: Callable[[float, float], bool]) -> None:
+    n = len(h)
+    while True:
+        j = 2 * i + 1
+        if j >= n:
+            break
+        if j + 1 < n and less(h[j + 1].value, h[j].value):
+            j += 1
+        if not less(h[j].value, h[i].value):
+            break
+        h[i], h[j] = h[j], h[i]
+        i = j
 
 
 def _signature_fn(matching: VectorMatching) -> Callable[[Labels], Labels]:

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from sidecars.adapter.promql.mathops import NAN, go_max, go_min, go_round_half_up, kahan_inc
+from sidecars.adapter.promql.mathops import NAN, go_div, go_max, go_min, go_round_half_up, kahan_inc
 
 Points = Sequence[float]
 Times = Sequence[int]
@@ -355,7 +355,7 @@ def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
         bucket_start = merged[b - 1][0]
         count -= merged[b - 1][1]
         rank -= merged[b - 1][1]
-    return bucket_start + (bucket_end - bucket_start) * (rank / count)
+    return bucket_start + (bucket_end - bucket_start) * go_div(rank, count)
 
 
 def parse_go_float(text: str) -> float | None:

@@ -9,7 +9,6 @@ of series times the points retained.
 
 from __future__ import annotations
 
-import math
 import struct
 from array import array
 from bisect import bisect_left
@@ -199,8 +198,8 @@ class History:
             candidates: Iterable[Series] = self._by_name.get(name, {}).values()
         else:
             candidates = self._series.values()
+        # Creation order, as Prometheus' head index returns series: it decides ties in topk/bottomk.
         result = [s for s in candidates if all(m.matches(s.get(m.name)) for m in rest)]
-        result.sort(key=lambda s: s.labels)
         self._select_cache[matchers] = (self._version, result)
         return result
 
@@ -218,4 +217,4 @@ def stale_free(
     return [ts[i] for i in keep], [vs[i] for i in keep]
 
 
-__all__ = ["STALE_NAN", "History", "Series", "is_stale", "math", "stale_free", "with_name"]
+__all__ = ["STALE_NAN", "History", "Series", "is_stale", "stale_free", "with_name"]
