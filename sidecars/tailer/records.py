@@ -55,8 +55,12 @@ def parse_json_fields(lines: list[str]) -> tuple[list[dict[str, Any]], int]:
 
 # ---------------------------------------------------------------------------------------- multi-line
 
-# Java: "\tat com.x.Y.z(Y.java:1)", "\t... 12 more", "Caused by: ...", "Suppressed: ...".
-_JAVA_CONT = re.compile(r"\s|Caused by:|Suppressed:|\.\.\. \d+ (?:more|common frames omitted)")
+# Java: "\tat com.x.Y.z(Y.java:1)", "\t... 12 more", "Caused by: ...", "Suppressed: ...", and the
+# exception's own header line ("java.lang.IllegalStateException: boom") after the log line announcing it.
+_JAVA_CONT = re.compile(
+    r"\s|Caused by:|Suppressed:|\.\.\. \d+ (?:more|common frames omitted)"
+    r"|(?:[a-zA-Z_$][\w$]*\.)+[\w$]*(?:Exception|Error|Throwable)\b"
+)
 _PY_START = "Traceback (most recent call last):"
 _PY_CHAINED = re.compile(
     r"(?:During handling of the above exception, another exception occurred:"

@@ -16,7 +16,7 @@ import orjson
 from pydantic import Field, field_validator
 
 from sidecars.tailer.sinks.base import Batch, RetryableError, SendResult, Stream
-from sidecars.tailer.sinks.encode import encoded_documents
+from sidecars.tailer.sinks.encode import encoded_documents, joined_documents
 from sidecars.tailer.sinks.http_base import HttpSink, HttpSinkSettings
 
 _DAY_NS = 86_400 * 1_000_000_000
@@ -81,16 +81,15 @@ class ElasticsearchSink(HttpSink[ElasticsearchSettings]):
         action, key = self._action, self.settings.timestamp_key
         parts: list[bytes] = []
         for s in batch.streams:
-            docs = encoded_documents(s, timestamp_key=key)
-            if not docs:
-                continue
             stamps = s.timestamps_ns
-            if not self._dated or min(stamps) // _DAY_NS == max(stamps) // _DAY_NS:
-                # One index for the whole stream: pair every document with the same action line.
-                line = action(stamps[0])
-                parts.append(line + b"\n" + (b"\n" + line + b"\n").join(docs))
+            if not stamps:
                 continue
-            for ts, doc in zip(stamps, docs, strict=True):
+            if not self._dated or min(stamps) // _DAY_NS == max(stamps) // _DAY_NS:
+                # One index for the whole stream: every document follows the same action line.
+                line = action(stamps[0]) + b"\n"
+                parts.append(line + joined_documents(s, b"\n" + line, key))
+                continue
+            for ts, doc in zip(stamps, encoded_documents(s, key), strict=True):
                 parts.append(action(ts) + b"\n" + doc)
         parts.append(b"")
         return b"\n".join(parts)

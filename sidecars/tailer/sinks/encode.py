@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from itertools import groupby
 from typing import Any
 
 import orjson
@@ -49,30 +50,65 @@ def documents(stream: Stream, timestamp_key: str = "timestamp", labels_key: str 
             yield {timestamp_key: rfc3339_ns(ts), "message": line, labels_key: labels}
 
 
-def encoded_documents(stream: Stream, timestamp_key: str = "timestamp") -> list[bytes]:
-    """Each line's document as JSON bytes (no newline); the hot path of every JSON sink.
+def _escaped(lines: list[str]) -> list[bytes]:
+    """Each line as a JSON string body (escaped, without its quotes).
 
-    Without parsed fields only the line itself is encoded per line (`orjson.dumps` mapped over the
-    lines: no Python frame per line); the constant parts of the document are encoded once per
-    stream and a timestamp once per distinct value.
+    One `orjson.dumps` call over the whole list, cut apart at `","`, is some 30 times faster than a
+    call per line. A line can hold `","` only as an escaped quote followed by `,"` (so the encoding
+    holds a backslash before `",`); only then are the lines encoded one by one.
+    """
+    encoded = orjson.dumps(lines)
+    if b'\\",' not in encoded:
+        return encoded[2:-2].split(b'","')
+    dumps = orjson.dumps
+    return [dumps(line)[1:-1] for line in lines]
+
+
+def _parts(stream: Stream, timestamp_key: str) -> tuple[list[bytes], list[tuple[int, int]], bytes, bytes]:
+    """(escaped lines, runs of (timestamp, count), start of a document, end of a document)."""
+    start = b"{" + orjson.dumps(timestamp_key) + b':"'
+    tail = b'","labels":' + orjson.dumps(dict(stream.labels)) + b"}"
+    # Lines read together share their time: one run per read, formatted once.
+    runs = [(ts, len(list(group))) for ts, group in groupby(stream.timestamps_ns)]
+    return _escaped(stream.lines), runs, start, tail
+
+
+def _head(start: bytes, ts: int) -> bytes:
+    sec, frac = divmod(ts, 1_000_000_000)
+    return b'%b%b.%09dZ","message":"' % (start, _second(sec).encode(), frac)
+
+
+def joined_documents(stream: Stream, sep: bytes, timestamp_key: str = "timestamp") -> bytes:
+    """The documents of all lines of `stream` (see the module docstring) joined by `sep`.
+
+    Without parsed fields this is the hot path of the JSON sinks: no Python work per line.
     """
     if stream.fields is not None:
-        dumps = orjson.dumps
-        return [dumps(doc) for doc in documents(stream, timestamp_key)]
+        return sep.join(map(orjson.dumps, documents(stream, timestamp_key)))
+    if not stream.lines:
+        return b""
+    messages, runs, start, tail = _parts(stream, timestamp_key)
+    chunks, i = [], 0
+    for ts, count in runs:
+        head = _head(start, ts)
+        chunks.append(head + (tail + sep + head).join(messages[i : i + count]) + tail)
+        i += count
+    return sep.join(chunks)
+
+
+def encoded_documents(stream: Stream, timestamp_key: str = "timestamp") -> list[bytes]:
+    """Each line's document as JSON bytes, for formats that put something between documents."""
+    if stream.fields is not None:
+        return list(map(orjson.dumps, documents(stream, timestamp_key)))
     if not stream.lines:
         return []
-    messages = list(map(orjson.dumps, stream.lines))
-    start = b"{" + orjson.dumps(timestamp_key) + b':"'
-    tail = b',"labels":' + orjson.dumps(dict(stream.labels)) + b"}"
-    heads: list[bytes] = []
-    last, head = -1, b""
-    for ts in stream.timestamps_ns:
-        if ts != last:  # lines read together share their time: format it once
-            sec, frac = divmod(ts, 1_000_000_000)
-            head = b'%b%b.%09dZ","message":' % (start, _second(sec).encode(), frac)
-            last = ts
-        heads.append(head)
-    return [h + m + tail for h, m in zip(heads, messages, strict=True)]
+    messages, runs, start, tail = _parts(stream, timestamp_key)
+    out, i = [], 0
+    for ts, count in runs:
+        head = _head(start, ts)
+        out += [head + m + tail for m in messages[i : i + count]]
+        i += count
+    return out
 
 
 def _second(sec: int) -> str:
@@ -86,7 +122,7 @@ def _second(sec: int) -> str:
 
 def ndjson(batch: Batch) -> bytes:
     """The whole batch as NDJSON, one document per line, each ended by a newline."""
-    parts = [doc for stream in batch.streams for doc in encoded_documents(stream)]
+    parts = [joined_documents(s, b"\n") for s in batch.streams if s.lines]
     parts.append(b"")
     return b"\n".join(parts)
 

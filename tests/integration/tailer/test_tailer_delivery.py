@@ -1,0 +1,176 @@
+"""Checkpoints move only after the sink acknowledged; restarts resume there; identity is not fooled by
+a reused inode; sink outages pause reading; permanent errors follow the counted policy."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import orjson
+
+from sidecars.testing import http_get
+from tests.integration.tailer.conftest import TailerFactory, numbered, write_lines
+from tests.integration.tailer.ndjson_receiver import NdjsonReceiver
+from tests.integration.tailer.test_tailer_rotation import assert_exactly, wait_sample
+
+
+def checkpoints(tmp_path: Path) -> dict[str, dict[str, object]]:
+    doc = orjson.loads((tmp_path / "checkpoints" / "checkpoints.json").read_bytes())
+    files: dict[str, dict[str, object]] = doc["files"]
+    return files
+
+
+def offset_of(tmp_path: Path, path: Path) -> int | None:
+    st = path.stat()
+    entry = checkpoints(tmp_path).get(f"{st.st_dev}:{st.st_ino}")
+    return None if entry is None else int(entry["offset"])  # type: ignore[call-overload]
+
+
+async def test_offsets_move_only_after_the_sink_acknowledged(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path, tmp_path: Path
+) -> None:
+    app = logs / "app.log"
+    lines = numbered("line", 0, 200)
+    write_lines(app, lines)
+    receiver.fail_status = 503
+    async with tailer(shutdown_timeout_secs=1.5) as sc:
+        await wait_sample(sc, "tailer_lines_read_total", None, 200)
+        await wait_sample(sc, "tailer_retries_total", None, 3)
+        await asyncio.sleep(0.3)  # several checkpoint intervals
+        assert offset_of(tmp_path, app) == 0  # read, not delivered: the checkpoint has not moved
+    assert offset_of(tmp_path, app) == 0  # nor at a shutdown that could not deliver
+    receiver.fail_status = None
+    async with tailer():
+        await receiver.wait_for(200)
+        for _ in range(100):
+            if offset_of(tmp_path, app) == app.stat().st_size:
+                break
+            await asyncio.sleep(0.05)
+        assert offset_of(tmp_path, app) == app.stat().st_size
+    assert_exactly(receiver, lines)
+
+
+async def test_reused_inode_is_read_from_the_start(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path, tmp_path: Path
+) -> None:
+    app = logs / "app.log"
+    write_lines(app, numbered("old", 0, 50))
+    async with tailer():
+        await receiver.wait_for(50)
+    old_key = f"{app.stat().st_dev}:{app.stat().st_ino}"
+    app.unlink()
+    write_lines(app, numbered("new", 0, 30))
+    st = app.stat()
+    new_key = f"{st.st_dev}:{st.st_ino}"
+    if new_key != old_key:
+        # The filesystem gave another inode; make the checkpoint claim this one, as reuse would.
+        path = tmp_path / "checkpoints" / "checkpoints.json"
+        doc = orjson.loads(path.read_bytes())
+        doc["files"][new_key] = doc["files"].pop(old_key)
+        path.write_bytes(orjson.dumps(doc))
+    async with tailer():
+        await receiver.wait_for(80)
+        await asyncio.sleep(0.3)
+    assert_exactly(receiver, numbered("old", 0, 50) + numbered("new", 0, 30))
+
+
+async def test_file_renamed_while_stopped_is_finished_after_restart(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path, tmp_path: Path
+) -> None:
+    app = logs / "app.log"
+    first = numbered("first", 0, 100)
+    write_lines(app, first)
+    async with tailer():
+        await receiver.wait_for(100)
+    more = numbered("more", 0, 100)
+    write_lines(app, more)  # written after the stop, then rotated away before the next start
+    os.rename(app, logs / "app.log.1")
+    fresh = numbered("fresh", 0, 10)
+    write_lines(app, fresh)
+    async with tailer():
+        await receiver.wait_for(210)
+        await asyncio.sleep(0.3)
+    assert_exactly(receiver, first + more + fresh)
+
+
+async def test_sink_outage_pauses_reading_and_memory_stays_bounded(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path
+) -> None:
+    app = logs / "app.log"
+    lines = [f"{m} {'y' * 200}" for m in numbered("l", 0, 5000)]  # ~1.1 MB
+    write_lines(app, lines)
+    receiver.fail_status = 503
+    async with tailer(max_buffer_bytes=128 * 1024, batch_max_bytes=32 * 1024) as sc:
+        await wait_sample(sc, "tailer_retries_total", None, 5)
+        await asyncio.sleep(0.5)
+        read = sc.sample("tailer_bytes_read_total") or 0
+        # Reading stopped near the buffer bound: the file, not memory, holds the rest.
+        assert read < 128 * 1024 + 2 * 256 * 1024
+        assert (sc.sample("tailer_bytes_behind") or 0) >= app.stat().st_size - read
+        receiver.fail_status = None
+        await receiver.wait_for(5000)
+    assert_exactly(receiver, lines)
+
+
+async def test_readiness_fails_while_the_sink_keeps_failing(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path
+) -> None:
+    write_lines(logs / "app.log", ["one"])
+    receiver.fail_status = 503
+    async with tailer(unhealthy_after_secs=0.3) as sc:
+        for _ in range(100):
+            status, body = await http_get(sc.admin_url + "/readyz?verbose")
+            if status == 503:
+                break
+            await asyncio.sleep(0.05)
+        assert status == 503 and "[-]sink" in body, body
+        status, _ = await http_get(sc.admin_url + "/livez")
+        assert status == 200  # liveness never depends on the sink
+        receiver.fail_status = None
+        await receiver.wait_for(1)
+        status, body = await http_get(sc.admin_url + "/readyz?verbose")
+        assert status == 200, body
+
+
+async def test_permanent_error_goes_to_the_dead_letter_file_and_is_counted(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path, tmp_path: Path
+) -> None:
+    app = logs / "app.log"
+    write_lines(app, numbered("refused", 0, 10))
+    receiver.fail_status = 400
+    async with tailer() as sc:
+        await wait_sample(sc, "tailer_dead_lettered_records_total", None, 10)
+        receiver.fail_status = None
+        write_lines(app, numbered("taken", 0, 5))
+        await receiver.wait_for(5)
+        assert sc.events("sink refused a batch for good: dead-lettered")
+    dead = b"".join(p.read_bytes() for p in (tmp_path / "checkpoints" / "dead-letter").glob("*.ndjson"))
+    assert [orjson.loads(x)["line"] for x in dead.splitlines()] == numbered("refused", 0, 10)
+    assert receiver.messages == numbered("taken", 0, 5)
+
+
+async def test_permanent_error_with_drop_policy_is_counted(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path
+) -> None:
+    write_lines(logs / "app.log", numbered("refused", 0, 7))
+    receiver.fail_status = 422
+    async with tailer(on_permanent_error="drop") as sc:
+        await wait_sample(sc, "tailer_dropped_records_total", {"reason": "permanent"}, 7)
+        assert sc.sample("sidecar_events_dropped_total", {"reason": "permanent"}) == 7
+
+
+async def test_retryable_errors_are_retried_until_delivered(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path
+) -> None:
+    write_lines(logs / "app.log", numbered("l", 0, 50))
+    receiver.fail_status = 429
+    receiver.retry_after = "0"
+    async with tailer() as sc:
+        await wait_sample(sc, "tailer_retries_total", None, 3)
+        await receiver.down()  # then connections refused for a while
+        await asyncio.sleep(0.3)
+        receiver.fail_status = None
+        await receiver.up()
+        await receiver.wait_for(50)
+    assert_exactly(receiver, numbered("l", 0, 50))
