@@ -11,6 +11,7 @@ Bodies stay under 10 KiB (the kubelet reads no more): reasons are cut and the li
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Sequence
 
@@ -68,35 +69,31 @@ def render_json(checks: Sequence[CheckResult], verdict: Verdict, description: st
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(verdict.at_ms / 1000))
     entries: dict[str, list[dict[str, object]]] = {}
     doc: dict[str, object] = {"status": status, "description": description, "checks": entries}
-    for check in checks:
+    size = len(orjson.dumps(doc)) + 200  # room for the note below
+    # Failing checks first, then warnings, then passing ones, until the body budget is spent.
+    ordered = sorted(checks, key=lambda c: 0 if c.failing else 1 if c.warning else 2)
+    for shown, check in enumerate(ordered):
         entry: dict[str, object] = {
             "componentId": check.name,
-            "componentType": "rule" if check.name != "scrape" else "scrape",
+            "componentType": "scrape" if check.name == "scrape" else "rule",
             "status": check.status,
             "time": when,
             "group": check.group,
             "severity": check.severity,
             "state": check.state,
         }
-        if check.value is not None and check.value == check.value and abs(check.value) != float("inf"):
+        if check.value is not None and math.isfinite(check.value):
             entry["observedValue"] = check.value
         if check.reason:
             entry["output"] = check.reason
-        entries[f"{check.name}:{check.group}"] = [entry]
-    body = orjson.dumps(doc)
-    while len(body) > MAX_BODY and entries:
-        # Keep the failing ones: drop passing entries first, then cut outputs.
-        passing = [k for k, v in entries.items() if v[0]["status"] == "pass"]
-        if passing:
-            del entries[passing[-1]]
-        else:
-            for v in entries.values():
-                v[0].pop("output", None)
-            body = orjson.dumps(doc)
+        key = f"{check.name}:{check.group}"
+        cost = len(orjson.dumps({key: [entry]}))
+        if size + cost > MAX_BODY:
+            doc["notes"] = [f"{len(ordered) - shown} checks left out to keep the body under 10 KiB"]
             break
-        doc["notes"] = ["some passing checks left out to keep the body under 10 KiB"]
-        body = orjson.dumps(doc)
-    return body
+        entries[key] = [entry]
+        size += cost
+    return orjson.dumps(doc)
 
 
 class HealthEndpoints:

@@ -23,6 +23,7 @@ class MetricsApp:
     delay_secs: float = 0.0
     requests: int = 0
     accept: list[str] = field(default_factory=list)
+    accept_encoding: list[str] = field(default_factory=list)
     port: int = 0
     runner: web.AppRunner | None = None
 
@@ -33,6 +34,7 @@ class MetricsApp:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
         self.accept.append(request.headers.get("Accept", ""))
+        self.accept_encoding.append(request.headers.get("Accept-Encoding", ""))
         if self.delay_secs:
             await asyncio.sleep(self.delay_secs)
         response = web.Response(body=self.page.encode(), status=self.status)
