@@ -205,7 +205,7 @@ class _Evaluator:
                     pts = series[sample.labels] = ([], [])
                 pts[0].append(at)
                 pts[1].append(sample.value)
-        out = [(labels, pts[0], pts[1]) for labels, pts in sorted(series.items())]
+        out: list[RangeSeries] = [(labels, pts[0], pts[1]) for labels, pts in series.items()]
         return out, end, node.range_ms
 
     # -- operators -------------------------------------------------------------------------------
@@ -278,10 +278,10 @@ class _Evaluator:
         drop = op in ARITHMETIC_OPS
         for ls in lhs:
             key = sig(ls.labels)
-            rs = right.get(key)
-            if rs is None:
+            one = right.get(key)
+            if one is None:
                 continue
-            vl, vr = ls.value, rs.value
+            vl, vr = ls.value, one.value
             if matching.card is Card.ONE_TO_MANY:
                 vl, vr = vr, vl
             value, keep = _elem_binop(op, vl, vr)
@@ -289,7 +289,7 @@ class _Evaluator:
                 value = 1.0 if keep else 0.0
             elif not keep:
                 continue
-            metric = _result_metric(ls.labels, rs.labels, drop, matching)
+            metric = _result_metric(ls.labels, one.labels, drop, matching)
             if return_bool:
                 metric = drop_name(metric)
             if matching.card is Card.ONE_TO_ONE:
@@ -506,9 +506,9 @@ class _Evaluator:
                 raise PromQLError(f"invalid label name {param!r}", node.pos)
             counts: dict[Labels, float] = {}
             for s in vec:
-                key = dict(group_key(s.labels))
-                key[param] = format_float(s.value)
-                labels = tuple(sorted(key.items()))
+                grouped = dict(group_key(s.labels))
+                grouped[param] = format_float(s.value)
+                labels = tuple(sorted(grouped.items()))
                 counts[labels] = counts.get(labels, 0.0) + 1
             return [Sample(k, v) for k, v in counts.items()]
         groups: dict[Labels, list[float]] = {}

@@ -108,17 +108,21 @@ def write_promtool_file(cases: list[Case], path: Path) -> None:
         for expr in case.exprs:
             for time in case.times:
                 case.tests.append((next_id, expr, time))
-                tests.append({
-                    "expr": f"{expr} # case-{next_id}",
-                    "eval_time": time,
-                    "exp_samples": [{"labels": '{__sentinel__="never"}', "value": 0}],
-                })
+                tests.append(
+                    {
+                        "expr": f"{expr} # case-{next_id}",
+                        "eval_time": time,
+                        "exp_samples": [{"labels": '{__sentinel__="never"}', "value": 0}],
+                    }
+                )
                 next_id += 1
-        groups.append({
-            "interval": case.interval,
-            "input_series": [{"series": s, "values": v} for s, v in case.series],
-            "promql_expr_test": tests,
-        })
+        groups.append(
+            {
+                "interval": case.interval,
+                "input_series": [{"series": s, "values": v} for s, v in case.series],
+                "promql_expr_test": tests,
+            }
+        )
     # JSON is YAML: quoting every string keeps `#` and braces intact.
     path.write_text(json.dumps({"evaluation_interval": "1m", "tests": groups}, indent=1))
 

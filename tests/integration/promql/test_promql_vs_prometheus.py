@@ -1,0 +1,293 @@
+"""The real Prometheus server (2.42) scrapes a target whose metrics change over time; our engine, fed the
+same pages with the scrape timestamps Prometheus recorded, must answer every query as Prometheus does.
+
+The target numbers its pages (`scrape_seq`), so the samples of `scrape_seq` in Prometheus tell which page
+each scrape got and when. After the last page the target answers 500: Prometheus marks every series stale,
+and so must History.mark_stale().
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import shutil
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from sidecars.adapter.promql import History, InstantVector, Scalar, evaluate, parse_expr
+
+PROMETHEUS = "/usr/bin/prometheus"
+PAGES = 24  # about 24 s of scrapes at 1 s
+INSTANCE_LABELS = (("instance", "{target}"), ("job", "app"))
+
+EXPRESSIONS = [
+    "app_requests_total",
+    "rate(app_requests_total[5s])",
+    "increase(app_requests_total[10s])",
+    "rate(app_requests_total[1m])",
+    "irate(app_requests_total[5s])",
+    "resets(app_requests_total[30s])",
+    "sum by (code) (rate(app_requests_total[10s]))",
+    'rate(app_requests_total{code="500"}[10s]) / ignoring(code) rate(app_requests_total{code="200"}[10s])',
+    "changes(app_queue_depth[10s])",
+    "delta(app_queue_depth[10s])",
+    "deriv(app_queue_depth[10s])",
+    "predict_linear(app_queue_depth[10s], 60)",
+    "avg_over_time(app_queue_depth[10s])",
+    "max_over_time(app_queue_depth[1m])",
+    "app_queue_depth > bool 5",
+    "app_queue_depth > 5",
+    "timestamp(app_queue_depth)",
+    "histogram_quantile(0.9, rate(app_latency_seconds_bucket[10s]))",
+    "histogram_quantile(0.5, sum by (le) (rate(app_latency_seconds_bucket[1m])))",
+    "rate(app_latency_seconds_sum[10s]) / rate(app_latency_seconds_count[10s])",
+    "app_temp_celsius",
+    "absent(app_temp_celsius)",
+    "count_over_time(app_temp_celsius[1m])",
+    "absent_over_time(app_temp_celsius[3s])",
+    "last_over_time(app_temp_celsius[1m])",
+    "sum(app_queue_depth) + scalar(app_temp_celsius)",
+]
+
+
+def page(n: int) -> str:
+    """Page number `n`: counters with resets, a gauge, a histogram and a series that comes and goes."""
+    req200 = 5.0
+    req500 = 0.0
+    buckets = [0.0, 0.0, 0.0, 0.0]
+    for i in range(1, n + 1):
+        req200 = 2.0 if i == 14 else req200 + (i % 4) + 1
+        req500 = 0.0 if i == 20 else req500 + i % 2
+        obs = i % 3
+        for b, extra in enumerate((0, 2, 3, 4)):
+            buckets[b] += obs + extra
+    depth = (n * 7) % 11 - 2
+    lines = [
+        "# TYPE scrape_seq gauge",
+        f"scrape_seq {n}",
+        "# TYPE app_requests_total counter",
+        f'app_requests_total{{code="200"}} {req200}',
+        f'app_requests_total{{code="500"}} {req500}',
+        "# TYPE app_queue_depth gauge",
+        f"app_queue_depth {depth}",
+        "# TYPE app_latency_seconds histogram",
+    ]
+    for le, count in zip(("0.1", "0.5", "1", "+Inf"), buckets, strict=True):
+        lines.append(f'app_latency_seconds_bucket{{le="{le}"}} {count}')
+    lines += [f"app_latency_seconds_sum {buckets[-1] * 0.37}", f"app_latency_seconds_count {buckets[-1]}"]
+    if 6 <= n < 13:
+        lines += ["# TYPE app_temp_celsius gauge", f"app_temp_celsius {n * 1.5}"]
+    return "\n".join(lines) + "\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Target:
+    def __init__(self) -> None:
+        self.served = 0
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        if self.served >= PAGES:
+            return web.Response(status=500, text="gone\n")
+        text = page(self.served)
+        self.served += 1
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+@contextlib.asynccontextmanager
+async def run_target() -> AsyncIterator[tuple[Target, int]]:
+    target = Target()
+    app = web.Application()
+    app.router.add_get("/metrics", target.metrics)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        yield target, port
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def run_prometheus(workdir: Path, target_port: int) -> AsyncIterator[str]:
+    assert shutil.which(PROMETHEUS) or Path(PROMETHEUS).exists(), "the prometheus package is not installed"
+    port = free_port()
+    config = workdir / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n"
+        "scrape_configs:\n  - job_name: app\n    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{target_port}']\n"
+    )
+    log = (workdir / "prometheus.log").open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        PROMETHEUS,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={workdir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
+        stdout=log,
+        stderr=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"{url}/-/ready") as resp:
+                        if resp.status == 200:
+                            break
+                assert proc.returncode is None, (workdir / "prometheus.log").read_text()
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("Prometheus did not become ready:\n" + (workdir / "prometheus.log").read_text())
+        yield url
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 15)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        log.close()
+
+
+async def query(session: aiohttp.ClientSession, url: str, expr: str, t_ms: int) -> dict[Any, float] | str:
+    params = {"query": expr, "time": f"{t_ms / 1000:.3f}"}
+    async with session.get(f"{url}/api/v1/query", params=params) as resp:
+        body = await resp.json()
+    if body["status"] != "success":
+        return f"error: {body.get('error')}"
+    data = body["data"]
+    if data["resultType"] == "scalar":
+        return {(): float(data["result"][1])}
+    return {tuple(sorted(item["metric"].items())): float(item["value"][1]) for item in data["result"]}
+
+
+def ours(history: History, expr: str, t_ms: int) -> dict[Any, float] | str:
+    try:
+        value = evaluate(parse_expr(expr), history, t_ms)
+    except Exception as exc:
+        return f"error: {exc}"
+    if isinstance(value, Scalar):
+        return {(): value.value}
+    assert isinstance(value, InstantVector)
+    return {s.labels: s.value for s in value.samples}
+
+
+def close(a: float, b: float) -> bool:
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    if math.isinf(a) or math.isinf(b):
+        return a == b
+    return abs(a - b) <= 1e-9 * max(abs(a), abs(b))
+
+
+def scraped_samples(text: str, instance: str) -> list[tuple[str, tuple[tuple[str, str], ...], float, None]]:
+    extra = (("instance", instance), ("job", "app"))
+    out = []
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = tuple(sorted((*s.labels.items(), *extra)))
+            out.append((s.name, labels, float(s.value), None))
+    return out
+
+
+async def test_engine_agrees_with_prometheus(tmp_path: Path) -> None:
+    async with (
+        run_target() as (target, target_port),
+        run_prometheus(tmp_path, target_port) as url,
+        aiohttp.ClientSession() as session,
+    ):
+        # Wait for every page to be served, and for at least two failed scrapes after them.
+        for _ in range(900):
+            if target.served >= PAGES:
+                break
+            await asyncio.sleep(0.1)
+        assert target.served >= PAGES, f"only {target.served} pages were scraped"
+        await asyncio.sleep(2.5)
+
+        instance = f"127.0.0.1:{target_port}"
+        async with session.get(f"{url}/api/v1/query", params={"query": "time()"}) as resp:
+            now_ms = int(float((await resp.json())["data"]["result"][1]) * 1000)
+        # Which page each scrape got, and when: the samples of scrape_seq; failures: up == 0.
+        seq = await range_samples(session, url, "scrape_seq[5m]", now_ms)
+        ups = await range_samples(session, url, "up[5m]", now_ms)
+
+        scrape_times = {int(v): t for t, v in seq}
+        assert sorted(scrape_times) == list(range(len(scrape_times))), "pages were skipped"
+        assert len(scrape_times) >= PAGES - 1
+        failures = [t for t, v in ups if v == 0 and t > max(scrape_times.values())]
+        assert failures, "Prometheus recorded no failed scrape after the last page"
+
+        history = History(retention_ms=3_600_000)
+        for n in sorted(scrape_times):
+            history.append_scrape(scrape_times[n], scraped_samples(page(n), instance))
+        history.mark_stale(failures[0])
+
+        times = sorted(scrape_times.values())
+        eval_times = [
+            times[3],
+            times[5] + 400,
+            times[9],
+            times[12] + 1,
+            times[13] + 700,
+            times[15],
+            times[19] + 999,
+            times[-1],
+            times[-1] + 500,
+            failures[0],
+            failures[0] + 300,
+            failures[-1] + 100,
+        ]
+        mismatches = []
+        compared = non_empty = 0
+        for expr in EXPRESSIONS:
+            for t in eval_times:
+                theirs = await query(session, url, expr, t)
+                mine = ours(history, expr, t)
+                compared += 1
+                non_empty += bool(theirs) and not isinstance(theirs, str)
+                problem = diff(theirs, mine)
+                if problem:
+                    mismatches.append(f"{expr} @ {t} (scrape times {times[0]}..{times[-1]}): {problem}")
+        assert compared == len(EXPRESSIONS) * len(eval_times)
+        assert non_empty >= compared * 0.6, f"only {non_empty} of {compared} queries gave samples"
+        assert not mismatches, f"{len(mismatches)} of {compared} differ:\n" + "\n".join(mismatches)
+
+
+async def range_samples(session: aiohttp.ClientSession, url: str, expr: str, t_ms: int) -> list[tuple[int, float]]:
+    async with session.get(f"{url}/api/v1/query", params={"query": expr, "time": f"{t_ms / 1000:.3f}"}) as resp:
+        body = await resp.json()
+    assert body["status"] == "success", body
+    result = body["data"]["result"]
+    assert len(result) == 1, result
+    return [(round(float(t) * 1000), float(v)) for t, v in result[0]["values"]]
+
+
+def diff(theirs: dict[Any, float] | str, mine: dict[Any, float] | str) -> str | None:
+    if isinstance(theirs, str) or isinstance(mine, str):
+        if isinstance(theirs, str) and isinstance(mine, str):
+            return None
+        return f"Prometheus: {theirs!r}; ours: {mine!r}"
+    if set(theirs) != set(mine):
+        return f"labels differ: Prometheus {sorted(theirs.items())}; ours {sorted(mine.items())}"
+    bad = [f"{dict(k)}: Prometheus {theirs[k]!r}, ours {mine[k]!r}" for k in theirs if not close(theirs[k], mine[k])]
+    return "; ".join(bad) or None
+
+
+pytestmark = pytest.mark.timeout(120)
