@@ -145,11 +145,11 @@ class Pod:
         self._make_volumes()
         for spec in self.spec.get("initContainers") or []:
             if spec.get("restartPolicy") == "Always":
-                c = self._run(Container(spec, "sidecar"), detach=True)
+                c = self._run(Container(spec, "sidecar"))
                 self._wait_probe(c, "startupProbe")
             else:
                 self._run_to_completion(Container(spec, "init"))
-        apps = [self._run(Container(spec, "app"), detach=True) for spec in self.spec["containers"]]
+        apps = [self._run(Container(spec, "app")) for spec in self.spec["containers"]]
         for c in apps:
             self._wait_probe(c, "startupProbe")
         for c in self.containers.values():
@@ -288,7 +288,7 @@ class Pod:
                 raise PodError(f"container {spec['name']}: env {e['name']} uses an unsupported source")
         return env
 
-    def _run(self, c: Container, *, detach: bool) -> Container:
+    def _run(self, c: Container) -> Container:
         c.docker_name = f"e2e-{self.name}-{self.suffix}-{c.name}"
         self.containers[c.name] = c
         docker("create", *self._docker_args(c))
@@ -298,7 +298,7 @@ class Pod:
         return c
 
     def _run_to_completion(self, c: Container) -> None:
-        self._run(c, detach=False)
+        self._run(c)
         code = int(docker("wait", c.docker_name, timeout=self.startup_budget_secs))
         if code != 0:
             raise PodError(f"init container {c.name} exited {code}: {self.logs(c.name)[-2000:]}")
