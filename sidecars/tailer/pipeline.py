@@ -125,6 +125,9 @@ class Pipeline:
     async def drain(self, budget_secs: float) -> None:
         """Read every file to its end, deliver, persist checkpoints; within `budget_secs`."""
         deadline = time.monotonic() + budget_secs
+        with contextlib.suppress(OSError):  # a last look for files no event told us about yet
+            for path in await asyncio.to_thread(self.matcher.scan):
+                self._check_path(path)
         self._draining = True
         for f in list(self.followers.values()):
             self._check_follower(f, time.monotonic())

@@ -32,6 +32,10 @@ class LokiSettings(HttpSinkSettings):
     tenant_id_secret: SecretStr | None = Field(
         None, description="Like tenant_id when the tenant must not be shown by --print-config."
     )
+    rename_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description='Label renames applied before sanitising, e.g. {"path": "filename"} as Promtail names it.',
+    )
     drop_labels: list[str] = Field(
         default_factory=list,
         description="Label names (before sanitising) not sent as Loki labels, e.g. high-cardinality ones.",
@@ -64,9 +68,10 @@ class LokiSink(HttpSink[LokiSettings]):
             if len(self._label_cache) > 10_000:
                 self._label_cache.clear()
             cached = {}
+            rename = self.settings.rename_labels
             for name, value in key:
                 if name not in self._drop:
-                    cached[sanitize_label_name(name)] = str(value)
+                    cached[sanitize_label_name(rename.get(name, name))] = str(value)
             self._label_cache[key] = cached
         return cached
 

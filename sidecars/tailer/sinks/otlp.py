@@ -28,6 +28,7 @@ DEFAULT_ATTRIBUTE_NAMES = {
     "container": "k8s.container.name",
     "container_name": "k8s.container.name",
     "pod_uid": "k8s.pod.uid",
+    "pod_ip": "k8s.pod.ip",
     "service": "service.name",
 }
 

@@ -3,9 +3,11 @@ short timers, each test in its own temp directory of log files and checkpoints."
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -82,17 +84,37 @@ def logrotate(config: str, tmp: Path) -> None:
     conf = tmp / "logrotate.conf"
     conf.write_text(config)
     os.chmod(conf, 0o644)
-    subprocess.run(
-        ["logrotate", "-f", "-s", str(tmp / "logrotate.state"), str(conf)], check=True, capture_output=True
-    )
+    subprocess.run(["logrotate", "-f", "-s", str(tmp / "logrotate.state"), str(conf)], check=True, capture_output=True)
 
 
-def deleted_fds() -> list[str]:
-    """This process's descriptors on deleted files."""
+def deleted_fds(under: Path) -> list[str]:
+    """This process's descriptors on deleted files below `under`."""
     out = []
     for fd in os.listdir("/proc/self/fd"):
         with contextlib.suppress(OSError):
             target = os.readlink(f"/proc/self/fd/{fd}")
-            if target.endswith(" (deleted)"):
+            if target.endswith(" (deleted)") and target.startswith(str(under)):
                 out.append(target)
     return out
+
+
+async def wait_sample(
+    sc: RunningSidecar, name: str, labels: dict[str, str] | None, at_least: float, timeout_secs: float = 20
+) -> None:
+    """Until a series of the tailer reaches `at_least`."""
+
+    async def _wait() -> None:
+        while (sc.sample(name, labels) or 0) < at_least:
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(_wait(), timeout_secs)
+
+
+def assert_exactly(receiver: NdjsonReceiver, expected: list[str]) -> None:
+    """Every expected line arrived, exactly once, and nothing else."""
+    got = Counter(receiver.messages)
+    missing = [m for m in expected if m not in got]
+    assert not missing, f"{len(missing)} lines lost, first: {missing[:3]}"
+    dups = {m: n for m, n in got.items() if n > 1}
+    assert not dups, f"duplicates: {list(dups.items())[:3]}"
+    assert len(got) == len(expected)

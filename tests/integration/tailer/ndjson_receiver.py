@@ -38,8 +38,7 @@ class NdjsonReceiver:
     async def up(self, port: int | None = None) -> None:
         """(Re)open the listening socket, on the same port as before."""
         assert self._runner is not None
-        self._site = web.TCPSite(self._runner, "127.0.0.1", port if port is not None else self.port,
-                                 reuse_address=True)
+        self._site = web.TCPSite(self._runner, "127.0.0.1", port if port is not None else self.port, reuse_address=True)
         await self._site.start()
         if not self.port:
             self.port = self._runner.addresses[0][1]
@@ -74,6 +73,7 @@ class NdjsonReceiver:
 
     async def wait_for(self, count: int, timeout_secs: float = 30.0) -> None:
         """Until `count` documents arrived (fails the test with what came if they do not)."""
+
         async def _wait() -> None:
             while len(self.docs) < count:
                 self.got.clear()

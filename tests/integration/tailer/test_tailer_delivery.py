@@ -10,9 +10,8 @@ from pathlib import Path
 import orjson
 
 from sidecars.testing import http_get
-from tests.integration.tailer.conftest import TailerFactory, numbered, write_lines
+from tests.integration.tailer.conftest import TailerFactory, assert_exactly, numbered, wait_sample, write_lines
 from tests.integration.tailer.ndjson_receiver import NdjsonReceiver
-from tests.integration.tailer.test_tailer_rotation import assert_exactly, wait_sample
 
 
 def checkpoints(tmp_path: Path) -> dict[str, dict[str, object]]:

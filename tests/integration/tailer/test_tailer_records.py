@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.tailer.conftest import TailerFactory, write_lines
+from tests.integration.tailer.conftest import TailerFactory, wait_sample, write_lines
 from tests.integration.tailer.ndjson_receiver import NdjsonReceiver
-from tests.integration.tailer.test_tailer_rotation import wait_sample
 
 
 async def test_a_10_mb_line_is_truncated_and_counted_without_stalling_the_file(
@@ -52,14 +51,14 @@ java.lang.IllegalStateException: boom
 Caused by: java.io.IOException: disk
 \tat com.acme.Disk.read(Disk.java:3)
 \t... 2 more
-2024-05-01 12:00:01 INFO next request""".split("\n")
+2024-05-01 12:00:01 INFO next request""".splitlines()
 
 PYTHON = """2024-05-01 12:00:00 ERROR handler crashed
 Traceback (most recent call last):
   File "app.py", line 3, in <module>
     main()
 ValueError: bad value
-2024-05-01 12:00:01 INFO recovered""".split("\n")
+2024-05-01 12:00:01 INFO recovered""".splitlines()
 
 
 @pytest.mark.parametrize(
@@ -100,7 +99,10 @@ async def test_json_lines_are_parsed_and_labels_added(
     assert first["level"] == "warn" and first["ms"] == 812
     assert second["message"] == "plain text" and third["message"] == "{not json"
     assert first["labels"] == {
-        "pod": "web-7f9c", "namespace": "shop", "team": "payments", "path": str(logs / "app.log"),
+        "pod": "web-7f9c",
+        "namespace": "shop",
+        "team": "payments",
+        "path": str(logs / "app.log"),
     }
 
 

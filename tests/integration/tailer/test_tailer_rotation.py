@@ -4,30 +4,19 @@ copytruncate (also a truncation the tailer only notices after the file grew back
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from pathlib import Path
 
-from tests.integration.tailer.conftest import TailerFactory, logrotate, numbered, write_lines
+from tests.integration.tailer.conftest import (
+    TailerFactory,
+    assert_exactly,
+    logrotate,
+    numbered,
+    wait_sample,
+    write_lines,
+)
 from tests.integration.tailer.ndjson_receiver import NdjsonReceiver
 
 PAD = "x" * 80  # lines of ~100 bytes: a few thousand overflow the smallest buffer
-
-
-async def wait_sample(sc, name: str, labels: dict[str, str] | None, at_least: float, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
-    async def _wait() -> None:
-        while (sc.sample(name, labels) or 0) < at_least:
-            await asyncio.sleep(0.05)
-
-    await asyncio.wait_for(_wait(), timeout)
-
-
-def assert_exactly(receiver: NdjsonReceiver, expected: list[str]) -> None:
-    got = Counter(receiver.messages)
-    missing = [m for m in expected if m not in got]
-    assert not missing, f"{len(missing)} lines lost, first: {missing[:3]}"
-    dups = {m: n for m, n in got.items() if n > 1}
-    assert not dups, f"duplicates: {list(dups.items())[:3]}"
-    assert len(got) == len(expected)
 
 
 async def test_rename_create_rotated_twice_while_reader_lags(

@@ -1,0 +1,181 @@
+"""Files coming and going: new files, polling mode, deleted files (read to the end, or dropped past the
+limits), one watcher per process, a thousand files in nested directories, SIGTERM as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from sidecars.tailer.plugin import Tailer
+from sidecars.tailer.settings import TailerSettings
+from sidecars.testing import ConformanceSuite, start_process
+from tests.integration.tailer.conftest import (
+    FAST,
+    TailerFactory,
+    assert_exactly,
+    deleted_fds,
+    numbered,
+    wait_sample,
+    write_lines,
+)
+from tests.integration.tailer.ndjson_receiver import NdjsonReceiver
+
+_CONFORMANCE_DIR = tempfile.mkdtemp(prefix="tailer-conformance-")
+
+
+class TestTailerConformance(ConformanceSuite):
+    plugin = Tailer
+    command = [sys.executable, "-m", "sidecars.tailer"]
+    settings = {
+        "include": [f"{_CONFORMANCE_DIR}/logs/*.log"],
+        "checkpoint_dir": f"{_CONFORMANCE_DIR}/checkpoints",
+        "sink": "stdout",
+    }
+
+
+@pytest.mark.parametrize("mode", ["inotify", "poll"])
+async def test_new_files_and_directories_are_picked_up(
+    tailer: TailerFactory, receiver: NdjsonReceiver, tmp_path: Path, mode: str
+) -> None:
+    root = tmp_path / "deep"
+    async with tailer(include=[f"{root}/**/*.log"], watch_mode=mode):  # the base directory is missing at start
+        root.mkdir()
+        write_lines(root / "a.log", ["a1"])
+        await receiver.wait_for(1)
+        (root / "x" / "y").mkdir(parents=True)
+        write_lines(root / "x" / "y" / "b.log", ["b1", "b2"])
+        write_lines(root / "x" / "y" / "b.log.1", ["not matched"])
+        write_lines(root / "a.log", ["a2"])
+        await receiver.wait_for(4)
+        await asyncio.sleep(0.6)
+    assert sorted(receiver.messages) == ["a1", "a2", "b1", "b2"]
+
+
+async def test_file_deleted_while_being_read_is_read_to_its_end_then_closed(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path
+) -> None:
+    app = logs / "app.log"
+    lines = [f"{m} {'d' * 100}" for m in numbered("d", 0, 20000)]
+    write_lines(app, lines)
+    async with tailer(max_buffer_bytes=256 * 1024) as sc:
+        await wait_sample(sc, "tailer_lines_read_total", None, 1)
+        app.unlink()
+        await receiver.wait_for(20000)
+        await wait_sample(sc, "tailer_rotations_total", {"kind": "deleted"}, 1)
+        for _ in range(100):
+            if not deleted_fds(logs):
+                break
+            await asyncio.sleep(0.05)
+        assert not deleted_fds(logs), "a deleted file is still held open"
+    assert_exactly(receiver, lines)
+
+
+async def test_deleted_unread_file_is_dropped_past_its_limit_while_the_sink_is_down(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path
+) -> None:
+    app = logs / "app.log"
+    write_lines(app, [f"{m} {'d' * 200}" for m in numbered("d", 0, 5000)])
+    receiver.fail_status = 503
+    async with tailer(max_buffer_bytes=64 * 1024, deleted_max_secs=0.5) as sc:
+        await wait_sample(sc, "tailer_retries_total", None, 1)
+        app.unlink()
+        await wait_sample(sc, "tailer_dropped_bytes_total", {"reason": "deleted_file"}, 100_000)
+        assert sc.events("deleted file closed before it was read to its end: its rest is lost")
+        assert not deleted_fds(logs), "the deleted file still pins its disk space"
+
+
+async def test_one_watcher_a_thousand_files_in_nested_directories_bounded_fds_and_cpu(
+    receiver: NdjsonReceiver, tmp_path: Path
+) -> None:
+    root = tmp_path / "pods"
+    files = []
+    for i in range(1000):
+        d = root / f"ns{i % 10}" / f"pod{i % 100}"
+        d.mkdir(parents=True, exist_ok=True)
+        f = d / f"c{i}.log"
+        write_lines(f, [f"f{i} {n}" for n in range(5)])
+        files.append(f)
+    settings: dict[str, Any] = {
+        **FAST,
+        "include": [f"{root}/**/*.log"],
+        "checkpoint_dir": str(tmp_path / "cp"),
+        "sink": "http",
+        "sink_config": {"url": receiver.url},
+        "poll_interval_secs": 1.0,
+        "close_inactive_secs": 2.0,
+        "batch_wait_secs": 0.2,
+    }
+    async with start_process("tailer", settings, command=[sys.executable, "-m", "sidecars.tailer"]) as p:
+        await p.wait_http("/readyz", timeout_secs=60)
+        await receiver.wait_for(5000, timeout_secs=60)
+        pid = p.proc.pid
+        fds = os.listdir(f"/proc/{pid}/fd")
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in fds]
+        assert sum("inotify" in x for x in links) == 1, "one watcher per process"
+        assert len(fds) <= 1000 + 60
+        for i in range(0, 1000, 10):  # a tenth of them grow
+            write_lines(files[i], [f"f{i} more"])
+        await receiver.wait_for(5100, timeout_secs=30)
+        # Idle: files closed after close_inactive_secs, CPU spent only on cheap polls.
+        await asyncio.sleep(3.0)
+        assert len(os.listdir(f"/proc/{pid}/fd")) < 60
+        cpu0 = _cpu_secs(pid)
+        await asyncio.sleep(3.0)
+        assert _cpu_secs(pid) - cpu0 < 0.5 * 3.0, "idle CPU with 1000 known files"
+        write_lines(files[500], ["after idle"])  # a closed file that changes is reopened
+        await receiver.wait_for(5101, timeout_secs=30)
+        p.proc.send_signal(signal.SIGTERM)
+        assert await p.wait_exit(20) == 0
+    assert len(set(receiver.messages)) == 5101 == len(receiver.messages)
+
+
+def _cpu_secs(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def test_sigterm_reads_to_the_end_delivers_persists_and_exits_0(receiver: NdjsonReceiver, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "app.log"
+    lines = numbered("t", 0, 50000)
+    settings: dict[str, Any] = {
+        **FAST,
+        "include": [f"{logs}/*.log"],
+        "checkpoint_dir": str(tmp_path / "cp"),
+        "sink": "http",
+        "sink_config": {"url": receiver.url},
+        "batch_wait_secs": 5.0,  # only the drain sends the last batch this early
+    }
+    async with start_process("tailer", settings, command=[sys.executable, "-m", "sidecars.tailer"]) as p:
+        await p.wait_http("/readyz")
+        write_lines(app, lines)
+        p.proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        assert await p.wait_exit(20) == 0
+        assert time.monotonic() - started < FAST["shutdown_timeout_secs"]
+    assert_exactly(receiver, lines)
+    doc = orjson.loads((tmp_path / "cp" / "checkpoints.json").read_bytes())
+    assert [e["offset"] for e in doc["files"].values()] == [app.stat().st_size]
+
+
+def test_config_errors_name_the_sink_field() -> None:
+    with pytest.raises(ValueError, match=r"sink_config\.url"):
+        TailerSettings(sink="http", sink_config={"url": "ftp://nowhere"})
+    with pytest.raises(ValueError, match=r"sink_config\.url: Field required"):
+        TailerSettings(sink="http", sink_config={})
+    with pytest.raises(ValueError, match="unknown sink 'kafka'"):
+        TailerSettings(sink="kafka")
+    with pytest.raises(ValueError, match="must be an absolute path"):
+        TailerSettings(include=["logs/*.log"])
+    with pytest.raises(ValueError, match="multiline_start_pattern"):
+        TailerSettings(multiline="pattern")
