@@ -62,7 +62,10 @@ def test_demo_starts_everything_answers_and_stops_cleanly_on_ctrl_c() -> None:
             if line.strip().startswith("process output:"):
                 break
         text = "".join(banner)
-        assert "sidecars demo is running" in text, text + (proc.stderr.read() if proc.poll() is not None else "")
+        if "sidecars demo is running" not in text:
+            proc.kill()
+            _, err = proc.communicate(timeout=30)
+            raise AssertionError(f"no banner:\n{text}\n{err}")
         found = re.findall(r"curl (-X POST )?'?(http://[^\s']+)", text)
         gets = [url for post, url in found if not post]
         (toggle,) = [url for post, url in found if post]
@@ -83,7 +86,8 @@ def test_demo_starts_everything_answers_and_stops_cleanly_on_ctrl_c() -> None:
         wait_until(lambda: get(healthz)[0] == 200, "the adapter to report healthy again")
 
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
         assert not [pid for pid in children if alive(pid)]
     finally:
         if proc.poll() is None:
