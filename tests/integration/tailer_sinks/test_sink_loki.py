@@ -35,13 +35,13 @@ async def test_streams_labels_and_order(start_receiver, log, registry) -> None:
 
 async def test_drop_labels_and_gzip(start_receiver, log, registry) -> None:
     rx = await start_receiver(validate_loki, ack_204)
-    sink = make(log, registry, rx.url, drop_labels=["request_id"], gzip=True)
+    sink = make(log, registry, rx.url, drop_labels=["request_id"], rename_labels={"path": "filename"}, gzip=True)
     await sink.open()
     await sink.send(make_batch(("/l/a.log", ["x"]), labels={"request_id": "r1", "app": "shop"}))
     await sink.close()
     assert rx.violations == []
     assert rx.requests[0].headers["Content-Encoding"] == "gzip"
-    assert rx.parsed[0][0]["stream"] == {"app": "shop", "path": "/l/a.log"}
+    assert rx.parsed[0][0]["stream"] == {"app": "shop", "filename": "/l/a.log"}
     assert "X-Scope-OrgID" not in rx.requests[0].headers
 
 
