@@ -205,6 +205,7 @@ class _Parser:
             self.expect_op(")", "parenthesized expression", '")"')
             return ParenExpr(inner, tok.pos)
         if self.is_op(tok, "{"):
+            self.i -= 1  # the selector parser reads the braces itself
             return self.parse_selector(None, tok.pos)
         if tok.kind == IDENT:
             kw = tok.text.lower()
