@@ -182,10 +182,14 @@ class HttpSink(Sink[H]):
             req_headers.update(headers)
         target = url or self.settings.url
         try:
-            async with self._session.post(target, data=data, headers=req_headers, params=params) as resp:
+            # No redirects: a 301/302/303 would turn the POST into a GET, whose 200 is no acknowledgement.
+            async with self._session.post(
+                target, data=data, headers=req_headers, params=params, allow_redirects=False
+            ) as resp:
                 payload = await resp.read()
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
+                location = resp.headers.get("Location")
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise RetryableError(f"{target}: {type(e).__name__}: {e}") from e
         self.metrics.add_bytes(len(data))
@@ -193,6 +197,8 @@ class HttpSink(Sink[H]):
             return status, payload
         text = payload[:_ERROR_BODY_CHARS].decode("utf-8", "replace").strip()
         message = f"{target}: HTTP {status}: {text}"
+        if 300 <= status < 400:
+            message += f" (redirects to {location}: configure that URL)"
         if status in self.retryable_statuses:
             raise RetryableError(message, parse_retry_after(retry_after))
         raise PermanentError(message, reason=f"http_{status}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 from typing import Literal
 
 from pydantic import Field
@@ -31,6 +32,23 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+def write_whole_lines(fd: int, data: bytes) -> None:
+    """Write in pieces of whole lines of at most PIPE_BUF bytes where possible.
+
+    The tailer's own log shares stdout. A pipe keeps a write of up to PIPE_BUF bytes in one piece,
+    so neither writer can land in the middle of the other's line (a single line longer than that
+    cannot be protected and goes as it is).
+    """
+    limit, start, end = select.PIPE_BUF, 0, len(data)
+    while start < end:
+        stop = min(start + limit, end)
+        if stop < end:
+            cut = data.rfind(b"\n", start, stop)
+            stop = cut + 1 if cut >= start else data.find(b"\n", stop) + 1 or end
+        write_all(fd, data[start:stop])
+        start = stop
+
+
 class StdoutSink(Sink[StdoutSettings]):
     name = "stdout"
     description = "Write every line to stdout (or stderr) for the container runtime to collect."
@@ -42,7 +60,7 @@ class StdoutSink(Sink[StdoutSettings]):
             fd = 1 if self.settings.stream == "stdout" else 2
             try:
                 # A slow reader of the pipe blocks the write: keep it off the event loop.
-                await asyncio.to_thread(write_all, fd, data)
+                await asyncio.to_thread(write_whole_lines, fd, data)
             except OSError as e:
                 raise RetryableError(f"{self.settings.stream}: {e}") from e
             self.metrics.add_bytes(len(data))

@@ -196,3 +196,15 @@ async def test_slow_receiver_times_out_as_retryable(start_receiver, log, registr
         await sink.send(make_batch(("/l/a.log", ["x"])))
     await sink.close()
     assert "Timeout" in str(err.value)
+
+
+@pytest.mark.parametrize("status", [301, 303, 308])
+async def test_redirect_is_not_followed_and_not_an_ack(start_receiver, log, registry, status: int) -> None:
+    rx = await start_receiver(validate_ndjson, ack_204)
+    rx.queued.append((status, {"Location": rx.url + "/elsewhere"}, b""))
+    sink = make_sink(log, registry, url=rx.url + "/old")
+    await sink.open()
+    with pytest.raises(PermanentError, match=r"redirects to .*/elsewhere"):
+        await sink.send(make_batch(("/l/a.log", ["x"])))
+    await sink.close()
+    assert [r.path for r in rx.requests] == ["/old"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import threading
 from pathlib import Path
 
 import orjson
@@ -84,29 +86,43 @@ async def test_stdout_json_and_raw(capfd: pytest.CaptureFixture[str]) -> None:
     assert out == "" and err == "plain line\nsecond\n"
 
 
-async def test_stdout_big_batch_written_whole(tmp_path: Path) -> None:
-    # A pipe takes 64 KiB at a time: a 4 MB batch needs many partial writes, none may be lost.
+async def test_stdout_big_batch_never_interleaves_with_other_writers() -> None:
+    # A pipe takes 64 KiB at a time: a 4 MB batch needs many writes, and the tailer's own log
+    # writes to the same stdout meanwhile; no line of either may be cut by the other.
     r, w = os.pipe()
     saved = os.dup(1)
     chunks: list[bytes] = []
+    stop = threading.Event()
+
+    def drain() -> None:
+        while data := os.read(r, 1 << 16):
+            chunks.append(data)
+
+    def other_writer() -> None:
+        n = 0
+        while not stop.is_set() and n < 100_000:
+            os.write(1, b'{"event": "own log line %d"}\n' % n)
+            n += 1
+
+    lines = [f"{i:07d}" + "x" * 100 for i in range(40_000)]
+    sink = Stdout(Stdout.Settings(format="raw"), structlog.get_logger(), CollectorRegistry())
+    loop = asyncio.get_running_loop()
     try:
         os.dup2(w, 1)
         os.close(w)
-        sink = Stdout(Stdout.Settings(format="raw"), structlog.get_logger(), CollectorRegistry())
-        lines = [f"{i:07d}" + "x" * 100 for i in range(40_000)]
-
-        def drain() -> None:
-            while True:
-                data = os.read(r, 1 << 20)
-                if not data:
-                    return
-                chunks.append(data)
-
-        reader = asyncio.get_running_loop().run_in_executor(None, drain)
+        reader = loop.run_in_executor(None, drain)
+        writer = threading.Thread(target=other_writer)
+        writer.start()
         await sink.send(batch("/l/a.log", lines))
+        stop.set()
+        writer.join()
     finally:
         os.dup2(saved, 1)
         os.close(saved)
     await reader
     os.close(r)
-    assert b"".join(chunks).decode().splitlines() == lines
+    out = b"".join(chunks).decode().splitlines()
+    ours = [x for x in out if not x.startswith('{"event"')]
+    theirs = [x for x in out if x.startswith('{"event"')]
+    assert ours == lines
+    assert theirs and all(re.fullmatch(r'\{"event": "own log line \d+"\}', x) for x in theirs)
