@@ -13,9 +13,9 @@ from tests.integration.tailer_sinks.sink_receivers import Receiver
 async def start_receiver() -> AsyncIterator[Callable[..., object]]:
     started: list[Receiver] = []
 
-    async def start(validate: object, answer: object) -> Receiver:
+    async def start(validate: object, answer: object, ssl_context: object = None) -> Receiver:
         r = Receiver(validate, answer)  # type: ignore[arg-type]
-        await r.start()
+        await r.start(ssl_context)  # type: ignore[arg-type]
         started.append(r)
         return r
 

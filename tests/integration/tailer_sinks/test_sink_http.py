@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import gzip
+import ssl
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from sidecars.tailer.sinks import PermanentError, RetryableError, load_sink
 from sidecars.testing import free_port
-from tests.integration.tailer_sinks.sink_receivers import ack_204, make_batch, validate_ndjson
+from tests.integration.tailer_sinks.sink_receivers import ack_204, make_batch, make_cert, validate_ndjson
 
 
 def make_sink(log: object, registry: CollectorRegistry, **config: object):  # type: ignore[no-untyped-def]
@@ -208,3 +209,22 @@ async def test_redirect_is_not_followed_and_not_an_ack(start_receiver, log, regi
         await sink.send(make_batch(("/l/a.log", ["x"])))
     await sink.close()
     assert [r.path for r in rx.requests] == ["/old"]
+
+
+async def test_https_verifies_the_server_with_the_given_ca(start_receiver, log, registry, tmp_path: Path) -> None:
+    cert, key = make_cert(tmp_path)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    rx = await start_receiver(validate_ndjson, ack_204, ctx)
+    assert rx.url.startswith("https://")
+    untrusted = make_sink(log, registry, url=rx.url)
+    await untrusted.open()
+    with pytest.raises(RetryableError, match="CERTIFICATE_VERIFY_FAILED"):
+        await untrusted.send(make_batch(("/l/a.log", ["never"])))
+    await untrusted.close()
+    for config in ({"tls_ca_file": cert}, {"tls_verify": False}):
+        sink = make_sink(log, registry, url=rx.url, **config)
+        await sink.open()
+        await sink.send(make_batch(("/l/a.log", ["over tls"])))
+        await sink.close()
+    assert [d["message"] for docs in rx.parsed for d in docs] == ["over tls", "over tls"]

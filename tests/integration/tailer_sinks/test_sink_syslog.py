@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from pydantic import ValidationError
 from sidecars.tailer.sinks import Batch, RetryableError, load_sink
 from sidecars.testing import free_port
 from tests.integration.tailer_sinks.sink_ng import running
-from tests.integration.tailer_sinks.sink_receivers import make_batch
+from tests.integration.tailer_sinks.sink_receivers import make_batch, make_cert
 
 Syslog = load_sink("syslog")
 
@@ -85,12 +84,7 @@ async def test_connection_refused_is_retryable(log, registry) -> None:
 
 
 async def test_tls(tmp_path: Path, registry) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = make_cert(tmp_path)
     port = free_port()
     with running(tmp_path / "sng", port, tls=(cert, key)) as sng:
         # A certificate we do not trust is refused...
