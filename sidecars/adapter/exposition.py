@@ -26,8 +26,9 @@ Labels = tuple[tuple[str, str], ...]
 SampleTuple = tuple[str, Labels, float, int | None]
 # A label block's parsed form: sorted label names, their order in the text (None: already sorted)
 # and the start of the series key used to spot duplicates.
-Schema = tuple[tuple[str, ...], Callable[[list[str]], tuple[str, ...]] | None, str]
-LabelCache = dict[str, tuple[Labels, str]]
+Schema = tuple[str, tuple[str, ...], Callable[[list[str]], tuple[str, ...]] | None, str]
+# The text of a line up to `}` -> its name, labels and series key (see `parse`'s label_cache).
+LabelCache = dict[str, tuple[str, Labels, str]]
 
 TEXT_CONTENT_TYPE: Final = "text/plain; version=0.0.4"
 OPENMETRICS_CONTENT_TYPE: Final = "application/openmetrics-text; version=1.0.0"
@@ -127,8 +128,14 @@ class _Parser:
         self.schemas: dict[str, Schema] = {}
 
     def schema(self, skeleton: str, lineno: int) -> Schema:
-        """Validates the text between the quoted values of a label block and learns its names."""
-        key = skeleton.split('"')
+        """Validates a line's text outside the quoted label values and learns its name and labels.
+
+        `skeleton` is `name{a="",b="` up to the closing brace with the values cut out; pages repeat a
+        few skeletons over and over, so each is validated once.
+        """
+        brace = skeleton.find("{")
+        name = self.name(skeleton[:brace].rstrip(" \t"), lineno)
+        key = skeleton[brace + 1 :].split('"')
         names: list[str] = []
         for i, part in enumerate(key[:-1]):
             match = _SKELETON.fullmatch(part)
@@ -143,9 +150,9 @@ class _Parser:
             raise ParseError(lineno, f"duplicate label name in {names}")
         order = sorted(range(len(names)), key=names.__getitem__)
         sorted_names = tuple(names[i] for i in order)
-        series_key = "\0" + ",".join(sorted_names) + "\0" if names else ""
+        series_key = name + "\0" + ",".join(sorted_names) + "\0" if names else name
         reorder = None if order == list(range(len(names))) else operator.itemgetter(*order)
-        schema = (sorted_names, reorder, series_key)
+        schema = (name, sorted_names, reorder, series_key)
         self.schemas[skeleton] = schema
         return schema
 
@@ -196,13 +203,30 @@ class _Parser:
         raise ParseError(lineno, f"unexpected text after the timestamp: {tokens[2]!r}")
 
     def comment(self, line: str, lineno: int) -> None:
+        if line.startswith("# HELP "):
+            # The common shape, without the general split: `# HELP name text`.
+            rest = line[7:]
+            space = rest.find(" ")
+            name = rest if space < 0 else rest[:space]
+            if name not in self.valid_names:
+                if not _METRIC_NAME.fullmatch(name):
+                    name = ""  # tabs, odd spacing or a bad name: the general path below decides
+                else:
+                    self.valid_names.add(name)
+            if name and name not in self.result.help:
+                text = "" if space < 0 else rest[space + 1 :].strip()
+                if "\\" in text:
+                    text = text.replace("\\\\", "\0").replace("\\n", "\n").replace("\0", "\\")
+                self.result.help[name] = text
+            if name:
+                return
         parts = line[1:].split(None, 2)
         if len(parts) < 2 or parts[0] not in ("HELP", "TYPE", "UNIT"):
             if self.openmetrics and line.strip() != "#" and parts and parts[0] not in ("HELP", "TYPE", "UNIT"):
                 raise ParseError(lineno, "comments other than HELP, TYPE, UNIT and EOF are not OpenMetrics")
             return
         kind, name = parts[0], self.name(parts[1], lineno)
-        text = parts[2] if len(parts) > 2 else ""
+        text = parts[2].strip() if len(parts) > 2 else ""
         if kind == "TYPE":
             kinds = OPENMETRICS_TYPES if self.openmetrics else TEXT_TYPES
             if text not in kinds:
@@ -273,24 +297,23 @@ def _parse_lines(parser: _Parser, lines: list[str], wanted: Collection[str] | No
     cache = parser.cache
     labels: Labels
     values: Sequence[str]
-    lineno = 0
-    for line in lines:
-        lineno += 1
+    for lineno, line in enumerate(lines, 1):
         if not line:
             continue
         first = line[0]
         if first == "#":
             comment(line, lineno)
             continue
-        if first in " \t\r" or line[-1] in " \t\r":
+        # Trailing whitespace needs no care: float() takes it and the slow path strips it.
+        if first in " \t\r":
             line = line.strip()
             if not line:
                 continue
             if line[0] == "#":
                 comment(line, lineno)
                 continue
-        brace = line.find("{")
         if wanted is not None:
+            brace = line.find("{")
             cut = brace if brace >= 0 else len(line)
             space = line.find(" ", 0, cut)
             if space >= 0:
@@ -300,44 +323,43 @@ def _parse_lines(parser: _Parser, lines: list[str], wanted: Collection[str] | No
                 cut = tab
             if line[:cut] not in wanted:
                 continue
-        if brace < 0:
+        close = line.find("}")
+        if close < 0:
+            # No label block: `name value`; a stray `{` makes the name invalid -> slow path.
             space = line.find(" ")
             name = line[:space]
             if space < 0 or name not in valid_names:
                 slow(line, lineno)
                 continue
-            labels, series_key = (), ""
+            labels, series_key = (), name
             value_token = line[space:]
         else:
-            close = line.find("}", brace)
-            if close < 0:
-                slow(line, lineno)
-                continue
-            name = line[:brace]
-            if name not in valid_names:
-                slow(line, lineno)
-                continue
-            raw = line[brace + 1 : close]
-            cached = cache.get(raw) if cache is not None else None
+            # Everything up to `}` split on quotes: even parts are the skeleton, odd ones the values.
+            head = line[:close]
+            cached = cache.get(head) if cache is not None else None
             if cached is None:
-                if "\\" in raw or raw.count('"') & 1:
+                if "\\" in head or head.count('"') & 1:
                     slow(line, lineno)
                     continue
-                parts = raw.split('"')
+                parts = head.split('"')
                 skeleton = '"'.join(parts[0::2])
                 schema = schemas.get(skeleton)
                 if schema is None:
-                    schema = parser.schema(skeleton, lineno)
-                names, order, series_key = schema
+                    try:
+                        schema = parser.schema(skeleton, lineno)
+                    except ParseError:
+                        slow(line, lineno)  # the slow path gives the precise error, or accepts the line
+                        continue
+                name, names, order, series_key = schema
                 values = parts[1::2]
                 if order is not None:
                     values = order(values)
-                labels = tuple(zip(names, values, strict=True))
+                labels = tuple(zip(names, values, strict=False))
                 series_key = series_key + "\0".join(values)
                 if cache is not None:
-                    cache[raw] = (labels, series_key)
+                    cache[head] = (name, labels, series_key)
             else:
-                labels, series_key = cached
+                name, labels, series_key = cached
             value_token = line[close + 1 :]
             if value_token[:1] not in (" ", "\t"):
                 slow(line, lineno)
@@ -352,11 +374,10 @@ def _parse_lines(parser: _Parser, lines: list[str], wanted: Collection[str] | No
             slow(line, lineno)
             continue
         # Series identity for duplicates: the name, the label names, the values in sorted order.
-        key = name + series_key
-        if key in seen:
+        if series_key in seen:
             parser.result.duplicates += 1
             continue
-        seen_add(key)
+        seen_add(series_key)
         append((name, labels, value, None))
 
 

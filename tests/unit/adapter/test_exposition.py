@@ -265,7 +265,8 @@ def test_filtered_parse_is_the_full_parse_restricted(page: str, data: st.DataObj
     full = parse(page).samples
     names = sorted({s[0] for s in full})
     wanted = family_names(data.draw(st.lists(st.sampled_from(names), max_size=3))) if names else frozenset()
-    assert parse(page, families=wanted).samples == [s for s in full if s[0] in wanted]
+    expected = [(n, labels, _norm_value(v), ts) for n, labels, v, ts in full if n in wanted]
+    assert [(n, labels, _norm_value(v), ts) for n, labels, v, ts in parse(page, families=wanted).samples] == expected
 
 
 def test_agrees_with_prometheus_client_on_the_saved_node_exporter_page() -> None:
@@ -304,3 +305,11 @@ def test_agrees_with_prometheus_client_on_a_live_node_exporter_page(node_exporte
     got = ours(node_exporter_page)
     assert len(got) > 300
     assert got == theirs(node_exporter_page)
+
+
+def test_help_and_type_with_odd_whitespace() -> None:
+    result = parse("# HELP\tx\tsome  help \n# TYPE x   gauge \nx 1\n")
+    assert result.help == {"x": "some  help"}
+    assert result.types == {"x": "gauge"}
+    with pytest.raises(ParseError, match="invalid metric name"):
+        parse("# HELP 1x help\n")
