@@ -44,6 +44,8 @@ class Series:
     def __init__(self, name: str, labels: Labels) -> None:
         self.name = name
         self.key = (name, labels)
+        if any(not value for _, value in labels):
+            labels = tuple(p for p in labels if p[1])  # an empty label value is no label, as in Prometheus
         self.labels: Labels = with_name(name, labels)
         self.label_map: dict[str, str] | None = None
         self.ts = array("q")
