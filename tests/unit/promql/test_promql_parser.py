@@ -241,7 +241,7 @@ def test_referenced_metric_names() -> None:
     assert referenced_metric_names(parse_expr("rate(a[5m]) / on(x) group_left b + sum(c)")) == frozenset(
         {"a", "b", "c"}
     )
-    assert referenced_metric_names(parse_expr('{__name__="a", job="x"} > 1')) == {"a"}
+    assert referenced_metric_names(parse_expr('{__name__="a", job="x"} > 1')) == frozenset({"a"})
     assert referenced_metric_names(parse_expr("time() > bool 5")) == frozenset()
     assert referenced_metric_names(parse_expr('{job="x"}')) is None
     assert referenced_metric_names(parse_expr('a or {__name__=~"b|c"}')) is None
