@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -18,6 +19,9 @@ from functools import lru_cache
 from structlog.typing import FilteringBoundLogger
 
 _MAGIC = re.compile(r"[*?\[]")
+
+# watchfiles logs every batch of changes at INFO: one line per 100 ms under a busy writer.
+logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 
 @lru_cache(maxsize=256)

@@ -296,6 +296,7 @@ class Pipeline:
             if old is not None and old.rotated_at is None and old.deleted_at is None:
                 old.rotated_at = now
                 self.metrics.rotations.labels(kind="renamed").inc()
+                self.log.info("file rotated away: reading it to its end", path=path)
             del self.by_path[path]
         f = self.followers.get(key)
         if f is not None:  # a followed file under a (new) matching name
@@ -503,6 +504,7 @@ class Pipeline:
             if moved:
                 f.rotated_at = now
                 self.metrics.rotations.labels(kind="renamed").inc()
+                self.log.info("file rotated away: reading it to its end", path=f.path)
                 if self.by_path.get(f.path) == f.key:
                     del self.by_path[f.path]
                 self._check_path(f.path)  # the new file under the old name, if there is one yet

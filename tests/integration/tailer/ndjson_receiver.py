@@ -25,35 +25,31 @@ class NdjsonReceiver:
     url: str = ""
     port: int = 0
     _runner: web.AppRunner | None = None
-    _site: web.TCPSite | None = None
     got: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self, port: int = 0) -> None:
+        await self.up(port)
+
+    async def up(self, port: int | None = None) -> None:
+        """(Re)start listening, on the same port as before."""
         app = web.Application(client_max_size=256 * 1024 * 1024)
         app.router.add_post("/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await self.up(port)
-
-    async def up(self, port: int | None = None) -> None:
-        """(Re)open the listening socket, on the same port as before."""
-        assert self._runner is not None
-        self._site = web.TCPSite(self._runner, "127.0.0.1", port if port is not None else self.port, reuse_address=True)
-        await self._site.start()
+        site = web.TCPSite(self._runner, "127.0.0.1", port if port is not None else self.port, reuse_address=True)
+        await site.start()
         if not self.port:
             self.port = self._runner.addresses[0][1]
             self.url = f"http://127.0.0.1:{self.port}/ingest"
 
     async def down(self) -> None:
-        """Stop listening: the sink sees connections refused."""
-        if self._site is not None:
-            await self._site.stop()
-            self._site = None
-
-    async def stop(self) -> None:
+        """Go away entirely: open keep-alive connections are closed, new ones refused."""
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def stop(self) -> None:
+        await self.down()
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()

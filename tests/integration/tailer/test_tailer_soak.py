@@ -1,0 +1,200 @@
+"""Soak: a fast writer, real logrotate alternating rename+create and copytruncate, the tailer as a real
+process killed with `kill -9` twice, and the sink down for a while in the middle.
+
+The oracle is line by line: every sequence number found in the log files at the end (the current
+file and every rotated one; rotation keeps them all) must have reached the receiver. Lines that
+copytruncate itself destroys (written between its copy and its truncate) are in no file and cannot
+be asked for. Duplicates may only come from the crashes, bounded by what was in flight then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sidecars.testing import free_port, http_get
+from tests.integration.tailer.ndjson_receiver import NdjsonReceiver
+
+pytestmark = pytest.mark.soak
+
+WRITER = r"""
+import os, sys, time
+path, seconds, rate = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+pad = "p" * 70
+seq, tick, per_tick = 0, 0.01, max(int(rate * 0.01), 1)
+fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+end = time.monotonic() + seconds
+next_at = time.monotonic()
+while time.monotonic() < end:
+    lines = "".join(f"seq {n:09d} {pad}\n" for n in range(seq, seq + per_tick))
+    os.write(fd, lines.encode())
+    seq += per_tick
+    try:  # rename+create: reopen the new file, as an app told by logrotate's postrotate would
+        if os.stat(path).st_ino != os.fstat(fd).st_ino:
+            os.close(fd)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except FileNotFoundError:
+        pass
+    next_at += tick
+    time.sleep(max(next_at - time.monotonic(), 0))
+print(seq)
+"""
+
+SEQ = re.compile(r"seq (\d{9}) ")
+RATE = 8000  # lines per second
+WRITE_SECS = 45.0
+BATCH_LINES = 1000
+IN_FLIGHT = 4
+CHECKPOINT_SECS = 0.5
+
+
+def start_tailer(config: Path, out: Path) -> subprocess.Popen[bytes]:
+    with open(out, "ab") as f:
+        return subprocess.Popen([sys.executable, "-m", "sidecars.tailer", "--config", str(config)], stdout=f, stderr=f)
+
+
+async def wait_ready(admin: str, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(400):
+        assert proc.poll() is None, "tailer exited during start-up"
+        with contextlib.suppress(Exception):
+            if (await http_get(admin + "/readyz", timeout_secs=1))[0] == 200:
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError("tailer not ready")
+
+
+async def rotate_forever(app: Path, tmp: Path, stop: asyncio.Event) -> int:
+    styles = ["create", "copytruncate"]
+    n = 0
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 3.5)
+        if stop.is_set():
+            break
+        conf = tmp / f"rotate-{n}.conf"
+        conf.write_text(f"{app} {{\n  rotate 1000\n  {styles[n % 2]}\n  missingok\n  nocompress\n}}\n")
+        proc = await asyncio.create_subprocess_exec(
+            "logrotate", "-f", "-s", str(tmp / "logrotate.state"), str(conf),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await proc.communicate()
+        assert proc.returncode == 0, err
+        n += 1
+    return n
+
+
+async def test_soak_rotation_kill9_and_sink_outage_lose_nothing(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "app.log"
+    app.touch()
+    receiver = NdjsonReceiver()
+    await receiver.start()
+    admin_port = free_port()
+    config = tmp_path / "tailer.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "admin_host": "127.0.0.1",
+                "admin_port": admin_port,
+                "log_format": "json",
+                "include": [f"{logs}/*.log"],
+                "checkpoint_dir": str(tmp_path / "cp"),
+                "sink": "http",
+                "sink_config": {"url": receiver.url},
+                "batch_max_lines": BATCH_LINES,
+                "batch_wait_secs": 0.2,
+                "max_in_flight_batches": IN_FLIGHT,
+                "max_buffer_bytes": 2 * 1024 * 1024,
+                "poll_interval_secs": 0.25,
+                "rescan_interval_secs": 1.0,
+                "rotate_wait_secs": 2.0,
+                "checkpoint_interval_secs": CHECKPOINT_SECS,
+                "retry_initial_secs": 0.1,
+                "retry_max_secs": 1.0,
+                "shutdown_timeout_secs": 15.0,
+            }
+        )
+    )
+    admin = f"http://127.0.0.1:{admin_port}"
+    out = tmp_path / "tailer.out"
+    tailer = start_tailer(config, out)
+    writer: asyncio.subprocess.Process | None = None
+    try:
+        await wait_ready(admin, tailer)
+        writer = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", WRITER, str(app), str(WRITE_SECS), str(RATE), stdout=asyncio.subprocess.PIPE
+        )
+        stop_rotating = asyncio.Event()
+        rotations = asyncio.ensure_future(rotate_forever(app, tmp_path, stop_rotating))
+        t0 = time.monotonic()
+
+        async def at(secs: float) -> None:
+            await asyncio.sleep(max(t0 + secs - time.monotonic(), 0))
+
+        kills = 0
+        await at(9)
+        tailer.send_signal(signal.SIGKILL)  # kill -9: no drain, no last checkpoint
+        tailer.wait()
+        kills += 1
+        await asyncio.sleep(0.5)
+        tailer = start_tailer(config, out)
+        await wait_ready(admin, tailer)
+        await at(17)
+        await receiver.down()  # the log store goes away
+        await at(27)
+        await receiver.up()
+        await at(33)
+        tailer.send_signal(signal.SIGKILL)
+        tailer.wait()
+        kills += 1
+        await asyncio.sleep(0.5)
+        tailer = start_tailer(config, out)
+        await wait_ready(admin, tailer)
+        written = int((await writer.communicate())[0])
+        stop_rotating.set()
+        n_rotations = await rotations
+        assert n_rotations >= 8
+
+        # The oracle: every line present in any file now.
+        in_files: set[int] = set()
+        for f in logs.iterdir():
+            in_files.update(int(m) for m in SEQ.findall(f.read_text()))
+        assert len(in_files) > written * 0.95, "the files themselves lost more than copytruncate can"
+
+        def received() -> Counter[int]:
+            return Counter(int(m[4:13]) for m in receiver.messages)
+
+        for _ in range(600):
+            if in_files <= received().keys():
+                break
+            await asyncio.sleep(0.1)
+        tailer.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(tailer.wait, 30) == 0
+        got = received()
+        missing = sorted(in_files - got.keys())
+        assert not missing, f"{len(missing)} lines lost, e.g. {missing[:5]} (log: {out})"
+        assert got.keys() <= set(range(written)), "received lines nobody wrote"
+        duplicates = sum(n - 1 for n in got.values())
+        # Per crash: the batches in flight plus what was acknowledged since the last checkpoint write.
+        bound = kills * ((IN_FLIGHT + 2) * BATCH_LINES + int(RATE * (CHECKPOINT_SECS + 0.5)))
+        print(f"written={written} in files={len(in_files)} received={len(got)} duplicates={duplicates}")
+        assert duplicates <= bound, f"{duplicates} duplicates for {kills} crashes (bound {bound})"
+    finally:
+        if tailer.poll() is None:
+            tailer.kill()
+            tailer.wait()
+        if writer is not None and writer.returncode is None:
+            writer.kill()
+            await writer.wait()
+        await receiver.stop()
