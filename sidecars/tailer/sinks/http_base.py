@@ -142,7 +142,8 @@ class HttpSink(Sink[H]):
         timeout = aiohttp.ClientTimeout(total=s.timeout_secs, sock_connect=s.connect_timeout_secs)
         self._session = aiohttp.ClientSession(
             timeout=timeout,
-            connector=aiohttp.TCPConnector(ssl=ssl_arg, limit=8),
+            # As many connections as the tailer may send batches at once (its send_concurrency).
+            connector=aiohttp.TCPConnector(ssl=ssl_arg, limit=64),
             auto_decompress=True,
             # No cookies, no environment proxies: a sidecar talks to exactly what it was told.
             cookie_jar=aiohttp.DummyCookieJar(),

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from pydantic import Field, SecretStr, field_validator
 
-from sidecars.tailer.sinks.base import Batch, SendResult
+from sidecars.tailer.sinks.base import Batch, SendResult, Stream
 from sidecars.tailer.sinks.http_base import HttpSink, HttpSinkSettings
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
@@ -24,6 +24,22 @@ def sanitize_label_name(name: str) -> str:
     if not clean or clean[0].isdigit():
         clean = "_" + clean
     return clean
+
+
+def _values(stream: Stream) -> list[list[str]]:
+    """`[ts, line]` pairs with strictly increasing timestamps.
+
+    Loki keeps one of several entries of a stream with the same timestamp and the same line, and
+    lines read together share their read time: two equal lines (a repeated "retrying...") would
+    collapse into one. Each line gets at least 1 ns more than the one before it. The result
+    depends on the batch alone, so a batch sent again gets the same timestamps and Loki drops
+    that duplicate instead.
+    """
+    values, last = [], -1
+    for ts, line in zip(stream.timestamps_ns, stream.lines, strict=True):
+        last = ts if ts > last else last + 1
+        values.append([str(last), line])
+    return values
 
 
 class LokiSettings(HttpSinkSettings):
@@ -76,14 +92,7 @@ class LokiSink(HttpSink[LokiSettings]):
         return cached
 
     def encode(self, batch: Batch) -> bytes:
-        streams = [
-            {
-                "stream": self._labels(s.labels),
-                "values": [[str(ts), line] for ts, line in zip(s.timestamps_ns, s.lines, strict=True)],
-            }
-            for s in batch.streams
-            if s.lines
-        ]
+        streams = [{"stream": self._labels(s.labels), "values": _values(s)} for s in batch.streams if s.lines]
         return orjson.dumps({"streams": streams})
 
     async def send(self, batch: Batch) -> SendResult:

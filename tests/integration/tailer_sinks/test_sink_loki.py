@@ -58,6 +58,23 @@ async def test_out_of_order_400_is_permanent_and_429_retryable(start_receiver, l
     assert err.value.retry_after_secs == 3
 
 
+async def test_equal_lines_read_together_stay_distinct_entries(start_receiver, log, registry) -> None:
+    # Loki keeps only one of several entries with the same timestamp and line; lines of one read
+    # share their time, so repeated lines must still get distinct timestamps, in order.
+    rx = await start_receiver(validate_loki, ack_204)
+    sink = make(log, registry, rx.url)
+    t = 1_700_000_000_000_000_000
+    batch = make_batch(("/l/a.log", ["retrying", "retrying", "retrying", "done"]))
+    batch.streams[0].timestamps_ns = [t, t, t, t + 1]
+    await sink.open()
+    await sink.send(batch)
+    await sink.send(batch)  # a retry of the same batch: same timestamps, so Loki drops the duplicate
+    await sink.close()
+    first, again = (p[0]["values"] for p in rx.parsed)
+    assert first == [[str(t), "retrying"], [str(t + 1), "retrying"], [str(t + 2), "retrying"], [str(t + 3), "done"]]
+    assert again == first
+
+
 def test_url_must_be_the_push_endpoint() -> None:
     with pytest.raises(ValidationError, match="loki/api/v1/push"):
         Loki.Settings(url="http://loki:3100/")
