@@ -29,6 +29,12 @@ def wait_until(condition: Callable[[], Any], what: str, timeout_secs: float = 30
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
+def docker_time(text: str) -> tuple[str, int]:
+    """Docker's RFC 3339 times trim trailing zeros of the nanoseconds: compare them as numbers."""
+    whole, _, frac = text.rstrip("Z").partition(".")
+    return whole, int(frac.ljust(9, "0")[:9] or 0)
+
+
 def seqs(data: bytes) -> list[int]:
     return [int(m) for m in SEQ.findall(data)]
 
@@ -74,8 +80,8 @@ def assert_clean_ordered_exit(states: dict[str, dict[str, Any]], order: list[str
     """Every container exited 0 (no SIGKILL after the grace period), and finished in `order`."""
     codes = {name: s["ExitCode"] for name, s in states.items()}
     assert all(code == 0 for code in codes.values()), codes
-    finished = [states[name]["FinishedAt"] for name in order]  # RFC 3339 UTC: sortable as text
-    assert finished == sorted(finished), dict(zip(order, finished, strict=True))
+    finished = [docker_time(states[name]["FinishedAt"]) for name in order]
+    assert finished == sorted(finished), {name: states[name]["FinishedAt"] for name in order}
 
 
 def healthy_endpoints(pod: Pod, admin_port: int = 9802) -> int:

@@ -402,7 +402,7 @@ class Pod:
         """A file from an emptyDir volume, read by a throwaway container."""
         image = self._first_image()
         proc = subprocess.run(
-            ["docker", "run", "--rm", "--network", "none", "-v", f"{self.volumes[volume]}:/v:ro",
+            ["docker", "run", "--rm", "--label", LABEL, "--network", "none", "-v", f"{self.volumes[volume]}:/v:ro",
              "--entrypoint", "python", image, "-c",
              f"import sys; sys.stdout.buffer.write(open('/v/{path}', 'rb').read())"],
             capture_output=True, timeout=60,
@@ -443,8 +443,13 @@ class Pod:
         if names:
             docker("rm", "-f", "-v", *names, check=False)
         dvs = [v for v in self.volumes.values() if not v.startswith("/")]
-        if dvs:
+        for _ in range(10):  # a container being removed may still hold a volume for a moment
+            if not dvs:
+                break
             docker("volume", "rm", "-f", *dvs, check=False)
+            dvs = [v for v in dvs if _volume_exists(v)]
+            if dvs:
+                time.sleep(0.5)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -458,6 +463,10 @@ def running_pod(path: Path, **kwargs: Any) -> Iterator[Pod]:
         yield pod
     finally:
         pod.remove()
+
+
+def _volume_exists(name: str) -> bool:
+    return subprocess.run(["docker", "volume", "inspect", name], capture_output=True).returncode == 0
 
 
 def _expand(value: str, env: dict[str, str]) -> str:

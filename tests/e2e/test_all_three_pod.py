@@ -9,6 +9,7 @@ import pytest
 from tests.e2e.patterns import (
     assert_clean_ordered_exit,
     assert_every_line_delivered,
+    docker_time,
     healthy_endpoints,
     healthz,
     received_lines,
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.e2e
 def test_all_three_sidecars_beside_one_app(pod_factory: Callable[[str], Pod]) -> None:
     pod = pod_factory("06-all-three/pod.yaml")
     # Native sidecars started in manifest order, each before the next and all before the app.
-    starts = {name: pod.state(name)["StartedAt"] for name in pod.started}
+    starts = {name: docker_time(pod.state(name)["StartedAt"]) for name in pod.started}
     order = ["log-receiver", "tailer", "ambassador", "adapter", "app"]
     assert [starts[n] for n in order] == sorted(starts[n] for n in order)
 
@@ -45,3 +46,13 @@ def test_all_three_sidecars_beside_one_app(pod_factory: Callable[[str], Pod]) ->
     states = pod.stop()
     assert_clean_ordered_exit(states, ["app", "adapter", "ambassador", "tailer", "log-receiver"])
     assert assert_every_line_delivered(pod) >= 30
+
+
+def test_all_three_classic_form_runs_and_stops(pod_factory: Callable[[str], Pod]) -> None:
+    pod = pod_factory("06-all-three/pod-classic.yaml")
+    wait_until(lambda: healthy_endpoints(pod) == 2, "both upstreams to be checked healthy")
+    assert pod.request(8080, "/")[0] == 200
+    wait_until(lambda: healthz(pod)[0] == 200, "the adapter's /healthz to answer 200")
+    wait_until(lambda: received_lines(pod) >= 5, "the tailer to forward the app's lines")
+    states = pod.stop_all_at_once()
+    assert all(s["ExitCode"] == 0 for s in states.values()), {n: s["ExitCode"] for n, s in states.items()}

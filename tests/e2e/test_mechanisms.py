@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.e2e.patterns import docker_time
 from tests.e2e.podrunner import Pod
 
 pytestmark = pytest.mark.e2e
@@ -31,7 +32,7 @@ def test_init_container_installs_the_artifact_before_the_app_starts(pod_factory:
     assert '"version": "1.2.3"' in body
     install, runtime = pod.state("install"), pod.state("runtime")
     assert install["ExitCode"] == 0
-    assert install["FinishedAt"] < runtime["StartedAt"]  # RFC 3339 in UTC: ordered as strings
+    assert docker_time(install["FinishedAt"]) < docker_time(runtime["StartedAt"])
     assert "copied artifact hello.pyz" in pod.logs("install")
     states = pod.stop()
     assert states["runtime"]["ExitCode"] == 0
