@@ -38,7 +38,7 @@ from sidecars.adapter.promql.nodes import (
 from sidecars.adapter.promql.regex import RegexError, compile_anchored
 from sidecars.adapter.promql.values import InstantVector, Labels, Sample, Scalar, StringValue, Value
 
-RangeSeries = tuple[Labels, Sequence[int], Sequence[float]]
+RangeSeries = tuple[Labels, Sequence[int], Sequence[float], Labels]  # labels, times, values, labels sans name
 Vector = list[Sample]
 Internal = float | str | Vector | list[RangeSeries]
 
@@ -184,7 +184,7 @@ class _Evaluator:
                 continue
             wts, wvs = stale_free(ts[lo:hi], s.vs[lo:hi], s.stale_count > 0)
             if wvs:
-                out.append((s.labels, wts, wvs))
+                out.append((s.labels, wts, wvs, s.unnamed))
         return out, end, node.range_ms
 
     def subquery(self, node: SubqueryExpr, t: int) -> tuple[list[RangeSeries], int, int]:
@@ -205,7 +205,7 @@ class _Evaluator:
                     pts = series[sample.labels] = ([], [])
                 pts[0].append(at)
                 pts[1].append(sample.value)
-        out: list[RangeSeries] = [(labels, pts[0], pts[1]) for labels, pts in series.items()]
+        out: list[RangeSeries] = [(labels, pts[0], pts[1], drop_name(labels)) for labels, pts in series.items()]
         return out, end, node.range_ms
 
     # -- operators -------------------------------------------------------------------------------
@@ -407,17 +407,17 @@ class _Evaluator:
         out: Vector = []
         if name == "predict_linear":
             duration = self.scalar(node.args[1], t)
-            for labels, ts, vs in windows:
+            for _, ts, vs, unnamed in windows:
                 value = fn.predict_linear(ts, vs, t, duration)
                 if value is not None:
-                    out.append(Sample(drop_name(labels), value))
+                    out.append(Sample(unnamed, value))
             return _check_unique(out)
         range_fn = fn.RANGE_FUNCTIONS[name]
         keep_name = name == "last_over_time"
-        for labels, ts, vs in windows:
+        for labels, ts, vs, unnamed in windows:
             value = range_fn(ts, vs, start, end, range_ms, extra)
             if value is not None:
-                out.append(Sample(labels if keep_name else drop_name(labels), value))
+                out.append(Sample(labels if keep_name else unnamed, value))
         return _check_unique(out)
 
     @staticmethod

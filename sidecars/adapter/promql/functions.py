@@ -23,7 +23,7 @@ def extrapolated_rate(
         return None
     first, last = vs[0], vs[-1]
     result = last - first
-    if is_counter:
+    if is_counter and list(vs) != sorted(vs):  # the sort check runs in C; resets are rare
         prev = first
         for v in vs[1:]:
             if v < prev:
@@ -143,6 +143,9 @@ def _stdvar(vs: Points) -> float:
 
 
 def _max(vs: Points) -> float:
+    total = sum(vs)
+    if total == total:  # no NaN: the builtin agrees with Go's loop and runs in C
+        return max(vs)
     best = vs[0]
     for v in vs:
         if v > best or best != best:
@@ -151,6 +154,9 @@ def _max(vs: Points) -> float:
 
 
 def _min(vs: Points) -> float:
+    total = sum(vs)
+    if total == total:
+        return min(vs)
     best = vs[0]
     for v in vs:
         if v < best or best != best:

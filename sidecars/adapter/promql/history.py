@@ -39,7 +39,7 @@ def with_name(name: str, labels: Labels) -> Labels:
 class Series:
     """One series: its labels (with `__name__`) and its samples in two parallel arrays."""
 
-    __slots__ = ("key", "label_map", "labels", "last_gen", "name", "stale_count", "ts", "vs")
+    __slots__ = ("key", "label_map", "labels", "last_gen", "name", "stale_count", "ts", "unnamed", "vs")
 
     def __init__(self, name: str, labels: Labels) -> None:
         self.name = name
@@ -47,6 +47,7 @@ class Series:
         if any(not value for _, value in labels):
             labels = tuple(p for p in labels if p[1])  # an empty label value is no label, as in Prometheus
         self.labels: Labels = with_name(name, labels)
+        self.unnamed: Labels = labels  # what most functions and operators return: the labels without the name
         self.label_map: dict[str, str] | None = None
         self.ts = array("q")
         self.vs = array("d")
