@@ -1,0 +1,1118 @@
+"""The HTTP/1.1 request path: client connection -> exchange -> pooled upstream connection -> back.
+
+Everything here runs in protocol callbacks (no task per request): llhttp (httptools) parses both
+sides, each parser callback does the least it can and writes straight to the other transport.
+
+- `ClientConnection` parses requests. Each request becomes an `Exchange`, queued in arrival order;
+  only the head of the queue is sent upstream, so pipelined responses leave in order.
+- `Exchange` is one request through all its tries: pick an endpoint, take a pooled connection or open
+  one, write the head and body, and on failure decide whether a retry is safe (see `_can_retry`).
+- `UpstreamConnection` parses the response and streams it to the client, re-framing the body when the
+  two hops need different framing; afterwards it goes back to the pool.
+
+Flow control both ways: a full write buffer on one side pauses reading on the other, so memory stays
+bounded by the transports' high-water marks plus `max_retry_body_bytes` per request, never by a body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Protocol
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, HttpResponseParser
+
+from sidecars.ambassador.endpoint import Endpoint, Outcome
+from sidecars.ambassador.headers import (
+    CONTINUE_100,
+    CRLF,
+    HOP_BY_HOP,
+    IDEMPOTENT,
+    LAST_CHUNK,
+    RequestIds,
+    connection_tokens,
+    local_response,
+    status_line,
+)
+from sidecars.ambassador.pool import Pool
+
+if TYPE_CHECKING:
+    from sidecars.ambassador.access_log import AccessLog
+    from sidecars.ambassador.settings import ListenerConfig
+    from sidecars.ambassador.stats import ListenerStats
+
+perf_counter = time.perf_counter
+
+# Reasons a client connection has stopped reading (bits, so several can hold at once).
+PAUSE_PIPELINE = 1  # too many requests queued behind the one in flight
+PAUSE_BODY = 2  # request body buffered while no upstream connection can take it
+PAUSE_UPSTREAM = 4  # upstream's write buffer is full
+PAUSE_TUNNEL = 8  # upgrade requested, waiting for the upstream's 101
+PAUSE_DONE = 16  # connection is finishing (bad request, closing)
+
+MAX_PIPELINE = 32
+
+# Response body framing towards the client.
+BODY_NONE = 0
+BODY_RAW = 1  # as received (content-length, or close-delimited to an HTTP/1.0 client)
+BODY_CHUNKED = 2  # re-chunked: upstream sent chunked or close-delimited, client speaks HTTP/1.1
+
+_REQ_SPECIAL = HOP_BY_HOP | {b"expect", b"host", b"x-forwarded-for", b"forwarded"}
+_RESP_SPECIAL = HOP_BY_HOP
+
+
+class ClusterView(Protocol):
+    """What the request path uses of `sidecars.ambassador.cluster.Cluster`."""
+
+    def pick(self, hash_key: bytes | None = None, exclude: Any = ()) -> Endpoint | None: ...
+
+    @property
+    def retry_budget(self) -> Any: ...
+
+    @property
+    def breaker(self) -> Any: ...
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+class HttpProxy:
+    """Per-listener state shared by its connections: config hoisted into attributes, the pool, counters."""
+
+    def __init__(
+        self,
+        config: ListenerConfig,
+        cluster: ClusterView,
+        stats: ListenerStats,
+        access_log: AccessLog,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.config = config
+        self.cluster = cluster
+        self.stats = stats
+        self.access_log = access_log
+        self.loop = loop
+        self.pool = Pool(config.max_idle_per_endpoint, config.idle_timeout_secs)
+        self.ids = RequestIds()
+        self.clients: set[ClientConnection] = set()
+        self.draining = False
+        self.clock = loop.time()  # coarse, refreshed by `sweep()`: cheap activity stamps
+        self.max_header_bytes = config.max_header_bytes
+        self.max_retry_body = config.max_retry_body_bytes
+        self.id_header = config.request_id_header.encode()
+        self.req_special = _REQ_SPECIAL | ({self.id_header} if self.id_header else set())
+        self.hash_header = config.hash_header.encode() if config.hash_header else None
+        if self.hash_header:
+            self.req_special = self.req_special | {self.hash_header}
+        self.host_line = b"host: " + config.host_rewrite.encode() + CRLF if config.host_rewrite else None
+        self.retry_connect = "connect-failure" in config.retry_on
+        self.retry_on = frozenset(config.retry_on)
+        self.connect_timeout = config.connect_timeout_secs
+        self.per_try = config.per_try_timeout_secs
+        self.overall = config.overall_timeout_secs
+        self.endpoint_host_lines: dict[str, bytes] = {}
+
+    def __call__(self) -> ClientConnection:
+        return ClientConnection(self)
+
+    def host_line_for(self, endpoint: Endpoint) -> bytes:
+        line = self.endpoint_host_lines.get(endpoint.key)
+        if line is None:
+            line = self.endpoint_host_lines[endpoint.key] = b"host: " + endpoint.key.encode() + CRLF
+        return line
+
+    def on_endpoint_removed(self, endpoint: Endpoint) -> None:
+        self.pool.close_endpoint(endpoint)
+
+    def sweep(self) -> None:
+        """Periodic: refresh the clock, expire idle pooled connections and stale client connections."""
+        now = self.clock = self.loop.time()
+        self.pool.sweep(now)
+        cfg = self.config
+        for client in list(self.clients):
+            client.check_timeouts(now, cfg)
+
+    def start_drain(self) -> None:
+        """From now on every response says `Connection: close`; idle keep-alive clients are closed."""
+        self.draining = True
+        for client in list(self.clients):
+            if not client.queue and not client.in_head:
+                client.close()
+
+    def close_all(self) -> None:
+        for client in list(self.clients):
+            client.abort()
+        self.pool.close_all()
+
+
+class ClientConnection(asyncio.Protocol):
+    """One connection from the app: parses requests, queues exchanges, owns the response order."""
+
+    def __init__(self, proxy: HttpProxy) -> None:
+        self.p = proxy
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.parser = HttpRequestParser(self)
+        self.queue: deque[Exchange] = deque()
+        self.cur: Exchange | None = None  # the request whose body is being parsed
+        self.url = b""
+        self.hparts: list[bytes] = []
+        self.special: list[tuple[bytes, bytes]] = []
+        self.in_head = False
+        self.head_bytes = 0
+        self.head_started = 0.0
+        self.last_active = proxy.clock
+        self.paused = 0
+        self.write_paused = False
+        self.closed = False
+        self.error_status = 0
+        self.fatal: bytes | None = None  # answer to write once earlier responses are out, then close
+        self.tunnel: UpstreamConnection | None = None  # after a 101: bytes are spliced to it
+        self.tunnel_buffer: list[bytes] | None = None  # bytes sent after an upgrade request, before 101
+        self.peer = b""
+
+    # -- transport events ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.p.clients.add(self)
+        self.p.stats.client_connections += 1
+        if self.p.config.forwarded != "none":
+            peer = transport.get_extra_info("peername")
+            self.peer = str(peer[0]).encode() if peer else b"unknown"
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.p.clients.discard(self)
+        self.p.stats.client_connections -= 1
+        while self.queue:
+            self.queue.popleft().abandon()
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
+
+    def data_received(self, data: bytes) -> None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.transport.write(data)
+            self.last_active = self.p.clock
+            return
+        if self.tunnel_buffer is not None:
+            self.tunnel_buffer.append(data)
+            return
+        if self.paused & PAUSE_DONE:
+            return
+        self.last_active = self.p.clock
+        if self.in_head:
+            self.head_bytes += len(data)
+            if self.head_bytes > self.p.max_header_bytes:
+                self.bad_request(431, "header_too_large")
+                return
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade as exc:
+            self.tunnel_buffer = [data[exc.args[0] :]] if exc.args[0] < len(data) else []
+            self.pause(PAUSE_TUNNEL)
+        except HttpParserError:
+            if self.error_status == 431:
+                self.bad_request(431, "header_too_large")
+            else:
+                self.bad_request(400, "bad_request")
+
+    def eof_received(self) -> bool:
+        # The app half-closed: finish what is queued, then close (HTTP/1.1 has no use for half-open).
+        if self.tunnel is not None:
+            if self.tunnel.transport.can_write_eof():
+                self.tunnel.transport.write_eof()
+            return True
+        if self.queue:
+            self.fatal = b""
+            self.pause(PAUSE_DONE)
+            return True
+        return False
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        up = self.tunnel or (self.queue[0].upstream if self.queue else None)
+        if up is not None:
+            up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        up = self.tunnel or (self.queue[0].upstream if self.queue else None)
+        if up is not None and not up.transport.is_closing():
+            up.transport.resume_reading()
+
+    # -- parser callbacks (llhttp) -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.in_head = True
+        self.url = b""
+        self.hparts = []
+        self.special = []
+        if not self.head_started:
+            self.head_started = self.p.clock
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.in_head:
+            return  # a trailer field: dropped with the re-framing
+        lname = name.lower()
+        if lname in self.p.req_special:
+            self.special.append((lname, value))
+        elif lname[:6] != b"proxy-":
+            self.hparts += (name, b": ", value, CRLF)
+        if len(self.hparts) > 400:  # a head of many tiny fields: the byte count alone lets it grow
+            self.error_status = 431
+            raise _HeadTooLarge
+
+    def on_headers_complete(self) -> None:
+        p = self.p
+        self.in_head = False
+        self.head_bytes = 0
+        self.head_started = 0.0
+        parser = self.parser
+        method = parser.get_method()
+        chunked = False
+        clen: bytes | None = None
+        expect = False
+        tokens: list[bytes] = []
+        upgrade: bytes | None = None
+        rid: bytes | None = None
+        host: bytes | None = None
+        hash_key: bytes | None = None
+        prior_fwd: bytes | None = None
+        for lname, value in self.special:
+            if lname == b"content-length":
+                clen = value
+            elif lname == b"host":
+                host = value
+            elif lname == p.id_header:
+                rid = value
+            elif lname == b"transfer-encoding":
+                chunked = True
+            elif lname == b"connection":
+                tokens = connection_tokens(value)
+            elif lname == b"upgrade":
+                upgrade = value
+            elif lname == b"expect":
+                expect = value.lower() == b"100-continue"
+            elif lname == b"x-forwarded-for" or lname == b"forwarded":
+                prior_fwd = value
+                self.hparts += (lname, b": ", value, CRLF)
+            if lname == p.hash_header:
+                hash_key = value
+                if lname not in _REQ_SPECIAL:
+                    self.hparts += (lname, b": ", value, CRLF)
+        parts = self.hparts
+        if tokens and any(t not in (b"keep-alive", b"close", b"upgrade") for t in tokens):
+            parts = _drop_listed(parts, tokens)
+        upgrading = upgrade is not None and parser.should_upgrade()
+        head = [method, b" ", self.url, b" HTTP/1.1\r\n"]
+        if p.host_line is not None:
+            head.append(p.host_line)
+        elif host is not None:
+            head += (b"host: ", host, CRLF)
+        head += parts
+        if p.id_header:
+            if rid is None:
+                rid = p.ids.next()
+            head += (p.id_header, b": ", rid, CRLF)
+        if p.config.forwarded == "x-forwarded-for":
+            if prior_fwd is None:
+                head += (b"x-forwarded-for: ", self.peer, CRLF)
+            else:
+                head.append(b"x-forwarded-for: " + self.peer + CRLF)  # appended as a second field line
+        elif p.config.forwarded == "forwarded":
+            head += (b'forwarded: for="', self.peer, b'"\r\n')
+        if upgrading:
+            head += (b"connection: upgrade\r\nupgrade: ", upgrade or b"", CRLF)
+        elif chunked:
+            head.append(b"transfer-encoding: chunked\r\n")
+        elif clen is not None:
+            head += (b"content-length: ", clen, CRLF)
+        head.append(CRLF)
+        has_body = chunked or (clen is not None and clen.strip() != b"0")
+        ex = Exchange(
+            self,
+            b"".join(head),
+            method,
+            has_body,
+            chunked,
+            parser.should_keep_alive(),
+            parser.get_http_version() == "1.0",
+            expect and has_body,
+            upgrading,
+            rid,
+            host is None and p.host_line is None,
+            hash_key,
+        )
+        self.cur = ex
+        queue = self.queue
+        queue.append(ex)
+        if len(queue) == 1:
+            ex.start()
+        elif len(queue) >= MAX_PIPELINE:
+            self.pause(PAUSE_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.cur
+        if ex is not None and not ex.done:
+            if ex.chunked:
+                ex.request_body((b"%x\r\n" % len(body), body, CRLF), len(body))
+            else:
+                ex.request_body((body,), len(body))
+
+    def on_message_complete(self) -> None:
+        ex = self.cur
+        self.cur = None
+        if ex is not None and not ex.done:
+            ex.request_complete()
+
+    # -- flow control and closing -----------------------------------------------------------------
+
+    def pause(self, bit: int) -> None:
+        if not self.paused and not self.closed:
+            self.transport.pause_reading()
+        self.paused |= bit
+
+    def resume(self, bit: int) -> None:
+        if self.paused & bit:
+            self.paused &= ~bit
+            if not self.paused and not self.closed:
+                self.transport.resume_reading()
+
+    def bad_request(self, status: int, reason: str) -> None:
+        """Answer `status` after the responses already owed, then close: the byte stream is lost."""
+        self.p.stats.error(reason)
+        self.p.access_log.bad_request(status, reason, self.url)
+        self.pause(PAUSE_DONE)
+        cur = self.cur
+        if cur is not None and not cur.request_done and not cur.done:
+            if cur.responded:
+                self.abort()  # its response is half written: closing is the only signal left
+                return
+            cur.client_failed()  # its body can no longer be read
+        self.fatal = local_response(status, reason, close=True)
+        if not self.queue:
+            self.finish_fatal()
+
+    def finish_fatal(self) -> None:
+        if self.fatal:
+            self.transport.write(self.fatal)
+        self.fatal = None
+        self.close()
+
+    def exchange_done(self, ex: Exchange, close: bool) -> None:
+        """`ex` (the head of the queue) has written its whole response."""
+        queue = self.queue
+        if queue and queue[0] is ex:
+            queue.popleft()
+        if close or self.closed:
+            self.close()
+            return
+        if queue:
+            if len(queue) < MAX_PIPELINE:
+                self.resume(PAUSE_PIPELINE)
+            queue[0].start()
+        elif self.fatal is not None:
+            self.finish_fatal()
+        elif self.p.draining and not self.in_head:
+            self.close()
+
+    def start_tunnel(self, upstream: UpstreamConnection) -> None:
+        """The upstream answered 101: from now on bytes pass through untouched both ways."""
+        self.tunnel = upstream
+        pending = self.tunnel_buffer or []
+        self.tunnel_buffer = None
+        if pending:
+            upstream.transport.writelines(pending)
+        self.resume(PAUSE_TUNNEL)
+
+    def check_timeouts(self, now: float, cfg: ListenerConfig) -> None:
+        idle = now - self.last_active
+        if self.tunnel is not None or self.queue:
+            if idle > cfg.stream_idle_timeout_secs:
+                self.p.stats.error("stream_idle_timeout")
+                self.abort()
+        elif self.in_head or self.head_started:
+            if self.head_started and now - self.head_started > cfg.request_header_timeout_secs:
+                self.p.stats.error("request_header_timeout")
+                self.pause(PAUSE_DONE)
+                self.transport.write(local_response(408, "request_header_timeout", close=True))
+                self.close()
+        elif idle > cfg.client_idle_timeout_secs:
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        self.transport.abort()
+
+
+def _drop_listed(parts: list[bytes], tokens: list[bytes]) -> list[bytes]:
+    """Remove fields named in `Connection` (hop-by-hop by declaration); parts are name, ': ', value, CRLF."""
+    drop = set(tokens)
+    out: list[bytes] = []
+    for i in range(0, len(parts), 4):
+        if parts[i].lower() not in drop:
+            out += parts[i : i + 4]
+    return out
+
+
+class Exchange:
+    """One request and its response, across every try."""
+
+    __slots__ = (
+        "body_bytes",
+        "body_sent",
+        "chunked",
+        "chunks",
+        "client",
+        "close_client",
+        "connecting",
+        "deadline",
+        "done",
+        "endpoint",
+        "expect",
+        "has_body",
+        "hash_key",
+        "head",
+        "holds_pending",
+        "http10",
+        "idempotent",
+        "keep_alive",
+        "method",
+        "needs_host",
+        "p",
+        "replayable",
+        "request_done",
+        "responded",
+        "rid",
+        "started",
+        "t0",
+        "timer",
+        "tried",
+        "tries",
+        "try_t0",
+        "upgrading",
+        "upstream",
+    )
+
+    def __init__(
+        self,
+        client: ClientConnection,
+        head: bytes,
+        method: bytes,
+        has_body: bool,
+        chunked: bool,
+        keep_alive: bool,
+        http10: bool,
+        expect: bool,
+        upgrading: bool,
+        rid: bytes | None,
+        needs_host: bool,
+        hash_key: bytes | None,
+    ) -> None:
+        self.client = client
+        self.p = client.p
+        self.head = head
+        self.method = method
+        self.idempotent = method in IDEMPOTENT
+        self.has_body = has_body
+        self.chunked = chunked
+        self.keep_alive = keep_alive
+        self.http10 = http10
+        self.expect = expect
+        self.upgrading = upgrading
+        self.rid = rid
+        self.needs_host = needs_host
+        self.hash_key = hash_key
+        self.request_done = not has_body and not upgrading
+        self.chunks: list[bytes] = []  # body not yet sent, or all of it while it may be replayed
+        self.body_bytes = 0
+        self.body_sent = False  # some body bytes went to an upstream and are no longer held
+        self.replayable = True
+        self.started = False
+        self.done = False
+        self.responded = False
+        self.close_client = False
+        self.holds_pending = False
+        self.upstream: UpstreamConnection | None = None
+        self.endpoint: Endpoint | None = None
+        self.connecting: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.tried: list[Endpoint] = []
+        self.tries = 0
+        self.t0 = perf_counter()
+        self.try_t0 = 0.0
+        self.deadline = 0.0
+
+    # -- request side ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """The exchange reached the head of the queue: admit it and make the first try."""
+        self.started = True
+        p = self.p
+        cluster = p.cluster
+        if not cluster.breaker.try_acquire_request():
+            self.fail(503, "overflow")
+            return
+        self.holds_pending = True
+        cluster.retry_budget.on_request()
+        self.deadline = p.loop.time() + p.overall
+        if self.expect and not self.request_done:
+            self.client.transport.write(CONTINUE_100)
+        self.attempt()
+
+    def attempt(self) -> None:
+        if self.done:
+            return
+        p = self.p
+        now = p.loop.time()
+        if now >= self.deadline:
+            self.fail(504, "deadline_exceeded")
+            return
+        tried = self.tried
+        ep = p.cluster.pick(self.hash_key, tried) if tried else p.cluster.pick(self.hash_key)
+        if ep is None and tried:
+            ep = p.cluster.pick(self.hash_key)  # every endpoint tried once: any may do again
+        if ep is None:
+            self.fail(503, "no_healthy_upstream")
+            return
+        conn = p.pool.take(ep)
+        if conn is None:
+            breaker = p.cluster.breaker
+            if not breaker.try_acquire_pending():
+                self.fail(503, "overflow")
+                return
+            if not breaker.try_acquire_connection():
+                breaker.release_pending()
+                self.fail(503, "overflow")
+                return
+        self.endpoint = ep
+        self.tries += 1
+        ep.start_request()
+        self.try_t0 = perf_counter()
+        self.timer = p.loop.call_at(min(now + p.per_try, self.deadline), self.on_timeout)
+        if conn is not None:
+            self.send(conn)  # type: ignore[arg-type]
+        else:
+            self.connecting = p.loop.create_task(self.connect(ep))
+
+    async def connect(self, ep: Endpoint) -> None:
+        """Open a connection for this try (holding a pending and a connection slot of the breaker)."""
+        p = self.p
+        breaker = p.cluster.breaker
+        conn = UpstreamConnection(p, ep)
+        try:
+            async with asyncio.timeout(p.connect_timeout):
+                await p.loop.create_connection(lambda: conn, ep.host, ep.port)
+        except (OSError, TimeoutError):
+            self.connecting = None
+            if not self.done:
+                self.try_failed(Outcome.CONNECT_FAILURE, "connect_failed", never_reached=True)
+            return
+        finally:
+            breaker.release_pending()
+            if conn.transport is None:
+                breaker.release_connection()  # never opened; an open one releases in connection_lost
+        self.connecting = None
+        if self.done or self.endpoint is not ep:
+            p.pool.put(conn, p.clock)
+            return
+        self.send(conn)
+
+    def send(self, conn: UpstreamConnection) -> None:
+        self.upstream = conn
+        conn.ex = self
+        conn.uses += 1
+        head = self.head
+        if self.needs_host:
+            line_end = head.index(CRLF) + 2
+            head = head[:line_end] + self.p.host_line_for(conn.endpoint) + head[line_end:]
+        transport = conn.transport
+        if self.chunks:
+            transport.writelines([head, *self.chunks])
+            if not self.replayable:
+                self.chunks = []
+                self.body_sent = True
+                self.client.resume(PAUSE_BODY)
+        else:
+            transport.write(head)
+        if self.client.write_paused:
+            transport.pause_reading()
+
+    def request_body(self, pieces: tuple[bytes, ...], size: int) -> None:
+        up = self.upstream
+        if up is not None:
+            up.transport.writelines(pieces)
+            if self.replayable:
+                self.body_bytes += size
+                if self.body_bytes <= self.p.max_retry_body:
+                    self.chunks += pieces
+                    return
+                self.replayable = False
+                self.chunks = []
+            self.body_sent = True
+            return
+        self.chunks += pieces
+        self.body_bytes += size
+        if self.body_bytes > self.p.max_retry_body:
+            self.replayable = False
+            self.client.pause(PAUSE_BODY)  # nowhere to send it yet: stop reading until connected
+
+    def request_complete(self) -> None:
+        self.request_done = True
+        if self.chunked:
+            self.request_body((LAST_CHUNK,), 0)
+        if self.responded and self.upstream is None:
+            # The response finished before the request did (an early answer): nothing left to do.
+            pass
+
+    # -- response side -------------------------------------------------------------------------------
+
+    def response_head(
+        self,
+        conn: UpstreamConnection,
+        code: int,
+        parts: list[bytes],
+        clen: bytes | None,
+        chunked: bool,
+        upgrade: bytes | None,
+    ) -> bool:
+        """The upstream's response head arrived; False when it is discarded for a retry."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if code >= 500 and "5xx" in self.p.retry_on and self._can_retry(False):
+            self.try_failed(Outcome.HTTP_5XX, "upstream_5xx", never_reached=False)
+            return False
+        self.responded = True
+        close = (
+            not self.keep_alive
+            or not self.request_done
+            or self.p.draining
+            or self.client.fatal is not None
+            or (self.upgrading and code != 101)
+        )
+        if code == 101 and self.upgrading:
+            parts += (b"connection: upgrade\r\nupgrade: ", upgrade or b"", CRLF, CRLF)
+            conn.body_mode = BODY_NONE
+            return True
+        if self.method == b"HEAD" or code == 204 or code == 304:
+            if clen is not None:
+                parts += (b"content-length: ", clen, CRLF)
+            conn.body_mode = BODY_NONE
+        elif clen is not None:
+            parts += (b"content-length: ", clen, CRLF)
+            conn.body_mode = BODY_RAW
+        elif self.http10:
+            conn.body_mode = BODY_RAW  # close-delimited
+            close = True
+        else:
+            parts.append(b"transfer-encoding: chunked\r\n")
+            conn.body_mode = BODY_CHUNKED
+        if close:
+            parts.append(b"connection: close\r\n\r\n")
+        elif self.http10:
+            parts.append(b"connection: keep-alive\r\n\r\n")
+        else:
+            parts.append(CRLF)
+        self.close_client = close
+        return True
+
+    def response_complete(self, conn: UpstreamConnection, status: int, reusable: bool) -> None:
+        ep = conn.endpoint
+        ep.end_request(Outcome.HTTP_5XX if status >= 500 else Outcome.OK, perf_counter() - self.try_t0)
+        conn.ex = None
+        self.upstream = None
+        if reusable and self.request_done:
+            conn.release()
+        else:
+            conn.close()
+        self.finish(status, ep.key)
+        self.client.exchange_done(self, self.close_client or not self.request_done)
+
+    def response_aborted(self, conn: UpstreamConnection) -> None:
+        """The upstream went away mid-response: the client can only be told by closing."""
+        conn.endpoint.end_request(Outcome.RESET, perf_counter() - self.try_t0)
+        self.upstream = None
+        self.p.stats.error("upstream_reset_mid_response")
+        self.finish(502, conn.endpoint.key)
+        self.client.abort()
+
+    # -- failures and retries -----------------------------------------------------------------------
+
+    def on_timeout(self) -> None:
+        self.timer = None
+        if self.done:
+            return
+        reason = "deadline_exceeded" if self.p.loop.time() >= self.deadline - 0.001 else "upstream_timeout"
+        self.try_failed(Outcome.TIMEOUT, reason, never_reached=False)
+
+    def upstream_lost(self, conn: UpstreamConnection) -> None:
+        if self.responded:
+            self.response_aborted(conn)
+        else:
+            self.try_failed(Outcome.RESET, "upstream_reset", never_reached=False)
+
+    def _can_retry(self, never_reached: bool) -> bool:
+        p = self.p
+        if self.responded or self.done or self.upgrading or self.tries > p.config.retries:
+            return False
+        if self.body_sent and not self.replayable:
+            return False
+        if p.loop.time() >= self.deadline:
+            return False
+        if never_reached:
+            # Connect failures put no load on the upstream, so they do not spend the retry budget.
+            return p.retry_connect
+        return self.idempotent and bool(p.cluster.retry_budget.can_retry())
+
+    def try_failed(self, outcome: Outcome, reason: str, *, never_reached: bool) -> None:
+        """This try is over without a usable response: retry if safe, else answer with the reason."""
+        p = self.p
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        conn = self.upstream
+        if conn is not None:
+            self.upstream = None
+            conn.ex = None
+            conn.close()
+            if self.client.paused & PAUSE_UPSTREAM:
+                self.client.resume(PAUSE_UPSTREAM)
+        ep = self.endpoint
+        if ep is not None:
+            ep.end_request(outcome, perf_counter() - self.try_t0)
+            self.tried.append(ep)
+            self.endpoint = None
+        kind = {
+            Outcome.CONNECT_FAILURE: "connect-failure",
+            Outcome.RESET: "reset",
+            Outcome.HTTP_5XX: "5xx",
+            Outcome.TIMEOUT: "timeout",
+        }.get(outcome, "")
+        if reason != "deadline_exceeded" and (
+            (never_reached and self._can_retry(True))
+            or (not never_reached and kind in p.retry_on and self._can_retry(False))
+        ):
+            p.stats.retry(reason)
+            if self.body_sent:
+                return self.fail(502, reason)  # cannot happen when replayable; kept as a guard
+            backoff = self._backoff()
+            if backoff > 0:
+                p.loop.call_at(min(p.loop.time() + backoff, self.deadline), self.attempt)
+            else:
+                self.attempt()
+            return
+        status = 504 if outcome is Outcome.TIMEOUT else 502
+        if outcome is Outcome.HTTP_5XX:
+            reason = "upstream_5xx"
+        self.fail(status, reason)
+
+    def _backoff(self) -> float:
+        cfg = self.p.config
+        if cfg.retry_backoff_base_secs <= 0:
+            return 0.0
+        cap = min(cfg.retry_backoff_max_secs, cfg.retry_backoff_base_secs * (2 ** (len(self.tried) - 1)))
+        return random.uniform(0, cap)
+
+    def fail(self, status: int, reason: str) -> None:
+        """Answer with a response made here, naming `reason` in `x-ambassador-reason`."""
+        if self.done:
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.responded:
+            self.finish(status, "")
+            self.client.abort()
+            return
+        client = self.client
+        close = not self.keep_alive or not self.request_done or self.p.draining or client.fatal is not None
+        self.p.stats.error(reason)
+        if not client.closed:
+            client.transport.write(
+                local_response(status, reason, close=close, request_id=self.rid, id_header=self.p.id_header)
+            )
+        self.finish(status, "", reason)
+        client.exchange_done(self, close)
+
+    def client_failed(self) -> None:
+        """The client's byte stream broke mid-request: stop this exchange without a response."""
+        self.abandon()
+        if self.client.queue and self.client.queue[0] is self:
+            self.client.queue.popleft()
+
+    def abandon(self) -> None:
+        """The client is gone: release everything this exchange holds."""
+        if self.done:
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        conn = self.upstream
+        if conn is not None:
+            self.upstream = None
+            conn.ex = None
+            conn.close()
+        if self.endpoint is not None and self.started:
+            self.endpoint.end_request(Outcome.LOCAL_ERROR, perf_counter() - self.try_t0)
+            self.endpoint = None
+        self.p.stats.error("client_closed")
+        self.finish(499, "", "client_closed")
+
+    def finish(self, status: int, endpoint: str, reason: str = "") -> None:
+        if self.done:
+            return
+        self.done = True
+        p = self.p
+        if self.holds_pending:
+            self.holds_pending = False
+            p.cluster.breaker.release_request()
+        elapsed = perf_counter() - self.t0
+        p.stats.request(endpoint, status, elapsed)
+        log = p.access_log
+        if log.enabled and (log.all or reason):
+            log.request(self, status, endpoint, reason, elapsed)
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One keep-alive connection to an endpoint: parses responses and streams them to the client."""
+
+    def __init__(self, proxy: HttpProxy, endpoint: Endpoint) -> None:
+        self.p = proxy
+        self.endpoint = endpoint
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.parser = HttpResponseParser(self)
+        self.ex: Exchange | None = None
+        self.uses = 0
+        self.idle_since = 0.0
+        self.in_pool = False
+        self.closed = False
+        self.in_head = False
+        self.hparts: list[bytes] = []
+        self.clen: bytes | None = None
+        self.chunked_in = False
+        self.upgrade: bytes | None = None
+        self.tokens: list[bytes] = []
+        self.reason = b""
+        self.status = 0
+        self.informational = False
+        self.discard = False
+        self.head_only = False  # a response to HEAD: llhttp would wait for a body that never comes
+        self.body_mode = BODY_NONE
+        self.out: list[bytes] = []
+        self.tunnel: ClientConnection | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.p.stats.upstream_opened(self.endpoint.key)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.p.stats.upstream_closed(self.endpoint.key)
+        self.p.cluster.breaker.release_connection()
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
+            return
+        ex = self.ex
+        if ex is None:
+            if self.in_pool:
+                self.p.pool.discard(self)
+            return
+        self.ex = None
+        if ex.responded and self.body_mode and self.clen is None and not self.chunked_in and exc is None:
+            # A close-delimited body ends here: that is its normal end.
+            self._flush(ex)
+            if self.body_mode == BODY_CHUNKED:
+                ex.client.transport.write(LAST_CHUNK)
+            ex.response_complete(self, self.status, reusable=False)
+            return
+        ex.upstream_lost(self)
+
+    def eof_received(self) -> bool:
+        if self.tunnel is not None:
+            if self.tunnel.transport.can_write_eof():
+                self.tunnel.transport.write_eof()
+            return True
+        return False  # close our side too; connection_lost does the bookkeeping
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.transport.write(data)
+            self.tunnel.last_active = self.p.clock
+            return
+        ex = self.ex
+        if ex is None:
+            self.close()  # bytes on an idle connection: the stream is out of step, drop it
+            return
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade as exc:
+            self._flush(ex)
+            self.ex = None
+            self._become_tunnel(ex, data[exc.args[0] :])
+            return
+        except HttpParserError:
+            if self.ex is ex:
+                self.ex = None
+                self.out = []
+                if ex.responded:
+                    ex.response_aborted(self)
+                else:
+                    ex.try_failed(Outcome.RESET, "upstream_protocol_error", never_reached=False)
+                self.close()
+            return
+        if self.ex is ex:
+            if self.head_only:
+                self.head_only = False
+                self.parser = HttpResponseParser(self)
+                self._flush(ex)
+                self.ex = None
+                ex.response_complete(self, self.status, reusable=True)
+                return
+            if self.out:
+                self._flush(ex)
+            ex.client.last_active = self.p.clock
+
+    def _flush(self, ex: Exchange) -> None:
+        out = self.out
+        if out:
+            self.out = []
+            if len(out) == 1:
+                ex.client.transport.write(out[0])
+            else:
+                ex.client.transport.writelines(out)
+
+    def _become_tunnel(self, ex: Exchange, rest: bytes) -> None:
+        client = ex.client
+        ex.endpoint = None
+        self.endpoint.end_request(Outcome.OK, perf_counter() - ex.try_t0)
+        ex.upstream = None
+        ex.finish(101, self.endpoint.key)
+        if client.queue and client.queue[0] is ex:
+            client.queue.popleft()
+        self.tunnel = client
+        if rest:
+            client.transport.write(rest)
+        client.start_tunnel(self)
+
+    # -- parser callbacks -----------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.in_head = True
+        self.hparts = []
+        self.clen = None
+        self.chunked_in = False
+        self.upgrade = None
+        self.tokens = []
+        self.informational = False
+
+    def on_status(self, status: bytes) -> None:
+        self.reason = status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.in_head:
+            return
+        lname = name.lower()
+        if lname in _RESP_SPECIAL:
+            if lname == b"content-length":
+                self.clen = value
+            elif lname == b"transfer-encoding":
+                self.chunked_in = True
+            elif lname == b"connection":
+                self.tokens = connection_tokens(value)
+            elif lname == b"upgrade":
+                self.upgrade = value
+        elif lname[:6] != b"proxy-":
+            self.hparts += (name, b": ", value, CRLF)
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        ex = self.ex
+        if ex is None:
+            return
+        code = self.status = self.parser.get_status_code()
+        if 100 <= code < 200 and code != 101:
+            self.informational = True  # 100 Continue was answered by us already; 103 hints are dropped
+            return
+        parts = self.hparts
+        if self.tokens and any(t not in (b"keep-alive", b"close", b"upgrade") for t in self.tokens):
+            parts = _drop_listed(parts, self.tokens)
+        parts.insert(0, status_line(code, self.reason))
+        if not ex.response_head(self, code, parts, self.clen, self.chunked_in, self.upgrade):
+            self.discard = True
+            return
+        self.out.append(b"".join(parts))
+        if ex.method == b"HEAD":
+            self.head_only = True
+
+    def on_body(self, body: bytes) -> None:
+        if self.discard or self.ex is None:
+            return
+        if self.body_mode == BODY_CHUNKED:
+            self.out += (b"%x\r\n" % len(body), body, CRLF)
+        else:
+            self.out.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.informational:
+            self.informational = False
+            return
+        ex = self.ex
+        if ex is None or self.discard or self.head_only:
+            return
+        if self.status == 101 and ex.upgrading:
+            return  # HttpParserUpgrade follows: the tunnel takes over
+        if self.body_mode == BODY_CHUNKED:
+            self.out.append(LAST_CHUNK)
+        self._flush(ex)
+        self.ex = None
+        ex.response_complete(self, self.status, self.parser.should_keep_alive())
+
+    # -- flow control and the pool ------------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        client = self.tunnel or (self.ex.client if self.ex is not None else None)
+        if client is not None:
+            client.pause(PAUSE_UPSTREAM)
+
+    def resume_writing(self) -> None:
+        client = self.tunnel or (self.ex.client if self.ex is not None else None)
+        if client is not None:
+            client.resume(PAUSE_UPSTREAM)
+
+    def usable(self) -> bool:
+        return not self.closed and not self.discard and not self.transport.is_closing()
+
+    def release(self) -> None:
+        """Back to the pool; reading resumes so a close by the server is noticed while idle."""
+        self.discard = False
+        self.transport.resume_reading()
+        self.p.pool.put(self, self.p.clock)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+
+__all__ = ["ClientConnection", "Exchange", "HttpProxy", "UpstreamConnection"]

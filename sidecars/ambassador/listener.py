@@ -1,0 +1,105 @@
+"""One listener: its cluster, its proxy (HTTP or TCP) and its listening socket, started and drained together.
+
+Order matters for readiness: the cluster starts first (discovery loaded, first health check done), the
+socket is bound after, so a connection the app makes once we report ready always finds endpoints.
+On drain the socket closes (no new connections), the proxy finishes what is in flight and answers
+`Connection: close`; `stop()` then cuts what is left and stops the cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from sidecars.ambassador.access_log import AccessLog
+from sidecars.ambassador.cluster import Cluster
+from sidecars.ambassador.http_proxy import HttpProxy
+from sidecars.ambassador.settings import ListenerConfig
+from sidecars.ambassador.stats import ListenerStats, StatsCollector
+from sidecars.ambassador.tcp_proxy import TcpProxy
+
+BACKLOG = 1024
+
+
+class Listener:
+    def __init__(
+        self, config: ListenerConfig, registry: CollectorRegistry, collector: StatsCollector, log: Any
+    ) -> None:
+        self.config = config
+        self.log = log.bind(listener=config.name)
+        self.stats = ListenerStats(config.name, config.name)
+        self.cluster = Cluster(config.name, config.cluster, registry, self.log)
+        self._collector = collector
+        self.proxy: HttpProxy | TcpProxy | None = None
+        self.server: asyncio.Server | None = None
+        self.port = config.port
+        self._cluster_started = False
+
+    @property
+    def bound(self) -> bool:
+        return self.server is not None
+
+    async def start(self) -> None:
+        """Start the cluster, then bind; safe to call again after a restart of `run`."""
+        if not self._cluster_started:
+            await self.cluster.start()
+            self._cluster_started = True
+        if self.server is not None:
+            return
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        if cfg.mode == "http":
+            access = AccessLog(self.log, cfg.name, cfg.access_log, cfg.access_log_sample_percent)
+            proxy: HttpProxy | TcpProxy = HttpProxy(cfg, self.cluster, self.stats, access, loop)
+            self.cluster.on_removed(proxy.on_endpoint_removed)  # type: ignore[union-attr]
+        else:
+            proxy = TcpProxy(cfg, self.cluster, self.stats, loop)
+        self.proxy = proxy
+        try:
+            self.server = await loop.create_server(
+                proxy, cfg.host, cfg.port, backlog=BACKLOG, reuse_address=True, family=_family(cfg.host)
+            )
+        except OSError as exc:
+            raise OSError(exc.errno, f"listener {cfg.name}: cannot bind {cfg.host}:{cfg.port}: {exc.strerror}") from exc
+        self.port = self.server.sockets[0].getsockname()[1]
+        self._collector.add(self.stats)
+        self.log.info("listening", host=cfg.host, port=self.port, mode=cfg.mode, endpoints=len(self.cluster.endpoints))
+
+    def sweep(self) -> None:
+        if self.proxy is not None:
+            self.proxy.sweep()
+
+    def active_connections(self) -> int:
+        proxy = self.proxy
+        if isinstance(proxy, HttpProxy):
+            return len(proxy.clients)
+        if isinstance(proxy, TcpProxy):
+            return len(proxy.sessions)
+        return 0
+
+    def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        if self.proxy is not None:
+            self.proxy.start_drain()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        if self.proxy is not None:
+            self.proxy.close_all()
+        if self.server is not None:
+            # Servers' wait_closed() waits for connections on some Pythons; they are aborted above.
+            await asyncio.sleep(0)
+            self.server = None
+        self._collector.remove(self.stats)
+        if self._cluster_started:
+            await self.cluster.stop()
+            self._cluster_started = False
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_UNSPEC

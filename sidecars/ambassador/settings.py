@@ -1,0 +1,178 @@
+"""The ambassador's settings: one or more listeners, each with its upstream cluster and its timeouts.
+
+Listeners are a list (YAML in the config file, JSON in `AMBASSADOR_LISTENERS` or `--listeners`). The
+common case of one HTTP listener needs no list: `--listen-port 7001 --upstreams a:80,b:80`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sidecars.ambassador.cluster_config import ClusterConfig
+from sidecars.core.settings import SidecarSettings
+
+RetryOn = Literal["connect-failure", "reset", "5xx", "timeout"]
+
+
+class ListenerConfig(BaseModel):
+    """One local port the app connects to, and how its traffic reaches the upstream cluster."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Name used in metrics and logs.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Address to bind. The default, loopback, lets only containers of the Pod connect: "
+        "the ambassador speaks for the app, nobody else should reach it.",
+    )
+    port: int = Field(..., ge=0, le=65535, description="Port to bind; 0 picks a free one (tests).")
+    mode: Literal["http", "tcp"] = Field(
+        "http", description="http: HTTP/1.1 aware (retries, per-request balancing); tcp: opaque byte streams."
+    )
+    cluster: ClusterConfig = Field(..., description="The upstream cluster behind this listener.")
+    connect_timeout_secs: float = Field(1.0, gt=0, description="Time to establish one upstream connection.")
+    per_try_timeout_secs: float = Field(
+        10.0, gt=0, description="Time one try may take until the response head arrives (then the body streams)."
+    )
+    overall_timeout_secs: float = Field(
+        15.0,
+        gt=0,
+        description="Deadline of the whole request until its response head: every try, connect and backoff "
+        "included. Answered 504 deadline_exceeded when reached.",
+    )
+    idle_timeout_secs: float = Field(
+        4.0,
+        gt=0,
+        description="A pooled upstream connection unused this long is closed. Keep it below the upstream "
+        "server's keep-alive timeout (nginx 75 s, Node.js 5 s, uvicorn 5 s, gunicorn 2 s) so the "
+        "server never closes a connection the proxy is about to reuse. In tcp mode: a session with no "
+        "bytes either way this long is closed.",
+    )
+    stream_idle_timeout_secs: float = Field(
+        300.0,
+        gt=0,
+        description="An in-flight request or response body (or upgraded connection) with no bytes either "
+        "way this long is aborted.",
+    )
+    client_idle_timeout_secs: float = Field(
+        60.0, gt=0, description="An idle keep-alive client connection is closed after this long."
+    )
+    request_header_timeout_secs: float = Field(
+        10.0, gt=0, description="A client must send a complete request head within this (slow-loris guard): 408."
+    )
+    retries: int = Field(2, ge=0, le=10, description="Retries after the first try (so at most retries + 1 tries).")
+    retry_on: list[RetryOn] = Field(
+        ["connect-failure", "reset", "5xx", "timeout"],
+        description="Failures that are retried. reset, 5xx and timeout only for idempotent methods (GET, "
+        "HEAD, OPTIONS, TRACE, PUT, DELETE) and within the cluster's retry budget; connect-failure for any "
+        "method, since the request never reached the upstream.",
+    )
+    retry_backoff_base_secs: float = Field(
+        0.025, ge=0, description="Backoff before the first retry; doubles per retry, fully jittered."
+    )
+    retry_backoff_max_secs: float = Field(0.25, ge=0, description="Cap of one backoff.")
+    max_header_bytes: int = Field(
+        32768, ge=1024, description="Largest request head (request line and headers); larger: 431."
+    )
+    max_retry_body_bytes: int = Field(
+        65536,
+        ge=0,
+        description="Request bodies up to this size are kept so the request can be retried; a larger body "
+        "is streamed and the request is not retried once its body started.",
+    )
+    request_id_header: str = Field(
+        "x-request-id", description='Header carrying a request id, added when missing; "" disables.'
+    )
+    forwarded: Literal["none", "x-forwarded-for", "forwarded"] = Field(
+        "none",
+        description="Add the client address as X-Forwarded-For or Forwarded (RFC 7239). The client is "
+        "the app on localhost, so this is off by default.",
+    )
+    host_rewrite: str | None = Field(
+        None, description="Replace the Host header with this (an upstream that routes by virtual host)."
+    )
+    max_idle_per_endpoint: int = Field(64, ge=0, description="Idle keep-alive connections kept per endpoint.")
+    hash_header: str | None = Field(
+        None, description="With the hash balancer: the request header whose value is the hash key."
+    )
+    access_log: Literal["off", "errors", "all"] = Field(
+        "errors",
+        description="Access log lines: off; errors (requests the proxy failed, at most 10 lines a second); "
+        "all (one line per request, sampled by access_log_sample_percent).",
+    )
+    access_log_sample_percent: float = Field(
+        100.0, gt=0, le=100, description='Share of requests logged when access_log is "all".'
+    )
+
+    @field_validator("request_id_header", "hash_header")
+    @classmethod
+    def _header_name(cls, value: str | None) -> str | None:
+        if value and not all(c.isalnum() or c in "-_" for c in value):
+            raise ValueError(f"{value!r} is not a header name")
+        return value.lower() if value else value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ListenerConfig:
+        if self.per_try_timeout_secs > self.overall_timeout_secs:
+            raise ValueError("per_try_timeout_secs must not exceed overall_timeout_secs")
+        if self.retry_backoff_base_secs > self.retry_backoff_max_secs:
+            raise ValueError("retry_backoff_base_secs must not exceed retry_backoff_max_secs")
+        return self
+
+
+class AmbassadorSettings(SidecarSettings):
+    """The ambassador: listeners on localhost, each hiding an upstream cluster."""
+
+    env_prefix = "AMBASSADOR_"
+
+    admin_port: int = Field(9802, ge=0, le=65535, description="Port of the admin server; 0 picks a free one.")
+    listeners: list[ListenerConfig] = Field(
+        [], description="Listeners (YAML list in the config file, JSON in the env var or flag)."
+    )
+    listen_port: int | None = Field(
+        None, ge=0, le=65535, description="Shorthand for one listener named 'default' on this port."
+    )
+    listen_mode: Literal["http", "tcp"] = Field("http", description="Mode of the shorthand listener.")
+    upstreams: list[str] = Field(
+        [], description='Endpoints ("host:port", comma-separated) of the shorthand listener\'s cluster.'
+    )
+    upstreams_dns: str | None = Field(
+        None, description='"name:port" of a headless Service resolving to the shorthand listener\'s endpoints.'
+    )
+
+    @field_validator("upstreams", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("listeners", mode="before")
+    @classmethod
+    def _json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            import json
+
+            return json.loads(value) if value.strip() else []
+        return value
+
+    @model_validator(mode="after")
+    def _resolve(self) -> AmbassadorSettings:
+        if self.listen_port is None and (self.upstreams or self.upstreams_dns):
+            raise ValueError("upstreams/upstreams_dns need listen_port")
+        if self.listen_port is not None and not (self.upstreams or self.upstreams_dns):
+            raise ValueError("listen_port needs upstreams or upstreams_dns")
+        names = [listener.name for listener in self.all_listeners()]
+        if len(set(names)) != len(names):
+            raise ValueError(f"listener names must be unique: {names}")
+        return self
+
+    def all_listeners(self) -> list[ListenerConfig]:
+        """`listeners` plus the shorthand one, if set."""
+        out = list(self.listeners)
+        if self.listen_port is not None and (self.upstreams or self.upstreams_dns):
+            cluster = ClusterConfig(endpoints=self.upstreams, dns=self.upstreams_dns)
+            out.append(ListenerConfig(name="default", port=self.listen_port, mode=self.listen_mode, cluster=cluster))
+        return out

@@ -1,0 +1,129 @@
+"""The ambassador's Prometheus series, counted in plain ints on the hot path and exported on scrape.
+
+`prometheus_client` children take a lock and a label lookup per `inc()`; at tens of thousands of
+requests a second that is a measurable share of the budget. Each listener therefore keeps its own
+counters in dicts and arrays, and one collector turns them into metric families when /metrics is read.
+Labels are bounded: listener and cluster names come from config, endpoints from discovery, status
+classes and reasons from fixed vocabularies.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+class ListenerStats:
+    """Counters of one listener and its cluster; every method is O(1) and allocation-free when warm."""
+
+    def __init__(self, listener: str, cluster: str) -> None:
+        self.listener = listener
+        self.cluster = cluster
+        # (endpoint key, status class index) -> count; endpoint "" for answers the proxy made itself.
+        self.requests: dict[tuple[str, int], int] = {}
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.retries: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
+        self.client_connections = 0
+        self.upstream_connections: dict[str, int] = {}
+        self.bytes_in = 0  # TCP mode: client -> upstream
+        self.bytes_out = 0  # TCP mode: upstream -> client
+        self.tcp_sessions = 0
+
+    def request(self, endpoint: str, status: int, latency_s: float) -> None:
+        key = (endpoint, status // 100 - 1)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        self.buckets[bisect.bisect_left(LATENCY_BUCKETS, latency_s)] += 1
+        self.latency_sum += latency_s
+
+    def retry(self, reason: str) -> None:
+        self.retries[reason] = self.retries.get(reason, 0) + 1
+
+    def error(self, reason: str) -> None:
+        self.errors[reason] = self.errors.get(reason, 0) + 1
+
+    def upstream_opened(self, endpoint: str) -> None:
+        self.upstream_connections[endpoint] = self.upstream_connections.get(endpoint, 0) + 1
+
+    def upstream_closed(self, endpoint: str) -> None:
+        left = self.upstream_connections.get(endpoint, 0) - 1
+        if left > 0:
+            self.upstream_connections[endpoint] = left
+        else:
+            self.upstream_connections.pop(endpoint, None)
+
+
+class StatsCollector(Collector):
+    """Exports every registered listener's counters as `ambassador_*` families."""
+
+    def __init__(self) -> None:
+        self.listeners: list[ListenerStats] = []
+
+    def add(self, stats: ListenerStats) -> None:
+        self.listeners.append(stats)
+
+    def remove(self, stats: ListenerStats) -> None:
+        if stats in self.listeners:
+            self.listeners.remove(stats)
+
+    def collect(self) -> Iterator[Metric]:
+        lc = ["listener", "cluster"]
+        requests = CounterMetricFamily(
+            "ambassador_requests",
+            "Requests answered, by endpoint (empty: answered by the proxy) and status class.",
+            labels=[*lc, "endpoint", "code_class"],
+        )
+        latency = HistogramMetricFamily(
+            "ambassador_request_duration_seconds",
+            "Time from a request's head being read to its response being written, all tries included.",
+            labels=lc,
+        )
+        retries = CounterMetricFamily(
+            "ambassador_retries", "Retries by the reason of the failed try.", labels=[*lc, "reason"]
+        )
+        errors = CounterMetricFamily(
+            "ambassador_errors", "Failures answered or seen by the proxy, by reason.", labels=[*lc, "reason"]
+        )
+        clients = GaugeMetricFamily("ambassador_client_connections", "Open client connections.", labels=lc)
+        upstreams = GaugeMetricFamily(
+            "ambassador_upstream_connections", "Open upstream connections (busy and pooled).", labels=[*lc, "endpoint"]
+        )
+        tcp_bytes = CounterMetricFamily(
+            "ambassador_tcp_bytes", "Bytes spliced in TCP mode, by direction.", labels=[*lc, "direction"]
+        )
+        tcp_sessions = CounterMetricFamily("ambassador_tcp_sessions", "TCP sessions accepted.", labels=lc)
+        for s in list(self.listeners):
+            base = [s.listener, s.cluster]
+            for (endpoint, cls), n in list(s.requests.items()):
+                requests.add_metric([*base, endpoint, STATUS_CLASSES[cls] if 0 <= cls < 5 else "other"], n)
+            cumulative, acc = [], 0
+            for bound, n in zip((*LATENCY_BUCKETS, float("inf")), s.buckets, strict=True):
+                acc += n
+                cumulative.append(("+Inf" if bound == float("inf") else repr(bound), acc))
+            latency.add_metric(base, cumulative, s.latency_sum)
+            for reason, n in list(s.retries.items()):
+                retries.add_metric([*base, reason], n)
+            for reason, n in list(s.errors.items()):
+                errors.add_metric([*base, reason], n)
+            clients.add_metric(base, s.client_connections)
+            for endpoint, n in list(s.upstream_connections.items()):
+                upstreams.add_metric([*base, endpoint], n)
+            tcp_bytes.add_metric([*base, "upstream"], s.bytes_in)
+            tcp_bytes.add_metric([*base, "client"], s.bytes_out)
+            tcp_sessions.add_metric(base, s.tcp_sessions)
+        yield from (requests, latency, retries, errors, clients, upstreams, tcp_bytes, tcp_sessions)
+
+
+def register(registry: CollectorRegistry) -> StatsCollector:
+    collector = StatsCollector()
+    registry.register(collector)
+    return collector
