@@ -17,8 +17,8 @@ from sidecars.adapter.promql.history import History, Series, is_stale, stale_fre
 from sidecars.adapter.promql.lexer import is_label_name
 from sidecars.adapter.promql.mathops import NAN, format_float, go_div, go_mod, go_pow, kahan_inc
 from sidecars.adapter.promql.nodes import (
-    ARITHMETIC_OPS,
     COMPARISON_OPS,
+    NAME_DROPPING_OPS,
     AggregateExpr,
     BinaryExpr,
     Call,
@@ -242,7 +242,7 @@ class _Evaluator:
         vec: Vector = rhs if swap else lhs  # type: ignore[assignment]
         scalar: float = lhs if swap else rhs  # type: ignore[assignment]
         comparison = op in COMPARISON_OPS
-        drop = op in ARITHMETIC_OPS or return_bool
+        drop = op in NAME_DROPPING_OPS or return_bool
         out: Vector = []
         for s in vec:
             lv, rv = (scalar, s.value) if swap else (s.value, scalar)
@@ -275,7 +275,7 @@ class _Evaluator:
             right[key] = rs
         matched: dict[Labels, set[Labels] | None] = {}
         out: Vector = []
-        drop = op in ARITHMETIC_OPS
+        drop = op in NAME_DROPPING_OPS
         for ls in lhs:
             key = sig(ls.labels)
             one = right.get(key)
