@@ -1,0 +1,70 @@
+"""The Pod runner's translation of a Pod spec into docker arguments (no Docker needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.podrunner import Container, Manifest, Pod, PodError, quantity_bytes, quantity_cpus
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "k8s-examples"
+
+
+def test_quantities() -> None:
+    assert quantity_bytes("96Mi") == 96 * 2**20
+    assert quantity_bytes("1G") == 10**9
+    assert quantity_bytes(512) == 512
+    assert quantity_cpus("250m") == 0.25
+    assert quantity_cpus("2") == 2.0
+    with pytest.raises(PodError):
+        quantity_bytes("12 parsecs")
+
+
+def test_manifest_holds_the_pod_and_its_configmaps() -> None:
+    m = Manifest.load(EXAMPLES / "06-all-three" / "pod.yaml")
+    assert m.pod["metadata"]["name"] == "all-three"
+    assert set(m.configmaps) == {"tailer-config", "ambassador-config", "adapter-config"}
+    assert "rules.yaml" in m.configmaps["adapter-config"]
+
+
+def test_sidecar_container_becomes_restricted_docker_arguments() -> None:
+    pod = Pod(Manifest.load(EXAMPLES / "06-all-three" / "pod.yaml"), suffix="x")
+    pod.infra = "infra-x"
+    pod.volumes = {"tailer-config": "/tmp/cm-tailer", "app-logs": "vol-logs", "tailer-state": "vol-state"}
+    spec = next(c for c in pod.spec["initContainers"] if c["name"] == "tailer")
+    c = Container(spec, "sidecar", docker_name="e2e-all-three-x-tailer")
+    args = pod._docker_args(c)
+    joined = " ".join(args)
+    assert "--network container:infra-x" in joined
+    assert "--user 65532:65532" in joined
+    assert "--read-only" in args
+    assert "--cap-drop ALL" in joined
+    assert "--security-opt no-new-privileges" in joined
+    assert f"--memory {96 * 2**20}" in joined
+    assert "--env POD_NAME=all-three" in joined
+    assert "--env POD_NAMESPACE=default" in joined
+    assert "--env NODE_NAME=e2e-node" in joined
+    assert "--env SIDECAR_CONFIG=/etc/sidecars/tailer.yaml" in joined
+    assert "--volume /tmp/cm-tailer:/etc/sidecars:ro" in joined
+    assert "--volume vol-logs:/var/log/app:ro" in joined  # the tailer only reads the app's logs
+    assert "vol-state:/var/lib/sidecars/tailer" in args  # its checkpoints: writable
+    assert args[-1] == "sidecars/tailer:0.1.0"  # no command: the image's entrypoint runs
+
+
+def test_command_replaces_the_entrypoint_and_args_follow() -> None:
+    pod = Pod(Manifest.load(EXAMPLES / "02-init-artifact" / "pod.yaml"), suffix="x")
+    pod.infra, pod.volumes = "infra-x", {"apps": "vol-apps"}
+    spec = pod.spec["containers"][0]
+    args = pod._docker_args(Container(spec, "app", docker_name="n"))
+    i = args.index("--entrypoint")
+    assert args[i + 1 :] == ["python", "sidecars/demo-app:0.1.0", "/apps/hello.pyz", "--port", "8080"]
+
+
+def test_run_as_root_is_refused_when_run_as_non_root() -> None:
+    m = Manifest.load(EXAMPLES / "01-shared-volume" / "pod.yaml")
+    m.pod["spec"]["containers"][0]["securityContext"]["runAsUser"] = 0
+    pod = Pod(m, suffix="x")
+    pod.infra, pod.volumes = "infra-x", {"html": "vol"}
+    with pytest.raises(PodError, match="runAsNonRoot"):
+        pod._docker_args(Container(m.pod["spec"]["containers"][0], "app", docker_name="n"))
