@@ -1,0 +1,149 @@
+"""Unit tests of the tailer's pure parts: globs, records, multi-line, tracks, checkpoints, backoff,
+framing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sidecars.tailer.checkpoint import CheckpointLockedError, CheckpointStore, Entry, Track
+from sidecars.tailer.delivery import backoff_delay
+from sidecars.tailer.discovery import Matcher, base_dir, compile_glob
+from sidecars.tailer.follower import Counts, Follower, Options
+from sidecars.tailer.identity import Fingerprint
+from sidecars.tailer.records import Grouper, decode_block, parse_json_fields
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "matches"),
+    [
+        ("/var/log/*.log", "/var/log/app.log", True),
+        ("/var/log/*.log", "/var/log/app.log.1", False),  # a rotated sibling
+        ("/var/log/*.log", "/var/log/sub/app.log", False),
+        ("/var/log/**/*.log", "/var/log/app.log", True),
+        ("/var/log/**/*.log", "/var/log/a/b/c/app.log", True),
+        ("/var/log/**", "/var/log/a/b.txt", True),
+        ("/var/log/app-?.log", "/var/log/app-1.log", True),
+        ("/var/log/app-[0-9].log", "/var/log/app-x.log", False),
+        ("/var/log/app-[!0-9].log", "/var/log/app-x.log", True),
+    ],
+)
+def test_globs(pattern: str, path: str, matches: bool) -> None:
+    assert bool(compile_glob(pattern).match(path)) is matches
+
+
+def test_matcher_excludes_and_base_dirs(tmp_path: Path) -> None:
+    m = Matcher([f"{tmp_path}/**/*.log", f"{tmp_path}/a/*.log"], ["*.gz.log", f"{tmp_path}/skip/*"])
+    assert m(f"{tmp_path}/x/app.log")
+    assert not m(f"{tmp_path}/x/app.gz.log")
+    assert not m(f"{tmp_path}/skip/app.log")
+    assert base_dir(f"{tmp_path}/a/*.log") == f"{tmp_path}/a"
+    (tmp_path / "a").mkdir()
+    assert m.base_dirs() == [str(tmp_path)]  # the inner one is covered by the recursive watch
+    assert m.recursive()
+    with pytest.raises(ValueError, match="unclosed"):
+        compile_glob("/var/log/[abc.log")
+
+
+def test_decode_block_replaces_and_counts_invalid_utf8() -> None:
+    assert decode_block(b"a\nb") == (["a", "b"], 0)
+    assert decode_block(b"ok\n\xffbad\n\xc3\xa9") == (["ok", "\ufffdbad", "\u00e9"], 1)
+
+
+def test_parse_json_fields() -> None:
+    fields, bad = parse_json_fields(['{"a": 1}', "text", "{broken", "[1]"])
+    assert fields == [{"a": 1}, {}, {}, {}] and bad == 1
+
+
+def test_grouper_cuts_at_max_lines_and_reports_the_safe_offset() -> None:
+    g = Grouper("pattern", r"START", max_lines=3, max_bytes=1000)
+    lines = ["START a", " 1", " 2", " 3", "START b"]
+    starts = [0, 10, 20, 30, 40]
+    ends = [10, 20, 30, 40, 50]
+    records, done = g.feed(lines, starts, ends)
+    assert records == ["START a\n 1\n 2", " 3"]  # cut after 3 lines; the rest is a record of its own
+    assert g.cut == 1
+    assert done == 40 and g.pending_start == 40
+    assert g.flush() == ("START b", 50)
+
+
+def test_track_commits_only_the_acknowledged_prefix(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    entry = Entry("1:2", Fingerprint.of(b"head"), 0, "/x.log")
+    store.put(entry)
+    t = Track(store, entry)
+    t.handed(1, 100)
+    t.handed(2, 200)
+    t.handed(3, 300)
+    t.acked(2)  # out of order: batch 1 is still in flight
+    assert entry.offset == 0
+    t.acked(1)
+    assert entry.offset == 200
+    t.acked(3)
+    assert entry.offset == 300 and t.idle
+    t.dead = True
+    t.handed(4, 400)
+    t.acked(4)
+    assert entry.offset == 300
+
+
+def test_checkpoint_store_is_atomic_locked_and_rejects_corruption(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path / "cp")
+    store.open()
+    assert not store.existed
+    store.put(Entry("1:2", Fingerprint.of(b"abc"), 42, "/var/log/app.log"))
+    store.write(store.snapshot())
+    assert not (tmp_path / "cp" / "checkpoints.tmp").exists()
+    with pytest.raises(CheckpointLockedError, match="in use by another tailer"):
+        CheckpointStore(tmp_path / "cp").open()
+    store.close()
+    again = CheckpointStore(tmp_path / "cp")
+    again.open()
+    assert again.existed and again.get("1:2") is not None and again.get("1:2").offset == 42  # type: ignore[union-attr]
+    again.entries["1:2"].seen = 0
+    assert again.gc(60, keep=set()) == 1
+    again.close()
+    (tmp_path / "cp" / "checkpoints.json").write_bytes(b"{not json")
+    broken = CheckpointStore(tmp_path / "cp")
+    with pytest.raises(ValueError, match="unreadable"):
+        broken.open()
+    broken.close()
+    assert list((tmp_path / "cp").glob("checkpoints.corrupt-*"))
+
+
+def test_fingerprint_compares_only_the_stored_length() -> None:
+    short = Fingerprint.of(b"2024-05-01 hel")
+    assert short.matches(b"2024-05-01 hello world, much longer now")
+    assert not short.matches(b"2024")
+    assert not short.matches(b"XXXX-05-01 hello")
+
+
+def test_backoff_grows_is_jittered_and_honours_retry_after() -> None:
+    delays = [backoff_delay(a, 0.5, 30) for a in range(12)]
+    assert all(0.25 <= d <= 30 for d in delays)
+    assert max(backoff_delay(8, 0.5, 30) for _ in range(50)) > 2
+    assert backoff_delay(0, 0.5, 30, retry_after=7) >= 7
+    assert backoff_delay(0, 0.5, 30, retry_after=10_000) == 300  # a floor, but capped
+
+
+async def test_follower_frames_within_the_room_given(tmp_path: Path) -> None:
+    path = tmp_path / "f.log"
+    path.write_bytes(b"".join(b"line %03d\n" % i for i in range(100)) + b"partial")
+    fd = os.open(path, os.O_RDONLY)
+    store = CheckpointStore(tmp_path)
+    entry = Entry("k", Fingerprint.of(b""), 0, str(path))
+    f = Follower(str(path), fd, os.fstat(fd), entry.fingerprint, Track(store, entry), 0, {}, Options(), Counts())
+    try:
+        assert await f.fill()
+        first = f.frame(room_lines=10, room_bytes=10_000)
+        assert first is not None and first.lines == [f"line {i:03d}" for i in range(10)] and first.end == 90
+        second = f.frame(room_lines=1000, room_bytes=45)  # 45 bytes: 5 lines of 9
+        assert second is not None and len(second.lines) == 5 and second.end == 135
+        rest = f.frame(1000, 1_000_000)
+        assert rest is not None and rest.lines[-1] == "line 099" and rest.end == 900
+        assert f.frame(1000, 1_000_000) is None  # "partial" waits for its newline
+        assert f.flush_partial(0.0, force=True) is not None
+    finally:
+        f.close()
