@@ -209,5 +209,8 @@ def _secret(value: SecretStr | None, path: Path | None) -> str | None:
     if value is not None:
         return value.get_secret_value()
     if path is not None:
-        return path.read_text().strip()
+        try:
+            return path.read_text().strip()
+        except OSError as e:
+            raise ValueError(f"cannot read the secret file {path}: {e.strerror}") from e
     return None

@@ -33,6 +33,14 @@ DEFAULT_ATTRIBUTE_NAMES = {
 }
 
 
+# A JSON line's level field, as the common loggers name it, and OpenTelemetry's severity numbers.
+_LEVEL_KEYS = ("level", "severity", "lvl", "log.level", "levelname")
+SEVERITY_NUMBERS = {
+    "trace": 1, "debug": 5, "info": 9, "information": 9, "notice": 10, "warn": 13, "warning": 13,
+    "error": 17, "err": 17, "critical": 21, "crit": 21, "fatal": 21, "panic": 21, "alert": 22, "emerg": 23,
+}  # fmt: skip
+
+
 class OtlpSettings(HttpSinkSettings):
     url: str = Field(description="The collector's logs endpoint, e.g. http://otel-collector:4318/v1/logs.")
     attribute_names: dict[str, str] = Field(
@@ -101,15 +109,18 @@ class OtlpSink(HttpSink[OtlpSettings]):
                 )
                 continue
             for line, ts, fields in zip(s.lines, s.timestamps_ns, s.fields, strict=True):
-                body = any_value(fields) if fields else {"stringValue": line}
-                records.append(
-                    {
-                        "timeUnixNano": str(ts),
-                        "observedTimeUnixNano": str(ts),
-                        "body": body,
-                        "attributes": attrs,
-                    }
-                )
+                record: dict[str, Any] = {"timeUnixNano": str(ts), "observedTimeUnixNano": str(ts), "attributes": attrs}
+                if fields:
+                    record["body"] = any_value(fields)
+                    level = next((fields[k] for k in _LEVEL_KEYS if isinstance(fields.get(k), str)), None)
+                    if level is not None:
+                        record["severityText"] = level
+                        number = SEVERITY_NUMBERS.get(level.lower())
+                        if number:
+                            record["severityNumber"] = number
+                else:
+                    record["body"] = {"stringValue": line}
+                records.append(record)
         resource_logs = [
             {
                 "resource": {"attributes": [{"key": k, "value": {"stringValue": v}} for k, v in resource]},

@@ -228,3 +228,10 @@ async def test_https_verifies_the_server_with_the_given_ca(start_receiver, log, 
         await sink.send(make_batch(("/l/a.log", ["over tls"])))
         await sink.close()
     assert [d["message"] for docs in rx.parsed for d in docs] == ["over tls", "over tls"]
+
+
+async def test_missing_secret_file_is_a_clear_error_at_open(log, registry, tmp_path: Path) -> None:
+    sink = make_sink(log, registry, url="http://127.0.0.1:9/x", bearer_token_file=tmp_path / "absent")
+    with pytest.raises(ValueError, match=r"cannot read the secret file .*absent: No such file"):
+        await sink.open()
+    await sink.close()

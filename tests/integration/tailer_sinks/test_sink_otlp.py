@@ -35,6 +35,8 @@ async def test_resource_attributes_records_and_bodies(start_receiver, log, regis
     assert kv["level"] == {"stringValue": "error"} and kv["n"] == {"intValue": "5"}
     assert kv["ratio"] == {"doubleValue": 0.5}
     assert kv["tags"] == {"arrayValue": {"values": [{"stringValue": "a"}, {"boolValue": True}]}}
+    assert (records[1]["severityText"], records[1]["severityNumber"]) == ("error", 17)
+    assert "severityText" not in records[0]
     assert records[2]["body"] == {"stringValue": "b"}
     assert records[2]["attributes"][0]["value"] == {"stringValue": "/l/b.log"}
 
