@@ -52,6 +52,7 @@ class Counts:
     truncated: int = 0
     skipped_bytes: int = 0
     json_errors: int = 0
+    multiline_cut: int = 0
 
 
 @dataclass(slots=True)
@@ -228,7 +229,9 @@ class Follower:
             starts.append(at)
             at += len(raw) + 1
             ends.append(at)
+        cut_before = self.grouper.cut
         records, _done = self.grouper.feed(lines, starts, ends)
+        self.counts.multiline_cut += self.grouper.cut - cut_before
         pending = self.grouper.pending_start
         return self._chunk(records, end if pending is None else pending, nbytes)
 

@@ -77,6 +77,8 @@ class TailerMetrics:
             self.altered.labels(reason="truncated").inc(counts.truncated - last.truncated)
         if counts.json_errors != last.json_errors:
             self.altered.labels(reason="json_invalid").inc(counts.json_errors - last.json_errors)
+        if counts.multiline_cut != last.multiline_cut:
+            self.altered.labels(reason="multiline_cut").inc(counts.multiline_cut - last.multiline_cut)
         if counts.skipped_bytes != last.skipped_bytes:
             self.dropped_bytes.labels(reason="overlong_line").inc(counts.skipped_bytes - last.skipped_bytes)
         self.absorbed = Counts(**{k: getattr(counts, k) for k in Counts.__slots__})

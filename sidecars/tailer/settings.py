@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from sidecars.core import SidecarSettings
 
@@ -87,9 +87,6 @@ class TailerSettings(SidecarSettings):
         5.0,
         gt=0,
         description="A last line without its newline is sent after this long without growth (and at shutdown).",
-    )
-    encoding_errors: Literal["replace"] = Field(
-        "replace", description="Invalid UTF-8 is replaced with U+FFFD and counted."
     )
     parse_json: bool = Field(
         False, description="Parse lines that are JSON objects; their fields go with the line to the sink."
@@ -197,19 +194,41 @@ class TailerSettings(SidecarSettings):
         for p in self.include:
             if not p.startswith("/"):
                 raise ValueError(f"include pattern {p!r} must be an absolute path")
-        self.sink_settings()  # the chosen sink's own validation, reported as sink_config.<field>
         return self
+
+    @field_validator("sink")
+    @classmethod
+    def _known_sink(cls, name: str) -> str:
+        try:
+            _sink_class(name)
+        except (LookupError, ImportError, TypeError) as exc:
+            raise ValueError(str(exc)) from None
+        return name
+
+    @field_validator("sink_config")
+    @classmethod
+    def _sink_config(cls, config: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        name = info.data.get("sink")
+        if name is not None:  # else the sink itself was invalid, and reported so
+            _validate_sink_config(name, config)
+        return config
 
     def sink_settings(self) -> BaseModel:
         """The chosen sink's settings model built from `sink_config`."""
-        from sidecars.tailer.sinks.base import load_sink
+        return _validate_sink_config(self.sink, self.sink_config)
 
-        try:
-            cls = load_sink(self.sink)
-        except (LookupError, ImportError, TypeError) as exc:
-            raise ValueError(f"sink: {exc}") from None
-        try:
-            return cls.Settings.model_validate(self.sink_config)
-        except ValidationError as exc:
-            problems = "; ".join(f"sink_config.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-            raise ValueError(problems) from None
+
+def _sink_class(name: str) -> Any:
+    from sidecars.tailer.sinks.base import load_sink
+
+    return load_sink(name)
+
+
+def _validate_sink_config(name: str, config: dict[str, Any]) -> BaseModel:
+    """The chosen sink's own validation; each problem named `sink_config.<field>`."""
+    try:
+        model: BaseModel = _sink_class(name).Settings.model_validate(config)
+    except ValidationError as exc:
+        problems = "; ".join(f"sink_config.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ValueError(problems) from None
+    return model

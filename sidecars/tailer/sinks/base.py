@@ -15,6 +15,7 @@ Company sinks subclass `Sink` and register under the entry-point group `sidecars
 from __future__ import annotations
 
 import abc
+import asyncio
 import contextlib
 import time
 import weakref
@@ -162,6 +163,8 @@ class SinkMetrics:
         except PermanentError:
             self._requests["permanent"].inc()
             raise
+        except asyncio.CancelledError:
+            raise  # shutdown, not an outcome of the request
         except BaseException:
             self._requests["error"].inc()
             raise

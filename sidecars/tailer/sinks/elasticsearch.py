@@ -108,10 +108,11 @@ class ElasticsearchSink(HttpSink[ElasticsearchSettings]):
             return SendResult()  # a 200 without a readable body: nothing says any item failed
         if not isinstance(answer, dict) or not answer.get("errors"):
             return SendResult()
-        items = answer.get("items") or []
-        if len(items) != len(batch):
+        items = answer.get("items")
+        if not isinstance(items, list) or len(items) != len(batch):
             # Without one answer per document we cannot tell which failed: send the batch again.
-            raise RetryableError(f"_bulk answered {len(items)} items for {len(batch)} documents")
+            count = len(items) if isinstance(items, list) else 0
+            raise RetryableError(f"_bulk answered {count} items for {len(batch)} documents")
         retry: list[Stream] = []
         rejected: Counter[str] = Counter()
         first_reason = ""
@@ -119,9 +120,13 @@ class ElasticsearchSink(HttpSink[ElasticsearchSettings]):
         for s in batch.streams:
             keep: list[int] = []
             for i in range(len(s.lines)):
-                result: dict[str, Any] = next(iter(items[position].values()), {})
+                item = items[position]
                 position += 1
-                status = int(result.get("status", 200))
+                result = next(iter(item.values()), None) if isinstance(item, dict) else None
+                if not isinstance(result, dict) or not isinstance(result.get("status"), int):
+                    keep.append(i)  # an item we cannot read: sending it again is safe
+                    continue
+                status: int = result["status"]
                 if status < 300:
                     continue
                 if status == 429 or status >= 500:

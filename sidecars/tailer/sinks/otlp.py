@@ -146,7 +146,11 @@ class OtlpSink(HttpSink[OtlpSettings]):
         partial = answer.get("partialSuccess") if isinstance(answer, dict) else None
         if not isinstance(partial, dict):
             return SendResult()
-        rejected = int(partial.get("rejectedLogRecords") or 0)
+        try:
+            rejected = int(partial.get("rejectedLogRecords") or 0)
+        except (TypeError, ValueError):
+            self.warn_limited("otlp_partial_success_unreadable", value=str(partial)[:200])
+            return SendResult()
         if rejected:
             message = str(partial.get("errorMessage") or "")[:300]
             self.warn_limited("otlp_partial_success", rejected=rejected, error=message)
