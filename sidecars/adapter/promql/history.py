@@ -80,7 +80,10 @@ class Series:
 
 
 class History:
-    """Samples of every scraped series for the last `retention_ms`, with Prometheus' staleness handling."""
+    """Samples of every scraped series for the last `retention_ms`, with Prometheus' staleness handling.
+
+    Not thread-safe: append and evaluate from one thread (or hand the whole History between threads).
+    """
 
     def __init__(self, retention_ms: int, lookback_delta_ms: int = 300_000) -> None:
         if retention_ms <= 0:
@@ -141,7 +144,11 @@ class History:
         self._advance(t_ms)
 
     def mark_stale(self, t_ms: int) -> None:
-        """The scrape at `t_ms` failed: every series of the previous scrape becomes stale."""
+        """The scrape at `t_ms` failed: every series of the previous scrape becomes stale.
+
+        To keep a synthetic `up` series as Prometheus does, record the failure instead as a scrape holding
+        only it, `append_scrape(t_ms, [("up", labels, 0.0, None)])`: every other series goes stale the same way.
+        """
         for s in self._last_scrape:
             s.append(t_ms, STALE_NAN)
         self._last_scrape = []

@@ -3,7 +3,8 @@ same pages with the scrape timestamps Prometheus recorded, must answer every que
 
 The target numbers its pages (`scrape_seq`), so the samples of `scrape_seq` in Prometheus tell which page
 each scrape got and when. After the last page the target answers 500: Prometheus marks every series stale,
-and so must History.mark_stale().
+and so must History.mark_stale(), or a scrape that holds only the synthetic `up` series (then `up` is
+compared too). Prometheus adds `job` and `instance` to every series; the test adds them to the pages too.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecars.adapter.promql import History, InstantVector, Scalar, evaluate, parse_expr
+from sidecars.adapter.promql import History, InstantVector, Scalar, evaluate, parse_expr, referenced_metric_names
 
 PROMETHEUS = "/usr/bin/prometheus"
 PAGES = 24  # about 24 s of scrapes at 1 s
@@ -55,6 +56,14 @@ EXPRESSIONS = [
     "absent_over_time(app_temp_celsius[3s])",
     "last_over_time(app_temp_celsius[1m])",
     "sum(app_queue_depth) + scalar(app_temp_celsius)",
+    "topk(1, app_requests_total)",
+    "app_requests_total offset 5s",
+    "max_over_time(rate(app_requests_total[3s])[10s:2s])",
+    'app_requests_total{code="500"} and on(job) app_temp_celsius',
+    "app_temp_celsius or app_queue_depth",
+    'app_requests_total unless on(code) app_requests_total{code=~"2.."}',
+    "up",
+    "count by (job) (up == 1)",
 ]
 
 
@@ -189,6 +198,10 @@ def ours(history: History, expr: str, t_ms: int) -> dict[Any, float] | str:
     return {s.labels: s.value for s in value.samples}
 
 
+def referenced(expr: str) -> frozenset[str]:
+    return referenced_metric_names(parse_expr(expr)) or frozenset()
+
+
 def close(a: float, b: float) -> bool:
     if math.isnan(a) or math.isnan(b):
         return math.isnan(a) and math.isnan(b)
@@ -234,10 +247,18 @@ async def test_engine_agrees_with_prometheus(tmp_path: Path) -> None:
         failures = [t for t, v in ups if v == 0 and t > max(scrape_times.values())]
         assert failures, "Prometheus recorded no failed scrape after the last page"
 
+        # Two ways to record the failed scrapes: mark_stale(), or (as Prometheus itself does, and so that
+        # `up` can be queried) a scrape holding only the synthetic `up` series, which stales all others.
+        up = ("up", (("instance", instance), ("job", "app")))
         history = History(retention_ms=3_600_000)
+        with_up = History(retention_ms=3_600_000)
         for n in sorted(scrape_times):
-            history.append_scrape(scrape_times[n], scraped_samples(page(n), instance))
+            samples = scraped_samples(page(n), instance)
+            history.append_scrape(scrape_times[n], samples)
+            with_up.append_scrape(scrape_times[n], [*samples, (*up, 1.0, None)])
         history.mark_stale(failures[0])
+        for t in failures:
+            with_up.append_scrape(t, [(*up, 0.0, None)])
 
         times = sorted(scrape_times.values())
         eval_times = [
@@ -259,12 +280,14 @@ async def test_engine_agrees_with_prometheus(tmp_path: Path) -> None:
         for expr in EXPRESSIONS:
             for t in eval_times:
                 theirs = await query(session, url, expr, t)
-                mine = ours(history, expr, t)
                 compared += 1
                 non_empty += bool(theirs) and not isinstance(theirs, str)
-                problem = diff(theirs, mine)
-                if problem:
-                    mismatches.append(f"{expr} @ {t} (scrape times {times[0]}..{times[-1]}): {problem}")
+                for kind, h in (("mark_stale", history), ("up", with_up)):
+                    if kind == "mark_stale" and "up" in referenced(expr):
+                        continue
+                    problem = diff(theirs, ours(h, expr, t))
+                    if problem:
+                        mismatches.append(f"[{kind}] {expr} @ {t} (scrapes {times[0]}..{times[-1]}): {problem}")
         assert compared == len(EXPRESSIONS) * len(eval_times)
         assert non_empty >= compared * 0.6, f"only {non_empty} of {compared} queries gave samples"
         assert not mismatches, f"{len(mismatches)} of {compared} differ:\n" + "\n".join(mismatches)
