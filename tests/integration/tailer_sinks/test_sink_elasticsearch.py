@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
@@ -95,3 +96,17 @@ async def test_whole_request_errors_classified(start_receiver, log, registry) ->
 def test_invalid_index_name_rejected() -> None:
     with pytest.raises(ValidationError, match="index"):
         Es.Settings(url="http://es:9200", index="Logs Upper")
+
+
+async def test_unreadable_item_is_sent_again(start_receiver, log, registry) -> None:
+    def odd(rec, parsed):  # type: ignore[no-untyped-def]
+        items = [{"create": {"status": 201}}, {"create": {}}, "garbage"]
+        return 200, {}, orjson.dumps({"errors": True, "items": items})
+
+    rx = await start_receiver(validate_bulk, odd)
+    sink = Es(Es.Settings(url=rx.url), log, registry)
+    await sink.open()
+    result = await sink.send(make_batch(("/l/a.log", ["fine", "unknown-1", "unknown-2"])))
+    await sink.close()
+    assert result.rejected == 0 and result.retry is not None
+    assert result.retry.streams[0].lines == ["unknown-1", "unknown-2"]

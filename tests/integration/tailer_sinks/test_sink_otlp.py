@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import structlog
 
 from sidecars.tailer.sinks import PermanentError, RetryableError, load_sink
 from tests.integration.tailer_sinks.sink_receivers import make_batch, otlp_answer, validate_otlp
@@ -62,3 +63,17 @@ async def test_statuses_follow_the_otlp_spec(start_receiver, log, registry, stat
         await sink.send(make_batch(("/l/a.log", ["a"])))
     await sink.close()
     assert rx.violations == []
+
+
+async def test_unreadable_partial_success_is_an_ack_and_logged(start_receiver, registry) -> None:
+    def odd(rec, parsed):  # type: ignore[no-untyped-def]
+        return 200, {}, b'{"partialSuccess": {"rejectedLogRecords": "many"}}'
+
+    rx = await start_receiver(validate_otlp, odd)
+    with structlog.testing.capture_logs() as logs:
+        sink = make(structlog.get_logger(), registry, rx.url)
+        await sink.open()
+        result = await sink.send(make_batch(("/l/a.log", ["a"])))
+        await sink.close()
+    assert result.rejected == 0
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["otlp_partial_success_unreadable"]
