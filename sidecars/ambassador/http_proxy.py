@@ -162,6 +162,7 @@ class ClientConnection(asyncio.Protocol):
         self.special: list[tuple[bytes, bytes]] = []
         self.in_head = False
         self.head_bytes = 0
+        self.head_pending = 0
         self.head_started = 0.0
         self.last_active = proxy.clock
         self.paused = 0
@@ -206,8 +207,9 @@ class ClientConnection(asyncio.Protocol):
             return
         self.last_active = self.p.clock
         if self.in_head:
-            self.head_bytes += len(data)
-            if self.head_bytes > self.p.max_header_bytes:
+            # llhttp keeps a field that spans reads; this bounds it before any callback sees it.
+            self.head_pending += len(data)
+            if self.head_pending > 2 * self.p.max_header_bytes:
                 self.bad_request(431, "header_too_large")
                 return
         try:
@@ -249,6 +251,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.in_head = True
+        self.head_bytes = 0
         self.url = b""
         self.hparts = []
         self.special = []
@@ -257,10 +260,15 @@ class ClientConnection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        self.head_bytes += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self.in_head:
             return  # a trailer field: dropped with the re-framing
+        self.head_bytes += len(name) + len(value) + 4
+        if self.head_bytes > self.p.max_header_bytes:
+            self.error_status = 431
+            raise _HeadTooLarge
         lname = name.lower()
         if lname in self.p.req_special:
             self.special.append((lname, value))
@@ -274,6 +282,7 @@ class ClientConnection(asyncio.Protocol):
         p = self.p
         self.in_head = False
         self.head_bytes = 0
+        self.head_pending = 0
         self.head_started = 0.0
         parser = self.parser
         method = parser.get_method()
@@ -697,13 +706,7 @@ class Exchange:
             self.try_failed(Outcome.HTTP_5XX, "upstream_5xx", never_reached=False)
             return False
         self.responded = True
-        close = (
-            not self.keep_alive
-            or not self.request_done
-            or self.p.draining
-            or self.client.fatal is not None
-            or (self.upgrading and code != 101)
-        )
+        close = not self.keep_alive or not self.request_done or self.p.draining or (self.upgrading and code != 101)
         if code == 101 and self.upgrading:
             parts += (b"connection: upgrade\r\nupgrade: ", upgrade or b"", CRLF, CRLF)
             conn.body_mode = BODY_NONE
@@ -842,7 +845,7 @@ class Exchange:
             self.client.abort()
             return
         client = self.client
-        close = not self.keep_alive or not self.request_done or self.p.draining or client.fatal is not None
+        close = not self.keep_alive or not self.request_done or self.p.draining
         self.p.stats.error(reason)
         if not client.closed:
             client.transport.write(

@@ -16,6 +16,7 @@ from sidecars.testing import free_port
 
 NGINX_CONF = """
 daemon off;
+user root;
 worker_processes 1;
 pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
