@@ -50,6 +50,9 @@ class SyslogSettings(SinkSettings):
     severity: str = Field("info", description="Severity name: emerg, alert, crit, err, warning, notice, info, debug.")
     hostname: str | None = Field(None, description="HOSTNAME field; unset: this host's name (the Pod name in a Pod).")
     app_name: str = Field("tailer", max_length=48, description="APP-NAME field (1-48 printable ASCII).")
+    app_name_label: str | None = Field(
+        None, description="Label whose value becomes APP-NAME when a file has it (e.g. container); else app_name."
+    )
     procid: str = Field("-", max_length=128, description="PROCID field; - for none.")
     msgid: str = Field("-", max_length=32, description="MSGID field (1-32 printable ASCII); - for none.")
     structured_data_id: str | None = Field(
@@ -119,27 +122,33 @@ class SyslogSink(Sink[SyslogSettings]):
         pri = FACILITIES[settings.facility] * 8 + SEVERITIES[settings.severity]
         hostname = settings.hostname or _header_safe(socket.gethostname()) or "-"
         self._head = f"<{pri}>1 "
-        self._fields = f" {hostname[:255]} {settings.app_name} {settings.procid} {settings.msgid} "
-        self._sd_cache: dict[tuple[tuple[str, str], ...], str] = {}
+        self._hostname = hostname[:255]
+        self._rest_cache: dict[tuple[tuple[str, str], ...], str] = {}
         self._bom = _UTF8_BOM.decode() if settings.utf8_bom else ""
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
 
-    def _sd(self, labels: Mapping[str, str]) -> str:
+    def _rest(self, labels: Mapping[str, str]) -> str:
+        """` HOSTNAME APP-NAME PROCID MSGID SD ` (and the BOM): the same for every line of a file."""
         key = tuple(labels.items())
-        sd = self._sd_cache.get(key)
-        if sd is None:
-            if len(self._sd_cache) > 10_000:
-                self._sd_cache.clear()
-            sd = self._sd_cache[key] = structured_data(self.settings.structured_data_id, labels)
-        return sd
+        rest = self._rest_cache.get(key)
+        if rest is None:
+            s = self.settings
+            if len(self._rest_cache) > 10_000:
+                self._rest_cache.clear()
+            app = s.app_name
+            if s.app_name_label is not None:
+                app = _header_safe(str(labels.get(s.app_name_label, "")))[:48] or app
+            sd = structured_data(s.structured_data_id, labels)
+            rest = self._rest_cache[key] = f" {self._hostname} {app} {s.procid} {s.msgid} {sd} {self._bom}"
+        return rest
 
     def encode(self, batch: Batch) -> bytes:
         """Every line as `LEN SP <PRI>1 TIMESTAMP HOSTNAME APP PROCID MSGID SD MSG`."""
-        head, bom, parts = self._head, self._bom, []
+        head, parts = self._head, []
         for s in batch.streams:
-            rest = self._fields + self._sd(s.labels) + " " + bom
+            rest = self._rest(s.labels)
             last, stamp = -1, ""
             for line, ts in zip(s.lines, s.timestamps_ns, strict=True):
                 if ts != last:  # lines read together share their time: format it once

@@ -52,6 +52,7 @@ async def test_every_line_arrives_with_fields_and_structured_data(tmp_path: Path
     sd = first["_SDATA"]["labels@32473"]
     assert sd == {"pod": 'web-0 "blue"', "odd_value": "back\\slash]", "namespace": "shop", "path": "/var/log/app/a.log"}
     assert got[-1]["_SDATA"]["labels@32473"]["path"] == "/var/log/app/d.log"
+    assert {m["program"] for m in got} == {"shop-api"}
     assert registry.get_sample_value("tailer_sink_requests_total", {"sink": "syslog", "outcome": "ok"}) == 4
 
 
@@ -108,3 +109,16 @@ def test_invalid_header_fields_rejected() -> None:
         Syslog.Settings(app_name="my app", facility="local9", msgid="x" * 33)
     text = str(err.value)
     assert "app_name" in text and "facility" in text and "msgid" in text
+
+
+async def test_app_name_from_a_label(tmp_path: Path, log, registry) -> None:
+    port = free_port()
+    sink = make(log, registry, port, app_name="fallback", app_name_label="container", structured_data_id=None)
+    batch = make_batch(("/l/a.log", ["from web"]), labels={"container": "web server"})
+    batch.streams += make_batch(("/l/b.log", ["no label"])).streams
+    with running(tmp_path / "sng", port) as sng:
+        await sink.open()
+        await sink.send(batch)
+        await sink.close()
+        got = await sng.wait_for(2)
+    assert [(m["program"], m["message"]) for m in got] == [("webserver", "from web"), ("fallback", "no label")]
