@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from sidecars.tailer.sinks import Batch, RetryableError, load_sink
 from sidecars.testing import free_port
-from tests.integration.tailer_sinks.sink_ng import running
 from tests.integration.tailer_sinks.sink_receivers import make_batch, make_cert
+from tests.integration.tailer_sinks.syslog_ng_receiver import running
 
 Syslog = load_sink("syslog")
 

@@ -13,7 +13,6 @@ import pytest
 
 from sidecars.tailer.plugin import Tailer
 from sidecars.testing import free_port, run_sidecar
-from tests.integration.tailer_sinks.sink_ng import running
 from tests.integration.tailer_sinks.sink_receivers import (
     ack_204,
     bulk_answer,
@@ -22,6 +21,7 @@ from tests.integration.tailer_sinks.sink_receivers import (
     validate_loki,
     validate_otlp,
 )
+from tests.integration.tailer_sinks.syslog_ng_receiver import running
 
 FAST: dict[str, Any] = {
     "start_at": "beginning",
