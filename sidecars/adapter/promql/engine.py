@@ -49,7 +49,7 @@ def evaluate(expr: Expr, history: History, t_ms: int, *, default_step_ms: int = 
     """Evaluate `expr` at `t_ms` over `history`, as Prometheus' instant query (and rule evaluation) does."""
     if expr.type is ValueType.MATRIX:
         raise PromQLError("the expression gives a range vector; a rule needs an instant vector or a scalar", expr.pos)
-    result = _Evaluator(history, default_step_ms).eval(expr, t_ms)
+    result = _Evaluator(history, default_step_ms).eval(expr, int(t_ms))
     if isinstance(result, float):
         return Scalar(result)
     if isinstance(result, str):

@@ -37,7 +37,8 @@ def compile_anchored(pattern: str) -> re.Pattern[str]:
     """Compile `pattern` so that `.fullmatch` gives Prometheus' `^(?:pattern)$` semantics."""
     translated = _translate(pattern)
     try:
-        return re.compile(f"(?:{translated})")
+        # RE2's \d, \w, \s and \b are ASCII-only; Python's are Unicode-aware unless told otherwise.
+        return re.compile(f"(?:{translated})", re.ASCII)
     except re.error as exc:
         raise RegexError(f"error parsing regexp: {exc}") from None
 

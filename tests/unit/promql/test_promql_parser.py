@@ -152,7 +152,7 @@ def test_string_literals_and_escapes() -> None:
 
 def test_regex_matchers_are_fully_anchored_re2() -> None:
     history = History(retention_ms=60_000)
-    names = ["api", "api-2", "xapi", "a\nb", "123", "db"]
+    names = ["api", "api-2", "xapi", "a\nb", "123", "db", "\u0663"]  # the last: ARABIC-INDIC DIGIT THREE
     history.append_scrape(1000, [("m", (("job", n),), float(i), None) for i, n in enumerate(names)])
 
     def jobs(text: str) -> set[str]:
@@ -162,7 +162,8 @@ def test_regex_matchers_are_fully_anchored_re2() -> None:
 
     assert jobs('m{job=~"api"}') == {"api"}
     assert jobs('m{job=~"api.*"}') == {"api", "api-2"}
-    assert jobs('m{job!~"api.*"}') == {"xapi", "a\nb", "123", "db"}
+    assert jobs('m{job!~"api.*"}') == {"xapi", "a\nb", "123", "db", "\u0663"}
+    assert jobs('m{job=~"\\\\d+"}') == {"123"}  # \\d is ASCII-only in RE2
     assert jobs('m{job=~"[[:digit:]]+"}') == {"123"}
     assert jobs('m{job=~"a.b"}') == set()  # `.` does not match a newline, as in RE2 by default
     assert jobs('m{job=~"(?i)API"}') == {"api"}

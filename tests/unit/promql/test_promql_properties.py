@@ -3,6 +3,7 @@ and trimming to `required_history_ms` against unbounded retention."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -192,3 +193,100 @@ def test_retention_of_required_history_changes_no_result(rule: str, plan: Plan, 
     assert da.keys() == db.keys()
     for k in da:
         assert same(da[k], db[k]) or math.isclose(da[k], db[k], rel_tol=1e-12)
+
+
+# -- robustness: any text either parses or raises PromQLError; any parsed rule evaluates or raises it -------
+TOKENS = [
+    "m",
+    "n",
+    "rate",
+    "sum",
+    "by",
+    "without",
+    "(",
+    ")",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    ":",
+    "5s",
+    "1m",
+    "offset",
+    "@",
+    "+",
+    "-",
+    "*",
+    "/",
+    "%",
+    "^",
+    "==",
+    "!=",
+    ">",
+    "<",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    '"x"',
+    "'y'",
+    "=",
+    "=~",
+    "!~",
+    'i="0"',
+    "1",
+    "0.5",
+    "NaN",
+    "Inf",
+    "topk",
+    "quantile",
+    "count_values",
+    "histogram_quantile",
+    "absent",
+    "label_replace",
+    "changes",
+    "deriv",
+    "vector",
+    "scalar",
+    "time()",
+    "avg_over_time",
+    "predict_linear",
+    "clamp",
+    "round",
+    "start()",
+    "end()",
+    "le",
+    "__name__",
+    "#",
+    "\n",
+    "`z`",
+    "0x1f",
+    "1e3",
+    ".5",
+    "'\\n'",
+    '"\\x4"',
+]
+
+
+@given(st.lists(st.sampled_from(TOKENS), min_size=1, max_size=14), st.sampled_from(["", " "]))
+@settings(max_examples=1500, deadline=None)
+def test_any_input_parses_or_fails_cleanly(tokens: list[str], sep: str) -> None:
+    from sidecars.adapter.promql import PromQLError
+
+    text = sep.join(tokens)
+    try:
+        expr = parse_expr(text)
+    except PromQLError as exc:
+        assert exc.position is None or 0 <= exc.position <= len(text)
+        str(exc)
+        return
+    history = History(retention_ms=60_000)
+    history.append_scrape(0, [("m", (("i", "0"),), 1.0, None), ("n", (("i", "0"), ("le", "1")), 2.0, None)])
+    history.append_scrape(5000, [("m", (("i", "0"),), 3.0, None), ("m", (("i", "1"),), 0.5, None)])
+    with contextlib.suppress(PromQLError):
+        evaluate(expr, history, 6000)
