@@ -63,7 +63,10 @@ class HttpSinkSettings(SinkSettings):
     def _http_url(cls, value: str) -> str:
         url = URL(value)
         if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {url.with_user(None)}")
+        if url.user is not None or url.password is not None:
+            # Errors and logs name the URL: credentials in it would be printed there.
+            raise ValueError("must not hold credentials; use basic_auth_username and basic_auth_password(_file)")
         return value
 
     @model_validator(mode="after")

@@ -105,6 +105,9 @@ def test_retry_after_http_date() -> None:
 def test_http_settings_checks_and_secrets() -> None:
     with pytest.raises(ValidationError, match="http:// or https://"):
         HttpSinkSettings(url="ftp://x/y")
+    with pytest.raises(ValidationError, match="must not hold credentials") as err:
+        HttpSinkSettings(url="https://ingest:pa55word@logs.example/x")
+    assert "pa55word" not in err.value.errors()[0]["msg"]
     with pytest.raises(ValidationError, match="not both"):
         HttpSinkSettings(url="http://x", basic_auth_username="u", basic_auth_password="p", bearer_token="t")
     with pytest.raises(ValidationError, match="basic_auth_username is required"):
