@@ -44,8 +44,12 @@ class Series:
     def __init__(self, name: str, labels: Labels) -> None:
         self.name = name
         self.key = (name, labels)
-        if any(not value for _, value in labels):
-            labels = tuple(p for p in labels if p[1])  # an empty label value is no label, as in Prometheus
+        # Done once per series, so the per-sample path stays lean: empty values are no labels (as in
+        # Prometheus), a stray `__name__` is dropped, and the pairs are sorted if they came unsorted.
+        if any(not value or key == "__name__" for key, value in labels):
+            labels = tuple(p for p in labels if p[1] and p[0] != "__name__")
+        if any(labels[i][0] > labels[i + 1][0] for i in range(len(labels) - 1)):
+            labels = tuple(sorted(labels))
         self.labels: Labels = with_name(name, labels)
         self.unnamed: Labels = labels  # what most functions and operators return: the labels without the name
         self.label_map: dict[str, str] | None = None

@@ -91,6 +91,12 @@ def test_empty_label_values_are_no_labels() -> None:
     assert values(h, 'm{env=""}', 0) == {NAME_A: 1.0}
 
 
+def test_labels_are_normalised_once_per_series() -> None:
+    h = History(retention_ms=600_000)
+    h.append_scrape(0, [("m", (("pod", "a"), ("__name__", "m"), ("app", "x")), 1.0, None)])
+    assert values(h, "m", 0) == {(("__name__", "m"), ("app", "x"), ("pod", "a")): 1.0}
+
+
 def test_retention_bounds_memory_and_forgets_dead_series() -> None:
     h = History(retention_ms=60_000)
     for i in range(2000):
