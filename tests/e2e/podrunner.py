@@ -394,6 +394,15 @@ class Pod:
         docker("stop", "-t", str(grace_secs), self.containers[name].docker_name, timeout=grace_secs + 30)
         return self.state(name)["ExitCode"]  # type: ignore[no-any-return]
 
+    def crash_and_restart(self, name: str) -> None:
+        """SIGKILL a container and start it again, as the kubelet restarts a crashed one (same volumes)."""
+        c = self.containers[name]
+        docker("kill", "--signal", "KILL", c.docker_name)
+        docker("wait", c.docker_name)
+        docker("start", c.docker_name)
+        self._wait_probe(c, "startupProbe")
+        self._wait_probe(c, "readinessProbe")
+
     def state(self, name: str) -> dict[str, Any]:
         out = docker("inspect", "-f", "{{json .State}}", self.containers[name].docker_name)
         return json.loads(out)  # type: ignore[no-any-return]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -31,6 +32,25 @@ def test_native_tailer_delivers_every_line_and_drains_after_the_app(pod_factory:
     # Pod metadata from the Downward API travels with each record.
     first = pod.stdout("log-receiver").splitlines()[0]
     assert '"tailer"' in first and '"default"' in first and "e2e-node" in first
+
+
+def test_tailer_killed_and_restarted_resumes_from_its_checkpoint(pod_factory: Callable[[str], Pod]) -> None:
+    """SIGKILL (no drain) while the app keeps writing; the restarted tailer loses nothing."""
+    pod = pod_factory("03-tailer/pod.yaml")
+    for _ in range(100):
+        assert pod.request(8080, "/")[0] == 200
+    wait_until(lambda: received_lines(pod) >= 100, "the tailer to forward lines")
+    time.sleep(2)  # past checkpoint_interval_secs (1 s): the offsets of those lines are on disk
+    pod.crash_and_restart("tailer")
+    before = received_lines(pod)
+    wait_until(lambda: received_lines(pod) >= before + 10, "the restarted tailer to forward new lines")
+    states = pod.stop()
+    assert_clean_ordered_exit(states, ["app", "tailer", "log-receiver"])
+    assert_every_line_delivered(pod, allow_duplicates=True)
+    # Resumed from its checkpoint, not from the start of the file: at most what was in flight
+    # at the kill comes again, far fewer than the 100+ lines delivered before it.
+    delivered = seqs(pod.stdout("log-receiver").encode())
+    assert len(delivered) - len(set(delivered)) < 50
 
 
 def test_classic_tailer_forwards_while_running(pod_factory: Callable[[str], Pod]) -> None:
