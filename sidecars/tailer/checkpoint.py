@@ -179,11 +179,15 @@ class Track:
         """Nothing handed out is waiting for an acknowledgement."""
         return not self._pending
 
-    def handed(self, seq: int, end: int) -> None:
+    def handed(self, seq: int, end: int | None) -> None:
+        """Batch `seq` carries records up to `end` (None: records, but no boundary moved)."""
         if self._pending and self._pending[-1][0] == seq:
-            self._pending[-1][1] = end
-        else:
-            self._pending.append([seq, end, 0])
+            if end is not None:
+                self._pending[-1][1] = end
+            return
+        if end is None:  # still blocks later batches from committing past it
+            end = self._pending[-1][1] if self._pending else self.entry.offset
+        self._pending.append([seq, end, 0])
 
     def acked(self, seq: int) -> None:
         for item in self._pending:

@@ -91,7 +91,7 @@ class Batcher:
                 stream.fields.extend(chunk.fields)
             self.lines += n
         self.nbytes += chunk.nbytes
-        if chunk.end is not None:
+        if chunk.end is not None or n:
             track.handed(self.seq, chunk.end)
 
     def seal(self) -> Sealed:

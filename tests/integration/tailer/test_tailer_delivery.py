@@ -173,3 +173,20 @@ async def test_retryable_errors_are_retried_until_delivered(
         await receiver.up()
         await receiver.wait_for(50)
     assert_exactly(receiver, numbered("l", 0, 50))
+
+
+async def test_start_at_end_applies_only_to_files_found_on_the_very_first_start(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path
+) -> None:
+    write_lines(logs / "old.log", numbered("history", 0, 20))
+    async with tailer(start_at="end"):
+        write_lines(logs / "old.log", numbered("live", 0, 3))
+        write_lines(logs / "new.log", numbered("new", 0, 2))  # appeared later: read from its start
+        await receiver.wait_for(5)
+    write_lines(logs / "old.log", numbered("while-down", 0, 4))  # not the first start any more
+    async with tailer(start_at="end"):
+        await receiver.wait_for(9)
+        await asyncio.sleep(0.3)
+    assert sorted(receiver.messages) == sorted(
+        numbered("live", 0, 3) + numbered("new", 0, 2) + numbered("while-down", 0, 4)
+    )

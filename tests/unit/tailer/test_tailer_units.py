@@ -83,10 +83,16 @@ def test_track_commits_only_the_acknowledged_prefix(tmp_path: Path) -> None:
     assert entry.offset == 200
     t.acked(3)
     assert entry.offset == 300 and t.idle
-    t.dead = True
-    t.handed(4, 400)
-    t.acked(4)
+    t.handed(5, None)  # records with no boundary (a truncated line): later acks must wait for it
+    t.handed(6, 350)
+    t.acked(6)
     assert entry.offset == 300
+    t.acked(5)
+    assert entry.offset == 350
+    t.dead = True
+    t.handed(7, 400)
+    t.acked(7)
+    assert entry.offset == 350
 
 
 def test_checkpoint_store_is_atomic_locked_and_rejects_corruption(tmp_path: Path) -> None:
