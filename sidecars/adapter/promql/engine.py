@@ -15,7 +15,7 @@ from sidecars.adapter.promql import functions as fn
 from sidecars.adapter.promql.errors import PromQLError
 from sidecars.adapter.promql.history import History, Series, is_stale, stale_free
 from sidecars.adapter.promql.lexer import is_label_name
-from sidecars.adapter.promql.mathops import NAN, format_float, go_div, go_mod, go_pow, kahan_inc
+from sidecars.adapter.promql.mathops import NAN, format_float, go_div, go_mod, go_pow
 from sidecars.adapter.promql.nodes import (
     COMPARISON_OPS,
     NAME_DROPPING_OPS,
@@ -89,15 +89,13 @@ def absent_labels(expr: Expr) -> Labels:
         if m.name == "__name__":
             continue
         if m.type is MatchType.EQUAL and m.name not in out:
-            if m.value:
+            if m.value:  # setting an empty value removes the label, so a later `=` may still set it
                 out[m.name] = m.value
-            else:
-                out[m.name] = ""
         else:
             empty.append(m.name)
     for name in empty:
         out.pop(name, None)
-    return tuple(sorted((k, v) for k, v in out.items() if v))
+    return tuple(sorted(out.items()))
 
 
 class _Evaluator:
@@ -145,13 +143,13 @@ class _Evaluator:
 
     # -- selectors -------------------------------------------------------------------------------
     @staticmethod
-    def ref_time(t: int, at_ms: int | None, at_edge: str | None, offset_ms: int) -> int:
-        base = at_ms if at_ms is not None else t
-        return base - offset_ms
+    def ref_time(t: int, at_ms: int | None, offset_ms: int) -> int:
+        # `@ start()` and `@ end()` are both the evaluation time of an instant query, so only a fixed `@` moves it.
+        return (at_ms if at_ms is not None else t) - offset_ms
 
     def instant(self, node: VectorSelector, t: int) -> list[tuple[Series, int, float]]:
         """(series, sample time, value) of the latest non-stale sample within the lookback, per series."""
-        ref = self.ref_time(t, node.at_ms, node.at_edge, node.offset_ms)
+        ref = self.ref_time(t, node.at_ms, node.offset_ms)
         oldest = ref - self.lookback
         out = []
         for s in self.history.select(node.matchers):
@@ -173,7 +171,7 @@ class _Evaluator:
         if isinstance(node, SubqueryExpr):
             return self.subquery(node, t)
         sel = node.selector
-        end = self.ref_time(t, sel.at_ms, sel.at_edge, sel.offset_ms)
+        end = self.ref_time(t, sel.at_ms, sel.offset_ms)
         start = end - node.range_ms
         out: list[RangeSeries] = []
         for s in self.history.select(sel.matchers):
@@ -188,7 +186,7 @@ class _Evaluator:
         return out, end, node.range_ms
 
     def subquery(self, node: SubqueryExpr, t: int) -> tuple[list[RangeSeries], int, int]:
-        end = self.ref_time(t, node.at_ms, node.at_edge, node.offset_ms)
+        end = self.ref_time(t, node.at_ms, node.offset_ms)
         step = node.step_ms or self.default_step_ms
         lower = end - node.range_ms
         start = step * int(lower / step)  # Go's integer division truncates toward zero
@@ -734,4 +732,4 @@ def _go_expand(template: str, match: re.Match[str]) -> str:
     return "".join(out)
 
 
-__all__ = ["absent_labels", "drop_name", "evaluate", "kahan_inc"]
+__all__ = ["absent_labels", "drop_name", "evaluate"]

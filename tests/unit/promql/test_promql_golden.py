@@ -169,6 +169,7 @@ CASES = [
             'absent(gone{id="1"})',
             'absent(nosuch{job="x", instance=~"y.*", env="prod"})',
             'absent(nosuch{job="x", job="y"})',
+            'absent(nosuch{job="", job="x", env=""})',
             "absent(sum(nosuch))",
             'absent_over_time(gone{id="1"}[2m])',
             'absent_over_time(nosuch{a="b"}[5m])',
