@@ -89,13 +89,12 @@ def absent_labels(expr: Expr) -> Labels:
         if m.name == "__name__":
             continue
         if m.type is MatchType.EQUAL and m.name not in out:
-            if m.value:  # setting an empty value removes the label, so a later `=` may still set it
-                out[m.name] = m.value
+            out[m.name] = m.value  # an empty value holds the name (a later matcher on it only removes it)
         else:
             empty.append(m.name)
     for name in empty:
         out.pop(name, None)
-    return tuple(sorted(out.items()))
+    return tuple(sorted((k, v) for k, v in out.items() if v))
 
 
 class _Evaluator:
