@@ -126,7 +126,10 @@ async def test_one_watcher_a_thousand_files_in_nested_directories_bounded_fds_an
             write_lines(files[i], [f"f{i} more"])
         await receiver.wait_for(5100, timeout_secs=30)
         # Idle: files closed after close_inactive_secs, CPU spent only on cheap polls.
-        await asyncio.sleep(3.0)
+        for _ in range(200):
+            if len(os.listdir(f"/proc/{pid}/fd")) < 60:
+                break
+            await asyncio.sleep(0.1)
         assert len(os.listdir(f"/proc/{pid}/fd")) < 60
         cpu0 = _cpu_secs(pid)
         await asyncio.sleep(3.0)

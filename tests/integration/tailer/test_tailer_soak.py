@@ -73,7 +73,22 @@ async def wait_ready(admin: str, proc: subprocess.Popen[bytes]) -> None:
     raise AssertionError("tailer not ready")
 
 
-async def rotate_forever(app: Path, tmp: Path, stop: asyncio.Event) -> int:
+async def kill9_and_restart(
+    tailer: subprocess.Popen[bytes], config: Path, out: Path, admin: str, down: dict[str, int]
+) -> subprocess.Popen[bytes]:
+    down.update(down=1, rotations=0)
+    tailer.send_signal(signal.SIGKILL)
+    tailer.wait()
+    await asyncio.sleep(0.5)
+    tailer = start_tailer(config, out)
+    await wait_ready(admin, tailer)
+    down["down"] = 0
+    return tailer
+
+
+async def rotate_forever(app: Path, tmp: Path, stop: asyncio.Event, down: dict[str, int]) -> int:
+    """Rotate every few seconds, alternating styles; at most once while the tailer is down (two
+    rotations while stopped can skip a whole file: a documented limit, not what this test is about)."""
     styles = ["create", "copytruncate"]
     n = 0
     while not stop.is_set():
@@ -81,6 +96,9 @@ async def rotate_forever(app: Path, tmp: Path, stop: asyncio.Event) -> int:
             await asyncio.wait_for(stop.wait(), 3.5)
         if stop.is_set():
             break
+        if down["down"] and down["rotations"] >= 1:
+            continue
+        down["rotations"] += down["down"]
         conf = tmp / f"rotate-{n}.conf"
         conf.write_text(f"{app} {{\n  rotate 1000\n  {styles[n % 2]}\n  missingok\n  nocompress\n}}\n")
         proc = await asyncio.create_subprocess_exec(
@@ -136,7 +154,8 @@ async def test_soak_rotation_kill9_and_sink_outage_lose_nothing(tmp_path: Path) 
             sys.executable, "-c", WRITER, str(app), str(WRITE_SECS), str(RATE), stdout=asyncio.subprocess.PIPE
         )
         stop_rotating = asyncio.Event()
-        rotations = asyncio.ensure_future(rotate_forever(app, tmp_path, stop_rotating))
+        down = {"down": 0, "rotations": 0}
+        rotations = asyncio.ensure_future(rotate_forever(app, tmp_path, stop_rotating, down))
         t0 = time.monotonic()
 
         async def at(secs: float) -> None:
@@ -144,23 +163,15 @@ async def test_soak_rotation_kill9_and_sink_outage_lose_nothing(tmp_path: Path) 
 
         kills = 0
         await at(9)
-        tailer.send_signal(signal.SIGKILL)  # kill -9: no drain, no last checkpoint
-        tailer.wait()
+        tailer = await kill9_and_restart(tailer, config, out, admin, down)  # no drain, no last checkpoint
         kills += 1
-        await asyncio.sleep(0.5)
-        tailer = start_tailer(config, out)
-        await wait_ready(admin, tailer)
         await at(17)
         await receiver.down()  # the log store goes away
         await at(27)
         await receiver.up()
         await at(33)
-        tailer.send_signal(signal.SIGKILL)
-        tailer.wait()
+        tailer = await kill9_and_restart(tailer, config, out, admin, down)
         kills += 1
-        await asyncio.sleep(0.5)
-        tailer = start_tailer(config, out)
-        await wait_ready(admin, tailer)
         written = int((await writer.communicate())[0])
         stop_rotating.set()
         n_rotations = await rotations
