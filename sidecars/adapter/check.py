@@ -60,9 +60,9 @@ async def evaluate_once(url: str, rules: RuleSet, timeout_secs: float, gap_secs:
         for i in range(rounds):
             if i:
                 await asyncio.sleep(gap_secs)
-            scrape = await scraper.scrape(families)
+            scrape = await scraper.scrape(families, families)
             if scrape.result is not None:
-                report = ScrapeReport(scrape.t_ms, True, scrape.result.samples, scrape.duration_secs)
+                report = ScrapeReport(scrape.t_ms, True, scrape.rule_samples, scrape.duration_secs)
             else:
                 report = ScrapeReport(scrape.t_ms, False, (), scrape.duration_secs, str(scrape.error))
             verdict = evaluator.observe(report)

@@ -80,6 +80,7 @@ class ScrapeReport:
     samples: Sequence[SampleTuple] = ()
     duration_secs: float = 0.0
     reason: str | None = None  # why it failed
+    samples_scraped: int | None = None  # samples parsed from the page (default: len(samples))
 
 
 def _format_value(value: float) -> str:
@@ -112,9 +113,19 @@ class Evaluator:
         self.last_good_ms: int | None = None
         self.verdict: Verdict | None = None
         self.errors: dict[str, str] = {}  # check -> last evaluation error, for the log
+        self._pending: RuleSet | None = None
 
     def set_rules(self, rules: RuleSet) -> None:
-        """New rules; a rule whose name and expression did not change keeps its `for:` state."""
+        """New rules, applied at the next `observe()` (which may be running in a worker thread).
+
+        A rule whose name and expression did not change keeps its `for:` state.
+        """
+        self._pending = rules
+
+    def _apply_pending(self) -> None:
+        rules, self._pending = self._pending, None
+        if rules is None:
+            return
         old = {r.name: r for r in self.rules.rules}
         self.states = {
             r.name: self.states[r.name]
@@ -125,11 +136,13 @@ class Evaluator:
         self.history.set_retention_ms(max(rules.history_ms, 1))
 
     def observe(self, report: ScrapeReport) -> Verdict:
+        """Stores the scrape and evaluates every check; safe to run in a worker thread."""
+        self._apply_pending()
         t = report.t_ms
         synthetic: list[SampleTuple] = [
             ("up", (), 1.0 if report.ok else 0.0, None),
             ("scrape_duration_seconds", (), report.duration_secs, None),
-            ("scrape_samples_scraped", (), float(len(report.samples)) if report.ok else 0.0, None),
+            ("scrape_samples_scraped", (), float(self._scraped(report)), None),
         ]
         if report.ok:
             self.history.append_scrape(t, [*report.samples, *synthetic])
@@ -149,6 +162,12 @@ class Evaluator:
             checks.append(state.last)
         self.verdict = Verdict(at_ms=t, checks=tuple(checks))
         return self.verdict
+
+    @staticmethod
+    def _scraped(report: ScrapeReport) -> int:
+        if not report.ok:
+            return 0
+        return len(report.samples) if report.samples_scraped is None else report.samples_scraped
 
     def _kept(self, last: CheckResult) -> CheckResult:
         since = f"last scrape failed; verdict of the scrape at {self.last_good_ms} ms"

@@ -53,6 +53,9 @@ _ESCAPES = re.compile(r'\\[\\n"]')
 _ESCAPE_MAP: Final = {"\\\\": "\\", "\\n": "\n", '\\"': '"'}
 
 
+SLICE_CHARS: Final = 256 * 1024
+
+
 class ParseError(ValueError):
     """A page that cannot be parsed; `line` is 1-based."""
 
@@ -284,11 +287,21 @@ def parse(
     if families is not None and "\n " not in text and "\n\t" not in text and text[:1] not in (" ", "\t"):
         _parse_filtered(parser, text, families)
         return parser.result
-    _parse_lines(parser, text.split("\n"), families)
+    # Slice by slice: one `split` over a 30 MB page would hold the GIL for tens of milliseconds,
+    # and a parse in a worker thread must leave the event loop room to answer probes.
+    pos, lineno, size = 0, 1, len(text)
+    while pos < size:
+        end = text.find("\n", pos + SLICE_CHARS)
+        if end < 0:
+            end = size
+        lines = text[pos:end].split("\n")
+        _parse_lines(parser, lines, families, lineno)
+        lineno += len(lines)
+        pos = end + 1
     return parser.result
 
 
-def _parse_lines(parser: _Parser, lines: list[str], wanted: Collection[str] | None) -> None:
+def _parse_lines(parser: _Parser, lines: list[str], wanted: Collection[str] | None, first_lineno: int = 1) -> None:
     """The hot loop: common lines are handled inline, anything unusual goes to `parser.sample`."""
     comment, slow = parser.comment, parser.sample
     valid_names, schemas, seen = parser.valid_names, parser.schemas, parser.seen
@@ -297,7 +310,7 @@ def _parse_lines(parser: _Parser, lines: list[str], wanted: Collection[str] | No
     cache = parser.cache
     labels: Labels
     values: Sequence[str]
-    for lineno, line in enumerate(lines, 1):
+    for lineno, line in enumerate(lines, first_lineno):
         if not line:
             continue
         first = line[0]

@@ -18,7 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from sidecars.adapter.evaluator import Evaluator, ScrapeReport
-from sidecars.adapter.exposition import family_names
+from sidecars.adapter.exposition import SampleTuple, family_names
 from sidecars.adapter.metrics import AdapterMetrics
 from sidecars.adapter.outputs import Output, OutputLoadError, load_output
 from sidecars.adapter.rules import RulesError, RuleSet, RulesWatcher, load_rules
@@ -29,6 +29,12 @@ from sidecars.core import Check, Context, Sidecar
 
 # While a parse thread runs, the loop thread waits at most this long for the GIL (default 5 ms).
 SWITCH_INTERVAL_SECS = 0.0005
+
+
+def _release(lists: list[list[SampleTuple]]) -> None:
+    for items in lists:
+        while items:
+            del items[-20_000:]
 
 
 class Adapter(Sidecar[AdapterSettings]):
@@ -96,18 +102,19 @@ class Adapter(Sidecar[AdapterSettings]):
             )
             yield
 
-    def wanted_families(self) -> frozenset[str] | None:
-        """The metric names to parse: those the rules and the outputs read (None: all)."""
+    def wanted_families(self) -> tuple[frozenset[str] | None, frozenset[str] | None]:
+        """The metric names to parse (the rules' and the outputs'), and the rules' alone; None: all."""
         names = self.state.rules.metric_names()
         if names is None:
-            return None
-        wanted = set(names)
+            return None, None
+        rule_families = family_names(names)
+        wanted = set(rule_families)
         for output in self.outputs:
             extra = output.families()
             if extra is None:
-                return None
+                return None, rule_families
             wanted |= extra
-        return family_names(wanted)
+        return frozenset(wanted), rule_families
 
     async def run(self, ready: Callable[[], None]) -> None:
         if self.settings.rules_file is not None:
@@ -133,7 +140,7 @@ class Adapter(Sidecar[AdapterSettings]):
     async def scrape_once(self) -> Scrape:
         assert self.scraper is not None and self.evaluator is not None
         metrics = self.metrics
-        scrape = await self.scraper.scrape(self.wanted_families())
+        scrape = await self.scraper.scrape(*self.wanted_families())
         metrics.scrapes.inc()
         self.context.metrics.events_in.inc()
         metrics.scrape_duration.observe(scrape.duration_secs)
@@ -142,7 +149,10 @@ class Adapter(Sidecar[AdapterSettings]):
             metrics.page_bytes.set(scrape.bytes)
             if scrape.result.duplicates:
                 metrics.duplicate_series.inc(scrape.result.duplicates)
-            report = ScrapeReport(scrape.t_ms, True, scrape.result.samples, scrape.duration_secs)
+            report = ScrapeReport(
+                scrape.t_ms, True, scrape.rule_samples, scrape.duration_secs,
+                samples_scraped=len(scrape.result.samples),
+            )  # fmt: skip
         else:
             assert scrape.error is not None
             metrics.scrape_failures.labels(reason=scrape.error.reason).inc()
@@ -150,12 +160,19 @@ class Adapter(Sidecar[AdapterSettings]):
                 metrics.parse_errors.inc()
             self._log_failure(scrape)
             report = ScrapeReport(scrape.t_ms, False, (), scrape.duration_secs, str(scrape.error))
-        verdict = self.evaluator.observe(report)
+        # In a thread: a rule over a big family appends and reads many series; pure Python, so the
+        # loop gets the GIL back every switch interval and keeps answering probes meanwhile.
+        verdict = await asyncio.to_thread(self.evaluator.observe, report)
         self.state.last_scrape = scrape
+        garbage: list[list[SampleTuple]] = []
         if scrape.ok:
-            self.state.last_good = scrape
+            previous, self.state.last_good = self.state.last_good, scrape
             for output in self.outputs:
                 output.on_scrape(scrape)
+            if previous is not None and previous.result is not None:
+                # Freeing a big page's samples is one long C call; done piecewise in a thread below.
+                garbage = [previous.result.samples, previous.rule_samples]
+                previous = None
         self.state.verdict = verdict
         for check in verdict.checks:
             metrics.set_check(check.name, check.group, check.severity, check.state, check.failing)
@@ -163,6 +180,8 @@ class Adapter(Sidecar[AdapterSettings]):
             metrics.evaluation_errors.labels(check=name).inc()
             self.log.warning("rule evaluation failed", check=name, error=error)
         self.context.metrics.events_out.inc()
+        if garbage:
+            await asyncio.to_thread(_release, garbage)
         return scrape
 
     def _log_failure(self, scrape: Scrape) -> None:

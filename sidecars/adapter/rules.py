@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -389,7 +390,17 @@ class RulesWatcher:
     async def _watch(self) -> None:
         import watchfiles
 
+        # watchfiles logs every change at info; the reload itself is what gets logged here.
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)
         # Watch the directory: editors and ConfigMaps replace the file rather than write it.
+        # Only the file itself and the ConfigMap's `..data` symlink swap matter.
+        names = {self.path.name, "..data"}
+
+        def relevant(change: watchfiles.Change, path: str) -> bool:
+            return Path(path).name in names
+
         with contextlib.suppress(Exception):
-            async for _ in watchfiles.awatch(self.path.parent, debounce=100, step=50, recursive=False):
+            async for _ in watchfiles.awatch(
+                self.path.parent, watch_filter=relevant, debounce=100, step=50, recursive=False
+            ):
                 self._changed.set()

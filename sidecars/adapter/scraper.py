@@ -8,6 +8,7 @@ decode_error (not UTF-8), parse_error (with the line number in the detail), erro
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ from sidecars.adapter.exposition import (
     LabelCache,
     ParseError,
     ParseResult,
+    SampleTuple,
     parse,
 )
 
@@ -41,6 +43,8 @@ class Scrape:
     t_ms: int
     duration_secs: float
     result: ParseResult | None = None
+    # The samples the rules read (all of `result.samples` when no rule filter was given).
+    rule_samples: list[SampleTuple] = field(default_factory=list)
     error: ScrapeError | None = None
     bytes: int = 0
     openmetrics: bool = False
@@ -52,16 +56,35 @@ class Scrape:
 
 
 def _decode_and_parse(
-    chunks: list[bytes], openmetrics: bool, families: frozenset[str] | None, cache: LabelCache
-) -> ParseResult:
-    """Runs in a worker thread: joining, decoding and parsing a big page must not hold the loop."""
+    chunks: list[bytes],
+    openmetrics: bool,
+    families: frozenset[str] | None,
+    cache: LabelCache,
+    rule_families: frozenset[str] | None,
+) -> tuple[ParseResult, list[SampleTuple]]:
+    """Runs in a worker thread: joining, decoding and parsing a big page must not hold the loop.
+
+    When the outputs need more families than the rules, the rules' share is picked out here too,
+    so the event loop only ever handles what the rules read.
+    """
     body = b"".join(chunks)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = body.count(b"\n", 0, exc.start) + 1
         raise ScrapeError("decode_error", f"line {line}: not UTF-8") from None
-    return parse(text, openmetrics=openmetrics, families=families, label_cache=cache)
+    # A page makes hundreds of thousands of tuples, none in a cycle: cyclic collections triggered
+    # meanwhile would only walk them, holding the GIL for tens of ms while probes wait.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        result = parse(text, openmetrics=openmetrics, families=families, label_cache=cache)
+    finally:
+        if enabled:
+            gc.enable()
+    if rule_families is None or rule_families == families:
+        return result, result.samples
+    return result, [s for s in result.samples if s[0] in rule_families]
 
 
 class Scraper:
@@ -75,7 +98,10 @@ class Scraper:
         self._cache: LabelCache = {}
         self._cache_families: frozenset[str] | None = None
 
-    async def scrape(self, families: frozenset[str] | None = None) -> Scrape:
+    async def scrape(
+        self, families: frozenset[str] | None = None, rule_families: frozenset[str] | None = None
+    ) -> Scrape:
+        """`families`: what to parse (None: all); `rule_families`: what of it the rules read."""
         t_ms = int(time.time() * 1000)
         started = time.perf_counter()
         outcome = Scrape(t_ms=t_ms, duration_secs=0.0, families=families)
@@ -85,7 +111,9 @@ class Scraper:
             if families != self._cache_families or len(self._cache) > 2_000_000:
                 self._cache, self._cache_families = {}, families
             cache = self._cache
-            result = await asyncio.to_thread(_decode_and_parse, chunks, openmetrics, families, cache)
+            result, outcome.rule_samples = await asyncio.to_thread(
+                _decode_and_parse, chunks, openmetrics, families, cache, rule_families
+            )
             # Bound the cache to the series of the latest page: entries of vanished series go.
             if len(cache) > 2 * max(len(result.samples), 1000):
                 self._cache = {}

@@ -313,3 +313,14 @@ def test_help_and_type_with_odd_whitespace() -> None:
     assert result.types == {"x": "gauge"}
     with pytest.raises(ParseError, match="invalid metric name"):
         parse("# HELP 1x help\n")
+
+
+def test_line_numbers_hold_across_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sidecars.adapter.exposition as exposition
+
+    monkeypatch.setattr(exposition, "SLICE_CHARS", 10)
+    page = "".join(f"m{i} {i}\n" for i in range(50)) + "broken{ 1\n" + "z 1\n"
+    with pytest.raises(ParseError) as caught:
+        parse(page)
+    assert caught.value.line == 51
+    assert [s[2] for s in parse(page[: page.index("broken")]).samples] == [float(i) for i in range(50)]
