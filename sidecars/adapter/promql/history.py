@@ -130,15 +130,21 @@ class History:
             s = series_map.get(key)
             if s is None:
                 s = self._add_series(name, labels)
+            ts = s.ts
             if explicit_ts is None:
                 if s.last_gen == gen:
                     continue  # a duplicate in the same page: Prometheus keeps the first
                 s.last_gen = gen
                 scraped.append(s)
-                s.append(t_ms, value)
+                # Series.append inlined: this loop runs once per sample of every scrape.
+                if ts and ts[-1] >= t_ms:
+                    continue
+                ts.append(t_ms)
+                s.vs.append(value)
+                if value != value and is_stale(value):
+                    s.stale_count += 1
             else:
                 s.append(explicit_ts, value)
-            ts = s.ts
             if ts and ts[0] < trim_below:
                 s.trim(cutoff)
         for s in self._last_scrape:
