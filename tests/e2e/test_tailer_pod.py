@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -30,8 +31,14 @@ def test_native_tailer_delivers_every_line_and_drains_after_the_app(pod_factory:
     assert_clean_ordered_exit(states, ["app", "tailer", "log-receiver"])
     assert assert_every_line_delivered(pod) >= 30
     # Pod metadata from the Downward API travels with each record.
-    first = pod.stdout("log-receiver").splitlines()[0]
-    assert '"tailer"' in first and '"default"' in first and "e2e-node" in first
+    first = json.loads(pod.stdout("log-receiver").splitlines()[0])
+    assert first["labels"] == {
+        "pod": "tailer",
+        "namespace": "default",
+        "node": "e2e-node",
+        "path": "/var/log/app/app.log",
+    }
+    assert first["seq"] == 1 and first["event"] == "tick"  # parse_json: the app's fields, not a string
 
 
 def test_tailer_killed_and_restarted_resumes_from_its_checkpoint(pod_factory: Callable[[str], Pod]) -> None:
