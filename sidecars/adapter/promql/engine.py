@@ -49,7 +49,10 @@ def evaluate(expr: Expr, history: History, t_ms: int, *, default_step_ms: int = 
     """Evaluate `expr` at `t_ms` over `history`, as Prometheus' instant query (and rule evaluation) does."""
     if expr.type is ValueType.MATRIX:
         raise PromQLError("the expression gives a range vector; a rule needs an instant vector or a scalar", expr.pos)
-    result = _Evaluator(history, default_step_ms).eval(expr, int(t_ms))
+    try:
+        result = _Evaluator(history, default_step_ms).eval(expr, int(t_ms))
+    except RecursionError:
+        raise PromQLError("expression nests too deeply to evaluate") from None
     if isinstance(result, float):
         return Scalar(result)
     if isinstance(result, str):

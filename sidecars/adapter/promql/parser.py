@@ -54,7 +54,10 @@ _KEYWORDS = frozenset(
 
 def parse_expr(text: str) -> Expr:
     """Parse a PromQL expression, raising PromQLError with the position of the first problem."""
-    return _Parser(text).parse()
+    try:
+        return _Parser(text).parse()
+    except RecursionError:
+        raise PromQLError("expression nests too deeply", 0, text) from None
 
 
 class _Parser:

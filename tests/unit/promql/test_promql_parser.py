@@ -269,3 +269,10 @@ def test_required_history(text: str, expected_ms: int) -> None:
 
 def test_required_history_uses_the_lookback_given() -> None:
     assert required_history_ms(parse_expr("up"), lookback_delta_ms=60_000) == 60_000
+
+
+def test_deep_nesting_is_an_error_not_a_crash() -> None:
+    with pytest.raises(PromQLError, match="nests too deeply"):
+        parse_expr("(" * 5000 + "1" + ")" * 5000)
+    expr = parse_expr("(" * 150 + "1" + ")" * 150)
+    assert scalar("(" * 150 + "1" + ")" * 150) == 1.0 and expr is not None
