@@ -41,7 +41,7 @@ def test_sidecar_container_becomes_restricted_docker_arguments() -> None:
     assert "--read-only" in args
     assert "--cap-drop ALL" in joined
     assert "--security-opt no-new-privileges" in joined
-    assert f"--memory {96 * 2**20}" in joined
+    assert f"--memory {128 * 2**20}" in joined
     assert "--env POD_NAME=all-three" in joined
     assert "--env POD_NAMESPACE=default" in joined
     assert "--env NODE_NAME=e2e-node" in joined
