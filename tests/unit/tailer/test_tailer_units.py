@@ -7,11 +7,13 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sidecars.tailer.checkpoint import CheckpointLockedError, CheckpointStore, Entry, Track
 from sidecars.tailer.delivery import backoff_delay
 from sidecars.tailer.discovery import Matcher, base_dir, compile_glob
-from sidecars.tailer.follower import Counts, Follower, Options
+from sidecars.tailer.follower import Counts, Follower, Options, _nth_newline
 from sidecars.tailer.identity import Fingerprint
 from sidecars.tailer.records import Grouper, decode_block, parse_json_fields
 
@@ -153,3 +155,11 @@ async def test_follower_frames_within_the_room_given(tmp_path: Path) -> None:
         assert f.flush_partial(0.0, force=True) is not None
     finally:
         f.close()
+
+
+@given(st.lists(st.integers(0, 300), min_size=1, max_size=200), st.data())
+def test_nth_newline_finds_exactly_the_nth(lengths: list[int], data: st.DataObject) -> None:
+    buf = b"".join(b"x" * n + b"\n" for n in lengths)
+    nth = data.draw(st.integers(1, len(lengths)))
+    expected = [i for i, c in enumerate(buf) if c == 10][nth - 1]
+    assert _nth_newline(buf, 0, len(buf), len(lengths), nth) == expected
