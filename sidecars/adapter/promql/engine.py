@@ -339,7 +339,7 @@ class _Evaluator:
         name = node.name
         args = node.args
         range_fn = fn.RANGE_FUNCTIONS.get(name)
-        if range_fn is not None or name in ("predict_linear", "absent_over_time"):
+        if range_fn is not None or name in ("predict_linear", "holt_winters", "absent_over_time"):
             return self.call_range(node, t)
         if name in fn.SIMPLE_FUNCTIONS:
             f = fn.SIMPLE_FUNCTIONS[name]
@@ -409,6 +409,19 @@ class _Evaluator:
             duration = self.scalar(node.args[1], t)
             for _, ts, vs, unnamed in windows:
                 value = fn.predict_linear(ts, vs, t, duration)
+                if value is not None:
+                    out.append(Sample(unnamed, value))
+            return _check_unique(out)
+        if name == "holt_winters":
+            sf, tf = self.scalar(node.args[1], t), self.scalar(node.args[2], t)
+            if not windows:
+                return out  # Prometheus checks the factors per series, so no series means no error
+            if not 0 < sf < 1:
+                raise PromQLError(f"invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:f}", node.pos)
+            if not 0 < tf < 1:
+                raise PromQLError(f"invalid trend factor. Expected: 0 < tf < 1, got: {tf:f}", node.pos)
+            for _, _, vs, unnamed in windows:
+                value = fn.holt_winters(vs, sf, tf)
                 if value is not None:
                     out.append(Sample(unnamed, value))
             return _check_unique(out)

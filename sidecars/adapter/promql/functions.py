@@ -208,6 +208,22 @@ RANGE_FUNCTIONS: dict[str, RangeFn] = {
 }
 
 
+def holt_winters(vs: Points, sf: float, tf: float) -> float | None:
+    """Double exponential smoothing of one window, step for step as Prometheus computes it."""
+    n = len(vs)
+    if n < 2:
+        return None
+    s0, s1 = 0.0, vs[0]
+    b = vs[1] - vs[0]
+    for i in range(1, n):
+        x = sf * vs[i]
+        if i - 1 != 0:
+            b = tf * (s1 - s0) + (1 - tf) * b
+        y = (1 - sf) * (s1 + b)
+        s0, s1 = s1, x + y
+    return s1
+
+
 def predict_linear(ts: Times, vs: Points, eval_ts: int, duration_s: float) -> float | None:
     if len(vs) < 2:
         return None

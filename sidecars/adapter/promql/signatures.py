@@ -50,6 +50,7 @@ FUNCTIONS: dict[str, Signature] = {
     "present_over_time": _sig((M,)),
     "predict_linear": _sig((M, S)),
     "quantile_over_time": _sig((S, M)),
+    "holt_winters": _sig((M, S, S)),
     "rate": _sig((M,)),
     "resets": _sig((M,)),
     "round": _sig((V, S), variadic=1),
