@@ -182,3 +182,24 @@ def test_config_errors_name_the_sink_field() -> None:
         TailerSettings(include=["logs/*.log"])
     with pytest.raises(ValueError, match="multiline_start_pattern"):
         TailerSettings(multiline="pattern")
+
+
+async def test_without_inotify_it_falls_back_to_polling(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import watchfiles
+
+    def no_inotify(*_: object, **__: object) -> object:
+        # What the kernel answers once fs.inotify.max_user_instances (per user, node-wide) is spent.
+        raise OSError(24, "inotify_init1: Too many open files")
+
+    monkeypatch.setattr(watchfiles, "awatch", no_inotify)
+    write_lines(logs / "app.log", ["before"])
+    async with tailer() as sc:
+        await receiver.wait_for(1)
+        write_lines(logs / "app.log", ["grown"])
+        write_lines(logs / "later.log", ["new file"])
+        await receiver.wait_for(3)
+        assert sc.events("change notification unavailable: polling only")
+        assert sc.sample("tailer_errors_total", {"type": "watch"}) == 1
+    assert sorted(receiver.messages) == ["before", "grown", "new file"]
