@@ -235,7 +235,9 @@ sidecars demo is running (Ctrl-C stops it)
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="sidecars demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="sidecars demo", description="Run the demo app and the three sidecars on localhost until Ctrl-C."
+    )
     p.add_argument("--host", default="127.0.0.1", help="Loopback address to listen on.")
     p.add_argument("--duration-secs", type=float, default=0, help="Stop by itself after this long (0: never).")
     p.add_argument("--keep", action="store_true", help="Keep the working directory (logs, configs) at exit.")
