@@ -44,15 +44,26 @@ def pod_factory(images: None, no_leftovers: None) -> Iterator[Callable[[str], Po
 
 @pytest.fixture(scope="session")
 def no_leftovers() -> Iterator[None]:
-    """After the session nothing labelled by the runner may remain (a leak is a failure)."""
+    """After the session nothing labelled by the runner may remain (a leak is a failure).
+
+    What an interrupted earlier session left behind is removed first, so it is not blamed here.
+    """
+    _remove_labelled()
     yield
+    left, vols = _remove_labelled()
+    if left or vols:
+        pytest.fail(f"containers {left} and volumes {vols} were left behind")
+
+
+def _remove_labelled() -> tuple[list[str], list[str]]:
     left = subprocess.run(
         ["docker", "ps", "-aq", "--filter", f"label={LABEL}"], capture_output=True, text=True, check=False
     ).stdout.split()
     vols = subprocess.run(
         ["docker", "volume", "ls", "-q", "--filter", f"label={LABEL}"], capture_output=True, text=True, check=False
     ).stdout.split()
-    if left or vols:
+    if left:
         subprocess.run(["docker", "rm", "-f", "-v", *left], capture_output=True, check=False)
+    if vols:
         subprocess.run(["docker", "volume", "rm", "-f", *vols], capture_output=True, check=False)
-        pytest.fail(f"containers {left} and volumes {vols} were left behind")
+    return left, vols
