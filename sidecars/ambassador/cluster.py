@@ -19,7 +19,6 @@ precomputed deadline, and by the health timers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import random
 import time
@@ -183,11 +182,12 @@ class Cluster:
         tasks = [*self._tasks, *self._hc_tasks.values()]
         self._tasks.clear()
         self._hc_tasks.clear()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Cancel until done: a task may absorb one cancellation (e.g. inside a library's timeout).
+        while tasks:
+            for task in tasks:
+                task.cancel()
+            _, pending = await asyncio.wait(tasks, timeout=1.0)
+            tasks = list(pending)
         self.ready = False
         cluster_metrics.detach(self._registry, self)
 

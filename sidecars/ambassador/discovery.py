@@ -71,7 +71,9 @@ class DnsSource(Source):
         resolved_once = False
         while True:
             try:
-                ips = await asyncio.wait_for(self.resolver(self.host, self.port), timeout=max(self.refresh_secs, 5.0))
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation.
+                async with asyncio.timeout(max(self.refresh_secs, 5.0)):
+                    ips = await self.resolver(self.host, self.port)
                 if not ips:
                     raise LookupError("no addresses")
             except (OSError, LookupError, TimeoutError, ValueError) as exc:
@@ -165,7 +167,8 @@ class FileSource(Source):
                 self.reload(apply, error)
                 changed.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), self.poll_secs)
+                    async with asyncio.timeout(self.poll_secs):
+                        await changed.wait()
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -20,7 +20,8 @@ MAX_STATUS_LINE_BYTES = 4096
 async def probe(config: HealthCheckConfig, endpoint: Endpoint) -> str | None:
     """None if the endpoint passes, else a short reason ("connect: refused", "status 503", "timeout")."""
     try:
-        return await asyncio.wait_for(_probe(config, endpoint), timeout=config.timeout_secs)
+        async with asyncio.timeout(config.timeout_secs):
+            return await _probe(config, endpoint)
     except TimeoutError:
         return f"timeout after {config.timeout_secs}s"
 

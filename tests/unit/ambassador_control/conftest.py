@@ -37,6 +37,9 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeClock]:
     yield fake
 
 
+MakeCluster = Callable[..., Awaitable[tuple[Cluster, Capture]]]
+
+
 @pytest.fixture
 def make_cluster() -> Iterator[Callable[..., Awaitable[tuple[Cluster, Capture]]]]:
     """`await make_cluster(n, **config)`: a started cluster of n static endpoints, no active checks."""

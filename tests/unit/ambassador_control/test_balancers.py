@@ -7,8 +7,9 @@ from collections import Counter
 
 import pytest
 
-from sidecars.ambassador.balancer import BALANCERS, ConsistentHash, make_balancer
+from sidecars.ambassador.balancer import BALANCERS, Balancer, ConsistentHash, make_balancer
 from sidecars.ambassador.endpoint import Endpoint, Outcome
+from tests.unit.ambassador_control.conftest import FakeClock, MakeCluster
 
 
 class _Owner:
@@ -28,7 +29,7 @@ def _seeded() -> None:
     random.seed(1234)
 
 
-async def test_p2c_ewma_prefers_the_fast_endpoint(clock, make_cluster) -> None:
+async def test_p2c_ewma_prefers_the_fast_endpoint(clock: FakeClock, make_cluster: MakeCluster) -> None:
     cluster, _ = await make_cluster(3)
     slow = cluster.endpoints[2]
     latency = {ep: (0.020 if ep is slow else 0.001) for ep in cluster.endpoints}
@@ -45,7 +46,7 @@ async def test_p2c_ewma_prefers_the_fast_endpoint(clock, make_cluster) -> None:
     assert min(fast) > 0.4 * 3000
 
 
-async def test_p2c_ewma_weighs_latency_by_requests_in_flight(clock, make_cluster) -> None:
+async def test_p2c_ewma_weighs_latency_by_requests_in_flight(clock: FakeClock, make_cluster: MakeCluster) -> None:
     cluster, _ = await make_cluster(2)
     a, b = cluster.endpoints
     for ep in (a, b):  # equal latency history
@@ -56,7 +57,7 @@ async def test_p2c_ewma_weighs_latency_by_requests_in_flight(clock, make_cluster
     assert {cluster.pick() for _ in range(200)} == {b}
 
 
-async def test_p2c_ewma_penalises_fast_failures(clock, make_cluster) -> None:
+async def test_p2c_ewma_penalises_fast_failures(clock: FakeClock, make_cluster: MakeCluster) -> None:
     # An endpoint answering 5xx in 1 ms must not look faster than one answering 200 in 10 ms.
     cluster, _ = await make_cluster(2, outlier={"consecutive_errors": 0})
     bad, good = cluster.endpoints
@@ -67,7 +68,7 @@ async def test_p2c_ewma_penalises_fast_failures(clock, make_cluster) -> None:
     assert {cluster.pick() for _ in range(100)} == {good}
 
 
-async def test_p2c_ewma_tries_a_once_slow_endpoint_again_later(clock, make_cluster) -> None:
+async def test_p2c_ewma_tries_a_once_slow_endpoint_again_later(clock: FakeClock, make_cluster: MakeCluster) -> None:
     cluster, _ = await make_cluster(2)
     slow, fast = cluster.endpoints
     slow.start_request()
@@ -186,7 +187,7 @@ def test_slow_start_weight_ramps_linearly_from_the_minimum() -> None:
     assert ep.weight(100.0) == 1.0  # the ramp is over for good
 
 
-def simulate(balancer, picks: int, in_flight: int = 8) -> Counter[Endpoint]:
+def simulate(balancer: Balancer, picks: int, in_flight: int = 8) -> Counter[Endpoint]:
     """Picks with `in_flight` requests outstanding, finished oldest first, each taking 5 ms."""
     seen: Counter[Endpoint] = Counter()
     outstanding: list[Endpoint] = []
@@ -194,6 +195,7 @@ def simulate(balancer, picks: int, in_flight: int = 8) -> Counter[Endpoint]:
         if len(outstanding) >= in_flight:
             outstanding.pop(0).end_request(Outcome.OK, 0.005)
         ep = balancer.pick()
+        assert ep is not None
         ep.start_request()
         outstanding.append(ep)
         seen[ep] += 1
@@ -203,7 +205,7 @@ def simulate(balancer, picks: int, in_flight: int = 8) -> Counter[Endpoint]:
 
 
 @pytest.mark.parametrize("name", ["round_robin", "least_request", "p2c_ewma"])
-def test_an_endpoint_in_slow_start_gets_less_traffic(clock, name: str) -> None:
+def test_an_endpoint_in_slow_start_gets_less_traffic(clock: FakeClock, name: str) -> None:
     balancer = make_balancer(name)
     eps = endpoints(2)
     for ep in eps:

@@ -51,7 +51,7 @@ def test_config_names_every_bad_endpoint_by_index() -> None:
 
 def test_config_rejects_unknown_and_inconsistent_fields() -> None:
     with pytest.raises(ValidationError, match="balancr"):
-        ClusterConfig(endpoints=["a:1"], balancr="hash")
+        ClusterConfig(endpoints=["a:1"], balancr="hash")  # type: ignore[call-arg]
     with pytest.raises(ValidationError, match="timeout_secs must not exceed"):
         ClusterConfig(endpoints=["a:1"], health_check={"interval_secs": 1, "timeout_secs": 2})
     with pytest.raises(ValidationError, match="dns"):

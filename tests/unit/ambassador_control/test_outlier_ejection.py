@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from typing import Any
 
 import pytest
 
+from sidecars.ambassador.cluster import Cluster
 from sidecars.ambassador.endpoint import Endpoint, Outcome
+from sidecars.core.logs import Capture
+from tests.unit.ambassador_control.conftest import FakeClock, MakeCluster
 
 
 @pytest.fixture(autouse=True)
@@ -16,10 +20,10 @@ def _seeded() -> None:
 
 
 @pytest.fixture
-def make_cluster(make_cluster):
+def make_cluster(make_cluster: MakeCluster) -> MakeCluster:
     """Round robin here, so what is picked depends on health alone, not on latency."""
 
-    async def make(n: int = 3, **config):
+    async def make(n: int = 3, **config: Any) -> tuple[Cluster, Capture]:
         config.setdefault("balancer", "round_robin")
         return await make_cluster(n, **config)
 
@@ -32,15 +36,17 @@ def fail(ep: Endpoint, outcome: Outcome, times: int = 1) -> None:
         ep.end_request(outcome, 0.002)
 
 
-def picks(cluster, n: int = 300) -> Counter[Endpoint]:
+def picks(cluster: Cluster, n: int = 300) -> Counter[Endpoint | None]:
     return Counter(cluster.pick() for _ in range(n))
 
 
-def sample(cluster, name: str, **labels: str) -> float | None:
+def sample(cluster: Cluster, name: str, **labels: str) -> float | None:
     return cluster._registry.get_sample_value(name, {"cluster": "test", **labels})
 
 
-async def test_consecutive_5xx_eject_and_a_success_resets_the_streak(clock, make_cluster) -> None:
+async def test_consecutive_5xx_eject_and_a_success_resets_the_streak(
+    clock: FakeClock, make_cluster: MakeCluster
+) -> None:
     cluster, capture = await make_cluster(3, outlier={"consecutive_errors": 5})
     ep = cluster.endpoints[0]
     fail(ep, Outcome.HTTP_5XX, 4)
@@ -56,21 +62,25 @@ async def test_consecutive_5xx_eject_and_a_success_resets_the_streak(clock, make
     assert events and events[0]["endpoint"] == ep.key and events[0]["reason"] == "http_5xx"
 
 
-async def test_local_errors_say_nothing_about_the_endpoint(clock, make_cluster) -> None:
+async def test_local_errors_say_nothing_about_the_endpoint(clock: FakeClock, make_cluster: MakeCluster) -> None:
     cluster, _ = await make_cluster(3, outlier={"consecutive_errors": 2})
     ep = cluster.endpoints[0]
     fail(ep, Outcome.LOCAL_ERROR, 10)
     assert ep.healthy and ep.latency_ewma_s == 0.0
 
 
-async def test_one_refused_connect_ejects_so_a_dead_endpoint_is_not_tried_twice(clock, make_cluster) -> None:
+async def test_one_refused_connect_ejects_so_a_dead_endpoint_is_not_tried_twice(
+    clock: FakeClock, make_cluster: MakeCluster
+) -> None:
     cluster, _ = await make_cluster(3)
     dead = cluster.endpoints[1]
     fail(dead, Outcome.CONNECT_FAILURE)
     assert dead not in picks(cluster, 500)
 
 
-async def test_ejection_time_grows_with_each_ejection_and_resets_after_a_quiet_period(clock, make_cluster) -> None:
+async def test_ejection_time_grows_with_each_ejection_and_resets_after_a_quiet_period(
+    clock: FakeClock, make_cluster: MakeCluster
+) -> None:
     cluster, capture = await make_cluster(
         3, outlier={"consecutive_errors": 1, "base_ejection_secs": 10, "max_ejection_secs": 25}
     )
@@ -98,7 +108,7 @@ async def test_ejection_time_grows_with_each_ejection_and_resets_after_a_quiet_p
     assert ep.ejections_total == 4
 
 
-async def test_max_ejection_percent_caps_the_ejected_share(clock, make_cluster) -> None:
+async def test_max_ejection_percent_caps_the_ejected_share(clock: FakeClock, make_cluster: MakeCluster) -> None:
     cluster, _ = await make_cluster(4, outlier={"consecutive_errors": 1, "max_ejection_percent": 50})
     a, b, c, d = cluster.endpoints
     for ep in (a, b, c):
@@ -108,7 +118,7 @@ async def test_max_ejection_percent_caps_the_ejected_share(clock, make_cluster) 
     assert sample(cluster, "ambassador_ejections_capped_total") == 1
 
 
-async def test_at_least_one_endpoint_may_always_be_ejected(clock, make_cluster) -> None:
+async def test_at_least_one_endpoint_may_always_be_ejected(clock: FakeClock, make_cluster: MakeCluster) -> None:
     cluster, _ = await make_cluster(3, outlier={"consecutive_errors": 1, "max_ejection_percent": 10})
     a, b, _c = cluster.endpoints
     fail(a, Outcome.HTTP_5XX)
@@ -116,7 +126,9 @@ async def test_at_least_one_endpoint_may_always_be_ejected(clock, make_cluster) 
     assert not a.healthy and b.healthy
 
 
-async def test_a_refusing_endpoint_kept_by_the_cap_is_still_avoided(clock, make_cluster) -> None:
+async def test_a_refusing_endpoint_kept_by_the_cap_is_still_avoided(
+    clock: FakeClock, make_cluster: MakeCluster
+) -> None:
     cluster, _ = await make_cluster(3, outlier={"max_ejection_percent": 10})
     a, b, c = cluster.endpoints
     fail(a, Outcome.CONNECT_FAILURE)  # ejected
@@ -127,7 +139,9 @@ async def test_a_refusing_endpoint_kept_by_the_cap_is_still_avoided(clock, make_
     assert b in picks(cluster, 500)  # known dead only for a while: it may have come back
 
 
-async def test_panic_mode_balances_over_all_when_too_few_are_healthy(clock, make_cluster) -> None:
+async def test_panic_mode_balances_over_all_when_too_few_are_healthy(
+    clock: FakeClock, make_cluster: MakeCluster
+) -> None:
     cluster, capture = await make_cluster(
         4,
         outlier={"consecutive_errors": 1, "max_ejection_percent": 100, "base_ejection_secs": 5},
@@ -148,7 +162,7 @@ async def test_panic_mode_balances_over_all_when_too_few_are_healthy(clock, make
     assert not cluster.panic and all(ep.healthy for ep in cluster.endpoints)
 
 
-async def test_panic_threshold_zero_never_panics(clock, make_cluster) -> None:
+async def test_panic_threshold_zero_never_panics(clock: FakeClock, make_cluster: MakeCluster) -> None:
     cluster, _ = await make_cluster(
         2, outlier={"consecutive_errors": 1, "max_ejection_percent": 100}, panic_threshold_percent=0
     )
@@ -158,7 +172,7 @@ async def test_panic_threshold_zero_never_panics(clock, make_cluster) -> None:
     assert cluster.pick() is None
 
 
-async def test_failure_streaks_count_into_metrics(clock, make_cluster) -> None:
+async def test_failure_streaks_count_into_metrics(clock: FakeClock, make_cluster: MakeCluster) -> None:
     cluster, _ = await make_cluster(2, outlier={"consecutive_errors": 0, "consecutive_connect_failures": 0})
     ep = cluster.endpoints[0]
     fail(ep, Outcome.OK, 3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sidecars.ambassador.budget import CircuitBreaker, RetryBudget
 from sidecars.ambassador.cluster_config import CircuitBreakerConfig, RetryBudgetConfig
+from tests.unit.ambassador_control.conftest import MakeCluster
 
 
 class Clock:
@@ -71,7 +72,7 @@ def test_circuit_breaker_refuses_beyond_each_limit_and_counts() -> None:
     assert breaker.overflows == {"connections": 1, "pending": 1, "requests": 1}
 
 
-async def test_cluster_exports_budget_and_breaker_counters(make_cluster) -> None:
+async def test_cluster_exports_budget_and_breaker_counters(make_cluster: MakeCluster) -> None:
     cluster, _ = await make_cluster(1, retry_budget={"ratio_percent": 0, "min_retries_per_sec": 0})
     assert not cluster.retry_budget.can_retry()
     cluster.breaker.try_acquire_pending()
