@@ -224,6 +224,8 @@ class _Parser:
             if name:
                 return
         parts = line[1:].split(None, 2)
+        if self.openmetrics and parts == ["EOF"]:
+            return  # the end marker; `parse_pieces` checks that it is the last line
         if len(parts) < 2 or parts[0] not in ("HELP", "TYPE", "UNIT"):
             if self.openmetrics and line.strip() != "#" and parts and parts[0] not in ("HELP", "TYPE", "UNIT"):
                 raise ParseError(lineno, "comments other than HELP, TYPE, UNIT and EOF are not OpenMetrics")
@@ -277,28 +279,60 @@ def parse(
 
     `families`: only samples whose names are in this set are returned (pass `family_names(...)` to
     keep whole families); other lines are skipped without being parsed or validated.
-    `label_cache`: maps a raw label block to its parsed labels; pass the same dict for successive
-    scrapes of one target (most series repeat) and it saves the label parsing, as Prometheus'
-    scrape cache does. The caller bounds it (e.g. a fresh dict per scrape seeded from the last).
+    `label_cache`: maps the text of a line up to `}` to its parsed name and labels; pass the same
+    dict for successive scrapes of one target (most series repeat) and it saves the label parsing,
+    as Prometheus' scrape cache does. The caller bounds its size.
+    """
+    pieces = (text[i : i + SLICE_CHARS] for i in range(0, len(text), SLICE_CHARS))
+    return parse_pieces(pieces, openmetrics=openmetrics, families=families, label_cache=label_cache)
+
+
+def parse_pieces(
+    pieces: Iterable[str],
+    *,
+    openmetrics: bool = False,
+    families: Collection[str] | None = None,
+    label_cache: LabelCache | None = None,
+) -> ParseResult:
+    """Parses a page given as consecutive pieces of text (cut anywhere), one block of lines at a time.
+
+    No single step touches more than a piece or so: a C call over a whole 30 MB page (a `split`, a
+    `find`, a `decode`) would hold the GIL for tens of milliseconds, and a parse in a worker thread
+    must leave the event loop room to answer probes.
     """
     parser = _Parser(openmetrics, label_cache)
-    if openmetrics:
-        text = _strip_eof(text)
-    if families is not None and "\n " not in text and "\n\t" not in text and text[:1] not in (" ", "\t"):
-        _parse_filtered(parser, text, families)
-        return parser.result
-    # Slice by slice: one `split` over a 30 MB page would hold the GIL for tens of milliseconds,
-    # and a parse in a worker thread must leave the event loop room to answer probes.
-    pos, lineno, size = 0, 1, len(text)
-    while pos < size:
-        end = text.find("\n", pos + SLICE_CHARS)
-        if end < 0:
-            end = size
-        lines = text[pos:end].split("\n")
-        _parse_lines(parser, lines, families, lineno)
-        lineno += len(lines)
-        pos = end + 1
+    wanted = None if families is None else families if isinstance(families, set | frozenset) else set(families)
+    lineno, carry, last = 1, "", ""
+    for piece in pieces:
+        text = carry + piece if carry else piece
+        cut = text.rfind("\n")
+        if cut < 0:
+            carry = text
+            continue
+        block, carry = text[:cut], text[cut + 1 :]
+        lineno = _parse_block(parser, block, wanted, lineno)
+        last = block
+    if carry:
+        lineno = _parse_block(parser, carry, wanted, lineno)
+        last = carry
+    if openmetrics and not _ends_with_eof(last):
+        raise ParseError(lineno - 1, "OpenMetrics page does not end with '# EOF'")
     return parser.result
+
+
+def _parse_block(parser: _Parser, block: str, wanted: Collection[str] | None, lineno: int) -> int:
+    """Parses complete lines; returns the number of the line after them."""
+    if wanted is not None and "\n " not in block and "\n\t" not in block and block[:1] not in (" ", "\t"):
+        _parse_filtered(parser, block, wanted, lineno)
+        return lineno + block.count("\n") + 1
+    lines = block.split("\n")
+    _parse_lines(parser, lines, wanted, lineno)
+    return lineno + len(lines)
+
+
+def _ends_with_eof(text: str) -> bool:
+    body = text.rstrip("\n")
+    return body.endswith("# EOF") and (len(body) == 5 or body[-6] == "\n")
 
 
 def _parse_lines(parser: _Parser, lines: list[str], wanted: Collection[str] | None, first_lineno: int = 1) -> None:
@@ -394,16 +428,6 @@ def _parse_lines(parser: _Parser, lines: list[str], wanted: Collection[str] | No
         append((name, labels, value, None))
 
 
-def _strip_eof(text: str) -> str:
-    body = text.rstrip("\n")
-    if body.endswith("# EOF"):
-        cut = len(body) - len("# EOF")
-        if cut == 0 or body[cut - 1] == "\n":
-            return body[:cut]
-    return_line = text.count("\n") + 1
-    raise ParseError(return_line, "OpenMetrics page does not end with '# EOF'")
-
-
 def _family_base(name: str) -> str:
     for suffix in FAMILY_SUFFIXES:
         if name.endswith(suffix):
@@ -411,7 +435,7 @@ def _family_base(name: str) -> str:
     return name
 
 
-def _parse_filtered(parser: _Parser, text: str, names: Collection[str]) -> None:
+def _parse_filtered(parser: _Parser, text: str, names: Collection[str], first_lineno: int = 1) -> None:
     """Finds the lines of the wanted names with `str.find` and parses only those.
 
     One search per family base (`x` finds `x_bucket`, `x_sum`, ...); a base that extends another is
@@ -438,5 +462,5 @@ def _parse_filtered(parser: _Parser, text: str, names: Collection[str]) -> None:
     try:
         _parse_lines(parser, lines, wanted)
     except ParseError as exc:
-        lineno = text.count("\n", 0, starts[exc.line - 1]) + 1
+        lineno = text.count("\n", 0, starts[exc.line - 1]) + first_lineno
         raise ParseError(lineno, exc.message) from None

@@ -8,8 +8,10 @@ decode_error (not UTF-8), parse_error (with the line number in the detail), erro
 from __future__ import annotations
 
 import asyncio
+import codecs
 import gc
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -21,7 +23,7 @@ from sidecars.adapter.exposition import (
     ParseError,
     ParseResult,
     SampleTuple,
-    parse,
+    parse_pieces,
 )
 
 # OpenMetrics first, then the classic text format; Prometheus sends the same preference.
@@ -55,6 +57,28 @@ class Scrape:
         return self.result is not None
 
 
+def _decoded_pieces(chunks: list[bytes]) -> Iterator[str]:
+    """The body as text, about 256 KiB at a time (never one decode over the whole page)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines_before = 0
+    group: list[bytes] = []
+    size = 0
+    for i, chunk in enumerate(chunks):
+        group.append(chunk)
+        size += len(chunk)
+        last = i == len(chunks) - 1
+        if size < 256 * 1024 and not last:
+            continue
+        data = b"".join(group)
+        try:
+            yield decoder.decode(data, final=last)
+        except UnicodeDecodeError as exc:
+            line = lines_before + data.count(b"\n", 0, max(exc.start, 0)) + 1
+            raise ScrapeError("decode_error", f"line {line}: not UTF-8") from None
+        lines_before += data.count(b"\n")
+        group, size = [], 0
+
+
 def _decode_and_parse(
     chunks: list[bytes],
     openmetrics: bool,
@@ -67,18 +91,13 @@ def _decode_and_parse(
     When the outputs need more families than the rules, the rules' share is picked out here too,
     so the event loop only ever handles what the rules read.
     """
-    body = b"".join(chunks)
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = body.count(b"\n", 0, exc.start) + 1
-        raise ScrapeError("decode_error", f"line {line}: not UTF-8") from None
+    pieces = _decoded_pieces(chunks)
     # A page makes hundreds of thousands of tuples, none in a cycle: cyclic collections triggered
     # meanwhile would only walk them, holding the GIL for tens of ms while probes wait.
     enabled = gc.isenabled()
     gc.disable()
     try:
-        result = parse(text, openmetrics=openmetrics, families=families, label_cache=cache)
+        result = parse_pieces(pieces, openmetrics=openmetrics, families=families, label_cache=cache)
     finally:
         if enabled:
             gc.enable()
