@@ -43,6 +43,7 @@ Vector = list[Sample]
 Internal = float | str | Vector | list[RangeSeries]
 
 DEFAULT_SUBQUERY_STEP_MS = 60_000
+MAX_SUBQUERY_STEPS = 11_000  # the resolution limit Prometheus puts on range queries
 
 
 def evaluate(expr: Expr, history: History, t_ms: int, *, default_step_ms: int = DEFAULT_SUBQUERY_STEP_MS) -> Value:
@@ -194,6 +195,14 @@ class _Evaluator:
         start = step * int(lower / step)  # Go's integer division truncates toward zero
         if start < lower:
             start += step
+        steps = (end - start) // step + 1 if end >= start else 0
+        if steps > MAX_SUBQUERY_STEPS:
+            # A rule runs on every scrape: refuse what would stall the event loop instead of running it.
+            raise PromQLError(
+                f"subquery would evaluate its expression {steps} times; at most {MAX_SUBQUERY_STEPS} are allowed "
+                "(use a longer step)",
+                node.pos,
+            )
         series: dict[Labels, tuple[list[int], list[float]]] = {}
         for at in range(start, end + 1, step):
             value = self.eval(node.expr, at)

@@ -151,3 +151,11 @@ def test_selection_cache_sees_new_series() -> None:
     assert set(values(h, "m", 0)) == {NAME_A}
     h.append_scrape(1000, [("m", A, 1.0, None), ("m", B, 1.0, None)])
     assert set(values(h, "m", 1000)) == {NAME_A, NAME_B}
+
+
+def test_subqueries_with_too_many_steps_are_refused() -> None:
+    h = History(retention_ms=60_000)
+    h.append_scrape(0, [("m", A, 1.0, None)])
+    with pytest.raises(PromQLError, match="at most 11000"):
+        evaluate(parse_expr("max_over_time(m[1d:1s])"), h, 0)
+    assert values(h, "max_over_time(m[1h:1s])", 0) == {A: 1.0}
