@@ -244,7 +244,10 @@ class Follower:
         block = self.buf[self.pos :]
         start = self.buf_offset + self.pos
         self.pos = len(self.buf)
-        return self._records(block, start, start + len(block))
+        end = start + len(block)
+        if block.endswith(b"\n"):  # forced (at a truncation) with whole lines still unframed
+            block = block[:-1]
+        return self._records(block, start, end)
 
     def flush_multiline(self, now: float, force: bool = False) -> Chunk | None:
         """The multi-line record being built, once no line came for `multiline_flush_secs`."""

@@ -81,6 +81,7 @@ class Pipeline:
             metrics=metrics,
             log=log,
         )
+        self._stash: list[Chunk] = []  # records produced outside the reader (at a truncation)
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._rescan_now = asyncio.Event()
@@ -166,6 +167,8 @@ class Pipeline:
     async def _reader(self) -> None:
         while True:
             progressed = False
+            while self._stash:
+                await self._add(self._stash.pop(0))
             for f in list(self.followers.values()):
                 if f.fd is None:
                     continue
@@ -468,7 +471,12 @@ class Pipeline:
         held = f.buf[f.pos :]
         copy = self._adopt_copy(old_track.entry, f.read_offset, held, f)
         if copy is None:
-            old_track.dead = True  # what was read goes out; its acks no longer move a checkpoint
+            # What was read goes out (a held partial line or multi-line record included); its acks no
+            # longer move a checkpoint.
+            for held_chunk in (f.flush_partial(now, force=True), f.flush_multiline(now, force=True)):
+                if held_chunk is not None:
+                    self._stash.append(held_chunk)
+            old_track.dead = True
             self.store.remove(f.key)
             self.log.warning(
                 "file truncated in place; reading it again from the start", path=f.path, was_at=f.read_offset

@@ -76,15 +76,19 @@ async def test_truncation_noticed_after_the_file_grew_back_past_the_old_offset(
     app = logs / "app.log"
     old = numbered("old", 0, 20)
     write_lines(app, old)
+    with open(app, "a") as f:
+        f.write("old partial")  # held for its newline when the truncation comes: sent, not lost
     # Polling only, and rarely: the truncation and the regrowth both happen between two looks.
-    async with tailer(watch_mode="poll", poll_interval_secs=2.0, rescan_interval_secs=30.0) as sc:
+    async with tailer(
+        watch_mode="poll", poll_interval_secs=2.0, rescan_interval_secs=30.0, partial_line_flush_secs=60
+    ) as sc:
         await receiver.wait_for(20)
         new = [f"{m} {PAD}" for m in numbered("new", 0, 50)]  # far longer than what was there
         write_lines(app, new, mode="w")
-        await receiver.wait_for(70)
+        await receiver.wait_for(71)
         await asyncio.sleep(0.2)
         assert sc.sample("tailer_rotations_total", {"kind": "truncated"}) == 1
-    assert_exactly(receiver, old + new)
+    assert_exactly(receiver, [*old, "old partial", *new])
 
 
 async def test_glob_does_not_match_rotated_siblings_and_restart_sends_nothing_twice(
