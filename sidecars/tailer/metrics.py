@@ -58,6 +58,9 @@ class TailerMetrics:
         self.checkpoint_age = Gauge(
             "tailer_checkpoint_age_seconds", "Seconds since the checkpoint file was last written.", registry=r
         )
+        self.checkpoint_writes = Counter(
+            "tailer_checkpoint_writes", "Checkpoint file writes (at most one per checkpoint interval).", registry=r
+        )
         self.sink_failing = Gauge(
             "tailer_sink_failing_seconds", "Seconds batches have been failing to deliver (0 when healthy).", registry=r
         )

@@ -81,6 +81,7 @@ class Pipeline:
             metrics=metrics,
             log=log,
         )
+        self._unopenable: set[str] = set()
         self._stash: list[Chunk] = []  # records produced outside the reader (at a truncation)
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -322,8 +323,11 @@ class Pipeline:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
             self.metrics.errors.labels(type="open").inc()
-            self.log.warning("cannot open file", path=path, error=str(exc))
+            if path not in self._unopenable:  # logged once, not at every rescan
+                self._unopenable.add(path)
+                self.log.warning("cannot open file", path=path, error=str(exc))
             return None
+        self._unopenable.discard(path)
         try:
             st = os.fstat(fd)
             key = file_key(st)
@@ -658,6 +662,7 @@ class Pipeline:
         self.store.dirty = False
         try:
             await asyncio.to_thread(self.store.write, data)
+            self.metrics.checkpoint_writes.inc()
             self.store.existed = True
             self._checkpoint_failures = 0
         except OSError as exc:

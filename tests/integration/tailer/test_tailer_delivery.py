@@ -190,3 +190,15 @@ async def test_start_at_end_applies_only_to_files_found_on_the_very_first_start(
     assert sorted(receiver.messages) == sorted(
         numbered("live", 0, 3) + numbered("new", 0, 2) + numbered("while-down", 0, 4)
     )
+
+
+async def test_checkpoints_are_written_per_interval_not_per_batch(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path
+) -> None:
+    write_lines(logs / "app.log", numbered("l", 0, 20000))
+    async with tailer(batch_max_lines=100, checkpoint_interval_secs=1.0) as sc:
+        await receiver.wait_for(20000)
+        batches = receiver.requests
+        writes = sc.sample("tailer_checkpoint_writes_total") or 0
+    assert batches >= 200
+    assert 1 <= writes < batches / 4, f"{writes} checkpoint writes for {batches} batches"
