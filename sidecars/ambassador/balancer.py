@@ -11,6 +11,7 @@ import bisect
 import hashlib
 import random
 import time
+import zlib
 from collections.abc import Collection, Sequence
 from typing import ClassVar
 
@@ -27,7 +28,10 @@ class Balancer:
         """The candidates changed; `endpoints` is in a stable (discovery) order."""
         self._eps = endpoints
 
-    def pick(self, hash_key: bytes | None = None, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
+    def pick(
+        self, hash_key: bytes | None = None, exclude: Collection[Endpoint] = (), now: float = 0.0
+    ) -> Endpoint | None:
+        """`now` is the caller's monotonic time (read once per request); 0 means read it here."""
         raise NotImplementedError
 
     def _first_not_excluded(self, exclude: Collection[Endpoint]) -> Endpoint | None:
@@ -46,12 +50,13 @@ class RoundRobin(Balancer):
         super().__init__()
         self._next = 0
 
-    def pick(self, hash_key: bytes | None = None, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
+    def pick(
+        self, hash_key: bytes | None = None, exclude: Collection[Endpoint] = (), now: float = 0.0
+    ) -> Endpoint | None:
         eps = self._eps
         n = len(eps)
         if not n:
             return None
-        now = 0.0
         for _ in range(n):
             i = self._next % n
             self._next = i + 1
@@ -69,7 +74,9 @@ class RoundRobin(Balancer):
 class _PowerOfTwo(Balancer):
     """Two distinct endpoints drawn at random; the lower `_cost` wins (ties go to the first drawn)."""
 
-    def pick(self, hash_key: bytes | None = None, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
+    def pick(
+        self, hash_key: bytes | None = None, exclude: Collection[Endpoint] = (), now: float = 0.0
+    ) -> Endpoint | None:
         eps = self._eps
         n = len(eps)
         if n <= 1:
@@ -88,10 +95,11 @@ class _PowerOfTwo(Balancer):
                 return a
             if b in exclude:
                 return a
-        now = time.monotonic()
+        now = now or time.monotonic()
         return a if self._cost(a, now) <= self._cost(b, now) else b
 
-    def _cost(self, ep: Endpoint, now: float) -> float:
+    @staticmethod
+    def _cost(ep: Endpoint, now: float) -> float:
         raise NotImplementedError
 
 
@@ -99,9 +107,8 @@ class P2cEwma(_PowerOfTwo):
     """Power of two choices on peak-EWMA latency x requests in flight (Finagle's and Linkerd's default)."""
 
     name = "p2c_ewma"
-
-    def _cost(self, ep: Endpoint, now: float) -> float:
-        return ep.load(now)
+    # The endpoint's own method, unbound: one call per candidate instead of two.
+    _cost = staticmethod(Endpoint.load)  # type: ignore[assignment]
 
 
 class LeastRequest(_PowerOfTwo):
@@ -109,15 +116,26 @@ class LeastRequest(_PowerOfTwo):
 
     name = "least_request"
 
-    def _cost(self, ep: Endpoint, now: float) -> float:
+    @staticmethod
+    def _cost(ep: Endpoint, now: float) -> float:
         if ep._ramp_secs:
             return (ep.active + 1) / ep.weight(now)
         return ep.active + 1
 
 
+_MASK64 = (1 << 64) - 1
+
+
 def hash64(data: bytes) -> int:
-    """A stable 64-bit hash: the same key maps to the same endpoint in every replica and restart."""
+    """A stable 64-bit hash for ring points: the same endpoint lands on the same points everywhere."""
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+def key_hash(data: bytes) -> int:
+    """A stable 64-bit hash of a request's key, five times cheaper than blake2b (it runs per request):
+    CRC-32 spread over 64 bits by Fibonacci multiplication, so the high bits the ring compares
+    depend on every input bit. Stable across processes, unlike `hash()`."""
+    return (zlib.crc32(data) * 0x9E3779B97F4A7C15) & _MASK64
 
 
 class ConsistentHash(Balancer):
@@ -142,14 +160,16 @@ class ConsistentHash(Balancer):
         self._points = [p for p, _, _ in ring]
         self._owners = [ep for _, _, ep in ring]
 
-    def pick(self, hash_key: bytes | None = None, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
+    def pick(
+        self, hash_key: bytes | None = None, exclude: Collection[Endpoint] = (), now: float = 0.0
+    ) -> Endpoint | None:
         owners = self._owners
         if not owners:
             return None
         if hash_key is None:
             i = int(random.random() * len(owners))
         else:
-            i = bisect.bisect_left(self._points, hash64(hash_key))
+            i = bisect.bisect_left(self._points, key_hash(hash_key))
         n = len(owners)
         ep = owners[i % n]
         if ep not in exclude:

@@ -122,9 +122,9 @@ class Cluster:
         now = time.monotonic()
         if now >= self._next_expiry:
             self._expire_ejections(now)
-        ep = self._balancer.pick(hash_key, exclude)
+        ep = self._balancer.pick(hash_key, exclude, now)
         if ep is not None and ep.refused_until > now and len(self._candidates) > 1:
-            other = self._balancer.pick(hash_key, (*exclude, ep))
+            other = self._balancer.pick(hash_key, (*exclude, ep), now)
             if other is not None and other.refused_until <= now:
                 return other
             for other in self._candidates:

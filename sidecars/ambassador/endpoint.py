@@ -31,6 +31,9 @@ class Outcome(enum.Enum):
     LOCAL_ERROR = 5  # our side failed (client went away, bad request): says nothing about the endpoint
 
 
+_OK, _LOCAL_ERROR, _CONNECT_FAILURE = Outcome.OK, Outcome.LOCAL_ERROR, Outcome.CONNECT_FAILURE
+
+
 def endpoint_key(host: str, port: int) -> str:
     """ "host:port", with IPv6 addresses in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -136,16 +139,24 @@ class Endpoint:
 
     def end_request(self, outcome: Outcome, latency_s: float) -> None:
         self.active -= 1
-        self.outcomes[outcome.value] += 1
-        if outcome is Outcome.OK:
+        self.outcomes[outcome._value_] += 1  # `_value_`: a plain attribute, `value` is a slow descriptor
+        if outcome is _OK:
             self.consecutive_errors = 0
             self.consecutive_connect_failures = 0
-            self._observe(latency_s, time.monotonic())
-        elif outcome is not Outcome.LOCAL_ERROR:
+            # `_observe` inlined: this branch runs for nearly every request.
+            now = time.monotonic()
+            elapsed = now - self._stamp
+            self._stamp = now
+            if latency_s >= self._cost:
+                self._cost = latency_s
+            else:
+                w = math.exp(-elapsed / self._tau) if elapsed > 0 else 1.0
+                self._cost = self._cost * w + latency_s * (1.0 - w)
+        elif outcome is not _LOCAL_ERROR:
             now = time.monotonic()
             self._observe(max(latency_s, FAILURE_PENALTY_SECS), now)
             self.consecutive_errors += 1
-            if outcome is Outcome.CONNECT_FAILURE:
+            if outcome is _CONNECT_FAILURE:
                 self.consecutive_connect_failures += 1
                 self.refused_until = now + self.refuse_secs
             else:
@@ -174,7 +185,9 @@ class Endpoint:
         tried again later instead of being starved for good.
         """
         elapsed = now - self._stamp
-        if elapsed > 0:
+        # Decay only once a thousandth of the time constant has passed: the stamp stays, so nothing is
+        # lost, and a busy endpoint skips an exp() per pick.
+        if elapsed > self._tau * 0.001:
             self._cost *= math.exp(-elapsed / self._tau)
             self._stamp = now
         cost = self._cost
