@@ -71,9 +71,7 @@ def wait_http(url: str, timeout_secs: float = 30) -> None:
             with urllib.request.urlopen(url, timeout=2) as response:
                 response.read()
                 return
-        except OSError as exc:
-            if getattr(exc, "code", None) == 503:
-                return
+        except OSError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
@@ -134,7 +132,7 @@ def run(quick: bool) -> Report:
                     stdout=subprocess.DEVNULL,
                 )  # fmt: skip
                 try:
-                    wait_http(f"http://127.0.0.1:{admin}/readyz")
+                    wait_http(f"http://127.0.0.1:{admin}/readyz", 120)  # ready: the first verdict exists
                     time.sleep(2.5)  # a scrape cycle under way
                     ours = wrk(f"http://127.0.0.1:{listen}/healthz", secs, connections)
                     with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as response:

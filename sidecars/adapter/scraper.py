@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import gc
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -92,15 +91,9 @@ def _decode_and_parse(
     so the event loop only ever handles what the rules read.
     """
     pieces = _decoded_pieces(chunks)
-    # A page makes hundreds of thousands of tuples, none in a cycle: cyclic collections triggered
-    # meanwhile would only walk them, holding the GIL for tens of ms while probes wait.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        result = parse_pieces(pieces, openmetrics=openmetrics, families=families, label_cache=cache)
-    finally:
-        if enabled:
-            gc.enable()
+    # The cyclic GC stays on: its young collections untrack the (acyclic) sample tuples as they
+    # are made. Pausing it would leave them all for one long collection later, on any thread.
+    result = parse_pieces(pieces, openmetrics=openmetrics, families=families, label_cache=cache)
     if rule_families is None or rule_families == families:
         return result, result.samples
     return result, [s for s in result.samples if s[0] in rule_families]
