@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.podrunner import LABEL, Manifest, Pod
+from tests.e2e.podrunner import EXAMPLES, LABEL, Manifest, Pod
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "k8s-examples"
 
 
 @pytest.fixture(scope="session")

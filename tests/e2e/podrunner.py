@@ -39,6 +39,7 @@ from typing import Any
 import yaml
 
 LABEL = "sidecars-e2e"
+EXAMPLES = Path(__file__).resolve().parents[2] / "k8s-examples"
 CLONE_NEWNET = 0x40000000
 # Runs as the infra container's only process: sleeps until SIGTERM, needs no shell.
 PAUSE = "import signal, sys; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); signal.pause()"

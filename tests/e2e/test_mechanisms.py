@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.e2e.patterns import docker_time
-from tests.e2e.podrunner import Pod
+from tests.e2e.podrunner import EXAMPLES, Manifest, Pod, PodError
 
 pytestmark = pytest.mark.e2e
 
@@ -57,3 +57,21 @@ def test_security_context_is_applied(pod_factory: Callable[[str], Pod]) -> None:
     ).stdout.strip()  # fmt: skip
     assert inspect == '["ALL"] true'
     pod.stop()
+
+
+def test_bad_config_in_a_configmap_stops_the_sidecar_with_a_clear_error(images: None, no_leftovers: None) -> None:
+    """A misspelt key: the sidecar exits 2 before serving, naming the key and the mounted file."""
+    manifest = Manifest.load(EXAMPLES / "04-ambassador" / "pod.yaml")
+    cm = manifest.configmaps["ambassador-config"]
+    cm["ambassador.yaml"] += "shutdown_timeout_sec: 5\n"
+    pod = Pod(manifest)
+    try:
+        with pytest.raises(PodError) as failed:
+            pod.start()
+        message = str(failed.value)
+        assert "ambassador exited" in message
+        assert "shutdown_timeout_sec" in message and "/etc/sidecars/ambassador.yaml" in message
+        assert pod.state("ambassador")["ExitCode"] == 2
+        assert "app" not in pod.containers  # the app never started behind a broken sidecar
+    finally:
+        pod.remove()
