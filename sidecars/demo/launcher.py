@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import yaml
 
@@ -78,7 +79,7 @@ class Child:
     ready_url: str
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
-    _log: object = field(default=None, repr=False)
+    _log: IO[bytes] | None = field(default=None, repr=False)
 
     def start(self, env: dict[str, str]) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -100,7 +101,7 @@ class Child:
                 self.proc.kill()
                 self.proc.wait()
         if self._log is not None:
-            self._log.close()  # type: ignore[attr-defined]
+            self._log.close()
         return self.proc.returncode
 
     def tail(self, lines: int = 20) -> str:
