@@ -86,7 +86,7 @@ class Batcher:
                 )
                 self._streams[tid] = stream
             stream.lines.extend(chunk.lines)
-            stream.timestamps_ns.extend([chunk.ts_ns] * n)
+            stream.timestamps_ns.extend(chunk.timestamps_ns or [chunk.ts_ns] * n)
             if stream.fields is not None and chunk.fields is not None:
                 stream.fields.extend(chunk.fields)
             self.lines += n

@@ -19,7 +19,7 @@ from typing import Any
 
 from sidecars.tailer.checkpoint import Track
 from sidecars.tailer.identity import Fingerprint
-from sidecars.tailer.records import Grouper, decode_block, parse_json_fields
+from sidecars.tailer.records import Grouper, decode_block, parse_json_fields, record_times
 
 # Reads up to this size are done on the event loop: a page-cache copy of a few KiB is cheaper than
 # a hop to a thread.
@@ -35,6 +35,7 @@ class Options:
     fingerprint_bytes: int = 1024
     partial_line_flush_secs: float = 5.0
     parse_json: bool = False
+    json_timestamp_key: str | None = None
     multiline: str = "off"
     multiline_start_pattern: str | None = None
     multiline_flush_secs: float = 1.0
@@ -53,6 +54,7 @@ class Counts:
     skipped_bytes: int = 0
     json_errors: int = 0
     multiline_cut: int = 0
+    bad_timestamps: int = 0
 
 
 @dataclass(slots=True)
@@ -66,6 +68,7 @@ class Chunk:
     end: int | None  # None: no complete record boundary moved (a record is still being built)
     nbytes: int
     ts_ns: int
+    timestamps_ns: list[int] | None = None  # the records' own times, when taken from a JSON field
 
 
 class Follower:
@@ -263,10 +266,15 @@ class Follower:
 
     def _chunk(self, lines: list[str], end: int | None, nbytes: int) -> Chunk:
         fields: list[dict[str, Any]] | None = None
+        now = time.time_ns()
+        stamps: list[int] | None = None
         if self.opt.parse_json:
             fields, bad = parse_json_fields(lines)
             self.counts.json_errors += bad
-        return Chunk(self, self.track, lines, fields, end, nbytes, time.time_ns())
+            if self.opt.json_timestamp_key:
+                stamps, bad = record_times(fields, self.opt.json_timestamp_key, now)
+                self.counts.bad_timestamps += bad
+        return Chunk(self, self.track, lines, fields, end, nbytes, now, stamps)
 
     # ------------------------------------------------------------------------------------ rotation
 

@@ -37,7 +37,8 @@ class TailerMetrics:
         )
         self.altered = Counter(
             "tailer_records_altered",
-            "Records kept but changed, by reason (invalid_utf8, truncated, json_invalid, multiline_cut).",
+            "Records kept but changed, by reason (invalid_utf8, truncated, json_invalid, multiline_cut, "
+            "bad_timestamp: the read time used instead).",
             ["reason"],
             registry=r,
         )
@@ -82,6 +83,8 @@ class TailerMetrics:
             self.altered.labels(reason="json_invalid").inc(counts.json_errors - last.json_errors)
         if counts.multiline_cut != last.multiline_cut:
             self.altered.labels(reason="multiline_cut").inc(counts.multiline_cut - last.multiline_cut)
+        if counts.bad_timestamps != last.bad_timestamps:
+            self.altered.labels(reason="bad_timestamp").inc(counts.bad_timestamps - last.bad_timestamps)
         if counts.skipped_bytes != last.skipped_bytes:
             self.dropped_bytes.labels(reason="overlong_line").inc(counts.skipped_bytes - last.skipped_bytes)
         self.absorbed = Counts(**{k: getattr(counts, k) for k in Counts.__slots__})

@@ -58,6 +58,7 @@ class Pipeline:
             fingerprint_bytes=s.fingerprint_bytes,
             partial_line_flush_secs=s.partial_line_flush_secs,
             parse_json=s.parse_json,
+            json_timestamp_key=s.json_timestamp_key,
             multiline=s.multiline,
             multiline_start_pattern=s.multiline_start_pattern,
             multiline_flush_secs=s.multiline_flush_secs,

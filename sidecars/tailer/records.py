@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -50,6 +51,48 @@ def parse_json_fields(lines: list[str]) -> tuple[list[dict[str, Any]], int]:
             out.append(value if isinstance(value, dict) else {})
         else:
             out.append({})
+    return out, bad
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def parse_time_ns(value: Any) -> int | None:
+    """A record's own time: RFC 3339 text (no zone: UTC), or Unix time in s, ms, µs or ns by magnitude."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        v = abs(value)
+        if v >= 1e17:
+            return int(value)
+        if v >= 1e14:
+            return int(value * 1_000)
+        if v >= 1e11:
+            return int(value * 1_000_000)
+        return int(value * 1_000_000_000)
+    if isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        delta = dt - _EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+    return None
+
+
+def record_times(fields: list[dict[str, Any]], key: str, read_ns: int) -> tuple[list[int], int]:
+    """Each record's time from `key` (the read time where missing or unparsable), and how many were bad."""
+    out: list[int] = []
+    bad = 0
+    for f in fields:
+        value = f.get(key)
+        ts = parse_time_ns(value) if value is not None else None
+        if ts is None:
+            bad += value is not None
+            ts = read_ns
+        out.append(ts)
     return out, bad
 
 

@@ -91,6 +91,11 @@ class TailerSettings(SidecarSettings):
     parse_json: bool = Field(
         False, description="Parse lines that are JSON objects; their fields go with the line to the sink."
     )
+    json_timestamp_key: str | None = Field(
+        None,
+        description="With parse_json: the field holding a record's own time (RFC 3339 text, or Unix time in "
+        "s/ms/us/ns told apart by magnitude); records without it keep the time they were read.",
+    )
     multiline: Literal["off", "java", "python", "pattern"] = Field(
         "off",
         description="Group multi-line records: java or python stack traces, or `pattern`: a line matching "
@@ -189,6 +194,8 @@ class TailerSettings(SidecarSettings):
 
     @model_validator(mode="after")
     def _check(self) -> TailerSettings:
+        if self.json_timestamp_key and not self.parse_json:
+            raise ValueError("json_timestamp_key needs parse_json: true")
         if self.multiline == "pattern" and not self.multiline_start_pattern:
             raise ValueError("multiline=pattern needs multiline_start_pattern")
         for p in self.include:

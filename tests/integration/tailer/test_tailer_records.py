@@ -123,3 +123,14 @@ async def test_partial_last_line_waits_for_its_newline_then_flushes_when_idle(
         assert len(receiver.docs) == 2  # held, not sent half
     # At shutdown the held line is sent whole, once.
     assert receiver.messages == ["complete", "half a line", "no newline ever"]
+
+
+async def test_json_timestamp_key_gives_records_their_own_time(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path
+) -> None:
+    write_lines(logs / "app.log", ['{"ts": "2024-05-01T12:00:00.5Z", "msg": "then"}', '{"msg": "now"}'])
+    async with tailer(parse_json=True, json_timestamp_key="ts"):
+        await receiver.wait_for(2)
+    then, now = receiver.docs
+    assert then["timestamp"] == "2024-05-01T12:00:00.500000000Z"
+    assert now["timestamp"] > "2025"  # no field: the time it was read

@@ -15,7 +15,7 @@ from sidecars.tailer.delivery import backoff_delay
 from sidecars.tailer.discovery import Matcher, base_dir, compile_glob
 from sidecars.tailer.follower import Counts, Follower, Options, _nth_newline
 from sidecars.tailer.identity import Fingerprint
-from sidecars.tailer.records import Grouper, decode_block, parse_json_fields
+from sidecars.tailer.records import Grouper, decode_block, parse_json_fields, parse_time_ns, record_times
 
 
 @pytest.mark.parametrize(
@@ -163,3 +163,27 @@ def test_nth_newline_finds_exactly_the_nth(lengths: list[int], data: st.DataObje
     nth = data.draw(st.integers(1, len(lengths)))
     expected = [i for i, c in enumerate(buf) if c == 10][nth - 1]
     assert _nth_newline(buf, 0, len(buf), len(lengths), nth) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2024-05-01T12:00:00Z", 1714564800 * 10**9),
+        ("2024-05-01T14:00:00.25+02:00", 1714564800 * 10**9 + 250_000_000),
+        ("2024-05-01 12:00:00", 1714564800 * 10**9),  # no zone: UTC
+        (1714564800, 1714564800 * 10**9),
+        (1714564800.5, 1714564800 * 10**9 + 500_000_000),
+        (1714564800123, 1714564800123 * 10**6),
+        (1714564800123456, 1714564800123456 * 10**3),
+        (1714564800123456789, 1714564800123456789),
+        ("yesterday", None),
+        (True, None),
+    ],
+)
+def test_parse_time_ns(value: object, expected: int | None) -> None:
+    assert parse_time_ns(value) == expected
+
+
+def test_record_times_fall_back_to_the_read_time() -> None:
+    stamps, bad = record_times([{"ts": 1714564800}, {}, {"ts": "garbage"}], "ts", 7)
+    assert stamps == [1714564800 * 10**9, 7, 7] and bad == 1
