@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from sidecars.core import SidecarSettings
 
@@ -49,6 +49,19 @@ class AdapterSettings(SidecarSettings):
     rules_poll_secs: float = Field(
         5.0, gt=0, description="Interval of the modification-time check of the rules file (besides inotify)."
     )
+
+    @field_validator("rules_file")
+    @classmethod
+    def _rules_valid(cls, path: Path | None) -> Path | None:
+        # Checked with the rest of the config, so `--check-config` and start-up report every problem.
+        if path is not None:
+            from sidecars.adapter.rules import RulesError, load_rules
+
+            try:
+                load_rules(path)
+            except RulesError as exc:
+                raise ValueError(exc.render()) from None
+        return path
 
     @model_validator(mode="after")
     def _timeout_within_interval(self) -> AdapterSettings:

@@ -64,3 +64,15 @@ async def test_unreachable_target_and_invalid_rules(app: MetricsApp, rules_file:
     code, out, _ = await check(app, rules_file)
     assert code == 1
     assert "refused" in next(line for line in out.splitlines() if line.startswith("scrape"))
+
+
+async def test_check_config_reports_rule_problems(rules_file: Path) -> None:
+    rules_file.write_text("rules: [{name: q, expr: 'up =='}, {name: q, expr: up}]\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sidecars.adapter", "--rules-file", str(rules_file), "--check-config",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    text = out.decode() + err.decode()
+    assert proc.returncode == 2
+    assert "--rules-file" in text and "rule 'q'.expr: 1:6:" in text
