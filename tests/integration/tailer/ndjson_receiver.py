@@ -7,6 +7,7 @@ refused), the way a real log store has outages.
 from __future__ import annotations
 
 import asyncio
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ class NdjsonReceiver:
     requests: int = 0
     fail_status: int | None = None  # answer this instead of 200 while set
     retry_after: str | None = None
+    jitter_secs: float = 0.0  # answer each request after a random delay up to this (reorders acks)
     url: str = ""
     port: int = 0
     _runner: web.AppRunner | None = None
@@ -54,6 +56,8 @@ class NdjsonReceiver:
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         self.requests += 1
+        if self.jitter_secs:
+            await asyncio.sleep(random.uniform(0, self.jitter_secs))
         if self.fail_status is not None:
             headers = {"Retry-After": self.retry_after} if self.retry_after else {}
             return web.Response(status=self.fail_status, text="failing on purpose", headers=headers)

@@ -202,3 +202,16 @@ async def test_checkpoints_are_written_per_interval_not_per_batch(
         writes = sc.sample("tailer_checkpoint_writes_total") or 0
     assert batches >= 200
     assert 1 <= writes < batches / 4, f"{writes} checkpoint writes for {batches} batches"
+
+
+async def test_concurrent_sends_acknowledged_out_of_order_commit_only_the_acked_prefix(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path, tmp_path: Path
+) -> None:
+    app = logs / "app.log"
+    lines = numbered("c", 0, 5000)
+    write_lines(app, lines)
+    receiver.jitter_secs = 0.03
+    async with tailer(batch_max_lines=100, send_concurrency=4, max_in_flight_batches=8):
+        await receiver.wait_for(5000)
+    assert_exactly(receiver, lines)
+    assert offset_of(tmp_path, app) == app.stat().st_size

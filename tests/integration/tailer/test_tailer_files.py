@@ -122,6 +122,9 @@ async def test_one_watcher_a_thousand_files_in_nested_directories_bounded_fds_an
         links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in fds]
         assert sum("inotify" in x for x in links) == 1, "one watcher per process"
         assert len(fds) <= 1000 + 60
+        rss_kib = int(next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmRSS"))
+                      .split()[1])  # fmt: skip
+        assert rss_kib < 200 * 1024, "memory grows with the number of files"
         for i in range(0, 1000, 10):  # a tenth of them grow
             write_lines(files[i], [f"f{i} more"])
         await receiver.wait_for(5100, timeout_secs=30)
