@@ -111,6 +111,53 @@ def _measure(cmd: list[str], receiver: CountingReceiver, lines: int, timeout_sec
     return {"lines_per_sec": lines / wall, "lines_per_cpu_sec": lines / cpu, "cpu_secs": cpu, "peak_rss_mib": rss}
 
 
+WRITER = r"""
+import os, sys, time
+path, seconds, rate, pad = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+per_tick, seq, next_at = rate // 100, 0, time.monotonic()
+end = next_at + seconds
+while next_at < end:
+    os.write(fd, "".join(f"2024-05-01T12:00:00.000Z INFO {n:09d} {pad}\n" for n in range(seq, seq + per_tick)).encode())
+    seq += per_tick
+    next_at += 0.01
+    time.sleep(max(next_at - time.monotonic(), 0))
+print(seq)
+"""
+
+
+def _measure_live(
+    cmd: list[str], receiver: CountingReceiver, log: Path, seconds: float, rate: int, ready: float
+) -> dict[str, float]:
+    """CPU per line while following a file written at a steady `rate` (start-up excluded)."""
+    log.unlink(missing_ok=True)
+    log.touch()
+    receiver.reset()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(ready)  # started and idle: only what following costs is measured
+        cpu0 = _cpu_secs(proc.pid)
+        out = subprocess.run(
+            [sys.executable, "-c", WRITER, str(log), str(seconds), str(rate), LINE_PAD],
+            capture_output=True, check=True, text=True,
+        )  # fmt: skip
+        written = int(out.stdout)
+        deadline = time.monotonic() + 60
+        while receiver.lines < written and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if receiver.lines < written:
+            raise TimeoutError(f"{cmd[0]}: {receiver.lines} of {written} lines")
+        cpu = _cpu_secs(proc.pid) - cpu0
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return {"live_lines_per_cpu_sec": written / max(cpu, 1e-3), "live_cpu_share": cpu / seconds}
+
+
 def _syslog_ng_cmd(tmp: Path, log: Path, url: str) -> list[str]:
     conf = tmp / "syslog-ng.conf"
     conf.write_text(
@@ -182,12 +229,19 @@ def run(quick: bool) -> Report:
         for subject, runs in results.items():
             best = max(runs, key=lambda r: r["lines_per_cpu_sec"])
             report.add(subject, **best)
+        # Following a live file: a writer at a steady rate, CPU counted from after start-up.
+        rate, seconds = (20_000, 3.0) if quick else (50_000, 10.0)
+        live = tmp / "live.log"
+        report.add("syslog-ng", **_measure_live(_syslog_ng_cmd(tmp, live, url), receiver, live, seconds, rate, 1.0))
+        report.add("sidecars", **_measure_live(_tailer_cmd(tmp, live, url), receiver, live, seconds, rate, 2.0))
         ours, peer = report.rows["sidecars"], report.rows["syslog-ng"]
         report.ratio("lines_per_sec", ours["lines_per_sec"], peer["lines_per_sec"])
         report.ratio("lines_per_cpu_sec", ours["lines_per_cpu_sec"], peer["lines_per_cpu_sec"])
+        report.ratio("live_lines_per_cpu_sec", ours["live_lines_per_cpu_sec"], peer["live_lines_per_cpu_sec"])
         report.ratio("peak_rss (lower is better)", ours["peak_rss_mib"], peer["peak_rss_mib"])
         report.notes.append(
             f"{lines:,} lines of {log.stat().st_size // lines} bytes read from the start of one file; "
             f"batches of {BATCH_LINES} lines; CPU includes start-up"
         )
+        report.notes.append(f"live: {rate:,} lines/s written for {seconds:.0f} s into a followed file")
     return report
