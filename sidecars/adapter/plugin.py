@@ -80,6 +80,7 @@ class Adapter(Sidecar[AdapterSettings]):
             session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
             stack.push_async_callback(session.close)
             self.scraper = Scraper(session, settings.target_url, settings.scrape_timeout_secs, settings.max_body_bytes)
+            stack.callback(self.scraper.close)
             app = web.Application()
             for output in self.outputs:
                 app.add_routes(output.routes())

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import gc
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -84,6 +85,7 @@ def _decode_and_parse(
     families: frozenset[str] | None,
     cache: LabelCache,
     rule_families: frozenset[str] | None,
+    after_parse: Callable[[ParseResult], None],
 ) -> tuple[ParseResult, list[SampleTuple]]:
     """Runs in a worker thread: joining, decoding and parsing a big page must not hold the loop.
 
@@ -91,16 +93,37 @@ def _decode_and_parse(
     so the event loop only ever handles what the rules read.
     """
     pieces = _decoded_pieces(chunks)
-    # The cyclic GC stays on: its young collections untrack the (acyclic) sample tuples as they
-    # are made. Pausing it would leave them all for one long collection later, on any thread.
-    result = parse_pieces(pieces, openmetrics=openmetrics, families=families, label_cache=cache)
-    if rule_families is None or rule_families == families:
-        return result, result.samples
-    return result, [s for s in result.samples if s[0] in rule_families]
+    # Young collections stay on (they untrack the acyclic sample tuples as they are made); full
+    # ones, which would walk the growing page again and again, wait until the parse is done.
+    thresholds = gc.get_threshold()
+    gc.set_threshold(thresholds[0], thresholds[1], 1 << 30)
+    try:
+        result = parse_pieces(pieces, openmetrics=openmetrics, families=families, label_cache=cache)
+        after_parse(result)
+    finally:
+        gc.set_threshold(*thresholds)
+    rule_samples = result.samples
+    if rule_families is not None and rule_families != families:
+        rule_samples = [s for s in result.samples if s[0] in rule_families]
+    return result, rule_samples
+
+
+# Pages with this many samples are moved out of the cyclic GC's sight once parsed (see below).
+FREEZE_MIN_SAMPLES = 50_000
+# Every this many freezes the frozen objects are handed back to the GC once, so that cyclic garbage
+# that happened to be alive at a freeze is still collected eventually.
+FREEZES_PER_UNFREEZE = 100
 
 
 class Scraper:
-    """Scrapes one URL with a shared session; keeps a label cache across scrapes of the same page."""
+    """Scrapes one URL with a shared session; keeps a label cache across scrapes of the same page.
+
+    A big page leaves hundreds of thousands of long-lived objects (its samples, the label cache).
+    CPython's full collections walk every tracked object, tens to hundreds of milliseconds with the
+    GIL held, whichever thread triggers them; probes would wait that long. So after parsing a big
+    page the scraper calls `gc.freeze()`: what exists then is left out of later collections (the
+    samples are acyclic; reference counting still frees them). `close()` undoes it.
+    """
 
     def __init__(self, session: aiohttp.ClientSession, url: str, timeout_secs: float, max_body_bytes: int) -> None:
         self.session = session
@@ -109,6 +132,7 @@ class Scraper:
         self.max_body_bytes = max_body_bytes
         self._cache: LabelCache = {}
         self._cache_families: frozenset[str] | None = None
+        self._freezes = 0
 
     async def scrape(
         self, families: frozenset[str] | None = None, rule_families: frozenset[str] | None = None
@@ -124,7 +148,7 @@ class Scraper:
                 self._cache, self._cache_families = {}, families
             cache = self._cache
             result, outcome.rule_samples = await asyncio.to_thread(
-                _decode_and_parse, chunks, openmetrics, families, cache, rule_families
+                _decode_and_parse, chunks, openmetrics, families, cache, rule_families, self._after_parse
             )
             # Bound the cache to the series of the latest page: entries of vanished series go.
             if len(cache) > 2 * max(len(result.samples), 1000):
@@ -143,6 +167,22 @@ class Scraper:
             outcome.error = ScrapeError("error", f"{type(exc).__name__}: {exc}"[:200])
         outcome.duration_secs = time.perf_counter() - started
         return outcome
+
+    def _after_parse(self, result: ParseResult) -> None:
+        """In the parse thread, before full collections are allowed again: freeze a big page."""
+        if len(result.samples) < FREEZE_MIN_SAMPLES:
+            return
+        if self._freezes >= FREEZES_PER_UNFREEZE:
+            gc.unfreeze()
+            self._freezes = 0
+        gc.freeze()
+        self._freezes += 1
+
+    def close(self) -> None:
+        """Hands frozen objects back to the garbage collector."""
+        if self._freezes:
+            gc.unfreeze()
+            self._freezes = 0
 
     async def _fetch(self) -> tuple[list[bytes], int, bool]:
         headers = {"Accept": ACCEPT, "Accept-Encoding": "gzip", "User-Agent": "sidecars-adapter"}
