@@ -1,0 +1,362 @@
+"""The set of followed files: what a path names now, identity on open, rotation, truncation, closing.
+
+Everything here is synchronous and cheap (stat, fstat, a pread of the head): it runs in the poll loop
+and on change events, independently of reading, so a rotation or truncation is noticed and the
+rotated content held open even while reading is paused behind a sink outage.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Callable
+
+from structlog.typing import FilteringBoundLogger
+
+from sidecars.tailer.checkpoint import CheckpointStore, Entry, Track
+from sidecars.tailer.discovery import Matcher
+from sidecars.tailer.follower import Chunk, Counts, Follower, Options
+from sidecars.tailer.identity import Fingerprint, file_key
+from sidecars.tailer.metrics import TailerMetrics
+from sidecars.tailer.settings import TailerSettings
+
+
+class FileSet:
+    def __init__(
+        self,
+        settings: TailerSettings,
+        store: CheckpointStore,
+        matcher: Matcher,
+        options: Options,
+        counts: Counts,
+        base_labels: dict[str, str],
+        metrics: TailerMetrics,
+        log: FilteringBoundLogger,
+        wake: Callable[[], None],
+        stash: Callable[[Chunk], None],
+    ) -> None:
+        self.s = settings
+        self.store = store
+        self.matcher = matcher
+        self.options = options
+        self.counts = counts
+        self.base_labels = base_labels
+        self.metrics = metrics
+        self.log = log
+        self._wake = wake  # the reader has something to do
+        self._stash = stash  # records produced here (at a truncation) for the reader to batch
+        self.followers: dict[str, Follower] = {}  # by identity key "dev:ino"
+        self.by_path: dict[str, str] = {}  # matching path -> key of the file it names now
+        self.draining = False  # no new files once shutdown began
+        self.initial_scan = False
+        self.first_start = not store.existed
+        self._unopenable: set[str] = set()
+
+    def _labels(self, path: str) -> dict[str, str]:
+        labels = dict(self.base_labels)
+        labels["path"] = path
+        return labels
+
+    def check_path(self, path: str, rescan: bool = False) -> None:
+        """Look at a matching path: new file, the same file grown, or a new file under an old name."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return  # gone (renamed or deleted): the poller notices on the open file
+        if not stat.S_ISREG(st.st_mode):
+            return
+        key = file_key(st)
+        now = time.monotonic()
+        cur = self.by_path.get(path)
+        if cur == key:
+            f = self.followers.get(key)
+            if f is not None:
+                if st.st_size != f.read_offset:
+                    self.check(f, now)  # growth, or truncation (checked before reading on)
+                return
+        if cur is not None and cur != key:
+            old = self.followers.get(cur)
+            if old is not None and old.rotated_at is None and old.deleted_at is None:
+                old.rotated_at = now
+                self.metrics.rotations.labels(kind="renamed").inc()
+                self.log.info("file rotated away: reading it to its end", path=path)
+            del self.by_path[path]
+        f = self.followers.get(key)
+        if f is not None:  # a followed file under a (new) matching name
+            f.path = path
+            f.rotated_at = None
+            self.by_path[path] = key
+            f.at_eof = False
+            self._wake()
+            return
+        if self.draining:
+            return
+        entry = self.store.get(key)
+        if rescan and entry is not None and entry.offset == st.st_size and entry.path == path:
+            entry.seen = time.time()  # known, nothing new: no need to hold it open
+            return
+        self._open(path, st)
+
+    def _open(self, path: str, st0: os.stat_result, label_path: str | None = None) -> Follower | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            self.metrics.errors.labels(type="open").inc()
+            if path not in self._unopenable:  # logged once, not at every rescan
+                self._unopenable.add(path)
+                self.log.warning("cannot open file", path=path, error=str(exc))
+            return None
+        self._unopenable.discard(path)
+        try:
+            st = os.fstat(fd)
+            key = file_key(st)
+            if key in self.followers or not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                return None
+            head = os.pread(fd, self.s.fingerprint_bytes, 0)
+        except OSError as exc:
+            os.close(fd)
+            self.log.warning("cannot read file", path=path, error=str(exc))
+            return None
+        entry = self.store.get(key)
+        if entry is not None and entry.fingerprint.matches(head) and entry.offset <= st.st_size:
+            offset = entry.offset
+            entry.path = path
+            entry.seen = time.time()
+            fingerprint = entry.fingerprint
+        else:
+            if entry is not None:
+                # Its inode now holds other content: truncated in place while we were away (find the
+                # copy logrotate made) or reused by a new file.
+                self.store.remove(key)
+                self._adopt_copy(entry, entry.offset, b"", None)
+            offset = st.st_size if (self.initial_scan and self.first_start and self.s.start_at == "end") else 0
+            fingerprint = Fingerprint.of(head)
+            entry = Entry(key, fingerprint, offset, path)
+            self.store.put(entry)
+        f = Follower(
+            path,
+            fd,
+            st,
+            fingerprint,
+            Track(self.store, entry),
+            offset,
+            self._labels(label_path or path),
+            self.options,
+            self.counts,
+        )
+        if label_path is not None:
+            f.label_path = label_path
+        self.followers[key] = f
+        if label_path is None:
+            self.by_path[path] = key
+        self._wake()
+        return f
+
+    def _adopt_copy(self, entry: Entry, offset: int, held: bytes, donor: Follower | None) -> Follower | None:
+        """Find the copy `copytruncate` made of a content (same head, another inode) and read its rest.
+
+        Lines written between our last read and the truncation exist only in that copy.
+        """
+        directory, base = os.path.split(entry.path)
+        best: tuple[float, str, os.stat_result] | None = None
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            return None
+        for name in names:
+            if name == base or not name.startswith(base):
+                continue
+            path = os.path.join(directory, name)
+            if not self.matcher.name_allowed(name):
+                continue
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode) or file_key(st) in self.followers or st.st_size < offset:
+                continue
+            try:
+                with open(path, "rb") as fh:
+                    head = fh.read(entry.fingerprint.length)
+            except OSError:
+                continue
+            if entry.fingerprint.matches(head) and (best is None or st.st_mtime > best[0]):
+                best = (st.st_mtime, path, st)
+        if best is None:
+            return None
+        _, path, st = best
+        if st.st_size == offset and not held:
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        key = file_key(st)
+        self.store.remove(entry.key)
+        entry.key, entry.path = key, path
+        self.store.put(entry)
+        track = donor.track if donor is not None else Track(self.store, entry)
+        f = Follower(
+            path,
+            fd,
+            st,
+            entry.fingerprint,
+            track,
+            offset - len(held),
+            self._labels(donor.label_path if donor else entry.path),
+            self.options,
+            self.counts,
+        )
+        f.buf = held
+        f.rotated_at = time.monotonic()
+        if donor is not None:
+            f.label_path = donor.label_path
+            f.skipping = donor.skipping
+            f.grouper = donor.grouper
+        self.followers[key] = f
+        self.metrics.rotations.labels(kind="copy_found").inc()
+        self.log.info("reading the rest of a copy-truncated file from its copy", path=path, offset=offset)
+        self._wake()
+        return f
+
+    def recover_rotated(self) -> None:
+        """After a restart: files renamed away (rotated) while we were down, with lines left to read."""
+        for entry in list(self.store.entries.values()):
+            if entry.key in self.followers:
+                continue
+            directory, base = os.path.split(entry.path)
+            try:
+                names = os.listdir(directory)
+            except OSError:
+                continue
+            for name in names:
+                if not name.startswith(base) or name == base:
+                    continue
+                path = os.path.join(directory, name)
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if file_key(st) != entry.key or st.st_size <= entry.offset:
+                    continue
+                f = self._open(path, st, label_path=entry.path)
+                if f is not None:
+                    f.rotated_at = time.monotonic()
+                    self.log.info("resuming a file rotated while stopped", path=path, offset=entry.offset)
+                break
+
+    def _truncated(self, f: Follower, now: float) -> None:
+        """`f`'s content was replaced in place (copytruncate): finish the old content, restart at zero."""
+        assert f.fd is not None
+        self.metrics.rotations.labels(kind="truncated").inc()
+        old_track = f.track
+        held = f.buf[f.pos :]
+        copy = self._adopt_copy(old_track.entry, f.read_offset, held, f)
+        if copy is None:
+            # What was read goes out (a held partial line or multi-line record included); its acks no
+            # longer move a checkpoint.
+            for held_chunk in (f.flush_partial(now, force=True), f.flush_multiline(now, force=True)):
+                if held_chunk is not None:
+                    self._stash(held_chunk)
+            old_track.dead = True
+            self.store.remove(f.key)
+            self.log.warning(
+                "file truncated in place; reading it again from the start", path=f.path, was_at=f.read_offset
+            )
+        try:
+            head = os.pread(f.fd, self.s.fingerprint_bytes, 0)
+        except OSError:
+            head = b""
+        fingerprint = Fingerprint.of(head)
+        entry = Entry(f.key, fingerprint, 0, f.path)
+        self.store.put(entry)
+        f.restart_at_zero(Track(self.store, entry), fingerprint)
+        f.size = len(head)
+        self._wake()
+
+    def check(self, f: Follower, now: float) -> None:
+        if f.fd is None:
+            return
+        try:
+            st = os.fstat(f.fd)
+        except OSError:
+            self.close(f, "error")
+            return
+        if st.st_nlink == 0 and f.deleted_at is None:
+            f.deleted_at = now
+            self.metrics.rotations.labels(kind="deleted").inc()
+        if f.deleted_at is None and f.rotated_at is None:
+            try:
+                pst = os.stat(f.path)
+                moved = (pst.st_dev, pst.st_ino) != (f.dev, f.ino)
+            except OSError:
+                moved = True
+            if moved:
+                f.rotated_at = now
+                self.metrics.rotations.labels(kind="renamed").inc()
+                self.log.info("file rotated away: reading it to its end", path=f.path)
+                if self.by_path.get(f.path) == f.key:
+                    del self.by_path[f.path]
+                self.check_path(f.path)  # the new file under the old name, if there is one yet
+        size = st.st_size
+        if size < f.read_offset:
+            self._truncated(f, now)
+            return
+        fp = f.fingerprint
+        if size != f.size and fp.length:
+            try:
+                head = os.pread(f.fd, self.s.fingerprint_bytes, 0)
+            except OSError:
+                head = b""
+            if not fp.matches(head):
+                self._truncated(f, now)
+                return
+            if fp.length < self.s.fingerprint_bytes and len(head) > fp.length:
+                f.fingerprint = f.track.entry.fingerprint = Fingerprint.of(head)
+                self.store.dirty = True
+        elif not fp.length and size > 0 and size != f.size:
+            try:
+                head = os.pread(f.fd, self.s.fingerprint_bytes, 0)
+            except OSError:
+                head = b""
+            f.fingerprint = f.track.entry.fingerprint = Fingerprint.of(head)
+            self.store.dirty = True
+        if size > f.read_offset and not self.draining:  # a drain reads up to the sizes it started with
+            f.at_eof = False
+            self._wake()
+        f.size = max(size, f.read_offset)
+        self._maybe_close(f, now)
+
+    def _maybe_close(self, f: Follower, now: float) -> None:
+        done = f.settled and f.track.idle
+        if f.deleted_at is not None:
+            if done:
+                self.close(f, "deleted")
+                self.store.remove(f.track.entry.key)
+            elif now - f.deleted_at > self.s.deleted_max_secs or f.unread_bytes > self.s.deleted_max_bytes:
+                lost = f.unread_bytes
+                self.metrics.dropped_bytes.labels(reason="deleted_file").inc(lost)
+                self.metrics.base.events_dropped.labels(reason="deleted_file").inc()
+                self.log.error(
+                    "deleted file closed before it was read to its end: its rest is lost",
+                    path=f.path,
+                    unread_bytes=lost,
+                    deleted_for_secs=round(now - f.deleted_at, 1),
+                )
+                self.close(f, "deleted_limit")
+                self.store.remove(f.track.entry.key)
+        elif f.rotated_at is not None:
+            if done and now - max(f.last_growth, f.rotated_at) >= self.s.rotate_wait_secs:
+                self.close(f, "rotated")
+        elif done and now - f.last_growth >= self.s.close_inactive_secs:
+            self.close(f, "inactive")
+
+    def close(self, f: Follower, reason: str) -> None:
+        f.close()
+        self.followers.pop(f.key, None)
+        if self.by_path.get(f.path) == f.key:
+            del self.by_path[f.path]
+        f.closing_reason = reason
+        self.log.debug("file closed", path=f.path, reason=reason)
