@@ -215,7 +215,8 @@ class Adapter(Sidecar[AdapterSettings]):
 
     def _loop_alive(self) -> str | None:
         # Only the process itself: a slow or dead app makes scrapes fail, it never stalls the loop.
-        budget = 3 * self.settings.scrape_interval_secs + self.settings.scrape_timeout_secs + 5
+        # Generous: parsing a page of many megabytes may take seconds beyond the scrape timeout.
+        budget = max(60.0, 3 * self.settings.scrape_interval_secs + self.settings.scrape_timeout_secs + 30)
         idle = time.monotonic() - self.last_loop_at
         return None if idle < budget else f"scrape loop idle for {idle:.0f} s"
 
