@@ -324,3 +324,70 @@ def test_line_numbers_hold_across_slices(monkeypatch: pytest.MonkeyPatch) -> Non
         parse(page)
     assert caught.value.line == 51
     assert [s[2] for s in parse(page[: page.index("broken")]).samples] == [float(i) for i in range(50)]
+
+
+# --- OpenMetrics agreement ------------------------------------------------------------------------------------
+
+
+def theirs_openmetrics(text: str) -> list[tuple[str, tuple[tuple[str, str], ...], str, int | None]]:
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
+
+    out = []
+    for family in om_families(text):
+        for s in family.samples:
+            ts = None if s.timestamp is None else s.timestamp.sec * 1000 + s.timestamp.nsec // 1_000_000
+            out.append((s.name, tuple(sorted(s.labels.items())), _norm_value(s.value), ts))
+    return out
+
+
+def _om_seconds(ms: int) -> str:
+    return f"{ms // 1000}.{ms % 1000:03d}"
+
+
+@st.composite
+def _om_pages(draw: st.DrawFn) -> str:
+    lines: list[str] = []
+    for index in range(draw(st.integers(min_value=1, max_value=4))):
+        base = f"{draw(_names)}_{index}"
+        kind = draw(st.sampled_from(["counter", "gauge", "histogram", "unknown"]))
+        lines.append(f"# TYPE {base} {kind}")
+        if draw(st.booleans()):
+            lines.append(f"# HELP {base} {draw(st.text(alphabet='ab é', max_size=8))}".rstrip())
+        label_sets = draw(st.lists(st.dictionaries(_label_names, _label_values, max_size=2), min_size=1, max_size=3))
+        seen: set[tuple[tuple[str, str], ...]] = set()
+        for labels in label_sets:
+            labels.pop("le", None)
+            key = tuple(sorted(labels.items()))
+            if key in seen:
+                continue
+            seen.add(key)
+            text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+            ts = draw(st.one_of(st.none(), st.integers(min_value=0, max_value=2 * 10**12)))
+            stamp = "" if ts is None else f" {_om_seconds(ts)}"
+            value = draw(st.integers(min_value=0, max_value=10**6))
+            exemplar = f' # {{trace_id="{draw(_names)}"}} 0.5' if draw(st.booleans()) else ""
+            if kind == "counter":
+                lines.append(f"{base}_total{{{text}}} {value}{stamp}{exemplar}")
+            elif kind == "histogram":
+                sep = "," if text else ""
+                lines.append(f'{base}_bucket{{{text}{sep}le="1.0"}} {value}{stamp}{exemplar}')
+                lines.append(f'{base}_bucket{{{text}{sep}le="+Inf"}} {value}{stamp}')
+                lines.append(f"{base}_count{{{text}}} {value}{stamp}")
+                lines.append(f"{base}_sum{{{text}}} {value}.5{stamp}")
+            else:
+                lines.append(f"{base}{{{text}}} {draw(_values)}{stamp}")
+    return "\n".join(lines) + "\n# EOF\n"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(_om_pages())
+def test_agrees_with_prometheus_client_on_generated_openmetrics_pages(page: str) -> None:
+    from hypothesis import assume
+
+    try:
+        expected = theirs_openmetrics(page)
+    except ValueError:
+        assume(False)
+        return
+    got = [(n, labels, _norm_value(v), ts) for n, labels, v, ts in parse(page, openmetrics=True).samples]
+    assert got == expected  # timestamps compared in whole milliseconds
