@@ -68,6 +68,7 @@ class CheckpointStore:
         self.path = directory / FILE_NAME
         self.entries: dict[str, Entry] = {}
         self.existed = False  # a checkpoint file was there at start: not the very first start
+        self.loaded_mtime: float | None = None  # when it was last written before this start
         self.dirty = False
         self.last_write = time.time()
         self._lock_fd: int | None = None
@@ -97,6 +98,8 @@ class CheckpointStore:
         except FileNotFoundError:
             return
         self.existed = True
+        with contextlib.suppress(OSError):
+            self.loaded_mtime = self.path.stat().st_mtime
         try:
             doc = orjson.loads(raw)
             files = doc["files"]

@@ -222,30 +222,62 @@ class FileSet:
         return f
 
     def recover_rotated(self) -> None:
-        """After a restart: files renamed away (rotated) while we were down, with lines left to read."""
-        for entry in list(self.store.entries.values()):
-            if entry.key in self.followers:
-                continue
-            directory, base = os.path.split(entry.path)
+        """After a restart: rotated siblings (`app.log.1`, `app.log-20240501`) with lines never delivered.
+
+        A known file renamed while we were down is resumed at its checkpoint (found by inode); a file
+        we never knew, written after our last checkpoint write, was created and rotated away while we
+        were down and is read from its start. A file whose head is a known content's head is a
+        copytruncate copy: it is read on from its checkpoint when its original is opened, never twice.
+        """
+        since = self.store.loaded_mtime
+        if since is None:
+            return  # the very first start: nothing was followed before
+        by_dir: dict[str, set[str]] = {}
+        for e in self.store.entries.values():
+            d, b = os.path.split(e.path)
+            by_dir.setdefault(d, set()).add(b)
+        known = {e.key: e for e in self.store.entries.values()}
+        fingerprints = [e.fingerprint for e in self.store.entries.values()]
+        for directory, bases in by_dir.items():
             try:
                 names = os.listdir(directory)
             except OSError:
                 continue
             for name in names:
-                if not name.startswith(base) or name == base:
+                base = next((x for x in bases if name != x and name.startswith(x)), None)
+                if base is None or not self.matcher.name_allowed(name):
                     continue
                 path = os.path.join(directory, name)
+                if self.matcher(path):
+                    continue  # followed under its own name anyway
                 try:
                     st = os.stat(path)
                 except OSError:
                     continue
-                if file_key(st) != entry.key or st.st_size <= entry.offset:
+                key = file_key(st)
+                if key in self.followers or not stat.S_ISREG(st.st_mode):
                     continue
-                f = self._open(path, st, label_path=entry.path)
-                if f is not None:
-                    f.rotated_at = time.monotonic()
-                    self.log.info("resuming a file rotated while stopped", path=path, offset=entry.offset)
-                break
+                entry = known.get(key)
+                if entry is not None:
+                    if st.st_size > entry.offset:
+                        self._resume_rotated(path, st, os.path.join(directory, base), entry.offset)
+                    continue
+                if st.st_mtime <= since:
+                    continue  # not written since our last checkpoint: not ours to read
+                try:
+                    with open(path, "rb") as fh:
+                        head = fh.read(self.s.fingerprint_bytes)
+                except OSError:
+                    continue
+                if any(fp.matches(head) for fp in fingerprints):
+                    continue
+                self._resume_rotated(path, st, os.path.join(directory, base), 0)
+
+    def _resume_rotated(self, path: str, st: os.stat_result, label_path: str, offset: int) -> None:
+        f = self._open(path, st, label_path=label_path)
+        if f is not None:
+            f.rotated_at = time.monotonic()
+            self.log.info("reading a file rotated while stopped", path=path, offset=offset)
 
     def _truncated(self, f: Follower, now: float) -> None:
         """`f`'s content was replaced in place (copytruncate): finish the old content, restart at zero."""

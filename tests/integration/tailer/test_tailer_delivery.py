@@ -215,3 +215,29 @@ async def test_concurrent_sends_acknowledged_out_of_order_commit_only_the_acked_
         await receiver.wait_for(5000)
     assert_exactly(receiver, lines)
     assert offset_of(tmp_path, app) == app.stat().st_size
+
+
+async def test_two_rotations_while_stopped_lose_no_file(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path, tmp_path: Path
+) -> None:
+    app = logs / "app.log"
+    older = logs / "older.log.1"  # a rotated file of another app, from before: never read
+    write_lines(older, ["ancient"])
+    os.utime(older, (1_000_000_000, 1_000_000_000))
+    write_lines(app, numbered("one", 0, 50))
+    async with tailer():
+        await receiver.wait_for(50)
+    write_lines(app, numbered("one-late", 0, 5))  # the first file got more after the stop
+    os.rename(app, logs / "app.log.1")
+    write_lines(app, numbered("two", 0, 20))  # a file created and rotated while stopped
+    os.rename(logs / "app.log.1", logs / "app.log.2")
+    os.rename(app, logs / "app.log.1")
+    write_lines(app, numbered("three", 0, 10))
+    async with tailer() as sc:
+        await receiver.wait_for(85)
+        await asyncio.sleep(0.5)
+        assert len(sc.events("reading a file rotated while stopped")) == 2
+    assert_exactly(
+        receiver,
+        numbered("one", 0, 50) + numbered("one-late", 0, 5) + numbered("two", 0, 20) + numbered("three", 0, 10),
+    )
