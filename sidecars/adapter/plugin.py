@@ -170,7 +170,8 @@ class Adapter(Sidecar[AdapterSettings]):
             previous, self.state.last_good = self.state.last_good, scrape
             for output in self.outputs:
                 output.on_scrape(scrape)
-            if previous is not None and previous.result is not None:
+            in_use = previous is not None and any(o.reading(previous) for o in self.outputs)
+            if previous is not None and previous.result is not None and not in_use:
                 # Freeing a big page's samples is one long C call; done piecewise in a thread below.
                 garbage = [previous.result.samples, previous.rule_samples]
                 previous = None

@@ -42,6 +42,10 @@ class Output(abc.ABC):
     def on_scrape(self, scrape: Scrape) -> None:  # noqa: B027 - optional hook
         """Called after each successful scrape."""
 
+    def reading(self, scrape: Scrape) -> bool:
+        """True while a request is still computing from `scrape` (its samples must not be released)."""
+        return False
+
 
 def builtin_outputs() -> dict[str, type[Output]]:
     from sidecars.adapter.outputs.health import HealthOutput
