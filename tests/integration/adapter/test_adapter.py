@@ -317,3 +317,42 @@ async def test_gzip_body_is_decompressed_and_counted_after_decompression(app: Me
 class TestAdapterConformance(ConformanceSuite):
     plugin = Adapter
     settings = {"listen_host": "127.0.0.1", "listen_port": 0, "target_url": "http://127.0.0.1:9/metrics"}
+
+
+async def test_a_real_node_exporter_as_the_target(rules_file: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    from sidecars.testing import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        ["/usr/bin/prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    target = MetricsApp()
+    target.port = port  # only its URL is used
+    rules_file.write_text(
+        """
+rules:
+  - {name: cpus, expr: 'count(count by (cpu) (node_cpu_seconds_total)) < 1', no_data: fail}
+  - {name: load, expr: 'node_load1 >= 0', severity: warn}
+  - {name: busy, expr: 'sum(rate(node_cpu_seconds_total{mode!="idle"}[1m])) > 1000'}
+"""
+    )
+    try:
+        async with adapter(target, rules_file, outputs=["health", "json"], scrape_interval_secs=0.5,
+                           scrape_timeout_secs=0.5) as sc:  # fmt: skip
+            await wait_for(lambda: sc.plugin.state.last_good is not None, 20)
+            await scrapes_after(sc)
+            status, body = await http_get(url(sc, "/healthz?verbose"))
+            assert status == 200, body
+            assert "[+]cpus ok" in body and "[+]busy ok" in body
+            assert "[+]load warn: node_load1 >= 0 = " in body
+            status, body = await http_get(url(sc, "/metrics.json"))
+            families = json.loads(body)["families"]
+            assert families["node_cpu_seconds_total"]["type"] == "counter"
+            assert len(families) > 50
+    finally:
+        proc.terminate()
+        proc.wait(10)
