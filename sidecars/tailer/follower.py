@@ -216,7 +216,10 @@ class Follower:
         self.pos = pos + max_line
         # The checkpoint stays at the line's start until its newline is found: a restart meanwhile
         # sends the truncated line again rather than the line's tail as a line of its own.
-        return self._chunk([line], None, max_line)
+        records = [line]
+        if self.grouper is not None and (held := self.grouper.flush()) is not None:
+            records.insert(0, held[0])  # the record being built ends where the long line begins
+        return self._chunk(records, None, max_line)
 
     def _records(self, block: bytes, start: int, end: int) -> Chunk:
         lines, bad = decode_block(block)

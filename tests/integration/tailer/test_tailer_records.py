@@ -134,3 +134,13 @@ async def test_json_timestamp_key_gives_records_their_own_time(
     then, now = receiver.docs
     assert then["timestamp"] == "2024-05-01T12:00:00.500000000Z"
     assert now["timestamp"] > "2025"  # no field: the time it was read
+
+
+async def test_overlong_line_inside_multiline_keeps_record_order(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path
+) -> None:
+    with open(logs / "app.log", "w") as f:
+        f.write("[1] first\n  cont\n[2] " + "L" * 5000 + "\n[3] third\n")
+    async with tailer(multiline="pattern", multiline_start_pattern=r"\[\d\]", max_line_bytes=1024):
+        await receiver.wait_for(3)
+    assert receiver.messages == ["[1] first\n  cont", "[2] " + "L" * 1020, "[3] third"]
