@@ -69,6 +69,7 @@ class CheckpointStore:
         self.entries: dict[str, Entry] = {}
         self.existed = False  # a checkpoint file was there at start: not the very first start
         self.loaded_mtime: float | None = None  # when it was last written before this start
+        self.problem: str | None = None  # why the file on disk could not be used
         self.dirty = False
         self.last_write = time.time()
         self._lock_fd: int | None = None
@@ -105,10 +106,12 @@ class CheckpointStore:
             files = doc["files"]
             self.entries = {k: Entry.from_json(k, v) for k, v in files.items()}
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            # Renamed aside, not deleted: an operator can still look at it.
+            # Renamed aside, not deleted: an operator can still look at it. Starting over re-sends
+            # (duplicates) rather than skips: `existed` stays true, so start_at=end does not apply.
             aside = self.path.with_suffix(f".corrupt-{int(time.time())}")
             os.replace(self.path, aside)
-            raise ValueError(f"checkpoint file {self.path} is unreadable ({exc}); moved to {aside}") from None
+            self.entries = {}
+            self.problem = f"checkpoint file {self.path} is unreadable ({exc}); moved to {aside}, files are read again"
 
     def get(self, key: str) -> Entry | None:
         return self.entries.get(key)

@@ -44,6 +44,9 @@ class Tailer(Sidecar[TailerSettings]):
             store = CheckpointStore(s.checkpoint_dir)
             store.open()
             stack.callback(store.close)
+            if store.problem:
+                self.log.error(store.problem)
+                self.context.metrics.errors.labels(type="checkpoint_corrupt").inc()
             self.store = store
             sink_cls = load_sink(s.sink)
             sink = sink_cls(s.sink_settings(), self.log, self.context.metrics.registry)

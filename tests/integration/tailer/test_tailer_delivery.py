@@ -241,3 +241,17 @@ async def test_two_rotations_while_stopped_lose_no_file(
         receiver,
         numbered("one", 0, 50) + numbered("one-late", 0, 5) + numbered("two", 0, 20) + numbered("three", 0, 10),
     )
+
+
+async def test_corrupt_checkpoint_file_is_set_aside_and_files_are_sent_again(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path, tmp_path: Path
+) -> None:
+    write_lines(logs / "app.log", numbered("l", 0, 10))
+    async with tailer():
+        await receiver.wait_for(10)
+    (tmp_path / "checkpoints" / "checkpoints.json").write_bytes(b'{"version": 1, "fil')  # torn by a bad disk
+    async with tailer(start_at="end") as sc:  # even so, nothing is skipped
+        await receiver.wait_for(20)
+        assert any("unreadable" in str(e["event"]) and e.get("log_level") == "error" for e in sc.logs)
+    assert sorted(receiver.messages) == sorted(numbered("l", 0, 10) * 2)
+    assert list((tmp_path / "checkpoints").glob("checkpoints.corrupt-*"))
