@@ -169,7 +169,8 @@ class Cluster:
             for ep, reason in zip(live, results, strict=True):
                 self._on_check(ep, reason)
             for ep in self._live:
-                self._start_checks(ep, first_delay=self._interval())
+                # An endpoint discovered while the first round ran is checked at once.
+                self._start_checks(ep, first_delay=0.0 if ep.hc_state == "pending" else self._interval())
         self.ready = True
         self.log.info(
             "cluster ready",
