@@ -314,7 +314,7 @@ class Cluster:
         if endpoint.draining:
             return
         now = time.monotonic()
-        secs = self.outlier.try_eject(endpoint, self._live, now)
+        secs = self.outlier.try_eject(endpoint, self._live, now, refused=outcome is Outcome.CONNECT_FAILURE)
         if secs is None:
             if endpoint.ejected_until <= now:
                 self.log.debug("ejection refused by max_ejection_percent", endpoint=endpoint.key)
@@ -371,9 +371,18 @@ class Cluster:
             endpoint.hc_passes += 1
             endpoint.hc_streak = endpoint.hc_streak + 1 if endpoint.hc_streak > 0 else 1
             endpoint.refused_until = 0.0
+            if endpoint.ejected_by_refusal and endpoint.ejected_until > now:
+                # Ejected for refusing connections, and now it accepts them (a restarted pod): back at
+                # once, as Envoy does on a passing active check. 5xx ejections run their full time.
+                endpoint.ejected_until = 0.0
+                endpoint.returned_at = now
+                endpoint.forget_latency()
+                self.log.info("endpoint back from ejection", endpoint=endpoint.key, reason="active check passed")
+                self._rebuild(now)
             if before == "pending" or (before == "down" and endpoint.hc_streak >= hc.healthy_threshold):
                 endpoint.hc_state = "up"
                 if before == "down":
+                    endpoint.forget_latency()
                     endpoint.begin_slow_start(
                         now, self.config.slow_start_secs, self.config.slow_start_min_weight_percent / 100.0
                     )

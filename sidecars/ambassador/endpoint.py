@@ -65,6 +65,7 @@ class Endpoint:
         "consecutive_connect_failures",
         "consecutive_errors",
         "draining",
+        "ejected_by_refusal",
         "ejected_until",
         "ejections",
         "ejections_total",
@@ -106,6 +107,7 @@ class Endpoint:
         self.ejected_until = 0.0
         self.ejections = 0  # ejections in a row; decides the next ejection's length
         self.ejections_total = 0
+        self.ejected_by_refusal = False  # a passing active check ends such an ejection early
         self.returned_at = 0.0  # when the last ejection ended
         # After a refused connect the endpoint is known dead: not picked again before this time while
         # another endpoint can serve, even when the ejection cap keeps it in rotation.
@@ -195,6 +197,11 @@ class Endpoint:
         if self._ramp_secs:
             return load / self.weight(now)
         return load
+
+    def forget_latency(self) -> None:
+        """Back in rotation after an ejection or a failed check: its old samples (failure penalties
+        included) say nothing now, so it is measured afresh, one probe request at a time."""
+        self._cost = 0.0
 
     @property
     def latency_ewma_s(self) -> float:

@@ -24,7 +24,9 @@ class OutlierDetector:
     def max_ejected(self, live: int) -> int:
         return max(1, math.floor(live * self.config.max_ejection_percent / 100.0))
 
-    def try_eject(self, endpoint: Endpoint, live: Sequence[Endpoint], now: float) -> float | None:
+    def try_eject(
+        self, endpoint: Endpoint, live: Sequence[Endpoint], now: float, *, refused: bool = False
+    ) -> float | None:
         """Eject `endpoint` if the cap allows; returns the ejection time in seconds, or None if refused."""
         if endpoint.ejected_until > now:
             return None  # already out; late failures of requests sent before the ejection
@@ -39,6 +41,7 @@ class OutlierDetector:
         endpoint.ejections_total += 1
         secs = min(cfg.base_ejection_secs * endpoint.ejections, cfg.max_ejection_secs)
         endpoint.ejected_until = now + secs
+        endpoint.ejected_by_refusal = refused
         endpoint.consecutive_errors = 0
         endpoint.consecutive_connect_failures = 0
         return secs
@@ -51,6 +54,7 @@ class OutlierDetector:
             if ep.ejected_until and ep.ejected_until <= now:
                 ep.ejected_until = 0.0
                 ep.returned_at = now
+                ep.forget_latency()
                 back.append(ep)
         return back
 

@@ -8,7 +8,7 @@ from collections import Counter
 
 from sidecars.ambassador.cluster import Cluster
 from sidecars.ambassador.endpoint import Endpoint, Outcome
-from tests.integration.ambassador_control.support import MakeCluster, MakeUpstreams
+from tests.integration.ambassador_control.support import MakeCluster, MakeUpstreams, eventually
 
 
 async def get(ep: Endpoint) -> Outcome:
@@ -117,3 +117,46 @@ async def test_p2c_ewma_sends_less_to_a_slow_real_server(clusters: MakeCluster) 
     finally:
         fast.close()
         slow.close()
+
+
+async def test_a_restarted_server_returns_on_its_first_passing_check(
+    upstreams: MakeUpstreams, clusters: MakeCluster
+) -> None:
+    servers = await upstreams(2)
+    cluster = clusters(
+        endpoints=[s.address for s in servers],
+        health_check={"kind": "tcp", "interval_secs": 0.1, "timeout_secs": 0.1, "unhealthy_threshold": 100},
+        outlier={"base_ejection_secs": 600},
+    )
+    await cluster.start()
+    victim = servers[0]
+    ep = next(e for e in cluster.endpoints if e.port == victim.port)
+    await victim.stop()
+    ep.start_request()
+    outcome = await get(ep)  # a real refused connect
+    ep.end_request(outcome, 0.001)
+    assert outcome is Outcome.CONNECT_FAILURE
+    assert not ep.healthy and ep.ejected_by_refusal
+    await victim.start()  # same port: the pod came back long before the 600 s ejection ends
+    await eventually(lambda: ep.healthy, "back on the first passing check")
+    assert ep.latency_ewma_s == 0.0  # the failure's latency penalty is forgotten: it is measured afresh
+    assert ep in {cluster.pick() for _ in range(50)}
+
+
+async def test_a_5xx_ejection_is_not_ended_by_a_passing_tcp_check(
+    upstreams: MakeUpstreams, clusters: MakeCluster
+) -> None:
+    servers = await upstreams(2)
+    cluster = clusters(
+        endpoints=[s.address for s in servers],
+        health_check={"kind": "tcp", "interval_secs": 0.05, "timeout_secs": 0.05},
+        outlier={"consecutive_errors": 1, "base_ejection_secs": 600},
+    )
+    await cluster.start()
+    ep = cluster.endpoints[0]
+    ep.start_request()
+    ep.end_request(Outcome.HTTP_5XX, 0.001)
+    assert not ep.healthy
+    passes = ep.hc_passes
+    await eventually(lambda: ep.hc_passes >= passes + 3, "several passing tcp checks")
+    assert not ep.healthy

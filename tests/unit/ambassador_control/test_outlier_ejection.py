@@ -180,3 +180,14 @@ async def test_failure_streaks_count_into_metrics(clock: FakeClock, make_cluster
     assert sample(cluster, "ambassador_endpoint_outcomes_total", endpoint=ep.key, outcome="ok") == 3
     assert sample(cluster, "ambassador_endpoint_outcomes_total", endpoint=ep.key, outcome="timeout") == 2
     assert ep.healthy  # detection off
+
+
+async def test_an_endpoint_back_from_ejection_is_measured_afresh(clock: FakeClock, make_cluster: MakeCluster) -> None:
+    cluster, _ = await make_cluster(2, balancer="p2c_ewma", outlier={"consecutive_errors": 1, "base_ejection_secs": 5})
+    bad, good = cluster.endpoints
+    fail(good, Outcome.OK)
+    fail(bad, Outcome.HTTP_5XX)  # a 1 s latency penalty, then ejected
+    assert bad.latency_ewma_s >= 1.0 and not bad.healthy
+    clock.advance(5.1)
+    assert cluster.pick() is bad  # unmeasured and idle: it gets the next request, not a minute of nothing
+    assert bad.latency_ewma_s == 0.0
