@@ -13,6 +13,7 @@ import random
 import time
 import zlib
 from collections.abc import Collection, Sequence
+from importlib.metadata import entry_points
 from typing import ClassVar
 
 from sidecars.ambassador.endpoint import Endpoint
@@ -183,10 +184,28 @@ class ConsistentHash(Balancer):
 
 
 BALANCERS: dict[str, type[Balancer]] = {cls.name: cls for cls in (P2cEwma, LeastRequest, RoundRobin, ConsistentHash)}
+# Installed packages add balancers here (`name = "package.module:Class"`, a `Balancer` subclass).
+ENTRY_POINT_GROUP = "sidecars.ambassador.balancers"
+
+
+def balancer_names() -> list[str]:
+    """Built-in balancers first, then those installed packages provide."""
+    extra = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in BALANCERS)
+    return [*BALANCERS, *extra]
+
+
+def balancer_class(name: str) -> type[Balancer]:
+    """The class of a balancer by name; ValueError naming the known ones if there is none."""
+    if name in BALANCERS:
+        return BALANCERS[name]
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            cls = ep.load()
+            if not (isinstance(cls, type) and issubclass(cls, Balancer)):
+                raise ValueError(f"balancer {name!r} ({ep.value}) is not a Balancer subclass")
+            return cls
+    raise ValueError(f"unknown balancer {name!r}; known: {', '.join(balancer_names())}")
 
 
 def make_balancer(name: str) -> Balancer:
-    try:
-        return BALANCERS[name]()
-    except KeyError:
-        raise ValueError(f"unknown balancer {name!r}; known: {', '.join(sorted(BALANCERS))}") from None
+    return balancer_class(name)()

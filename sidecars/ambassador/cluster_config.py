@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sidecars.ambassador.balancer import balancer_class
+
 
 def parse_address(text: str) -> tuple[str, int]:
     """Split "host:port" or "[v6]:port" into its parts; ValueError with the reason if malformed."""
@@ -128,11 +130,12 @@ class ClusterConfig(_Section):
     endpoints_file_poll_secs: float = Field(
         5.0, gt=0, description="Safety-net re-read of endpoints_file when no change notification arrives."
     )
-    balancer: Literal["p2c_ewma", "least_request", "round_robin", "hash"] = Field(
+    balancer: str = Field(
         "p2c_ewma",
         description="p2c_ewma: two random endpoints, the one with the lower latency x load wins; "
         "least_request: two random endpoints, fewer requests in flight wins; round_robin; "
-        "hash: consistent hash of the request's hash key (only the keys of a leaving endpoint move).",
+        "hash: consistent hash of the request's hash key (only the keys of a leaving endpoint move); "
+        "or a balancer an installed package registers in the entry-point group sidecars.ambassador.balancers.",
     )
     ewma_decay_secs: float = Field(10.0, gt=0, description="Time constant of the latency average used by p2c_ewma.")
     slow_start_secs: float = Field(
@@ -168,6 +171,12 @@ class ClusterConfig(_Section):
                 errors.append(f"endpoints[{i}]: {exc}")
         if errors:
             raise ValueError("; ".join(errors))
+        return value
+
+    @field_validator("balancer")
+    @classmethod
+    def _known_balancer(cls, value: str) -> str:
+        balancer_class(value)  # ValueError naming the known balancers
         return value
 
     @field_validator("dns")

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Collection
+from importlib.metadata import EntryPoint
 
 import pytest
+from pydantic import ValidationError
 
+from sidecars.ambassador import balancer as balancer_module
 from sidecars.ambassador.balancer import BALANCERS, Balancer, ConsistentHash, make_balancer
+from sidecars.ambassador.cluster_config import ClusterConfig
 from sidecars.ambassador.endpoint import Endpoint, Outcome
 from tests.unit.ambassador_control.conftest import FakeClock, MakeCluster
 
@@ -222,3 +227,33 @@ def test_an_endpoint_in_slow_start_gets_less_traffic(clock: FakeClock, name: str
     assert early[new] < 0.25 * 2000 < early[old]
     assert early[new] < late[new]
     assert 0.4 * 2000 < done[new] < 0.6 * 2000
+
+
+class FirstAlways(Balancer):
+    """A balancer as a separate package would ship it."""
+
+    name = "first_always"
+
+    def pick(
+        self, hash_key: bytes | None = None, exclude: Collection[Endpoint] = (), now: float = 0.0
+    ) -> Endpoint | None:
+        return self._first_not_excluded(exclude)
+
+
+def test_balancers_from_installed_packages_are_found_by_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    group = balancer_module.ENTRY_POINT_GROUP
+    installed = [
+        EntryPoint("first_always", f"{__name__}:FirstAlways", group),
+        EntryPoint("not_a_balancer", f"{__name__}:endpoints", group),
+    ]
+    monkeypatch.setattr(balancer_module, "entry_points", lambda group: installed)
+    assert balancer_module.balancer_names() == [*BALANCERS, "first_always", "not_a_balancer"]
+    config = ClusterConfig(endpoints=["10.0.0.1:80", "10.0.0.2:80"], balancer="first_always")
+    balancer = make_balancer(config.balancer)
+    eps = endpoints(2)
+    balancer.update(eps)
+    assert {balancer.pick() for _ in range(20)} == {eps[0]}
+    with pytest.raises(ValueError, match="not a Balancer subclass"):
+        make_balancer("not_a_balancer")
+    with pytest.raises(ValidationError, match=r"unknown balancer 'nope'; known: p2c_ewma, .*first_always"):
+        ClusterConfig(endpoints=["10.0.0.1:80"], balancer="nope")
