@@ -65,6 +65,14 @@ __all__ = [
 ]
 
 
+def _first_keys(endpoints: Sequence[Endpoint], limit: int = 20) -> list[str]:
+    """Keys for a log line, bounded: a rollout of hundreds of pods is one readable line."""
+    keys = [ep.key for ep in endpoints[:limit]]
+    if len(endpoints) > limit:
+        keys.append(f"... {len(endpoints) - limit} more")
+    return keys
+
+
 class Cluster:
     """See the module docstring. `endpoints` lists every known endpoint, draining ones included."""
 
@@ -270,8 +278,8 @@ class Cluster:
         self.log.info(
             "endpoints updated",
             source=source,
-            added=[ep.key for ep in added],
-            removed=[ep.key for ep in removed],
+            added=_first_keys(added),
+            removed=_first_keys(removed),
             endpoints=len(self._live),
         )
 
