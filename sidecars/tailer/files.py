@@ -96,9 +96,9 @@ class FileSet:
         if rescan and entry is not None and entry.offset == st.st_size and entry.path == path:
             entry.seen = time.time()  # known, nothing new: no need to hold it open
             return
-        self._open(path, st)
+        self._open(path)
 
-    def _open(self, path: str, st0: os.stat_result, label_path: str | None = None) -> Follower | None:
+    def _open(self, path: str, label_path: str | None = None) -> Follower | None:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
@@ -260,7 +260,7 @@ class FileSet:
                 entry = known.get(key)
                 if entry is not None:
                     if st.st_size > entry.offset:
-                        self._resume_rotated(path, st, os.path.join(directory, base), entry.offset)
+                        self._resume_rotated(path, os.path.join(directory, base), entry.offset)
                     continue
                 if st.st_mtime <= since:
                     continue  # not written since our last checkpoint: not ours to read
@@ -271,10 +271,10 @@ class FileSet:
                     continue
                 if any(fp.matches(head) for fp in fingerprints):
                     continue
-                self._resume_rotated(path, st, os.path.join(directory, base), 0)
+                self._resume_rotated(path, os.path.join(directory, base), 0)
 
-    def _resume_rotated(self, path: str, st: os.stat_result, label_path: str, offset: int) -> None:
-        f = self._open(path, st, label_path=label_path)
+    def _resume_rotated(self, path: str, label_path: str, offset: int) -> None:
+        f = self._open(path, label_path=label_path)
         if f is not None:
             f.rotated_at = time.monotonic()
             self.log.info("reading a file rotated while stopped", path=path, offset=offset)
@@ -390,5 +390,4 @@ class FileSet:
         self.followers.pop(f.key, None)
         if self.by_path.get(f.path) == f.key:
             del self.by_path[f.path]
-        f.closing_reason = reason
         self.log.debug("file closed", path=f.path, reason=reason)

@@ -106,7 +106,6 @@ class Follower:
         self.last_growth = now
         self.deleted_at: float | None = None
         self.rotated_at: float | None = None  # its path now names another file (or nothing)
-        self.closing_reason: str | None = None
         self.grouper = self._new_grouper()
         self._read_size = min(options.read_chunk_bytes, options.max_line_bytes)
 
