@@ -46,14 +46,31 @@ _LABEL_PAIR = rf"[ \t]*[a-zA-Z_][a-zA-Z0-9_]*[ \t]*=[ \t]*{_LABEL_VALUE}[ \t]*"
 # The whole `{...}` block, validated in one match; its end is where the value starts.
 _LABEL_BLOCK = re.compile(rf"\{{((?:{_LABEL_PAIR},)*(?:{_LABEL_PAIR})?)[ \t]*\}}")
 _PAIRS = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"([^"\\\n]*(?:\\.[^"\\\n]*)*)"')
-# Between quoted values: `name=` first, then `,name=`; after the last value an optional comma.
-_SKELETON = re.compile(r"[ \t]*(,)?[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*")
-_SKELETON_END = re.compile(r"[ \t]*,?[ \t]*")
+# A line up to `}` with the label values cut out: `name{a=",b="` (an optional comma at the end).
+_SKELETON_LINE = re.compile(
+    r'([a-zA-Z_:][a-zA-Z0-9_:]*)[ \t]*\{[ \t]*(?:[a-zA-Z_][a-zA-Z0-9_]*[ \t]*=[ \t]*"[ \t]*'
+    r'(?:,[ \t]*[a-zA-Z_][a-zA-Z0-9_]*[ \t]*=[ \t]*"[ \t]*)*,?[ \t]*)?'
+)
+_SKELETON_NAMES = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=")
 _ESCAPES = re.compile(r'\\[\\n"]')
 _ESCAPE_MAP: Final = {"\\\\": "\\", "\\n": "\n", '\\"': '"'}
 
 
 SLICE_CHARS: Final = 256 * 1024
+
+
+# Validation results that depend only on the text validated, kept for the life of the process (a
+# target's label-name structures repeat on every scrape): metric names known to be valid, and line
+# skeletons (a line up to `}` with the values cut out) -> name, sorted label names, order, key prefix.
+MEMO_LIMIT: Final = 100_000
+_VALID_NAMES: set[str] = set()
+_SCHEMAS: dict[str, Schema] = {}
+
+
+def reset_memos() -> None:
+    """Forgets validated names and skeletons (bounded memory; benchmarks of a first parse)."""
+    _VALID_NAMES.clear()
+    _SCHEMAS.clear()
 
 
 class ParseError(ValueError):
@@ -125,10 +142,11 @@ class _Parser:
         self.openmetrics = openmetrics
         self.cache = label_cache
         self.result = ParseResult(samples=[])
-        self.valid_names: set[str] = set()
+        if len(_SCHEMAS) > MEMO_LIMIT or len(_VALID_NAMES) > MEMO_LIMIT:
+            reset_memos()
+        self.valid_names = _VALID_NAMES
         self.seen: set[str] = set()
-        # Label-name skeletons seen in this page (the text between values) -> sorted names, order, key.
-        self.schemas: dict[str, Schema] = {}
+        self.schemas = _SCHEMAS
 
     def schema(self, skeleton: str, lineno: int) -> Schema:
         """Validates a line's text outside the quoted label values and learns its name and labels.
@@ -136,17 +154,12 @@ class _Parser:
         `skeleton` is `name{a="",b="` up to the closing brace with the values cut out; pages repeat a
         few skeletons over and over, so each is validated once.
         """
-        brace = skeleton.find("{")
-        name = self.name(skeleton[:brace].rstrip(" \t"), lineno)
-        key = skeleton[brace + 1 :].split('"')
-        names: list[str] = []
-        for i, part in enumerate(key[:-1]):
-            match = _SKELETON.fullmatch(part)
-            if match is None or (i == 0) != (match.group(1) is None):
-                raise ParseError(lineno, f"invalid label set near {part!r}")
-            names.append(match.group(2))
-        if not _SKELETON_END.fullmatch(key[-1]) or (len(key) == 1 and key[0].strip(" \t")):
-            raise ParseError(lineno, f"invalid label set near {key[-1]!r}")
+        match = _SKELETON_LINE.fullmatch(skeleton)
+        if match is None:
+            raise ParseError(lineno, f"invalid label set in {skeleton[:80]!r}")
+        name = match.group(1)
+        self.valid_names.add(name)
+        names: list[str] = _SKELETON_NAMES.findall(skeleton, match.end(1))
         if "__name__" in names:
             raise ParseError(lineno, "__name__ as a label is not supported")
         if len(set(names)) != len(names):
@@ -375,9 +388,14 @@ def _parse_lines(parser: _Parser, lines: list[str], wanted: Collection[str] | No
             # No label block: `name value`; a stray `{` makes the name invalid -> slow path.
             space = line.find(" ")
             name = line[:space]
-            if space < 0 or name not in valid_names:
+            if space < 0:
                 slow(line, lineno)
                 continue
+            if name not in valid_names:
+                if _METRIC_NAME.fullmatch(name) is None:
+                    slow(line, lineno)
+                    continue
+                valid_names.add(name)
             labels, series_key = (), name
             value_token = line[space:]
         else:
