@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from tests.integration.tailer.conftest import (
     TailerFactory,
     assert_exactly,
@@ -19,15 +21,16 @@ from tests.integration.tailer.ndjson_receiver import NdjsonReceiver
 PAD = "x" * 80  # lines of ~100 bytes: a few thousand overflow the smallest buffer
 
 
+@pytest.mark.parametrize("mode", ["inotify", "poll"])
 async def test_rename_create_rotated_twice_while_reader_lags(
-    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path, tmp_path: Path
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path, tmp_path: Path, mode: str
 ) -> None:
     app = logs / "app.log"
     first = [f"{m} {PAD}" for m in numbered("first", 0, 3000)]
     write_lines(app, first)
     receiver.fail_status = 503  # the sink is down: reading stops at max_buffer_bytes, far behind
     conf = f"{app} {{\n  rotate 5\n  create\n  missingok\n}}\n"
-    async with tailer(max_buffer_bytes=64 * 1024) as sc:
+    async with tailer(max_buffer_bytes=64 * 1024, watch_mode=mode) as sc:
         await wait_sample(sc, "tailer_buffered_bytes", None, 60 * 1024)
         logrotate(conf, tmp_path)  # app.log -> app.log.1, new app.log
         second = numbered("second", 0, 1000)
