@@ -391,3 +391,24 @@ class FileSet:
         if self.by_path.get(f.path) == f.key:
             del self.by_path[f.path]
         self.log.debug("file closed", path=f.path, reason=reason)
+
+    def status(self) -> list[dict[str, object]]:
+        """What each followed file is doing, for the admin `/files` page (paths are fine here, not in labels)."""
+        now = time.monotonic()
+        out: list[dict[str, object]] = []
+        for f in self.followers.values():
+            state = "deleted" if f.deleted_at is not None else "rotated" if f.rotated_at is not None else "live"
+            out.append(
+                {
+                    "path": f.path,
+                    "label_path": f.label_path,
+                    "identity": f.key,
+                    "state": state,
+                    "size": f.size,
+                    "read_offset": f.read_offset,
+                    "acknowledged_offset": f.track.committed,
+                    "bytes_behind": max(f.size - f.track.committed, 0),
+                    "idle_secs": round(now - f.last_growth, 1),
+                }
+            )
+        return sorted(out, key=lambda d: str(d["path"]))

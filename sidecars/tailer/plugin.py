@@ -10,6 +10,8 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+from aiohttp import web
+
 from sidecars.core import Sidecar
 from sidecars.core.plugin import Check
 from sidecars.tailer.checkpoint import CheckpointStore
@@ -64,6 +66,13 @@ class Tailer(Sidecar[TailerSettings]):
     async def drain(self) -> None:
         if self.pipeline is not None:
             await self.pipeline.drain(max(self.settings.shutdown_timeout_secs - _RELEASE_MARGIN_SECS, 0.5))
+
+    def admin_routes(self) -> Sequence[web.RouteDef]:
+        async def files(_: web.Request) -> web.Response:
+            body = self.pipeline.files.status() if self.pipeline is not None else []
+            return web.json_response({"files": body})
+
+        return [web.get("/files", files)]
 
     def checks(self) -> Sequence[Check]:
         return [

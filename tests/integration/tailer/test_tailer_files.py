@@ -17,7 +17,7 @@ import pytest
 
 from sidecars.tailer.plugin import Tailer
 from sidecars.tailer.settings import TailerSettings
-from sidecars.testing import ConformanceSuite, start_process
+from sidecars.testing import ConformanceSuite, http_get, start_process
 from tests.integration.tailer.conftest import (
     FAST,
     TailerFactory,
@@ -206,3 +206,22 @@ async def test_without_inotify_it_falls_back_to_polling(
         assert sc.events("change notification unavailable: polling only")
         assert sc.sample("tailer_errors_total", {"type": "watch"}) == 1
     assert sorted(receiver.messages) == ["before", "grown", "new file"]
+
+
+async def test_admin_files_page_shows_each_file_and_its_lag(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path
+) -> None:
+    app = logs / "app.log"
+    write_lines(app, numbered("l", 0, 100))
+    receiver.fail_status = 503
+    async with tailer() as sc:
+        await wait_sample(sc, "tailer_retries_total", None, 1)
+        status, body = await http_get(sc.admin_url + "/files")
+        assert status == 200
+        (entry,) = orjson.loads(body)["files"]
+        size = app.stat().st_size
+        assert entry["path"] == str(app) and entry["state"] == "live"
+        assert entry["read_offset"] == size and entry["acknowledged_offset"] == 0
+        assert entry["bytes_behind"] == size
+        receiver.fail_status = None
+        await receiver.wait_for(100)
