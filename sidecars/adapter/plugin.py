@@ -54,6 +54,7 @@ class Adapter(Sidecar[AdapterSettings]):
         self.last_loop_at = time.monotonic()
         self._metrics: AdapterMetrics | None = None
         self._stopping = False
+        self._logged_errors: dict[str, str] = {}
 
     @property
     def metrics(self) -> AdapterMetrics:
@@ -180,7 +181,9 @@ class Adapter(Sidecar[AdapterSettings]):
             metrics.set_check(check.name, check.group, check.severity, check.state, check.failing)
         for name, error in self.evaluator.errors.items():
             metrics.evaluation_errors.labels(check=name).inc()
-            self.log.warning("rule evaluation failed", check=name, error=error)
+            if self._logged_errors.get(name) != error:  # logged once, not every interval
+                self.log.warning("rule evaluation failed", check=name, error=error)
+        self._logged_errors = dict(self.evaluator.errors)
         self.context.metrics.events_out.inc()
         if garbage:
             await asyncio.to_thread(_release, garbage)

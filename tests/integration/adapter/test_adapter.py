@@ -356,3 +356,14 @@ rules:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+async def test_evaluation_errors_fail_the_check_are_counted_and_logged_once(app: MetricsApp, rules_file: Path) -> None:
+    app.page = 'a{x="1"} 1\na{x="2"} 1\nb{y="1"} 1\n'
+    rules_file.write_text("rules: [{name: join, expr: 'a * on() b'}]\n")
+    async with adapter(app, rules_file) as sc:
+        await scrapes_after(sc, 3)
+        status, body = await http_get(url(sc, "/healthz?verbose"))
+        assert status == 503 and "[-]join failed: evaluation error: " in body
+        assert (sc.sample("adapter_rule_evaluation_errors_total", {"check": "join"}) or 0) >= 3
+        assert len(sc.events("rule evaluation failed")) == 1
