@@ -53,6 +53,7 @@ PAUSE_TUNNEL = 8  # upgrade requested, waiting for the upstream's 101
 PAUSE_DONE = 16  # connection is finishing (bad request, closing)
 
 MAX_PIPELINE = 32
+DRAIN_IDLE_GRACE_SECS = 1.0
 
 # Response body framing towards the client.
 BODY_NONE = 0
@@ -136,11 +137,11 @@ class HttpProxy:
             client.check_timeouts(now, cfg)
 
     def start_drain(self) -> None:
-        """From now on every response says `Connection: close`; idle keep-alive clients are closed."""
+        """From now on every response says `Connection: close`; idle keep-alive clients are closed by
+        `sweep()` once quiet for `DRAIN_IDLE_GRACE_SECS`: closing one the instant the app writes its next
+        request into it would fail that request, answering it with `Connection: close` does not."""
         self.draining = True
-        for client in list(self.clients):
-            if not client.queue and not client.in_head:
-                client.close()
+        self.sweep()
 
     def close_all(self) -> None:
         for client in list(self.clients):
@@ -454,7 +455,7 @@ class ClientConnection(asyncio.Protocol):
                 self.pause(PAUSE_DONE)
                 self.transport.write(local_response(408, "request_header_timeout", close=True))
                 self.close()
-        elif idle > cfg.client_idle_timeout_secs:
+        elif idle > cfg.client_idle_timeout_secs or (self.p.draining and idle >= DRAIN_IDLE_GRACE_SECS):
             self.close()
 
     def close(self) -> None:

@@ -60,11 +60,19 @@ class Nginx:
         return f"127.0.0.1:{self.port}"
 
     def kill(self) -> None:
+        """Crash it: SIGKILL the worker (a child of the master, so first) and then the master."""
         if self.proc.poll() is None:
+            subprocess.run(["pkill", "-KILL", "-P", str(self.proc.pid)], check=False)
             self.proc.kill()
             self.proc.wait()
-        # the worker is a child of the master: SIGKILL of the master leaves it serving
-        subprocess.run(["pkill", "-KILL", "-P", str(self.proc.pid)], check=False)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()  # nginx's fast shutdown: the master stops its worker
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
 
 
 async def _wait_port(port: int, wait_secs: float = 10.0) -> None:
@@ -98,7 +106,7 @@ async def nginx(name: str = "n1", files: dict[str, bytes] | None = None) -> Asyn
             await _wait_port(port)
             yield server
         finally:
-            server.kill()
+            server.stop()
 
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
