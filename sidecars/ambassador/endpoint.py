@@ -18,6 +18,11 @@ FAILURE_PENALTY_SECS = 1.0
 # Load of an endpoint that has requests in flight but no latency sample yet: send it one probe
 # request at a time until it answers (Finagle's peak EWMA does the same).
 UNMEASURED_PENALTY = 1.0e6
+# Each new sample weighs at least this much in the average. The weight is otherwise time-based
+# (1 - exp(-elapsed / decay)), which at thousands of requests a second gives each sample almost none:
+# one stall of the process (a GC pause, CPU throttling) would then inflate the average for the whole
+# decay time and starve a healthy endpoint. With the floor, a few dozen fast answers wash it out.
+MIN_SAMPLE_WEIGHT = 1.0 / 16
 
 
 class Outcome(enum.Enum):
@@ -152,8 +157,10 @@ class Endpoint:
             if latency_s >= self._cost:
                 self._cost = latency_s
             else:
-                w = math.exp(-elapsed / self._tau) if elapsed > 0 else 1.0
-                self._cost = self._cost * w + latency_s * (1.0 - w)
+                alpha = 1.0 - math.exp(-elapsed / self._tau) if elapsed > 0 else 0.0
+                if alpha < MIN_SAMPLE_WEIGHT:
+                    alpha = MIN_SAMPLE_WEIGHT
+                self._cost += (latency_s - self._cost) * alpha
         elif outcome is not _LOCAL_ERROR:
             now = time.monotonic()
             self._observe(max(latency_s, FAILURE_PENALTY_SECS), now)
@@ -177,8 +184,8 @@ class Endpoint:
         if rtt >= self._cost:
             self._cost = rtt
         else:
-            w = math.exp(-elapsed / self._tau) if elapsed > 0 else 1.0
-            self._cost = self._cost * w + rtt * (1.0 - w)
+            alpha = 1.0 - math.exp(-elapsed / self._tau) if elapsed > 0 else 0.0
+            self._cost += (rtt - self._cost) * max(alpha, MIN_SAMPLE_WEIGHT)
 
     def load(self, now: float) -> float:
         """Expected cost of one more request: latency average x (requests in flight + 1) / weight.

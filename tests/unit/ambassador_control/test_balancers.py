@@ -257,3 +257,28 @@ def test_balancers_from_installed_packages_are_found_by_entry_point(monkeypatch:
         make_balancer("not_a_balancer")
     with pytest.raises(ValidationError, match=r"unknown balancer 'nope'; known: p2c_ewma, .*first_always"):
         ClusterConfig(endpoints=["10.0.0.1:80"], balancer="nope")
+
+
+async def test_p2c_ewma_forgets_a_one_off_stall_at_high_request_rates(
+    clock: FakeClock, make_cluster: MakeCluster
+) -> None:
+    # A GC pause or CPU throttling makes one answer of a fast endpoint look slow. At thousands of
+    # requests a second that must not make it look worse than a truly slow endpoint for long.
+    cluster, _ = await make_cluster(2)
+    fast, slow = cluster.endpoints
+
+    def answer(ep: Endpoint, latency: float) -> None:
+        ep.start_request()
+        clock.advance(0.0001)
+        ep.end_request(Outcome.OK, latency)
+
+    for _ in range(50):
+        answer(fast, 0.001)
+        answer(slow, 0.020)
+    answer(fast, 0.060)  # the stall
+    assert fast.latency_ewma_s == 0.060
+    for _ in range(100):  # twenty milliseconds of traffic later
+        answer(fast, 0.001)
+        answer(slow, 0.020)
+    assert fast.latency_ewma_s < 0.002
+    assert {cluster.pick() for _ in range(50)} == {fast}
