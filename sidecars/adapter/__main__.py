@@ -10,4 +10,4 @@ if len(sys.argv) > 1 and sys.argv[1] == "check":
 from sidecars.adapter.plugin import Adapter
 from sidecars.core.cli import run_main
 
-raise SystemExit(run_main(Adapter))  # type: ignore[arg-type]  # Sidecar is invariant in S
+raise SystemExit(run_main(Adapter))

@@ -1,4 +1,4 @@
 from sidecars.ambassador.plugin import Ambassador
 from sidecars.core.cli import run_main
 
-raise SystemExit(run_main(Ambassador))  # type: ignore[arg-type]  # Sidecar is invariant in S
+raise SystemExit(run_main(Ambassador))

@@ -7,15 +7,15 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from sidecars import __version__
 from sidecars.core import config, logs
 from sidecars.core.plugin import Sidecar
 from sidecars.core.plugins import PluginLoadError, discover, load
 from sidecars.core.runtime import EXIT_CONFIG, EXIT_FATAL, EXIT_OK, Runtime, run
-from sidecars.core.settings import SidecarSettings
 
-PluginClass = type[Sidecar[SidecarSettings]]
+PluginClass = type[Sidecar[Any]]
 
 
 def build_parser(plugin_cls: PluginClass, prog: str) -> argparse.ArgumentParser:

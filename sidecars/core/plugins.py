@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
 from sidecars.core.plugin import Sidecar
-from sidecars.core.settings import SidecarSettings
 
 GROUP = "sidecars.plugins"
 
@@ -18,7 +18,7 @@ def discover() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 
-def load(name: str) -> type[Sidecar[SidecarSettings]]:
+def load(name: str) -> type[Sidecar[Any]]:
     found = discover()
     if name not in found:
         known = ", ".join(sorted(found)) or "none"

@@ -23,6 +23,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -87,7 +88,7 @@ class RestartBudget:
 class Runtime:
     def __init__(
         self,
-        plugin_cls: type[Sidecar[SidecarSettings]],
+        plugin_cls: type[Sidecar[Any]],
         settings: SidecarSettings,
         *,
         registry: CollectorRegistry | None = None,

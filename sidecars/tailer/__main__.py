@@ -1,4 +1,4 @@
 from sidecars.core.cli import run_main
 from sidecars.tailer.plugin import Tailer
 
-raise SystemExit(run_main(Tailer))  # type: ignore[arg-type]  # Sidecar is invariant in S
+raise SystemExit(run_main(Tailer))
