@@ -29,6 +29,8 @@ SampleTuple = tuple[str, Labels, float, int | None]
 Schema = tuple[str, tuple[str, ...], Callable[[list[str]], tuple[str, ...]] | None, str]
 # The text of a line up to `}` -> its name, labels and series key (see `parse`'s label_cache).
 LabelCache = dict[str, tuple[str, Labels, str]]
+# Series key -> token of the last parse that saw it (see `parse_pieces`' series_seen).
+SeriesSeen = dict[str, object]
 
 TEXT_CONTENT_TYPE: Final = "text/plain; version=0.0.4"
 OPENMETRICS_CONTENT_TYPE: Final = "application/openmetrics-text; version=1.0.0"
@@ -138,7 +140,9 @@ def _timestamp(token: str, lineno: int, openmetrics: bool) -> int:
 class _Parser:
     """One parse; holds the per-page state so the line loop reads only locals."""
 
-    def __init__(self, openmetrics: bool, label_cache: LabelCache | None) -> None:
+    def __init__(
+        self, openmetrics: bool, label_cache: LabelCache | None, series_seen: SeriesSeen | None = None
+    ) -> None:
         self.openmetrics = openmetrics
         self.cache = label_cache
         self.result = ParseResult(samples=[])
@@ -146,6 +150,10 @@ class _Parser:
             reset_memos()
         self.valid_names = _VALID_NAMES
         self.seen: set[str] = set()
+        # With `series_seen` (kept from one scrape to the next) duplicates are spotted by stamping
+        # each series with this parse's token: no set rebuilt, and regrown, on every scrape.
+        self.series_seen = series_seen
+        self.token = object()
         self.schemas = _SCHEMAS
 
     def schema(self, skeleton: str, lineno: int) -> Schema:
@@ -218,6 +226,19 @@ class _Parser:
             raise ParseError(lineno, "missing value")
         raise ParseError(lineno, f"unexpected text after the timestamp: {tokens[2]!r}")
 
+    def duplicate(self, key: str) -> bool:
+        """Whether series `key` was already in this page; marks it as seen."""
+        stamps = self.series_seen
+        if stamps is None:
+            if key in self.seen:
+                return True
+            self.seen.add(key)
+            return False
+        if stamps.get(key) is self.token:
+            return True
+        stamps[key] = self.token
+        return False
+
     def comment(self, line: str, lineno: int) -> None:
         if line.startswith("# HELP "):
             # The common shape, without the general split: `# HELP name text`.
@@ -274,10 +295,9 @@ class _Parser:
             labels, end = self.labels(line, brace, lineno)
             value, ts = self.rest(line[end:], lineno)
         key = name + "\0" + ",".join(k for k, _ in labels) + "\0" + "\0".join(v for _, v in labels) if labels else name
-        if key in self.seen:
+        if self.duplicate(key):
             self.result.duplicates += 1
             return
-        self.seen.add(key)
         self.result.samples.append((name, labels, value, ts))
 
 
@@ -306,14 +326,17 @@ def parse_pieces(
     openmetrics: bool = False,
     families: Collection[str] | None = None,
     label_cache: LabelCache | None = None,
+    series_seen: SeriesSeen | None = None,
 ) -> ParseResult:
     """Parses a page given as consecutive pieces of text (cut anywhere), one block of lines at a time.
 
     No single step touches more than a piece or so: a C call over a whole 30 MB page (a `split`, a
     `find`, a `decode`) would hold the GIL for tens of milliseconds, and a parse in a worker thread
-    must leave the event loop room to answer probes.
+    must leave the event loop room to answer probes. For the same reason a scraper passes
+    `series_seen`, a dict it keeps between scrapes (and bounds), instead of a set of every series
+    being built, and resized, on each parse.
     """
-    parser = _Parser(openmetrics, label_cache)
+    parser = _Parser(openmetrics, label_cache, series_seen)
     wanted = None if families is None else families if isinstance(families, set | frozenset) else set(families)
     lineno, carry, last = 1, "", ""
     for piece in pieces:
@@ -354,6 +377,7 @@ def _parse_lines(parser: _Parser, lines: list[str], wanted: Collection[str] | No
     valid_names, schemas, seen = parser.valid_names, parser.schemas, parser.seen
     samples = parser.result.samples
     append, seen_add = samples.append, seen.add
+    stamps, token = parser.series_seen, parser.token
     cache = parser.cache
     labels: Labels
     values: Sequence[str]
@@ -439,10 +463,16 @@ def _parse_lines(parser: _Parser, lines: list[str], wanted: Collection[str] | No
             slow(line, lineno)
             continue
         # Series identity for duplicates: the name, the label names, the values in sorted order.
-        if series_key in seen:
-            parser.result.duplicates += 1
-            continue
-        seen_add(series_key)
+        if stamps is None:
+            if series_key in seen:
+                parser.result.duplicates += 1
+                continue
+            seen_add(series_key)
+        else:
+            if stamps.get(series_key) is token:
+                parser.result.duplicates += 1
+                continue
+            stamps[series_key] = token
         append((name, labels, value, None))
 
 

@@ -23,6 +23,7 @@ from sidecars.adapter.exposition import (
     ParseError,
     ParseResult,
     SampleTuple,
+    SeriesSeen,
     parse_pieces,
 )
 
@@ -84,6 +85,7 @@ def _decode_and_parse(
     openmetrics: bool,
     families: frozenset[str] | None,
     cache: LabelCache,
+    series_seen: SeriesSeen,
     rule_families: frozenset[str] | None,
     after_parse: Callable[[ParseResult], None],
 ) -> tuple[ParseResult, list[SampleTuple]]:
@@ -98,7 +100,9 @@ def _decode_and_parse(
     thresholds = gc.get_threshold()
     gc.set_threshold(thresholds[0], thresholds[1], 1 << 30)
     try:
-        result = parse_pieces(pieces, openmetrics=openmetrics, families=families, label_cache=cache)
+        result = parse_pieces(
+            pieces, openmetrics=openmetrics, families=families, label_cache=cache, series_seen=series_seen
+        )
         after_parse(result)
     finally:
         gc.set_threshold(*thresholds)
@@ -131,6 +135,7 @@ class Scraper:
         self.timeout = aiohttp.ClientTimeout(total=timeout_secs)
         self.max_body_bytes = max_body_bytes
         self._cache: LabelCache = {}
+        self._series_seen: SeriesSeen = {}
         self._cache_families: frozenset[str] | None = None
         self._freezes = 0
 
@@ -145,14 +150,21 @@ class Scraper:
             chunks, size, openmetrics = await self._fetch()
             outcome.bytes, outcome.openmetrics = size, openmetrics
             if families != self._cache_families or len(self._cache) > 2_000_000:
-                self._cache, self._cache_families = {}, families
+                self._cache, self._series_seen, self._cache_families = {}, {}, families
             cache = self._cache
             result, outcome.rule_samples = await asyncio.to_thread(
-                _decode_and_parse, chunks, openmetrics, families, cache, rule_families, self._after_parse
+                _decode_and_parse,
+                chunks,
+                openmetrics,
+                families,
+                cache,
+                self._series_seen,
+                rule_families,
+                self._after_parse,
             )
             # Bound the cache to the series of the latest page: entries of vanished series go.
             if len(cache) > 2 * max(len(result.samples), 1000):
-                self._cache = {}
+                self._cache, self._series_seen = {}, {}
             outcome.result = result
         except ScrapeError as exc:
             outcome.error = exc

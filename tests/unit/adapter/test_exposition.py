@@ -391,3 +391,15 @@ def test_agrees_with_prometheus_client_on_generated_openmetrics_pages(page: str)
         return
     got = [(n, labels, _norm_value(v), ts) for n, labels, v, ts in parse(page, openmetrics=True).samples]
     assert got == expected  # timestamps compared in whole milliseconds
+
+
+def test_duplicates_with_caches_kept_between_scrapes() -> None:
+    from sidecars.adapter.exposition import parse_pieces
+
+    page = 'a{x="1",y="2"} 1\na{y="2",x="1"} 2\nb 3\nb 4\na{x="1",y="3"} 5\n'
+    cache: dict = {}
+    seen: dict = {}
+    for _ in range(3):  # every scrape finds the same two duplicates, not more
+        result = parse_pieces([page[:7], page[7:]], label_cache=cache, series_seen=seen)
+        assert [(n, v) for n, _, v, _ in result.samples] == [("a", 1.0), ("b", 3.0), ("a", 5.0)]
+        assert result.duplicates == 2
