@@ -1,0 +1,226 @@
+"""HTTP proxying: the ambassador next to nginx and HAProxy, all in front of the same upstream.
+
+The upstream is nginx answering `return 200` on core 1, where `wrk` runs too; each proxy in turn is
+pinned to core 0 (`taskset`) with one worker/thread and keep-alive connections to the upstream. For
+each proxy: `wrk --latency` with 50 connections (throughput, p50/p99), then with 1 connection (a
+moderate load: the p50 latency the proxy adds over talking to the upstream directly). Targets: req/s
+at least 0.6x nginx's; added p50 under 0.3 ms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from benchmarks.report import Report
+from sidecars.testing import free_port
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+WRK = shutil.which("wrk") or "/usr/bin/wrk"
+PROXY_CORE = "0"
+LOAD_CORE = "1"
+
+NGINX_COMMON = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/tmp;
+  proxy_temp_path {dir}/tmp;
+  fastcgi_temp_path {dir}/tmp;
+  uwsgi_temp_path {dir}/tmp;
+  scgi_temp_path {dir}/tmp;
+  keepalive_requests 10000000;
+  {body}
+}}
+"""
+
+UPSTREAM = """
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    root {dir}/www;
+    location = /hello {{ default_type text/plain; return 200 "hello world\\n"; }}
+  }}
+"""
+
+NGINX_PROXY = """
+  upstream app {{ server 127.0.0.1:{upstream}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering on;
+    }}
+  }}
+"""
+
+HAPROXY_CONF = """
+global
+  nbthread 1
+  maxconn 4000
+defaults
+  mode {mode}
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+  {http_opts}
+frontend fe
+  bind 127.0.0.1:{port}
+  default_backend be
+backend be
+  server s1 127.0.0.1:{upstream}
+"""
+
+AMBASSADOR_CONF = """
+admin_host: 127.0.0.1
+admin_port: {admin}
+log_format: json
+log_level: warning
+listeners:
+  - name: bench
+    port: {port}
+    mode: {mode}
+    access_log: "off"
+    cluster:
+      endpoints: ["127.0.0.1:{upstream}"]
+      health_check: {{kind: none}}
+"""
+
+
+def wait_port(port: int, timeout_secs: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_secs
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def process(cmd: list[str], core: str, port: int, **kwargs: object) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(["taskset", "-c", core, *cmd], **kwargs)  # type: ignore[call-overload]
+    try:
+        wait_port(port)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def nginx(tmp: Path, name: str, body: str, port: int, core: str) -> Iterator[None]:
+    d = tmp / name
+    (d / "tmp").mkdir(parents=True, exist_ok=True)
+    (d / "www").mkdir(exist_ok=True)
+    conf = d / "nginx.conf"
+    conf.write_text(NGINX_COMMON.format(dir=d, body=body))
+    with process([NGINX, "-p", str(d), "-c", str(conf)], core, port, stderr=subprocess.DEVNULL):
+        yield
+
+
+@contextlib.contextmanager
+def haproxy(tmp: Path, port: int, upstream: int, mode: str, core: str) -> Iterator[None]:
+    conf = tmp / f"haproxy-{mode}.cfg"
+    http_opts = "option http-keep-alive\n  http-reuse always" if mode == "http" else ""
+    conf.write_text(HAPROXY_CONF.format(port=port, upstream=upstream, mode=mode, http_opts=http_opts))
+    with process([HAPROXY, "-f", str(conf), "-db"], core, port, stderr=subprocess.DEVNULL):
+        yield
+
+
+@contextlib.contextmanager
+def ambassador(tmp: Path, port: int, upstream: int, mode: str, core: str) -> Iterator[None]:
+    conf = tmp / f"ambassador-{mode}.yaml"
+    conf.write_text(AMBASSADOR_CONF.format(admin=free_port(), port=port, upstream=upstream, mode=mode))
+    cmd = [sys.executable, "-m", "sidecars.ambassador", "--config", str(conf)]
+    with process(cmd, core, port, stdout=subprocess.DEVNULL):
+        yield
+
+
+def wrk(url: str, connections: int, secs: int) -> dict[str, float]:
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CORE, WRK, "-t1", f"-c{connections}", f"-d{secs}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": rps,
+        "p50_ms": _latency(out, "50%"),
+        "p99_ms": _latency(out, "99%"),
+        "errors": float(errors.group(1)) if errors else (1.0 if socket_errors else 0.0),
+    }
+
+
+def _latency(out: str, pct: str) -> float:
+    m = re.search(rf"^\s+{re.escape(pct)}\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+    if not m:
+        return float("nan")
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def run(quick: bool) -> Report:
+    secs = 3 if quick else 10
+    light_secs = 2 if quick else 5
+    report = Report("ambassador_http", peer="nginx, haproxy")
+    report.notes.append(
+        f"proxies pinned to core {PROXY_CORE}, upstream nginx and wrk on core {LOAD_CORE}; "
+        f"wrk -c50 {secs:g}s for throughput, -c1 {light_secs:g}s for added latency; cpus={os.cpu_count()}"
+    )
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        upstream = free_port()
+        with nginx(tmp, "upstream", UPSTREAM.format(port=upstream, dir=tmp / "upstream"), upstream, LOAD_CORE):
+            direct = wrk(f"http://127.0.0.1:{upstream}/hello", 1, light_secs)
+            report.add("direct", light_p50_ms=direct["p50_ms"])
+            proxies = {
+                "nginx": lambda p: nginx(tmp, "proxy", NGINX_PROXY.format(port=p, upstream=upstream), p, PROXY_CORE),
+                "haproxy": lambda p: haproxy(tmp, p, upstream, "http", PROXY_CORE),
+                "sidecars": lambda p: ambassador(tmp, p, upstream, "http", PROXY_CORE),
+            }
+            for name, start in proxies.items():
+                port = free_port()
+                with start(port):
+                    url = f"http://127.0.0.1:{port}/hello"
+                    wrk(url, 50, 1)  # warm-up: connections pooled, caches hot
+                    heavy = wrk(url, 50, secs)
+                    light = wrk(url, 1, light_secs)
+                report.add(
+                    name,
+                    rps=heavy["rps"],
+                    p50_ms=heavy["p50_ms"],
+                    p99_ms=heavy["p99_ms"],
+                    errors=heavy["errors"] + light["errors"],
+                    light_p50_ms=light["p50_ms"],
+                    added_p50_ms=light["p50_ms"] - direct["p50_ms"],
+                )
+    rows = report.rows
+    report.ratio("rps vs nginx (target >= 0.6)", rows["sidecars"]["rps"], rows["nginx"]["rps"])
+    report.ratio("rps vs haproxy", rows["sidecars"]["rps"], rows["haproxy"]["rps"])
+    report.ratio("added p50 vs nginx's", rows["sidecars"]["added_p50_ms"], rows["nginx"]["added_p50_ms"])
+    return report
