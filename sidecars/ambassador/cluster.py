@@ -164,6 +164,54 @@ class Cluster:
             return f"cluster {self.name}: waiting for discovery ({'; '.join(reasons)})"
         return f"cluster {self.name}: first health check round not done"
 
+    def snapshot(self) -> dict[str, Any]:
+        """The cluster's state as JSON-able data, for an admin page (Envoy's /clusters, readable)."""
+        now = time.monotonic()
+        budget, breaker = self.retry_budget, self.breaker
+        return {
+            "name": self.name,
+            "ready": self.ready,
+            "panic": self.panic,
+            "balancer": self.config.balancer,
+            "candidates": len(self._candidates),
+            "discovery": {
+                source: {
+                    "updates": self.discovery_updates.get(source, 0),
+                    "errors": self.discovery_errors.get(source, 0),
+                    "last_error": self._last_error.get(source),
+                }
+                for source in self._first_update
+            },
+            "retry_budget": {
+                "requests_in_window": budget.requests_in_window,
+                "retries_in_window": budget.retries_in_window,
+                "denied": budget.denied,
+            },
+            "circuit_breaker": {
+                "connections": breaker.connections,
+                "pending": breaker.pending,
+                "requests": breaker.requests,
+                "overflows": dict(breaker.overflows),
+            },
+            "endpoints": [
+                {
+                    "endpoint": ep.key,
+                    "state": cluster_metrics.endpoint_state(
+                        ep.healthy, ep.hc_state, ep.ejected_until > now, ep.draining
+                    ),
+                    "active_requests": ep.active,
+                    "latency_ewma_ms": round(ep.latency_ewma_s * 1000, 3),
+                    "weight": round(ep.weight(now), 3),
+                    "ejected_for_secs": round(max(0.0, ep.ejected_until - now), 1),
+                    "ejections": ep.ejections_total,
+                    "last_check_failure": ep.hc_reason,
+                    "consecutive_errors": ep.consecutive_errors,
+                    "outcomes": {o.name.lower(): ep.outcomes[o.value] for o in Outcome},
+                }
+                for ep in self._endpoints
+            ],
+        }
+
     # -- lifecycle -----------------------------------------------------------------------------------
 
     async def start(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from typing import Any
@@ -191,3 +192,18 @@ async def test_an_endpoint_back_from_ejection_is_measured_afresh(clock: FakeCloc
     clock.advance(5.1)
     assert cluster.pick() is bad  # unmeasured and idle: it gets the next request, not a minute of nothing
     assert bad.latency_ewma_s == 0.0
+
+
+async def test_snapshot_shows_each_endpoint_state_and_why(clock: FakeClock, make_cluster: MakeCluster) -> None:
+    cluster, _ = await make_cluster(2, outlier={"consecutive_errors": 1, "base_ejection_secs": 30})
+    bad, good = cluster.endpoints
+    fail(good, Outcome.OK, 2)
+    fail(bad, Outcome.HTTP_5XX)
+    snap = cluster.snapshot()
+    json.dumps(snap)  # JSON-able as it is
+    by_key = {e["endpoint"]: e for e in snap["endpoints"]}
+    assert by_key[bad.key]["state"] == "ejected" and by_key[bad.key]["ejected_for_secs"] == 30.0
+    assert by_key[bad.key]["outcomes"]["http_5xx"] == 1
+    assert by_key[good.key]["state"] == "healthy" and by_key[good.key]["outcomes"]["ok"] == 2
+    assert snap["ready"] and not snap["panic"] and snap["candidates"] == 1
+    assert snap["discovery"]["static"] == {"updates": 1, "errors": 0, "last_error": None}
