@@ -251,13 +251,16 @@ class Cluster:
     # -- discovery -----------------------------------------------------------------------------------
 
     async def _run_source(self, source: Source) -> None:
-        try:
-            await source.run(self._apply, self._discovery_error)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug in a source must not take the cluster down silently
-            self.log.exception("discovery source crashed", source=source.name)
-            self._discovery_error(source.name, f"crashed: {exc!r}")
+        backoff = 1.0
+        while True:
+            try:
+                await source.run(self._apply, self._discovery_error)
+                return  # a one-shot source (static) is done
+            except Exception as exc:  # a bug in a source: keep the last good set, log, try again later
+                self.log.exception("discovery source crashed; restarting it", source=source.name, in_secs=backoff)
+                self._discovery_error(source.name, f"crashed: {exc!r}")
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, 30.0)
 
     def _discovery_error(self, source: str, reason: str) -> None:
         self.discovery_errors[source] = self.discovery_errors.get(source, 0) + 1

@@ -94,7 +94,10 @@ def parse_endpoints_text(text: str) -> frozenset[Address]:
         try:
             data = json.loads(stripped)
         except json.JSONDecodeError:
-            data = yaml.safe_load(stripped)
+            try:
+                data = yaml.safe_load(stripped)  # a YAML flow list: [a:1, b:2]
+            except yaml.YAMLError as exc:
+                raise ValueError(f"neither JSON nor YAML: {exc}") from None
         if not isinstance(data, list):
             raise ValueError("expected a list of host:port")
         entries = [str(x) for x in data]

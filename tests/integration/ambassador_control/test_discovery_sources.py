@@ -201,3 +201,20 @@ async def test_static_and_file_sources_are_merged(tmp_path: Path, clusters: Make
     cluster = clusters(endpoints=["10.6.0.1:80"], endpoints_file=str(path), health_check=NO_CHECKS)
     await cluster.start()
     assert keys(cluster) == {"10.6.0.1:80", "10.6.0.2:80"}
+
+
+async def test_a_crashing_source_is_restarted_and_the_set_kept(clusters: MakeCluster) -> None:
+    class Flaky(Resolver):
+        async def __call__(self, name: str, port: int) -> list[str]:
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("a bug in a resolver plugin")
+            return ["10.7.0.1"] if self.calls == 1 else ["10.7.0.2"]
+
+    resolver = Flaky([])
+    cluster = clusters(resolver=resolver, dns="users:80", dns_refresh_secs=0.02, health_check=NO_CHECKS)
+    await cluster.start()
+    assert keys(cluster) == {"10.7.0.1:80"}
+    await eventually(lambda: bool(events(cluster, "discovery source crashed; restarting it")), "crash logged")
+    assert keys(cluster) == {"10.7.0.1:80"}  # the last good set stays while the source restarts
+    await eventually(lambda: keys(cluster) == {"10.7.0.2:80"}, "restarted source applies again")

@@ -98,3 +98,8 @@ def test_endpoints_file_formats(text: str) -> None:
 def test_endpoints_file_errors_say_where(text: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         parse_endpoints_text(text)
+
+
+def test_endpoints_file_that_is_neither_json_nor_yaml() -> None:
+    with pytest.raises(ValueError, match="neither JSON nor YAML"):
+        parse_endpoints_text('["10.0.0.1:80", ')
