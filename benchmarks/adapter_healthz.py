@@ -11,9 +11,11 @@ each scrape). Target: adapter p99 under 5 ms in both.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -77,6 +79,17 @@ def wait_http(url: str, timeout_secs: float = 30) -> None:
             time.sleep(0.1)
 
 
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group `proc` leads, then SIGKILL to whatever is left of it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 def wrk(url: str, secs: int, connections: int) -> dict[str, float]:
     out = subprocess.run(
         [WRK, "-t1", f"-c{connections}", f"-d{secs}s", "--latency", url],
@@ -114,7 +127,8 @@ def run(quick: bool) -> Report:
         port = free_port()
         (root / "nginx.conf").write_text(NGINX_CONF.format(dir=root, port=port))
         (root / "rules.yaml").write_text(RULES)
-        nginx = subprocess.Popen([NGINX, "-c", str(root / "nginx.conf"), "-p", str(root)])
+        # Its own process group, so that its workers go with it whatever happens to the master.
+        nginx = subprocess.Popen([NGINX, "-c", str(root / "nginx.conf"), "-p", str(root)], start_new_session=True)
         try:
             wait_http(f"http://127.0.0.1:{port}/healthz")
             for label, outputs in (("filtered", "health"), ("full", "health,json")):
@@ -149,8 +163,7 @@ def run(quick: bool) -> Report:
             theirs = wrk(f"http://127.0.0.1:{port}/healthz", secs, connections)
             report.add("nginx", **theirs)
         finally:
-            nginx.terminate()
-            nginx.wait(30)
+            stop_group(nginx)
     for label in ("filtered", "full"):
         ours = report.rows[f"adapter {label}"]
         report.ratio(f"p99 adapter ({label}) / nginx", ours.get("p99_ms", 0.0), theirs.get("p99_ms", 0.0))
