@@ -61,3 +61,13 @@ async def test_file_discovery_change_under_load_drains_without_errors(tmp_path: 
         assert status == 200
         assert f'ambassador_endpoint_state{{cluster="web",endpoint="{d.address}",state="healthy"}} 1.0' in text
         assert 'ambassador_discovery_updates_total{cluster="web",source="file"} 2.0' in text
+
+
+async def test_shorthand_dns_upstreams_resolve_to_a_real_server(upstreams: MakeUpstreams) -> None:
+    (server,) = await upstreams(1)
+    async with run_sidecar(Ambassador, listen_port=0, upstreams_dns=f"localhost:{server.port}") as sc:
+        listener = sc.plugin.listeners[0]
+        assert [ep.key for ep in listener.cluster.endpoints] == [f"127.0.0.1:{server.port}"]
+        status, text = await http_get(f"http://127.0.0.1:{listener.port}/")
+        assert (status, text) == (200, f"hello from {server.port}")
+        assert listener.cluster.snapshot()["discovery"]["dns"]["updates"] == 1
