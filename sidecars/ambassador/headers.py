@@ -35,7 +35,12 @@ CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 def connection_tokens(value: bytes) -> list[bytes]:
     """The lower-cased tokens of a `Connection` header value."""
+    if value in _PLAIN_TOKENS:
+        return _PLAIN_TOKENS[value]
     return [t.strip().lower() for t in value.split(b",") if t.strip()]
+
+
+_PLAIN_TOKENS = {v: [v.lower()] for v in (b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade", b"Upgrade")}
 
 
 def is_hop_by_hop(lname: bytes) -> bool:

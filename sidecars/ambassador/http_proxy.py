@@ -115,6 +115,8 @@ class HttpProxy:
         self.per_try = config.per_try_timeout_secs
         self.overall = config.overall_timeout_secs
         self.endpoint_host_lines: dict[str, bytes] = {}
+        self.deadlines: deque[tuple[float, Exchange, int]] = deque()
+        self._deadline_timer: asyncio.TimerHandle | None = None
 
     def __call__(self) -> ClientConnection:
         return ClientConnection(self)
@@ -124,6 +126,30 @@ class HttpProxy:
         if line is None:
             line = self.endpoint_host_lines[endpoint.key] = b"host: " + endpoint.key.encode() + CRLF
         return line
+
+    def watch(self, when: float, ex: Exchange) -> None:
+        """Time out `ex`'s current try at `when` unless it cancels (changes `timer_token`) first."""
+        fifo = self.deadlines
+        while fifo and fifo[0][1].timer_token != fifo[0][2]:
+            fifo.popleft()  # finished: requests end roughly in the order they started
+        fifo.append((when, ex, ex.timer_token))
+        if self._deadline_timer is None:
+            self._deadline_timer = self.loop.call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        self._deadline_timer = None
+        now = self.loop.time()
+        fifo = self.deadlines
+        while fifo:
+            when, ex, token = fifo[0]
+            if ex.timer_token != token:
+                fifo.popleft()
+            elif when <= now:
+                fifo.popleft()
+                ex.on_timeout()
+            else:
+                self._deadline_timer = self.loop.call_at(when, self._expire)
+                return
 
     def on_endpoint_removed(self, endpoint: Endpoint) -> None:
         self.pool.close_endpoint(endpoint)
@@ -147,6 +173,10 @@ class HttpProxy:
         for client in list(self.clients):
             client.abort()
         self.pool.close_all()
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
+        self.deadlines.clear()
 
 
 class ClientConnection(asyncio.Protocol):
@@ -510,6 +540,7 @@ class Exchange:
         "started",
         "t0",
         "timer",
+        "timer_token",
         "tried",
         "tries",
         "try_t0",
@@ -560,6 +591,7 @@ class Exchange:
         self.endpoint: Endpoint | None = None
         self.connecting: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_token = 0  # the try number whose deadline sits in the proxy's FIFO; 0: none
         self.tried: list[Endpoint] = []
         self.tries = 0
         self.t0 = perf_counter()
@@ -612,7 +644,14 @@ class Exchange:
         self.tries += 1
         ep.start_request()
         self.try_t0 = perf_counter()
-        self.timer = p.loop.call_at(min(now + p.per_try, self.deadline), self.on_timeout)
+        when = now + p.per_try
+        if when <= self.deadline:
+            # Every first try has the same per-try timeout, so its deadline goes in the proxy's FIFO
+            # (one loop timer for all of them); a retry near the overall deadline gets its own timer.
+            self.timer_token = self.tries
+            p.watch(when, self)
+        else:
+            self.timer = p.loop.call_at(self.deadline, self.on_timeout)
         if conn is not None:
             self.send(conn)  # type: ignore[arg-type]
         else:
@@ -700,9 +739,7 @@ class Exchange:
         upgrade: bytes | None,
     ) -> bool:
         """The upstream's response head arrived; False when it is discarded for a retry."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._cancel_timer()
         if code >= 500 and "5xx" in self.p.retry_on and self._can_retry(False):
             self.try_failed(Outcome.HTTP_5XX, "upstream_5xx", never_reached=False)
             return False
@@ -756,8 +793,15 @@ class Exchange:
 
     # -- failures and retries -----------------------------------------------------------------------
 
+    def _cancel_timer(self) -> None:
+        self.timer_token = 0
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
     def on_timeout(self) -> None:
         self.timer = None
+        self.timer_token = 0
         if self.done:
             return
         reason = "deadline_exceeded" if self.p.loop.time() >= self.deadline - 0.001 else "upstream_timeout"
@@ -785,9 +829,7 @@ class Exchange:
     def try_failed(self, outcome: Outcome, reason: str, *, never_reached: bool) -> None:
         """This try is over without a usable response: retry if safe, else answer with the reason."""
         p = self.p
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._cancel_timer()
         if self.connecting is not None:
             self.connecting.cancel()
             self.connecting = None
@@ -838,9 +880,7 @@ class Exchange:
         """Answer with a response made here, naming `reason` in `x-ambassador-reason`."""
         if self.done:
             return
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._cancel_timer()
         if self.responded:
             self.finish(status, "")
             self.client.abort()
@@ -865,9 +905,7 @@ class Exchange:
         """The client is gone: release everything this exchange holds."""
         if self.done:
             return
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._cancel_timer()
         if self.connecting is not None:
             self.connecting.cancel()
             self.connecting = None
