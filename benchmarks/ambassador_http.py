@@ -186,11 +186,13 @@ def _latency(out: str, pct: str) -> float:
 
 def run(quick: bool) -> Report:
     secs = 3 if quick else 10
+    rounds = 1 if quick else 3
     light_secs = 2 if quick else 5
     report = Report("ambassador_http", peer="nginx, haproxy")
     report.notes.append(
         f"proxies pinned to core {PROXY_CORE}, upstream nginx and wrk on core {LOAD_CORE}; "
-        f"wrk -c50 {secs:g}s for throughput, -c1 {light_secs:g}s for added latency; cpus={os.cpu_count()}"
+        f"best of {rounds} alternating rounds of wrk -c50 {secs:g}s for throughput, "
+        f"-c1 {light_secs:g}s for added latency; cpus={os.cpu_count()}"
     )
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -203,22 +205,33 @@ def run(quick: bool) -> Report:
                 "haproxy": lambda p: haproxy(tmp, p, upstream, "http", PROXY_CORE),
                 "sidecars": lambda p: ambassador(tmp, p, upstream, "http", PROXY_CORE),
             }
-            for name, start in proxies.items():
-                port = free_port()
-                with start(port):
-                    url = f"http://127.0.0.1:{port}/hello"
+            ports = {name: free_port() for name in proxies}
+            with contextlib.ExitStack() as stack:
+                for name, start in proxies.items():
+                    stack.enter_context(start(ports[name]))
+                urls = {name: f"http://127.0.0.1:{port}/hello" for name, port in ports.items()}
+                for url in urls.values():
                     wrk(url, 50, 1)  # warm-up: connections pooled, caches hot
-                    heavy = wrk(url, 50, secs)
+                # Rounds alternate between the proxies and the best round counts, so a burst of other
+                # work on the machine does not land on one proxy's figures only.
+                best: dict[str, dict[str, float]] = {}
+                for _ in range(rounds):
+                    for name, url in urls.items():
+                        heavy = wrk(url, 50, secs)
+                        if name not in best or heavy["rps"] > best[name]["rps"]:
+                            best[name] = heavy
+                for name, url in urls.items():
                     light = wrk(url, 1, light_secs)
-                report.add(
-                    name,
-                    rps=heavy["rps"],
-                    p50_ms=heavy["p50_ms"],
-                    p99_ms=heavy["p99_ms"],
-                    errors=heavy["errors"] + light["errors"],
-                    light_p50_ms=light["p50_ms"],
-                    added_p50_ms=light["p50_ms"] - direct["p50_ms"],
-                )
+                    heavy = best[name]
+                    report.add(
+                        name,
+                        rps=heavy["rps"],
+                        p50_ms=heavy["p50_ms"],
+                        p99_ms=heavy["p99_ms"],
+                        errors=heavy["errors"] + light["errors"],
+                        light_p50_ms=light["p50_ms"],
+                        added_p50_ms=light["p50_ms"] - direct["p50_ms"],
+                    )
     rows = report.rows
     report.ratio("rps vs nginx (target >= 0.6)", rows["sidecars"]["rps"], rows["nginx"]["rps"])
     report.ratio("rps vs haproxy", rows["sidecars"]["rps"], rows["haproxy"]["rps"])
