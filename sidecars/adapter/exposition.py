@@ -240,7 +240,22 @@ class _Parser:
         return False
 
     def comment(self, line: str, lineno: int) -> None:
-        if line.startswith("# HELP "):
+        if line.startswith("# TYPE "):
+            # The common shape, without the general split: `# TYPE name kind`.
+            rest = line[7:]
+            space = rest.find(" ")
+            name, kind = rest[:space], rest[space + 1 :]
+            types = self.result.types
+            if (
+                space > 0
+                and kind in (OPENMETRICS_TYPES if self.openmetrics else TEXT_TYPES)
+                and name not in types
+                and (name in self.valid_names or _METRIC_NAME.fullmatch(name))
+            ):
+                self.valid_names.add(name)
+                types[name] = kind
+                return
+        elif line.startswith("# HELP "):
             # The common shape, without the general split: `# HELP name text`.
             rest = line[7:]
             space = rest.find(" ")
