@@ -4,11 +4,14 @@ It yields samples the way Prometheus ingests them: `(name, labels, value, ts_ms)
 sorted tuple of `(name, value)` pairs without `__name__` and `ts_ms` is an int in milliseconds or
 None. Histograms and summaries arrive as their `_bucket`/`_sum`/`_count`/quantile series.
 
-Speed comes from doing little per line: the page is split once, a line without `{` is split on
-whitespace, a label block is matched by one regex and its pairs by one `findall`, values go straight
-to `float()`, and nothing but the tuple is built per sample. With a family filter (`families=`) the
-page is not even split: the lines of the wanted names are found with `str.find`, which runs at memory
-speed, and only those are parsed.
+Speed comes from doing little per line. The page is cut into blocks of lines (about 256 KiB) and
+each block split once. A line with labels is split on `"` up to its `}`: the odd parts are the
+label values, the even parts joined give the line's skeleton (`name{a=",b="`), which is validated
+by one regex the first time it is seen and remembered with its sorted label names. A line without
+labels is split at its first space. Values go straight to `float()`, and nothing but the tuple is
+built per sample. Anything unusual (escapes, timestamps, exemplars, odd spacing) takes a slower,
+general path. With a family filter (`families=`) lines are not even split: those of the wanted
+names are found with `str.find`, which runs at memory speed, and only they are parsed.
 
 Errors are `ParseError(line, message)` with 1-based line numbers. Duplicate series (same name and
 labels twice in one page) keep the first sample, as Prometheus does, and are counted.
