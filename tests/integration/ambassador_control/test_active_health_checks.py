@@ -6,7 +6,8 @@ import asyncio
 
 from tests.integration.ambassador_control.support import MakeCluster, MakeUpstreams, Nginx, events, eventually
 
-FAST = {"interval_secs": 0.1, "interval_jitter_percent": 0, "timeout_secs": 0.1}
+# Short intervals so state changes show quickly; timeouts generous enough for a loaded CI machine.
+FAST = {"interval_secs": 0.25, "interval_jitter_percent": 0, "timeout_secs": 0.25}
 
 
 async def test_http_check_takes_an_endpoint_out_and_back_by_thresholds(

@@ -126,7 +126,7 @@ async def test_a_restarted_server_returns_on_its_first_passing_check(
     servers = await upstreams(2)
     cluster = clusters(
         endpoints=[s.address for s in servers],
-        health_check={"kind": "tcp", "interval_secs": 0.1, "timeout_secs": 0.1, "unhealthy_threshold": 100},
+        health_check={"kind": "tcp", "interval_secs": 0.25, "timeout_secs": 0.25, "unhealthy_threshold": 100},
         outlier={"base_ejection_secs": 600},
     )
     await cluster.start()
