@@ -60,8 +60,18 @@ BODY_NONE = 0
 BODY_RAW = 1  # as received (content-length, or close-delimited to an HTTP/1.0 client)
 BODY_CHUNKED = 2  # re-chunked: upstream sent chunked or close-delimited, client speaks HTTP/1.1
 
-_REQ_SPECIAL = HOP_BY_HOP | {b"expect", b"host", b"x-forwarded-for", b"forwarded"}
-_RESP_SPECIAL = HOP_BY_HOP
+_REQ_SPECIAL = HOP_BY_HOP | {b"expect", b"x-forwarded-for", b"forwarded"}
+
+# Response fields by how they are handled: 0 forwarded, 1 content-length, 2 transfer-encoding,
+# 3 connection, 4 upgrade, 5 dropped. Common spellings are listed as sent so most fields cost one
+# dict lookup (no lower-casing).
+_RESP_KIND: dict[bytes, int] = {}
+for _name, _kind in ((b"content-length", 1), (b"transfer-encoding", 2), (b"connection", 3), (b"upgrade", 4)):
+    _RESP_KIND[_name] = _RESP_KIND[_name.title()] = _kind
+for _name in HOP_BY_HOP - {b"content-length", b"transfer-encoding", b"connection", b"upgrade"}:
+    _RESP_KIND[_name] = _RESP_KIND[_name.title()] = 5
+for _name in (b"Server", b"Date", b"Content-Type", b"Cache-Control", b"Etag", b"ETag", b"Last-Modified", b"Vary"):
+    _RESP_KIND[_name] = 0
 
 
 class ClusterView(Protocol):
@@ -105,6 +115,9 @@ class HttpProxy:
         self.max_retry_body = config.max_retry_body_bytes
         self.id_header = config.request_id_header.encode()
         self.req_special = _REQ_SPECIAL | ({self.id_header} if self.id_header else set())
+        if config.host_rewrite:
+            self.req_special = self.req_special | {b"host"}
+        self.forwarded_mode = ("none", "x-forwarded-for", "forwarded").index(config.forwarded)
         self.hash_header = config.hash_header.encode() if config.hash_header else None
         if self.hash_header:
             self.req_special = self.req_special | {self.hash_header}
@@ -204,6 +217,8 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel: UpstreamConnection | None = None  # after a 101: bytes are spliced to it
         self.tunnel_buffer: list[bytes] | None = None  # bytes sent after an upgrade request, before 101
         self.peer = b""
+        self.has_host = False
+        self.http10: bool | None = None  # a connection keeps its version: read once
 
     # -- transport events ------------------------------------------------------------------------
 
@@ -286,6 +301,7 @@ class ClientConnection(asyncio.Protocol):
         self.url = b""
         self.hparts = []
         self.special = []
+        self.has_host = False
         if not self.head_started:
             self.head_started = self.p.clock
 
@@ -305,6 +321,8 @@ class ClientConnection(asyncio.Protocol):
             self.special.append((lname, value))
         elif lname[:6] != b"proxy-":
             self.hparts += (name, b": ", value, CRLF)
+            if lname == b"host":
+                self.has_host = True
         if len(self.hparts) > 400:  # a head of many tiny fields: the byte count alone lets it grow
             self.error_status = 431
             raise _HeadTooLarge
@@ -323,14 +341,11 @@ class ClientConnection(asyncio.Protocol):
         tokens: list[bytes] = []
         upgrade: bytes | None = None
         rid: bytes | None = None
-        host: bytes | None = None
         hash_key: bytes | None = None
         prior_fwd: bytes | None = None
-        for lname, value in self.special:
+        for lname, value in self.special:  # usually empty: a plain GET has no special field
             if lname == b"content-length":
                 clen = value
-            elif lname == b"host":
-                host = value
             elif lname == p.id_header:
                 rid = value
             elif lname == b"transfer-encoding":
@@ -355,20 +370,18 @@ class ClientConnection(asyncio.Protocol):
         head = [method, b" ", self.url, b" HTTP/1.1\r\n"]
         if p.host_line is not None:
             head.append(p.host_line)
-        elif host is not None:
-            head += (b"host: ", host, CRLF)
         head += parts
         if p.id_header:
             if rid is None:
                 rid = p.ids.next()
             head += (p.id_header, b": ", rid, CRLF)
-        if p.config.forwarded == "x-forwarded-for":
-            if prior_fwd is None:
+        if p.forwarded_mode:
+            if p.forwarded_mode == 2:
+                head += (b'forwarded: for="', self.peer, b'"\r\n')
+            elif prior_fwd is None:
                 head += (b"x-forwarded-for: ", self.peer, CRLF)
             else:
                 head.append(b"x-forwarded-for: " + self.peer + CRLF)  # appended as a second field line
-        elif p.config.forwarded == "forwarded":
-            head += (b'forwarded: for="', self.peer, b'"\r\n')
         if upgrading:
             head += (b"connection: upgrade\r\nupgrade: ", upgrade or b"", CRLF)
         elif chunked:
@@ -377,6 +390,9 @@ class ClientConnection(asyncio.Protocol):
             head += (b"content-length: ", clen, CRLF)
         head.append(CRLF)
         has_body = chunked or (clen is not None and clen.strip() != b"0")
+        http10 = self.http10
+        if http10 is None:
+            http10 = self.http10 = parser.get_http_version() == "1.0"
         ex = Exchange(
             self,
             b"".join(head),
@@ -384,11 +400,11 @@ class ClientConnection(asyncio.Protocol):
             has_body,
             chunked,
             parser.should_keep_alive(),
-            parser.get_http_version() == "1.0",
+            http10,
             expect and has_body,
             upgrading,
             rid,
-            host is None and p.host_line is None,
+            not self.has_host and p.host_line is None,
             hash_key,
         )
         self.cur = ex
@@ -1074,18 +1090,20 @@ class UpstreamConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self.in_head:
             return
-        lname = name.lower()
-        if lname in _RESP_SPECIAL:
-            if lname == b"content-length":
-                self.clen = value
-            elif lname == b"transfer-encoding":
-                self.chunked_in = True
-            elif lname == b"connection":
-                self.tokens = connection_tokens(value)
-            elif lname == b"upgrade":
-                self.upgrade = value
-        elif lname[:6] != b"proxy-":
+        kind = _RESP_KIND.get(name)
+        if kind is None:
+            lname = name.lower()
+            kind = _RESP_KIND.get(lname, 5 if lname[:6] == b"proxy-" else 0)
+        if kind == 0:
             self.hparts += (name, b": ", value, CRLF)
+        elif kind == 1:
+            self.clen = value
+        elif kind == 2:
+            self.chunked_in = True
+        elif kind == 3:
+            self.tokens = connection_tokens(value)
+        elif kind == 4:
+            self.upgrade = value
 
     def on_headers_complete(self) -> None:
         self.in_head = False
