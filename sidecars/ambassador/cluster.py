@@ -45,6 +45,7 @@ from sidecars.ambassador.discovery import (
     Resolver,
     Source,
     StaticSource,
+    source_class,
     system_resolver,
 )
 from sidecars.ambassador.endpoint import Endpoint, Outcome, endpoint_key
@@ -115,6 +116,13 @@ class Cluster:
             )
         if config.endpoints_file:
             self._sources.append(FileSource(config.endpoints_file, config.endpoints_file_poll_secs))
+        if config.discovery_plugin:
+            try:
+                plugin_source = source_class(config.discovery_plugin)(**config.discovery_options)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"cluster {name}: discovery_plugin {config.discovery_plugin}: {exc}") from exc
+            plugin_source.name = config.discovery_plugin
+            self._sources.append(plugin_source)
         self._first_update = {s.name: asyncio.Event() for s in self._sources}
         self._registry = registry
         cluster_metrics.attach(registry, self)

@@ -7,7 +7,7 @@ sensible one, and are stricter where Envoy's would let a dead endpoint keep rece
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -130,6 +130,12 @@ class ClusterConfig(_Section):
     endpoints_file_poll_secs: float = Field(
         5.0, gt=0, description="Safety-net re-read of endpoints_file when no change notification arrives."
     )
+    discovery_plugin: str | None = Field(
+        None,
+        description="A discovery source an installed package registers in the entry-point group "
+        "sidecars.ambassador.discovery (a service registry, an API); its endpoints join the others.",
+    )
+    discovery_options: dict[str, Any] = Field({}, description="Keyword arguments of discovery_plugin's source.")
     balancer: str = Field(
         "p2c_ewma",
         description="p2c_ewma: two random endpoints, the one with the lower latency x load wins; "
@@ -179,6 +185,15 @@ class ClusterConfig(_Section):
         balancer_class(value)  # ValueError naming the known balancers
         return value
 
+    @field_validator("discovery_plugin")
+    @classmethod
+    def _known_discovery_plugin(cls, value: str | None) -> str | None:
+        if value is not None:
+            from sidecars.ambassador.discovery import source_class  # discovery imports this module
+
+            source_class(value)  # ValueError naming the installed plugins
+        return value
+
     @field_validator("dns")
     @classmethod
     def _valid_dns(cls, value: str | None) -> str | None:
@@ -191,6 +206,6 @@ class ClusterConfig(_Section):
 
     @model_validator(mode="after")
     def _has_a_source(self) -> ClusterConfig:
-        if not self.endpoints and self.dns is None and self.endpoints_file is None:
-            raise ValueError("a cluster needs at least one of endpoints, dns, endpoints_file")
+        if not self.endpoints and self.dns is None and self.endpoints_file is None and not self.discovery_plugin:
+            raise ValueError("a cluster needs at least one of endpoints, dns, endpoints_file, discovery_plugin")
         return self

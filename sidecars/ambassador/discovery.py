@@ -13,6 +13,7 @@ import contextlib
 import json
 import socket
 from collections.abc import Awaitable, Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Literal
 
@@ -28,10 +29,35 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
 class Source:
+    """A discovery source. Plugins subclass it: `__init__(**discovery_options)` does no I/O; `run`
+    reports every complete set through `apply` (repeating an unchanged set is cheap) and every bad
+    update through `error`, and runs until cancelled (or returns, if its set never changes). A crash
+    restarts it after a backoff; the cluster keeps the last good set meanwhile."""
+
     name: str
 
     async def run(self, apply: Apply, error: ReportError) -> None:
         raise NotImplementedError
+
+
+# Installed packages add discovery sources here (`name = "package.module:Class"`, a `Source` subclass).
+ENTRY_POINT_GROUP = "sidecars.ambassador.discovery"
+BUILTIN_SOURCES = ("static", "dns", "file")
+
+
+def source_class(name: str) -> type[Source]:
+    """The class of an installed discovery plugin; ValueError naming the installed ones if there is none."""
+    if name in BUILTIN_SOURCES:
+        raise ValueError(f"{name!r} is a built-in source: use its own field (endpoints, dns, endpoints_file)")
+    installed = list(entry_points(group=ENTRY_POINT_GROUP))
+    for ep in installed:
+        if ep.name == name:
+            cls = ep.load()
+            if not (isinstance(cls, type) and issubclass(cls, Source)):
+                raise ValueError(f"discovery plugin {name!r} ({ep.value}) is not a Source subclass")
+            return cls
+    known = ", ".join(sorted(ep.name for ep in installed)) or "none"
+    raise ValueError(f"unknown discovery plugin {name!r}; installed: {known}")
 
 
 class StaticSource(Source):

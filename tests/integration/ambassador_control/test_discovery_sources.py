@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
 
-from sidecars.ambassador.cluster import Cluster
+from sidecars.ambassador import discovery
+from sidecars.ambassador.cluster import Cluster, ClusterConfig
+from sidecars.ambassador.discovery import Apply, ReportError, Source
 from sidecars.ambassador.endpoint import Endpoint, Outcome
 from tests.integration.ambassador_control.support import MakeCluster, MakeUpstreams, events, eventually
 
@@ -218,3 +221,48 @@ async def test_a_crashing_source_is_restarted_and_the_set_kept(clusters: MakeClu
     await eventually(lambda: bool(events(cluster, "discovery source crashed; restarting it")), "crash logged")
     assert keys(cluster) == {"10.7.0.1:80"}  # the last good set stays while the source restarts
     await eventually(lambda: keys(cluster) == {"10.7.0.2:80"}, "restarted source applies again")
+
+
+class RegistrySource(Source):
+    """A discovery plugin as a separate package would ship it: endpoints pushed by a registry client."""
+
+    updates: asyncio.Queue[frozenset[tuple[str, int]]]
+
+    def __init__(self, service: str, port: int = 80) -> None:
+        self.service = service
+        self.port = port
+
+    async def run(self, apply: Apply, error: ReportError) -> None:
+        while True:
+            hosts = await RegistrySource.updates.get()
+            if not hosts:
+                error(self.name, f"registry has no instances of {self.service}")
+            else:
+                apply(self.name, frozenset((h, self.port) for h, _ in hosts))
+
+
+async def test_discovery_plugins_from_installed_packages(
+    clusters: MakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    installed = [EntryPoint("registry", f"{__name__}:RegistrySource", discovery.ENTRY_POINT_GROUP)]
+    monkeypatch.setattr(discovery, "entry_points", lambda group: installed)
+    RegistrySource.updates = asyncio.Queue()
+    RegistrySource.updates.put_nowait(frozenset({("10.8.0.1", 0)}))
+    cluster = clusters(
+        endpoints=["10.8.0.9:80"],
+        discovery_plugin="registry",
+        discovery_options={"service": "users", "port": 8080},
+        health_check=NO_CHECKS,
+    )
+    await cluster.start()
+    assert keys(cluster) == {"10.8.0.9:80", "10.8.0.1:8080"}
+    RegistrySource.updates.put_nowait(frozenset())
+    await eventually(lambda: bool(events(cluster, "discovery update refused")), "empty registry answer refused")
+    assert keys(cluster) == {"10.8.0.9:80", "10.8.0.1:8080"}
+    RegistrySource.updates.put_nowait(frozenset({("10.8.0.2", 0)}))
+    await eventually(lambda: keys(cluster) == {"10.8.0.9:80", "10.8.0.2:8080"}, "plugin update applied")
+
+    with pytest.raises(ValueError, match="unknown discovery plugin 'consul'; installed: registry"):
+        ClusterConfig(discovery_plugin="consul")
+    with pytest.raises(ValueError, match=r"discovery_plugin registry: .*unexpected keyword"):
+        clusters(discovery_plugin="registry", discovery_options={"servise": "users"})

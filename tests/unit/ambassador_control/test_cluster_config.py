@@ -38,7 +38,7 @@ def test_parse_address_errors(text: str, reason: str) -> None:
 
 
 def test_config_needs_a_source() -> None:
-    with pytest.raises(ValidationError, match="at least one of endpoints, dns, endpoints_file"):
+    with pytest.raises(ValidationError, match="at least one of endpoints, dns, endpoints_file, discovery_plugin"):
         ClusterConfig()
 
 
