@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -88,7 +89,7 @@ async def test_chunked_upload_larger_than_buffers_streams_through(proxy: Proxy) 
     up = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     sent = hashlib.sha256()
 
-    async def body():  # type: ignore[no-untyped-def]
+    async def body() -> AsyncIterator[bytes]:
         block = os.urandom(256 * 1024)
         for _ in range(size // len(block)):
             sent.update(block)

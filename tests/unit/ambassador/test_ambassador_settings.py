@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from sidecars.ambassador.plugin import Ambassador
+from sidecars.ambassador.settings import AmbassadorSettings, ListenerConfig
+from sidecars.core import config
+
+
+def test_shorthand_makes_one_http_listener_on_loopback() -> None:
+    s = AmbassadorSettings(listen_port=7001, upstreams="a:80, b:81")
+    (listener,) = s.all_listeners()
+    assert (listener.name, listener.host, listener.port, listener.mode) == ("default", "127.0.0.1", 7001, "http")
+    assert listener.cluster.endpoints == ["a:80", "b:81"]
+
+
+def test_listeners_from_env_json_and_flags_through_the_core_loader() -> None:
+    listeners = [{"name": "users", "port": 7001, "cluster": {"endpoints": ["u:80"]}}]
+    loaded = config.load(
+        AmbassadorSettings,
+        environ={"AMBASSADOR_LISTENERS": json.dumps(listeners)},
+        flags={"listen_port": ["7002"], "upstreams": ["p:80,q:80"]},
+    )
+    names = [li.name for li in loaded.settings.all_listeners()]
+    assert names == ["users", "default"]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"listen_port": 7001}, "listen_port needs upstreams"),
+        ({"upstreams": ["a:1"]}, "upstreams/upstreams_dns need listen_port"),
+        ({"listen_port": 7001, "upstreams": ["nope"]}, "is not host:port"),
+        (
+            {"listeners": [{"name": "x", "port": 1, "cluster": {"endpoints": ["a:1"]}}] * 2},
+            "listener names must be unique",
+        ),
+    ],
+)
+def test_bad_settings_are_refused_with_the_reason(values: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        AmbassadorSettings(**values)
+
+
+def test_listener_timeouts_must_be_coherent() -> None:
+    with pytest.raises(ValidationError, match="per_try_timeout_secs must not exceed overall_timeout_secs"):
+        ListenerConfig(name="x", port=1, cluster={"endpoints": ["a:1"]}, per_try_timeout_secs=5, overall_timeout_secs=1)
+    with pytest.raises(ValidationError, match="is not a header name"):
+        ListenerConfig(name="x", port=1, cluster={"endpoints": ["a:1"]}, request_id_header="bad header")
+
+
+def test_every_option_is_documented() -> None:
+    for model in (AmbassadorSettings, ListenerConfig):
+        assert not [n for n, f in model.model_fields.items() if not f.description], model
+    assert Ambassador.Settings is AmbassadorSettings
