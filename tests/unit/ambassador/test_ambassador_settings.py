@@ -24,7 +24,7 @@ def test_listeners_from_env_json_and_flags_through_the_core_loader() -> None:
         environ={"AMBASSADOR_LISTENERS": json.dumps(listeners)},
         flags={"listen_port": ["7002"], "upstreams": ["p:80,q:80"]},
     )
-    names = [li.name for li in loaded.settings.all_listeners()]
+    names = [li.name for li in loaded.settings.all_listeners()]  # type: ignore[attr-defined]
     assert names == ["users", "default"]
 
 
