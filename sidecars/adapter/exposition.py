@@ -396,6 +396,7 @@ def _parse_lines(parser: _Parser, lines: list[str], wanted: Collection[str] | No
     samples = parser.result.samples
     append, seen_add = samples.append, seen.add
     stamps, token = parser.series_seen, parser.token
+    helps = parser.result.help
     cache = parser.cache
     labels: Labels
     values: Sequence[str]
@@ -404,6 +405,17 @@ def _parse_lines(parser: _Parser, lines: list[str], wanted: Collection[str] | No
             continue
         first = line[0]
         if first == "#":
+            if line.startswith("# HELP "):
+                # Inline for the common shape; `comment` handles the rest (and reports errors).
+                space = line.find(" ", 7)
+                name = line[7:space] if space > 0 else line[7:]
+                if name in valid_names:
+                    if name not in helps:
+                        text = line[space + 1 :].strip() if space > 0 else ""
+                        if "\\" in text:
+                            text = text.replace("\\\\", "\0").replace("\\n", "\n").replace("\0", "\\")
+                        helps[name] = text
+                    continue
             comment(line, lineno)
             continue
         # Trailing whitespace needs no care: float() takes it and the slow path strips it.
