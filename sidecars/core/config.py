@@ -94,7 +94,8 @@ class ConfigError(Exception):
     def render(self) -> str:
         count = len(self.problems)
         head = f"invalid configuration ({count} problem{'s' if count != 1 else ''}):"
-        return "\n".join([head, *(f"  - {p}" for p in self.problems)])
+        # A message may span lines (a rules file's own problem list): keep it under its bullet.
+        return "\n".join([head, *("  - " + str(p).replace("\n", "\n    ") for p in self.problems)])
 
 
 @dataclass
@@ -370,7 +371,8 @@ def _problem_for(
     err: Mapping[str, Any], opts: list[Option], sources: Mapping[str, str], file_values: _FileValues | None
 ) -> Problem:
     loc = list(err.get("loc", ()))
-    message = str(err.get("msg", "invalid"))
+    # A model validator's ValueError reads "Value error, <text>": the text alone says it.
+    message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
     if not loc:
         return Problem("settings", message)
     name = str(loc[0])

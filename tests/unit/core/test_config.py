@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from sidecars.core import SidecarSettings, secret
 from sidecars.core.config import ConfigError, load, redacted, render
@@ -96,3 +96,22 @@ def test_unknown_env_with_our_prefix_warns_but_service_links_are_quiet() -> None
     env = {"DEMO_TARGET_URL": "x", "DEMO_BATCH_LINEZ": "5", "DEMO_PORT": "tcp://10.0.0.1:80", "DEMO_SERVICE_HOST": "h"}
     loaded = load(Demo, environ=env)
     assert loaded.warnings == ["env DEMO_BATCH_LINEZ matches no option and is ignored"]
+
+
+class Validated(SidecarSettings):
+    env_prefix = "VAL_"
+    rules: str = Field("", description="rules text")
+
+    @field_validator("rules")
+    @classmethod
+    def _rules(cls, value: str) -> str:
+        if value == "bad":
+            raise ValueError("2 problems in rules:\nrule a: bad expr\nrule b: no name")
+        return value
+
+
+def test_validator_messages_lose_the_prefix_and_keep_their_lines_under_the_bullet() -> None:
+    with pytest.raises(ConfigError) as info:
+        load(Validated, flags={"rules": ["bad"]}, environ={})
+    assert info.value.problems[0].message.startswith("2 problems in rules:")
+    assert "  - --rules: 2 problems in rules:\n    rule a: bad expr\n    rule b: no name" in str(info.value)
