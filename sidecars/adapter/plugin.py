@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 import aiohttp
 from aiohttp import web
@@ -41,6 +41,12 @@ class Adapter(Sidecar[AdapterSettings]):
     name = "adapter"
     description = "scrapes the app's Prometheus /metrics and serves /healthz (and more) decided by rules"
     Settings = AdapterSettings
+
+    @classmethod
+    def commands(cls) -> Mapping[str, Callable[[list[str]], int]]:
+        from sidecars.adapter.check import main as check
+
+        return {"check": check}
 
     def __init__(self, settings: AdapterSettings, context: Context) -> None:
         super().__init__(settings, context)

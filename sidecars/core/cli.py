@@ -41,8 +41,14 @@ def build_parser(plugin_cls: PluginClass, prog: str) -> argparse.ArgumentParser:
 
 def run_main(plugin_cls: PluginClass, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Parse options, then run the sidecar until it stops; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = plugin_cls.commands()
+    if argv and argv[0] in commands:
+        return commands[argv[0]](argv[1:])
     model = plugin_cls.Settings
     parser = build_parser(plugin_cls, prog or f"python -m sidecars.{plugin_cls.name}")
+    if commands:
+        parser.usage = f"{parser.prog} [options] | {parser.prog} {{{','.join(commands)}}} ..."
     args, unknown = parser.parse_known_args(argv)
     problems = [config.Problem(arg, "unknown option") for arg in unknown if arg.startswith("-")]
     problems += [config.Problem(arg, "unexpected argument") for arg in unknown if not arg.startswith("-")]

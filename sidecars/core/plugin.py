@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
 
@@ -100,6 +100,14 @@ class Sidecar(abc.ABC, Generic[S]):
     def checks(self) -> Sequence[Check]:
         """Named health checks of the sidecar itself, shown on /readyz and /livez with ?verbose."""
         return ()
+
+    @classmethod
+    def commands(cls) -> Mapping[str, Callable[[list[str]], int]]:
+        """One-shot subcommands beside running the sidecar (`python -m sidecars.X NAME args...`).
+
+        Each takes the remaining arguments and returns an exit code; names must not start with `-`.
+        """
+        return {}
 
     def admin_routes(self) -> Sequence[web.RouteDef]:
         """Extra routes served by the admin server, collected once before it starts."""

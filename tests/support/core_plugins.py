@@ -7,7 +7,7 @@ import contextlib
 import socket
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -49,6 +49,14 @@ class Probe(Sidecar[ProbeSettings]):
             if self.settings.fail_setup:
                 raise RuntimeError("set-up failed halfway on purpose")
             yield
+
+    @classmethod
+    def commands(cls) -> Mapping[str, Callable[[list[str]], int]]:
+        def echo(args: list[str]) -> int:
+            print("echo:", " ".join(args))
+            return 7
+
+        return {"echo": echo}
 
     async def run(self, ready: Callable[[], None]) -> None:
         self.runs += 1

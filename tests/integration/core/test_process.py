@@ -113,3 +113,10 @@ async def test_third_party_plugin_runs_through_its_entry_point() -> None:
         assert status == 200 and "portwatch_target_up" in body
         proc.proc.send_signal(signal.SIGINT)
         assert await proc.wait_exit(10) == 0
+
+
+def test_plugin_subcommands_run_instead_of_the_sidecar() -> None:
+    result = cli(*PROBE, "echo", "a", "--b")
+    assert (result.returncode, result.stdout) == (7, "echo: a --b\n")
+    usage = cli(*PROBE, "--help").stdout
+    assert "{echo}" in usage.splitlines()[0]
