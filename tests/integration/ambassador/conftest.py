@@ -15,7 +15,11 @@ Proxy = Callable[..., contextlib.AbstractAsyncContextManager[tuple[RunningSideca
 
 def listener(endpoints: list[str], **options: Any) -> dict[str, Any]:
     """A listener config on a free port; cluster options under `cluster`."""
-    cluster = {"endpoints": endpoints, "health_check": {"kind": "none"}, **options.pop("cluster", {})}
+    cluster = {
+        "health_check": {"kind": "none"},
+        **({"endpoints": endpoints} if endpoints else {}),
+        **options.pop("cluster", {}),
+    }
     return {"name": options.pop("name", "web"), "port": 0, "cluster": cluster, **options}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from pathlib import Path
 
 import aiohttp
 from prometheus_client import CollectorRegistry
@@ -245,3 +246,33 @@ async def test_no_healthy_upstream_answers_503(proxy: Proxy) -> None:
     ):
         ((status, headers, _),) = await raw_request(port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     assert (status, headers["x-ambassador-reason"]) == (503, "no_healthy_upstream")
+
+
+async def test_endpoint_removed_by_discovery_drains_without_errors(proxy: Proxy, tmp_path: Path) -> None:
+    endpoints = tmp_path / "endpoints.txt"
+    async with nginx("n1") as n1, nginx("n2") as n2:
+        endpoints.write_text(f"{n1.address}\n{n2.address}\n")
+        async with proxy(
+            [],
+            cluster={"endpoints_file": str(endpoints), "endpoints_file_poll_secs": 0.2, "balancer": "round_robin"},
+        ) as (sc, port):
+            statuses: Counter[object] = Counter()
+            load = asyncio.create_task(_load(f"http://127.0.0.1:{port}/hello", 6, 2.0, statuses))
+            await asyncio.sleep(0.6)
+            staged = tmp_path / "endpoints.new"
+            staged.write_text(f"{n1.address}\n")
+            staged.replace(endpoints)  # atomic, as a ConfigMap update is
+            await load
+
+            def n2_count() -> float:
+                labels = {**LABELS, "endpoint": n2.address, "code_class": "2xx"}
+                return sc.sample("ambassador_requests_total", labels) or 0.0
+
+            served_by_n2 = n2_count()
+            statuses_after: Counter[object] = Counter()
+            await _load(f"http://127.0.0.1:{port}/hello", 4, 0.5, statuses_after)
+            assert n2_count() == served_by_n2  # no new request went to the removed endpoint
+            pooled_to_n2 = sc.sample("ambassador_upstream_connections", {**LABELS, "endpoint": n2.address})
+    assert set(statuses) == {200} and set(statuses_after) == {200}, (statuses, statuses_after)
+    assert served_by_n2 > 0
+    assert not pooled_to_n2  # its idle keep-alive connections were closed
