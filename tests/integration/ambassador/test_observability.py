@@ -1,0 +1,60 @@
+"""What operators see and set: metrics per status class, access log lines with the failure reason,
+optional forwarding headers and Host rewriting."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sidecars.testing import http_get
+from tests.integration.ambassador.conftest import Proxy, raw_request
+from tests.integration.ambassador.peers import nginx, tcp_server
+
+LABELS = {"listener": "web", "cluster": "web"}
+
+
+async def test_metrics_count_requests_by_endpoint_and_status_class(proxy: Proxy) -> None:
+    async with nginx("n1") as n1, proxy([n1.address]) as (sc, port):
+        for path in (b"/hello", b"/hello", b"/nope"):
+            await raw_request(port, b"GET " + path + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+        await raw_request(port, b"BAD\r\n\r\n")
+        status, body = await http_get(sc.admin_url + "/metrics")
+        assert status == 200
+        ok = sc.sample("ambassador_requests_total", {**LABELS, "endpoint": n1.address, "code_class": "2xx"})
+        assert ok == 3  # nginx answers 200 on every path here
+        assert sc.sample("ambassador_request_duration_seconds_count", LABELS) == 3
+        assert sc.sample("ambassador_errors_total", {**LABELS, "reason": "bad_request"}) == 1
+        assert "ambassador_upstream_connections" in body and "ambassador_client_connections" in body
+
+
+async def test_access_log_all_and_errors_with_reason(proxy: Proxy) -> None:
+    async with nginx("n1") as n1, proxy([n1.address], access_log="all") as (sc, port):
+        await raw_request(port, b"GET /hello HTTP/1.1\r\nHost: a\r\nX-Request-Id: rid-7\r\n\r\n")
+        lines = [e for e in sc.logs if e.get("event") == "request"]
+    assert len(lines) == 1
+    line = lines[0]
+    assert (line["method"], line["path"], line["status"], line["request_id"]) == ("GET", "/hello", 200, "rid-7")
+    assert line["endpoint"] == n1.address and line["tries"] == 1
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    async with (
+        tcp_server(hang) as up,
+        proxy([f"127.0.0.1:{up}"], per_try_timeout_secs=0.2, overall_timeout_secs=0.5, retries=0) as (sc, port),
+    ):
+        await raw_request(port, b"GET /h HTTP/1.1\r\nHost: a\r\n\r\n")
+        failed = [e for e in sc.logs if e.get("event") == "request failed"]
+        ok_lines = [e for e in sc.logs if e.get("event") == "request"]
+    assert [(e["status"], e["reason"]) for e in failed] == [(504, "upstream_timeout")]
+    assert ok_lines == []  # the default logs failures only
+
+
+async def test_forwarded_for_and_host_rewrite(proxy: Proxy) -> None:
+    async with (
+        nginx("n1") as n1,
+        proxy([n1.address], forwarded="x-forwarded-for", host_rewrite="users.internal") as (_, port),
+    ):
+        ((_, _, body),) = await raw_request(port, b"GET /echo-headers HTTP/1.1\r\nHost: localhost:7001\r\n\r\n")
+    lowered = body.lower()
+    assert b"x-forwarded-for: 127.0.0.1" in lowered
+    assert b"host: users.internal" in lowered and b"localhost:7001" not in lowered
