@@ -254,3 +254,24 @@ async def test_http10_client_gets_close_delimited_body(proxy: Proxy) -> None:
     head, _, body = data.partition(b"\r\n\r\n")
     assert b"chunked" not in head.lower() and b"connection: close" in head.lower()
     assert body == b"hello"
+
+
+async def test_response_without_reason_phrase_and_split_heads(proxy: Proxy) -> None:
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_head(reader)
+            for piece in (b"HTTP/1.1 2", b"04\r\nX-A: 1\r\n", b"\r\n"):  # no reason phrase, head in pieces
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0.01)
+
+    async with tcp_server(upstream) as up, proxy([f"127.0.0.1:{up}"]) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(2):
+            writer.write(b"GET /a HTTP/1.1\r\nHo")
+            await writer.drain()
+            await asyncio.sleep(0.01)
+            writer.write(b"st: a\r\n\r\n")  # the request head in pieces too
+            status, headers, body = await asyncio.wait_for(read_response(reader), 5)
+            assert (status, headers["x-a"], body) == (204, "1", b"")
+        writer.close()
