@@ -541,7 +541,7 @@ class Exchange:
         "has_body",
         "hash_key",
         "head",
-        "holds_pending",
+        "holds_request",
         "http10",
         "idempotent",
         "keep_alive",
@@ -601,7 +601,7 @@ class Exchange:
         self.done = False
         self.responded = False
         self.close_client = False
-        self.holds_pending = False
+        self.holds_request = False
         self.upstream: UpstreamConnection | None = None
         self.endpoint: Endpoint | None = None
         self.connecting: asyncio.Task[None] | None = None
@@ -623,7 +623,7 @@ class Exchange:
         if not cluster.breaker.try_acquire_request():
             self.fail(503, "overflow")
             return
-        self.holds_pending = True
+        self.holds_request = True
         cluster.retry_budget.on_request()
         self.deadline = p.loop.time() + p.overall
         if self.expect and not self.request_done:
@@ -738,9 +738,6 @@ class Exchange:
         self.request_done = True
         if self.chunked:
             self.request_body((LAST_CHUNK,), 0)
-        if self.responded and self.upstream is None:
-            # The response finished before the request did (an early answer): nothing left to do.
-            pass
 
     # -- response side -------------------------------------------------------------------------------
 
@@ -940,8 +937,8 @@ class Exchange:
             return
         self.done = True
         p = self.p
-        if self.holds_pending:
-            self.holds_pending = False
+        if self.holds_request:
+            self.holds_request = False
             p.cluster.breaker.release_request()
         elapsed = perf_counter() - self.t0
         p.stats.request(endpoint, status, elapsed)

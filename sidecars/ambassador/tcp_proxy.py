@@ -85,10 +85,12 @@ class TcpSession(asyncio.Protocol):
         cfg = p.config
         tried: list[Endpoint] = []
         breaker = p.cluster.breaker
-        for _ in range(cfg.retries + 1 if "connect-failure" in cfg.retry_on else 1):
+        for attempt in range(cfg.retries + 1 if "connect-failure" in cfg.retry_on else 1):
             ep = p.cluster.pick(None, tried) if tried else p.cluster.pick(None)
             if ep is None:
                 break
+            if attempt:
+                p.stats.retry("connect_failed")
             if not breaker.try_acquire_connection():
                 p.stats.error("overflow")
                 self.close()
@@ -103,7 +105,6 @@ class TcpSession(asyncio.Protocol):
                 breaker.release_connection()
                 ep.end_request(Outcome.CONNECT_FAILURE, time.perf_counter() - t0)
                 tried.append(ep)
-                p.stats.retry("connect_failed")
                 continue
             except asyncio.CancelledError:
                 breaker.release_connection()
