@@ -526,42 +526,23 @@ def _drop_listed(parts: list[bytes], tokens: list[bytes]) -> list[bytes]:
 class Exchange:
     """One request and its response, across every try."""
 
-    __slots__ = (
-        "body_bytes",
-        "body_sent",
-        "chunked",
-        "chunks",
-        "client",
-        "close_client",
-        "connecting",
-        "deadline",
-        "done",
-        "endpoint",
-        "expect",
-        "has_body",
-        "hash_key",
-        "head",
-        "holds_request",
-        "http10",
-        "idempotent",
-        "keep_alive",
-        "method",
-        "needs_host",
-        "p",
-        "replayable",
-        "request_done",
-        "responded",
-        "rid",
-        "started",
-        "t0",
-        "timer",
-        "timer_token",
-        "tried",
-        "tries",
-        "try_t0",
-        "upgrading",
-        "upstream",
-    )
+    # Defaults live on the class: a new exchange stores only what differs (fewer stores per request).
+    body_bytes = 0
+    body_sent = False  # some body bytes went to an upstream and are no longer held
+    replayable = True
+    started = False
+    done = False
+    responded = False
+    close_client = False
+    holds_request = False
+    upstream: UpstreamConnection | None = None
+    endpoint: Endpoint | None = None
+    connecting: asyncio.Task[None] | None = None
+    timer: asyncio.TimerHandle | None = None
+    timer_token = 0  # the try number whose deadline sits in the proxy's FIFO; 0: none
+    tries = 0
+    try_t0 = 0.0
+    deadline = 0.0
 
     def __init__(
         self,
@@ -594,24 +575,8 @@ class Exchange:
         self.hash_key = hash_key
         self.request_done = not has_body and not upgrading
         self.chunks: list[bytes] = []  # body not yet sent, or all of it while it may be replayed
-        self.body_bytes = 0
-        self.body_sent = False  # some body bytes went to an upstream and are no longer held
-        self.replayable = True
-        self.started = False
-        self.done = False
-        self.responded = False
-        self.close_client = False
-        self.holds_request = False
-        self.upstream: UpstreamConnection | None = None
-        self.endpoint: Endpoint | None = None
-        self.connecting: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.timer_token = 0  # the try number whose deadline sits in the proxy's FIFO; 0: none
         self.tried: list[Endpoint] = []
-        self.tries = 0
         self.t0 = perf_counter()
-        self.try_t0 = 0.0
-        self.deadline = 0.0
 
     # -- request side ----------------------------------------------------------------------------------
 
