@@ -48,6 +48,20 @@ http {{
 """
 
 
+ECHO_MODULE_PATHS = (
+    "/usr/lib/nginx/modules/ngx_http_echo_module.so",  # Debian's libnginx-mod-http-echo
+    "/usr/share/nginx/modules/ngx_http_echo_module.so",
+)
+
+
+def echo_module() -> str:
+    """nginx's echo module (slow and header-echoing test endpoints); missing is an error, not a skip."""
+    for path in ECHO_MODULE_PATHS:
+        if Path(path).is_file():
+            return path
+    raise FileNotFoundError(f"nginx echo module not found in {ECHO_MODULE_PATHS}: install libnginx-mod-http-echo")
+
+
 class Nginx:
     def __init__(self, name: str, port: int, tmp: Path, proc: subprocess.Popen[bytes]) -> None:
         self.name = name
@@ -98,7 +112,7 @@ async def nginx(name: str = "n1", files: dict[str, bytes] | None = None) -> Asyn
             (tmp / "www" / "files" / fname).write_bytes(content)
         port = free_port()
         conf = tmp / "nginx.conf"
-        modules = "load_module /usr/share/nginx/modules/ngx_http_echo_module.so;\n"
+        modules = f"load_module {echo_module()};\n"
         conf.write_text(modules + NGINX_CONF.format(tmp=tmp, port=port, name=name))
         proc = subprocess.Popen([binary, "-p", str(tmp), "-c", str(conf)], stderr=subprocess.PIPE)
         server = Nginx(name, port, tmp, proc)
