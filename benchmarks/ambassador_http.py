@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from benchmarks.report import Report
@@ -151,12 +151,19 @@ def haproxy(tmp: Path, port: int, upstream: int, mode: str, core: str) -> Iterat
 
 
 @contextlib.contextmanager
-def ambassador(tmp: Path, port: int, upstream: int, mode: str, core: str) -> Iterator[None]:
+def ambassador(tmp: Path, port: int, upstream: int, mode: str, core: str) -> Iterator[int]:
     conf = tmp / f"ambassador-{mode}.yaml"
     conf.write_text(AMBASSADOR_CONF.format(admin=free_port(), port=port, upstream=upstream, mode=mode))
     cmd = [sys.executable, "-m", "sidecars.ambassador", "--config", str(conf)]
-    with process(cmd, core, port, stdout=subprocess.DEVNULL):
-        yield
+    with process(cmd, core, port, stdout=subprocess.DEVNULL) as proc:
+        yield proc.pid  # taskset execs the command: same pid
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def wrk(url: str, connections: int, secs: int) -> dict[str, float]:
@@ -201,15 +208,14 @@ def run(quick: bool) -> Report:
         with nginx(tmp, "upstream", UPSTREAM.format(port=upstream, dir=tmp / "upstream"), upstream, LOAD_CORE):
             direct = wrk(f"http://127.0.0.1:{upstream}/hello", 1, light_secs)
             report.add("direct", light_p50_ms=direct["p50_ms"])
-            proxies = {
+            proxies: dict[str, Callable[[int], contextlib.AbstractContextManager[object]]] = {
                 "nginx": lambda p: nginx(tmp, "proxy", NGINX_PROXY.format(port=p, upstream=upstream), p, PROXY_CORE),
                 "haproxy": lambda p: haproxy(tmp, p, upstream, "http", PROXY_CORE),
                 "sidecars": lambda p: ambassador(tmp, p, upstream, "http", PROXY_CORE),
             }
             ports = {name: free_port() for name in proxies}
             with contextlib.ExitStack() as stack:
-                for name, start in proxies.items():
-                    stack.enter_context(start(ports[name]))
+                pids = {name: stack.enter_context(start(ports[name])) for name, start in proxies.items()}
                 urls = {name: f"http://127.0.0.1:{port}/hello" for name, port in ports.items()}
                 for url in urls.values():
                     wrk(url, 50, 1)  # warm-up: connections pooled, caches hot
@@ -224,6 +230,9 @@ def run(quick: bool) -> Report:
                 for name, url in urls.items():
                     light = wrk(url, 1, light_secs)
                     heavy = best[name]
+                    pid = pids[name]
+                    if isinstance(pid, int):  # the ambassador's memory after all the load (one process)
+                        report.add(name, rss_mib=rss_mib(pid))
                     report.add(
                         name,
                         rps=heavy["rps"],
