@@ -289,3 +289,17 @@ async def test_interim_1xx_responses_from_upstream_are_not_forwarded(proxy: Prox
     async with tcp_server(upstream) as up, proxy([f"127.0.0.1:{up}"]) as (_, port):
         responses = await raw_request(port, b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n", 2)
     assert [(s, b) for s, _, b in responses] == [(200, b"final"), (200, b"final")]
+
+
+async def test_a_client_that_stops_reading_does_not_make_the_proxy_buffer_the_body(proxy: Proxy) -> None:
+    payload = os.urandom(32 * 1024 * 1024)
+    async with nginx("n1", files={"big.bin": payload}) as n1, proxy([n1.address]) as (sc, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /files/big.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+        await asyncio.sleep(1.0)  # we read nothing: kernel buffers fill, then the proxy must pause nginx
+        (client,) = sc.plugin.listeners[0].proxy.clients
+        buffered = client.transport.get_write_buffer_size()
+        assert buffered < 1024 * 1024, buffered  # bounded by the high-water mark, not by the 32 MiB body
+        _, _, body = await asyncio.wait_for(read_response(reader), 30)  # and it resumes when we read
+        writer.close()
+    assert len(body) == len(payload) and body == payload
