@@ -363,14 +363,16 @@ class Cluster:
                 healthy.append(ep)
         threshold = self.config.panic_threshold_percent / 100.0
         panic = bool(live) and len(healthy) < threshold * len(live)
-        if panic != self.panic:
-            self.panic = panic
+        if panic != self.panic and self.ready:
+            # Before the first check round every endpoint is unknown: that is start-up, not panic
+            # (the "cluster ready" line reports the state reached).
             log = self.log.warning if panic else self.log.info
             log(
                 "panic mode " + ("entered: balancing over all endpoints" if panic else "left"),
                 healthy=len(healthy),
                 endpoints=len(live),
             )
+        self.panic = panic
         self._live = live
         self._candidates = live if panic else healthy
         self._balancer.update(self._candidates)
