@@ -60,6 +60,14 @@ BODY_NONE = 0
 BODY_RAW = 1  # as received (content-length, or close-delimited to an HTTP/1.0 client)
 BODY_CHUNKED = 2  # re-chunked: upstream sent chunked or close-delimited, client speaks HTTP/1.1
 
+# Connection tokens that name no other field: nothing more to strip.
+_PLAIN_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade"})
+_NO_TOKENS: list[bytes] = []  # shared, never mutated
+
+# Members as module constants: `Outcome.OK` is a slow class attribute lookup on every response.
+_OK = Outcome.OK
+_HTTP_5XX = Outcome.HTTP_5XX
+
 _REQ_SPECIAL = HOP_BY_HOP | {b"expect", b"x-forwarded-for", b"forwarded"}
 
 # Response fields by how they are handled: 0 forwarded, 1 content-length, 2 transfer-encoding,
@@ -363,7 +371,7 @@ class ClientConnection(asyncio.Protocol):
                 if lname not in _REQ_SPECIAL:
                     self.hparts += (lname, b": ", value, CRLF)
         parts = self.hparts
-        if tokens and any(t not in (b"keep-alive", b"close", b"upgrade") for t in tokens):
+        if tokens and not _PLAIN_TOKENS.issuperset(tokens):
             parts = _drop_listed(parts, tokens)
         upgrading = upgrade is not None and parser.should_upgrade()
         head = [method, b" ", self.url, b" HTTP/1.1\r\n"]
@@ -750,7 +758,7 @@ class Exchange:
 
     def response_complete(self, conn: UpstreamConnection, status: int, reusable: bool) -> None:
         ep = conn.endpoint
-        ep.end_request(Outcome.HTTP_5XX if status >= 500 else Outcome.OK, perf_counter() - self.try_t0)
+        ep.end_request(_HTTP_5XX if status >= 500 else _OK, perf_counter() - self.try_t0)
         conn.ex = None
         self.upstream = None
         if reusable and self.request_done:
@@ -925,12 +933,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.in_pool = False
         self.closed = False
-        self.in_head = False
+        self.in_head = True  # the first response's head comes next
         self.hparts: list[bytes] = []
         self.clen: bytes | None = None
         self.chunked_in = False
         self.upgrade: bytes | None = None
-        self.tokens: list[bytes] = []
+        self.tokens: list[bytes] = _NO_TOKENS
         self.reason = b""
         self.status = 0
         self.informational = False
@@ -1003,6 +1011,8 @@ class UpstreamConnection(asyncio.Protocol):
         if self.ex is ex:
             if self.head_only:
                 self.head_only = False
+                self.in_head = True
+                self.clen = None
                 self.parser = HttpResponseParser(self)
                 self._flush(ex)
                 self.ex = None
@@ -1036,16 +1046,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- parser callbacks -----------------------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self.in_head = True
-        self.reason = b""  # llhttp calls on_status only for a non-empty reason phrase
-        self.hparts = []
-        self.clen = None
-        self.chunked_in = False
-        self.upgrade = None
-        self.tokens = []
-        self.informational = False
-
     def on_status(self, status: bytes) -> None:
         self.reason += status  # in pieces when the status line spans two reads
 
@@ -1068,6 +1068,13 @@ class UpstreamConnection(asyncio.Protocol):
             self.upgrade = value
 
     def on_headers_complete(self) -> None:
+        # No on_message_begin callback (one Python call less per response): the head's fields are
+        # taken and reset here, the framing fields (read until the body ends) in on_message_complete.
+        parts, tokens, reason, upgrade = self.hparts, self.tokens, self.reason, self.upgrade
+        self.hparts = []
+        self.tokens = _NO_TOKENS
+        self.reason = b""  # llhttp calls on_status only for a non-empty reason phrase
+        self.upgrade = None
         self.in_head = False
         ex = self.ex
         if ex is None:
@@ -1076,11 +1083,10 @@ class UpstreamConnection(asyncio.Protocol):
         if 100 <= code < 200 and code != 101:
             self.informational = True  # 100 Continue was answered by us already; 103 hints are dropped
             return
-        parts = self.hparts
-        if self.tokens and any(t not in (b"keep-alive", b"close", b"upgrade") for t in self.tokens):
-            parts = _drop_listed(parts, self.tokens)
-        parts.insert(0, status_line(code, self.reason))
-        if not ex.response_head(self, code, parts, self.clen, self.chunked_in, self.upgrade):
+        if tokens and not _PLAIN_TOKENS.issuperset(tokens):
+            parts = _drop_listed(parts, tokens)
+        parts.insert(0, status_line(code, reason))
+        if not ex.response_head(self, code, parts, self.clen, self.chunked_in, upgrade):
             self.discard = True
             return
         self.out.append(b"".join(parts))
@@ -1096,6 +1102,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.out.append(body)
 
     def on_message_complete(self) -> None:
+        self.in_head = True  # the next response's head comes next
+        self.clen = None
+        self.chunked_in = False
         if self.informational:
             self.informational = False
             return
