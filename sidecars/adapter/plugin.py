@@ -232,8 +232,14 @@ class Adapter(Sidecar[AdapterSettings]):
 
     def checks(self) -> Sequence[Check]:
         # Readiness never depends on the app being healthy: the first scrape only has to be attempted.
-        # A rejected rules reload keeps the last good rules (logged, counted), it does not flip readiness.
+        # A rejected rules reload keeps the last good rules (logged, counted): shown, it does not flip readiness.
         return [
             Check("first-scrape", lambda: None if self.scrape_attempted else "no scrape attempted yet"),
             Check("scrape-loop", self._loop_alive, readiness=False, liveness=True),
+            Check("rules-reload", self._rules_reload, warn=True),
         ]
+
+    def _rules_reload(self) -> str | None:
+        if self.rules_error is None:
+            return None
+        return f"last reload rejected, previous rules in force: {self.rules_error}"

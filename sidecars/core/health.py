@@ -17,13 +17,16 @@ from sidecars.core.plugin import Check
 class Result:
     name: str
     reason: str | None  # None when the check passed
+    warn: bool = False  # a failing warn check is shown, not counted
 
     @property
     def ok(self) -> bool:
-        return self.reason is None
+        return self.reason is None or self.warn
 
     def line(self) -> str:
-        return f"[+]{self.name} ok" if self.ok else f"[-]{self.name} failed: {self.reason}"
+        if self.reason is None:
+            return f"[+]{self.name} ok"
+        return f"[+]{self.name} warn: {self.reason}" if self.warn else f"[-]{self.name} failed: {self.reason}"
 
 
 class Lifecycle:
@@ -64,7 +67,7 @@ class Health:
         for check in self.checks(endpoint):
             if check.name in excluded or (only is not None and check.name != only):
                 continue
-            results.append(Result(check.name, _run(check)))
+            results.append(Result(check.name, _run(check), check.warn))
         return results
 
 

@@ -32,12 +32,15 @@ class Check:
     `probe` returns None when healthy or a short reason when not; an exception counts as a failure
     with the exception's text. Readiness checks gate `/readyz`, liveness checks gate `/livez`: a
     liveness check must never depend on the app or an upstream, or one slow peer restarts the Pod.
+    A `warn` check is listed (`[+]name warn: reason`) but never turns its endpoint 503: for what an
+    operator should see without the kubelet acting on it, such as a rejected config reload.
     """
 
     name: str
     probe: Callable[[], str | None]
     readiness: bool = True
     liveness: bool = False
+    warn: bool = False
 
 
 class Context(Protocol):

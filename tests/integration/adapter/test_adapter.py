@@ -262,6 +262,9 @@ async def test_rules_reload_good_and_bad(app: MetricsApp, rules_file: Path) -> N
         await scrapes_after(sc)
         status, body = await http_get(url(sc, "/readyz?verbose"))
         assert status == 503 and "[-]queue failed" in body  # the last good set is still in force
+        # The sidecar's own readiness shows the rejection without acting on it.
+        status, body = await http_get(sc.admin_url + "/readyz?verbose")
+        assert status == 200 and "[+]rules-reload warn: last reload rejected" in body
 
 
 async def test_json_and_relabelled_prometheus_outputs(app: MetricsApp, rules_file: Path) -> None:

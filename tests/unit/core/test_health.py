@@ -42,3 +42,13 @@ def test_a_raising_check_is_a_failure_with_its_reason() -> None:
     assert not ok and "[-]broken failed: check raised ValueError: boom" in body
     ok, body = render("livez", health.evaluate("livez"), verbose=False)
     assert ok and body == "ok\n"
+
+
+def test_a_warn_check_is_listed_but_never_fails_its_endpoint() -> None:
+    state: dict[str, str | None] = {"reload": "last reload rejected"}
+    health, lifecycle = _health([Check("reload", lambda: state["reload"], warn=True)])
+    lifecycle.started = True
+    ok, body = render("readyz", health.evaluate("readyz"), verbose=True)
+    assert ok and "[+]reload warn: last reload rejected" in body and body.endswith("readyz check passed\n")
+    state["reload"] = None
+    assert "[+]reload ok" in render("readyz", health.evaluate("readyz"), verbose=True)[1]
