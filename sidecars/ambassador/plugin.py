@@ -44,6 +44,8 @@ class Ambassador(Sidecar[AmbassadorSettings]):
             registry.unregister(self._collector)
 
     async def run(self, ready: Callable[[], None]) -> None:
+        if not self.listeners:
+            self.log.warning("no listeners configured: nothing to proxy")
         await asyncio.gather(*(listener.start() for listener in self.listeners))
         # Everything allocated at start-up lives as long as the process: keep it out of the cyclic
         # collector's full passes, which would otherwise rescan it under load.
@@ -78,7 +80,17 @@ class Ambassador(Sidecar[AmbassadorSettings]):
         self.log.info("drained: no client connection left")
 
     def checks(self) -> Sequence[Check]:
-        return [Check("listeners", self._listeners_status), Check("clusters", self._clusters_status)]
+        return [
+            Check("listeners", self._listeners_status),
+            Check("clusters", self._clusters_status),
+            Check("configured", self._configured, warn=True),
+        ]
+
+    def _configured(self) -> str | None:
+        # Valid (defaults must be), but an ambassador with nothing to proxy is almost surely a mistake.
+        if getattr(self, "listeners", None):
+            return None
+        return "no listeners configured: set --listen-port and --upstreams, or listeners in --config"
 
     def _listeners_status(self) -> str | None:
         unbound = [li.config.name for li in getattr(self, "listeners", []) if not li.bound]
