@@ -69,6 +69,22 @@ _NO_TOKENS: list[bytes] = []  # shared, never mutated
 _OK = Outcome.OK
 _HTTP_5XX = Outcome.HTTP_5XX
 
+# Request fields common enough to be worth a fast path in `ClientConnection.on_header`.
+_COMMON_REQUEST_FIELDS = (
+    b"host",
+    b"user-agent",
+    b"accept",
+    b"accept-encoding",
+    b"accept-language",
+    b"authorization",
+    b"cookie",
+    b"content-type",
+    b"cache-control",
+    b"referer",
+    b"origin",
+    b"traceparent",
+)
+
 _REQ_SPECIAL = HOP_BY_HOP | {b"expect", b"x-forwarded-for", b"forwarded"}
 
 # Response fields by how they are handled: 0 forwarded, 1 content-length, 2 transfer-encoding,
@@ -131,6 +147,14 @@ class HttpProxy:
         if self.hash_header:
             self.req_special = self.req_special | {self.hash_header}
         self.host_line = b"host: " + config.host_rewrite.encode() + CRLF if config.host_rewrite else None
+        # Common request fields as usually spelled -> is it Host: these are forwarded without
+        # lower-casing the name; anything else (or special here) takes the general path.
+        self.req_plain = {
+            spelling: lname == b"host"
+            for lname in _COMMON_REQUEST_FIELDS
+            if lname not in self.req_special
+            for spelling in (lname, lname.title())
+        }
         self.retry_connect = "connect-failure" in config.retry_on
         self.retry_on = frozenset(config.retry_on)
         self.connect_timeout = config.connect_timeout_secs
@@ -327,6 +351,12 @@ class ClientConnection(asyncio.Protocol):
         if self.head_bytes > self.p.max_header_bytes:
             self.error_status = 431
             raise _HeadTooLarge
+        is_host = self.p.req_plain.get(name)
+        if is_host is not None:
+            self.hparts += (name, b": ", value, CRLF)
+            if is_host:
+                self.has_host = True
+            return
         lname = name.lower()
         if lname in self.p.req_special:
             self.special.append((lname, value))
@@ -434,7 +464,7 @@ class ClientConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         ex = self.cur
         self.cur = None
-        if ex is not None and not ex.done:
+        if ex is not None and not ex.request_done and not ex.done:  # a request without body is done already
             ex.request_complete()
 
     # -- flow control and closing -----------------------------------------------------------------
