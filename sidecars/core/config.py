@@ -33,7 +33,7 @@ from sidecars.core.settings import SidecarSettings
 
 CONFIG_ENV = "SIDECAR_CONFIG"
 _REDACTED = "**********"
-_SECRET_KEY = re.compile(r"(?i)(password|passwd|secret|token|api_?key|authorization|credential|private_key)")
+_SECRET_KEY = re.compile(r"(?i)(password|passwd|secret|token|api[_-]?key|authorization|credential|private[_-]?key)")
 
 
 class Kind(enum.Enum):
@@ -388,8 +388,12 @@ def _problem_for(
         where = source + ("" if len(loc) == 1 else " " + ".".join(str(p) for p in loc[1:]))
     else:
         where = ".".join(str(p) for p in loc)
-    if opt is not None and not opt.secret and "input" in err and len(loc) == 1:
-        message += f" (got {err['input']!r})"
+    # Echo the bad value only when it is a plain scalar of a non-secret option: a mapping given for
+    # a nested option may hold credentials.
+    value = err.get("input")
+    plain = opt is not None and not opt.secret and opt.kind in (Kind.SCALAR, Kind.BOOL)
+    if plain and len(loc) == 1 and isinstance(value, str | int | float | bool) and len(repr(value)) <= 80:
+        message += f" (got {value!r})"
     return Problem(where, message)
 
 

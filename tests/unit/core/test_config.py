@@ -115,3 +115,21 @@ def test_validator_messages_lose_the_prefix_and_keep_their_lines_under_the_bulle
         load(Validated, flags={"rules": ["bad"]}, environ={})
     assert info.value.problems[0].message.startswith("2 problems in rules:")
     assert "  - --rules: 2 problems in rules:\n    rule a: bad expr\n    rule b: no name" in str(info.value)
+
+
+def test_errors_never_echo_a_mapping_that_may_hold_credentials() -> None:
+    class WithSink(SidecarSettings):
+        sink_config: dict[str, str] = Field({}, description="free-form sink options")
+
+        @field_validator("sink_config")
+        @classmethod
+        def _known(cls, value: dict[str, str]) -> dict[str, str]:
+            if "bearer_tokn" in value:
+                raise ValueError("sink_config.bearer_tokn: unknown option")
+            return value
+
+    with pytest.raises(ConfigError) as info:
+        load(WithSink, flags={"sink_config": ['{"url": "http://x", "bearer_tokn": "abc123"}']}, environ={})
+    assert "abc123" not in str(info.value) and "bearer_tokn: unknown option" in str(info.value)
+    shown = redacted(load(WithSink, flags={"sink_config": ["X-Api-Key=k9,Private-Key=p1,team=a"]}, environ={}).settings)
+    assert shown["sink_config"] == {"X-Api-Key": "**********", "Private-Key": "**********", "team": "a"}
