@@ -28,3 +28,22 @@ def test_every_option_has_a_flag_an_env_var_and_a_description(name: str) -> None
         assert opt.flag in help_text and opt.env in help_text
         shared = opt.name in config.SidecarSettings.model_fields
         assert opt.env.startswith("SIDECAR_" if shared else prefix)
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_each_sidecar_documents_every_option_of_its_own(name: str) -> None:
+    # The shared options are documented once, in the README.
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    doc = (root / "docs" / f"{name}.md").read_text()
+    readme = (root / "README.md").read_text()
+    for opt in config.options(load(name).Settings):
+        shared = opt.name in config.SidecarSettings.model_fields
+        assert opt.flag in (readme if shared else doc) or opt.name in doc, f"{opt.name} undocumented"
+    if name == "ambassador":
+        from sidecars.ambassador.cluster_config import ClusterConfig
+        from sidecars.ambassador.settings import ListenerConfig
+
+        nested = [*ListenerConfig.model_fields, *ClusterConfig.model_fields]
+        assert [f for f in nested if f not in doc] == []
