@@ -56,10 +56,6 @@ class Option:
     required: bool
     info: FieldInfo
 
-    @property
-    def key(self) -> str:
-        return self.name
-
     def default_text(self) -> str:
         if self.required:
             return "required"

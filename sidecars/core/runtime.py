@@ -120,10 +120,6 @@ class Runtime:
 
     # ------------------------------------------------------------------------------------ public
 
-    @property
-    def ready(self) -> bool:
-        return self._ready.is_set()
-
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
