@@ -178,6 +178,11 @@ class Runtime:
                     await self._shutdown()
                 self._group = None
                 self.log.info("releasing resources")
+        except Exception as exc:
+            # Releasing failed (or a bug escaped supervision): still a controlled, logged exit.
+            self.log.error("shutdown failed", error=str(exc), exc_info=True)
+            self.metrics.errors.labels(type="release").inc()
+            self._exit_code = EXIT_FATAL
         finally:
             await self.admin.stop()
             if self._watchdog is not None:

@@ -22,9 +22,14 @@ class ProbeSettings(SidecarSettings):
     crash_every_secs: float = Field(0.0, ge=0, description="run() raises this long after each start; 0: never.")
     drain_secs: float = Field(0.0, ge=0, description="How long drain() takes.")
     fail_setup: bool = Field(False, description="Fail set-up after acquiring a socket and a file.")
+    fail_release: bool = Field(False, description="Raise while releasing (after the marker file is gone).")
     marker_dir: str = Field("", description="Where set-up leaves a file while it holds its resources.")
     ready_after_secs: float = Field(0.0, ge=0, description="Delay before ready().")
     return_after_secs: float = Field(0.0, ge=0, description="run() returns this long after ready(); 0: never.")
+
+
+def _fail_release() -> None:
+    raise OSError("release failed on purpose")
 
 
 class Probe(Sidecar[ProbeSettings]):
@@ -46,6 +51,8 @@ class Probe(Sidecar[ProbeSettings]):
             marker = marker_dir / f"probe-{self.listener.getsockname()[1]}.held"
             marker.write_text("held")
             stack.callback(marker.unlink)
+            if self.settings.fail_release:
+                stack.callback(_fail_release)
             if self.settings.fail_setup:
                 raise RuntimeError("set-up failed halfway on purpose")
             yield

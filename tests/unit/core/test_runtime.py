@@ -89,3 +89,11 @@ def test_backoff_grows_with_recent_crashes_and_stays_jittered() -> None:
     assert all(2 ** (i - 1) <= d <= 2**i for i, d in enumerate(delays))
     assert len({budget.backoff() for _ in range(10)}) > 1
     assert budget.record_crash(100.0)  # old crashes left the window
+
+
+async def test_a_failing_release_is_logged_and_exits_non_zero_after_releasing_the_rest(tmp_path: Path) -> None:
+    async with run_sidecar(Probe, fail_release=True, marker_dir=str(tmp_path)) as sc:
+        assert len(list(tmp_path.iterdir())) == 1
+        code = await sc.stop()
+    assert code == 1
+    assert sc.events("shutdown failed") and list(tmp_path.iterdir()) == []
