@@ -28,7 +28,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from sidecars.ambassador import cluster_metrics, health
-from sidecars.ambassador.balancer import Balancer, make_balancer
+from sidecars.ambassador.balancer import BALANCERS, Balancer, make_balancer
 from sidecars.ambassador.budget import CircuitBreaker, RetryBudget
 from sidecars.ambassador.cluster_config import (
     CircuitBreakerConfig,
@@ -101,6 +101,10 @@ class Cluster:
         self._endpoints: list[Endpoint] = []  # discovery order, draining included
         self._live: list[Endpoint] = []  # not draining
         self._candidates: Sequence[Endpoint] = ()
+        # The only candidate, when the balancer is a built-in one (they all pick it): `pick` skips the
+        # balancer call then. A package balancer is always asked: it may decline.
+        self._sole: Endpoint | None = None
+        self._builtin_balancer = type(self._balancer) in BALANCERS.values()
         self._source_sets: dict[str, frozenset[Address]] = {}
         self._last_error: dict[str, str] = {}
         self._next_expiry = math.inf
@@ -138,6 +142,8 @@ class Cluster:
         now = time.monotonic()
         if now >= self._next_expiry:
             self._expire_ejections(now)
+        if self._sole is not None and not exclude:
+            return self._sole  # nothing to choose (one upstream is a common setup)
         ep = self._balancer.pick(hash_key, exclude, now)
         if ep is not None and ep.refused_until > now and len(self._candidates) > 1:
             other = self._balancer.pick(hash_key, (*exclude, ep), now)
@@ -376,6 +382,8 @@ class Cluster:
         self._live = live
         self._candidates = live if panic else healthy
         self._balancer.update(self._candidates)
+        sole = len(self._candidates) == 1 and self._builtin_balancer
+        self._sole = self._candidates[0] if sole else None
         self._next_expiry = self.outlier.next_expiry(live)
 
     def _on_errors(self, endpoint: Endpoint, outcome: Outcome) -> None:

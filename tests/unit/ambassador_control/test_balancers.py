@@ -282,3 +282,40 @@ async def test_p2c_ewma_forgets_a_one_off_stall_at_high_request_rates(
         answer(slow, 0.020)
     assert fast.latency_ewma_s < 0.002
     assert {cluster.pick() for _ in range(50)} == {fast}
+
+
+async def test_a_sole_candidate_is_picked_directly_and_the_shortcut_follows_the_candidates(
+    clock: FakeClock, make_cluster: MakeCluster
+) -> None:
+    # With one candidate left the cluster skips its built-in balancer; exclusion, ejection expiry and
+    # a second candidate must still behave as if the balancer had been asked.
+    cluster, _ = await make_cluster(2, outlier={"consecutive_errors": 3, "max_ejection_percent": 50})
+    bad, good = cluster.endpoints
+    for _ in range(3):
+        bad.start_request()
+        bad.end_request(Outcome.HTTP_5XX, 0.001)
+    assert not bad.healthy
+    assert {cluster.pick() for _ in range(50)} == {good}
+    assert cluster.pick(exclude=(good,)) is None
+    clock.advance(3600.0)  # the ejection ends: two candidates again, the balancer decides
+    assert {cluster.pick() for _ in range(200)} == {bad, good}
+
+
+class Refusing(Balancer):
+    """A package balancer that declines every pick (e.g. its own admission control)."""
+
+    name = "refusing"
+
+    def pick(
+        self, hash_key: bytes | None = None, exclude: Collection[Endpoint] = (), now: float = 0.0
+    ) -> Endpoint | None:
+        return None
+
+
+async def test_a_package_balancer_is_asked_even_for_a_sole_candidate(
+    monkeypatch: pytest.MonkeyPatch, make_cluster: MakeCluster
+) -> None:
+    installed = [EntryPoint("refusing", f"{__name__}:Refusing", balancer_module.ENTRY_POINT_GROUP)]
+    monkeypatch.setattr(balancer_module, "entry_points", lambda group: installed)
+    cluster, _ = await make_cluster(1, balancer="refusing")
+    assert cluster.pick() is None
