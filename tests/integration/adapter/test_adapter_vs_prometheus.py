@@ -12,23 +12,17 @@ follow: firing exactly when Prometheus returns samples.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import math
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from sidecars.adapter.evaluator import Evaluator, ScrapeReport
 from sidecars.adapter.exposition import parse
 from sidecars.adapter.promql import InstantVector, Scalar, evaluate
 from sidecars.adapter.rules import parse_rules
-from sidecars.testing import free_port
+from tests.support.prometheus import close, query, run_prometheus, serve_pages
 
-PROMETHEUS = "/usr/bin/prometheus"
 PAGES = 20
 
 RULES = """
@@ -76,93 +70,14 @@ def page(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-class Target:
-    def __init__(self) -> None:
-        self.served = 0
-
-    async def metrics(self, request: web.Request) -> web.Response:
-        if self.served >= PAGES:
-            return web.Response(status=500, text="gone\n")
-        text = page(self.served)
-        self.served += 1
-        return web.Response(text=text, content_type="text/plain")
-
-
-@contextlib.asynccontextmanager
-async def serve_target() -> AsyncIterator[tuple[Target, int]]:
-    target = Target()
-    app = web.Application()
-    app.router.add_get("/metrics", target.metrics)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield target, port
-    finally:
-        await runner.cleanup()
-
-
-@contextlib.asynccontextmanager
-async def prometheus(workdir: Path, target_port: int) -> AsyncIterator[str]:
-    assert Path(PROMETHEUS).exists(), "the prometheus package is not installed"
-    port = free_port()
-    config = workdir / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, scrape_timeout: 900ms}\n"
-        f"scrape_configs: [{{job_name: app, static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]}}]\n"
-    )
-    log = (workdir / "prometheus.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn", stdout=log, stderr=log,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(600):
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(f"{url}/-/ready") as resp:
-                        if resp.status == 200:
-                            break
-                assert proc.returncode is None, (workdir / "prometheus.log").read_text()
-                await asyncio.sleep(0.1)
-        yield url
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 15)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        log.close()
-
-
-async def query(session: aiohttp.ClientSession, url: str, expr: str, t_ms: int) -> dict[Any, float]:
-    async with session.get(f"{url}/api/v1/query", params={"query": expr, "time": f"{t_ms / 1000:.3f}"}) as r:
-        body = await r.json()
-    assert body["status"] == "success", (expr, body)
-    data = body["data"]
-    if data["resultType"] == "scalar":
-        return {(): float(data["result"][1])}
-    drop = {"job", "instance"}
-    return {
-        tuple(sorted((k, v) for k, v in item["metric"].items() if k not in drop)): float(item["value"][1])
-        for item in data["result"]
-    }
-
-
-def same(a: float, b: float) -> bool:
-    if math.isnan(a) or math.isnan(b):
-        return math.isnan(a) and math.isnan(b)
-    return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b))
-
-
 @pytest.mark.timeout(150)
 async def test_rules_over_parsed_pages_agree_with_prometheus(tmp_path: Path) -> None:
     rules = parse_rules(RULES, "rules.yaml")
-    async with serve_target() as (target, port), prometheus(tmp_path, port) as url, aiohttp.ClientSession() as s:
+    async with (
+        serve_pages(page, PAGES) as (target, port),
+        run_prometheus(tmp_path, port) as url,
+        aiohttp.ClientSession() as s,
+    ):
         for _ in range(600):
             if target.served >= PAGES:
                 break
@@ -186,7 +101,8 @@ async def test_rules_over_parsed_pages_agree_with_prometheus(tmp_path: Path) -> 
             samples = parse(page(page_at[t])).samples if ok else []
             verdict = evaluator.observe(ScrapeReport(t, ok, samples, 0.001, None if ok else "HTTP 500"))
             for rule in rules.rules:
-                theirs = await query(s, url, rule.expr_text, t)
+                theirs = await query(s, url, rule.expr_text, t, drop=frozenset({"job", "instance"}))
+                assert not isinstance(theirs, str), (rule.expr_text, theirs)
                 value = evaluate(rule.expr, evaluator.history, t)
                 if isinstance(value, Scalar):
                     mine = {(): value.value}
@@ -194,7 +110,7 @@ async def test_rules_over_parsed_pages_agree_with_prometheus(tmp_path: Path) -> 
                     assert isinstance(value, InstantVector)
                     mine = {sample.labels: sample.value for sample in value.samples}
                 compared += 1
-                if set(theirs) != set(mine) or any(not same(theirs[k], mine[k]) for k in theirs):
+                if set(theirs) != set(mine) or any(not close(theirs[k], mine[k]) for k in theirs):
                     mismatches.append(f"{rule.name} @ {t} ({'page ' + str(page_at[t]) if ok else 'failed'}): "
                                       f"Prometheus {sorted(theirs.items())}, ours {sorted(mine.items())}")  # fmt: skip
                     continue

@@ -10,22 +10,16 @@ compared too). Prometheus adds `job` and `instance` to every series; the test ad
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import math
-import shutil
-import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecars.adapter.promql import History, InstantVector, Scalar, evaluate, parse_expr, referenced_metric_names
+from tests.support.prometheus import close, query, run_prometheus, serve_pages
 
-PROMETHEUS = "/usr/bin/prometheus"
 PAGES = 24  # about 24 s of scrapes at 1 s
 INSTANCE_LABELS = (("instance", "{target}"), ("job", "app"))
 
@@ -97,96 +91,6 @@ def page(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Target:
-    def __init__(self) -> None:
-        self.served = 0
-
-    async def metrics(self, request: web.Request) -> web.Response:
-        if self.served >= PAGES:
-            return web.Response(status=500, text="gone\n")
-        text = page(self.served)
-        self.served += 1
-        return web.Response(text=text, content_type="text/plain", charset="utf-8")
-
-
-@contextlib.asynccontextmanager
-async def run_target() -> AsyncIterator[tuple[Target, int]]:
-    target = Target()
-    app = web.Application()
-    app.router.add_get("/metrics", target.metrics)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    try:
-        yield target, port
-    finally:
-        await runner.cleanup()
-
-
-@contextlib.asynccontextmanager
-async def run_prometheus(workdir: Path, target_port: int) -> AsyncIterator[str]:
-    assert shutil.which(PROMETHEUS) or Path(PROMETHEUS).exists(), "the prometheus package is not installed"
-    port = free_port()
-    config = workdir / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n"
-        "scrape_configs:\n  - job_name: app\n    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{target_port}']\n"
-    )
-    log = (workdir / "prometheus.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        PROMETHEUS,
-        f"--config.file={config}",
-        f"--storage.tsdb.path={workdir / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--log.level=warn",
-        stdout=log,
-        stderr=log,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(600):
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(f"{url}/-/ready") as resp:
-                        if resp.status == 200:
-                            break
-                assert proc.returncode is None, (workdir / "prometheus.log").read_text()
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("Prometheus did not become ready:\n" + (workdir / "prometheus.log").read_text())
-        yield url
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 15)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        log.close()
-
-
-async def query(session: aiohttp.ClientSession, url: str, expr: str, t_ms: int) -> dict[Any, float] | str:
-    params = {"query": expr, "time": f"{t_ms / 1000:.3f}"}
-    async with session.get(f"{url}/api/v1/query", params=params) as resp:
-        body = await resp.json()
-    if body["status"] != "success":
-        return f"error: {body.get('error')}"
-    data = body["data"]
-    if data["resultType"] == "scalar":
-        return {(): float(data["result"][1])}
-    return {tuple(sorted(item["metric"].items())): float(item["value"][1]) for item in data["result"]}
-
-
 def ours(history: History, expr: str, t_ms: int) -> dict[Any, float] | str:
     try:
         value = evaluate(parse_expr(expr), history, t_ms)
@@ -202,14 +106,6 @@ def referenced(expr: str) -> frozenset[str]:
     return referenced_metric_names(parse_expr(expr)) or frozenset()
 
 
-def close(a: float, b: float) -> bool:
-    if math.isnan(a) or math.isnan(b):
-        return math.isnan(a) and math.isnan(b)
-    if math.isinf(a) or math.isinf(b):
-        return a == b
-    return abs(a - b) <= 1e-9 * max(abs(a), abs(b))
-
-
 def scraped_samples(text: str, instance: str) -> list[tuple[str, tuple[tuple[str, str], ...], float, None]]:
     extra = (("instance", instance), ("job", "app"))
     out = []
@@ -222,7 +118,7 @@ def scraped_samples(text: str, instance: str) -> list[tuple[str, tuple[tuple[str
 
 async def test_engine_agrees_with_prometheus(tmp_path: Path) -> None:
     async with (
-        run_target() as (target, target_port),
+        serve_pages(page, PAGES) as (target, target_port),
         run_prometheus(tmp_path, target_port) as url,
         aiohttp.ClientSession() as session,
     ):
