@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import abc
+import asyncio
+from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from aiohttp import web
 
@@ -13,6 +15,7 @@ from sidecars.adapter.settings import AdapterSettings
 from sidecars.adapter.state import State
 
 ENTRY_POINT_GROUP = "sidecars.adapter.outputs"
+T = TypeVar("T")
 
 
 class OutputLoadError(LookupError):
@@ -31,6 +34,7 @@ class Output(abc.ABC):
     def __init__(self, state: State, settings: AdapterSettings) -> None:
         self.state = state
         self.settings = settings
+        self._reading: set[int] = set()  # ids of scrapes a request is computing from
 
     @abc.abstractmethod
     def routes(self) -> list[web.RouteDef]: ...
@@ -44,7 +48,18 @@ class Output(abc.ABC):
 
     def reading(self, scrape: Scrape) -> bool:
         """True while a request is still computing from `scrape` (its samples must not be released)."""
-        return False
+        return id(scrape) in self._reading
+
+    async def compute_off_loop(self, scrape: Scrape, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in a thread, `scrape` marked as being read meanwhile.
+
+        A page of many megabytes must not hold the loop (and the probes) while it is encoded.
+        """
+        self._reading.add(id(scrape))
+        try:
+            return await asyncio.to_thread(fn, *args)
+        finally:
+            self._reading.discard(id(scrape))
 
 
 def builtin_outputs() -> dict[str, type[Output]]:

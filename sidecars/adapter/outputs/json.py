@@ -9,7 +9,6 @@ Non-finite values are written as the strings "NaN", "+Inf", "-Inf" (JSON has no 
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 
@@ -19,8 +18,6 @@ from aiohttp import web
 from sidecars.adapter.exposition import FAMILY_SUFFIXES, ParseResult
 from sidecars.adapter.outputs.base import Output
 from sidecars.adapter.scraper import Scrape
-from sidecars.adapter.settings import AdapterSettings
-from sidecars.adapter.state import State
 
 
 def family_of(name: str, types: dict[str, str]) -> str:
@@ -66,13 +63,6 @@ class JsonOutput(Output):
     def families(self) -> frozenset[str] | None:
         return None
 
-    def __init__(self, state: State, settings: AdapterSettings) -> None:
-        super().__init__(state, settings)
-        self._reading: set[int] = set()
-
-    def reading(self, scrape: Scrape) -> bool:
-        return id(scrape) in self._reading
-
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/metrics.json", self.handle)]
 
@@ -86,12 +76,7 @@ class JsonOutput(Output):
             return web.json_response({"error": "no successful scrape yet"}, status=503)
         body = self._body
         if body is None:
-            # Encoded in a thread: a page of many megabytes must not hold the loop (and the probes).
-            self._reading.add(id(scrape))
-            try:
-                body = await asyncio.to_thread(to_json, scrape.result, scrape.t_ms)
-            finally:
-                self._reading.discard(id(scrape))
+            body = await self.compute_off_loop(scrape, to_json, scrape.result, scrape.t_ms)
             if self.state.last_good is scrape:
                 self._body = body
         return web.Response(body=body, content_type="application/json")

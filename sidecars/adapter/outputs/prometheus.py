@@ -10,7 +10,6 @@ each series by its sample name.
 
 from __future__ import annotations
 
-import asyncio
 import math
 
 from aiohttp import web
@@ -20,9 +19,6 @@ from sidecars.adapter.outputs.base import Output
 from sidecars.adapter.outputs.json import family_of
 from sidecars.adapter.promql.nodes import VectorSelector
 from sidecars.adapter.rules import ExportConfig
-from sidecars.adapter.scraper import Scrape
-from sidecars.adapter.settings import AdapterSettings
-from sidecars.adapter.state import State
 
 
 def format_value(value: float) -> str:
@@ -94,13 +90,6 @@ class PrometheusOutput(Output):
     def families(self) -> frozenset[str] | None:
         return None
 
-    def __init__(self, state: State, settings: AdapterSettings) -> None:
-        super().__init__(state, settings)
-        self._reading: set[int] = set()
-
-    def reading(self, scrape: Scrape) -> bool:
-        return id(scrape) in self._reading
-
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/metrics", self.handle)]
 
@@ -113,11 +102,6 @@ class PrometheusOutput(Output):
         key = (id(scrape), id(export))
         body = self._body
         if body is None or self._key != key:
-            # Written in a thread: a page of many megabytes must not hold the loop (and the probes).
-            self._reading.add(id(scrape))
-            try:
-                body = (await asyncio.to_thread(relabel, scrape.result, export)).encode()
-            finally:
-                self._reading.discard(id(scrape))
+            body = (await self.compute_off_loop(scrape, relabel, scrape.result, export)).encode()
             self._body, self._key = body, key
         return web.Response(body=body, headers={"Content-Type": TEXT_CONTENT_TYPE + "; charset=utf-8"})
