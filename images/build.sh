@@ -24,7 +24,7 @@ targets=()
 for arg in "$@"; do
   case "$arg" in
     --wheelhouse)
-      "$PYTHON" -m pip wheel -q -w images/wheelhouse "setuptools>=68" wheel .
+      "$PYTHON" -m pip wheel -q -w images/wheelhouse "setuptools>=68" wheel "Cython>=3.0" .
       rm -f images/wheelhouse/sidecars-*.whl ;;
     --offline) offline=1 ;;
     -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
@@ -46,9 +46,9 @@ fi
 
 context="$(mktemp)"
 trap 'rm -f "$context" "$context.log"' EXIT
-files=(pyproject.toml sidecars images/Dockerfile images/wheelhouse)
+files=(pyproject.toml setup.py sidecars images/Dockerfile images/wheelhouse)
 [[ -f README.md ]] && files+=(README.md)
-tar --exclude='__pycache__' --exclude='*.pyc' -cf "$context" "${files[@]}"
+tar --exclude='__pycache__' --exclude='*.pyc' --exclude='*.so' -cf "$context" "${files[@]}"
 
 for target in "${targets[@]}"; do
   tag="$REPO/$target:$VERSION"

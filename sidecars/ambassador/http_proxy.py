@@ -12,6 +12,12 @@ sides, each parser callback does the least it can and writes straight to the oth
 
 Flow control both ways: a full write buffer on one side pauses reading on the other, so memory stays
 bounded by the transports' high-water marks plus `max_retry_body_bytes` per request, never by a body.
+
+This module is also compiled (see `setup.py`): `http_proxy.pxd` declares the classes as extension types
+with typed attributes, which removes most of the interpreter's per-request work, and `engine.py` picks
+the compiled twin when it was built from this very file. Hence every attribute is set in `__init__`
+(no class-level defaults) and the protocols do not inherit from `asyncio.Protocol` (an extension type
+cannot): the event loop calls their methods by name.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import asyncio
 import random
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, HttpResponseParser
 
@@ -225,7 +231,7 @@ class HttpProxy:
         self.deadlines.clear()
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection:
     """One connection from the app: parses requests, queues exchanges, owns the response order."""
 
     def __init__(self, proxy: HttpProxy) -> None:
@@ -565,24 +571,6 @@ def _drop_listed(parts: list[bytes], tokens: list[bytes]) -> list[bytes]:
 class Exchange:
     """One request and its response, across every try."""
 
-    # Defaults live on the class: a new exchange stores only what differs (fewer stores per request).
-    body_bytes = 0
-    body_sent = False  # some body bytes went to an upstream and are no longer held
-    replayable = True
-    started = False
-    done = False
-    responded = False
-    close_client = False
-    holds_request = False
-    upstream: UpstreamConnection | None = None
-    endpoint: Endpoint | None = None
-    connecting: asyncio.Task[None] | None = None
-    timer: asyncio.TimerHandle | None = None
-    timer_token = 0  # the try number whose deadline sits in the proxy's FIFO; 0: none
-    tries = 0
-    try_t0 = 0.0
-    deadline = 0.0
-
     def __init__(
         self,
         client: ClientConnection,
@@ -616,6 +604,22 @@ class Exchange:
         self.chunks: list[bytes] = []  # body not yet sent, or all of it while it may be replayed
         self.tried: list[Endpoint] = []
         self.t0 = perf_counter()
+        self.body_bytes = 0
+        self.body_sent = False  # some body bytes went to an upstream and are no longer held
+        self.replayable = True
+        self.started = False
+        self.done = False
+        self.responded = False
+        self.close_client = False
+        self.holds_request = False
+        self.upstream: UpstreamConnection | None = None
+        self.endpoint: Endpoint | None = None
+        self.connecting: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_token = 0  # the try number whose deadline sits in the proxy's FIFO; 0: none
+        self.tries = 0
+        self.try_t0 = 0.0
+        self.deadline = 0.0
 
     # -- request side ----------------------------------------------------------------------------------
 
@@ -683,7 +687,7 @@ class Exchange:
         conn = UpstreamConnection(p, ep)
         try:
             async with asyncio.timeout(p.connect_timeout):
-                await p.loop.create_connection(lambda: conn, ep.host, ep.port)
+                await p.loop.create_connection(lambda: cast(asyncio.Protocol, conn), ep.host, ep.port)
         except (OSError, TimeoutError):
             self.connecting = None
             if not self.done:
@@ -952,7 +956,7 @@ class Exchange:
             log.request(self, status, endpoint, reason, elapsed)
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection:
     """One keep-alive connection to an endpoint: parses responses and streams them to the client."""
 
     def __init__(self, proxy: HttpProxy, endpoint: Endpoint) -> None:

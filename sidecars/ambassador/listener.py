@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 
@@ -26,9 +27,15 @@ BACKLOG = 1024
 
 class Listener:
     def __init__(
-        self, config: ListenerConfig, registry: CollectorRegistry, collector: StatsCollector, log: Any
+        self,
+        config: ListenerConfig,
+        registry: CollectorRegistry,
+        collector: StatsCollector,
+        log: Any,
+        http_proxy_class: type[HttpProxy] = HttpProxy,
     ) -> None:
         self.config = config
+        self._http_proxy_class = http_proxy_class  # this source's class or its compiled twin (engine.py)
         self.log = log.bind(listener=config.name)
         self.stats = ListenerStats(config.name, config.name)
         self.cluster = Cluster(config.name, config.cluster, registry, self.log)
@@ -53,14 +60,19 @@ class Listener:
         cfg = self.config
         if cfg.mode == "http":
             access = AccessLog(self.log, cfg.name, cfg.access_log, cfg.access_log_sample_percent)
-            proxy: HttpProxy | TcpProxy = HttpProxy(cfg, self.cluster, self.stats, access, loop)
+            proxy: HttpProxy | TcpProxy = self._http_proxy_class(cfg, self.cluster, self.stats, access, loop)
             self.cluster.on_removed(proxy.on_endpoint_removed)  # type: ignore[union-attr]
         else:
             proxy = TcpProxy(cfg, self.cluster, self.stats, loop)
         self.proxy = proxy
         try:
             self.server = await loop.create_server(
-                proxy, cfg.host, cfg.port, backlog=BACKLOG, reuse_address=True, family=_family(cfg.host)
+                cast(Callable[[], asyncio.BaseProtocol], proxy),
+                cfg.host,
+                cfg.port,
+                backlog=BACKLOG,
+                reuse_address=True,
+                family=_family(cfg.host),
             )
         except OSError as exc:
             raise OSError(exc.errno, f"listener {cfg.name}: cannot bind {cfg.host}:{cfg.port}: {exc.strerror}") from exc
@@ -74,11 +86,9 @@ class Listener:
 
     def active_connections(self) -> int:
         proxy = self.proxy
-        if isinstance(proxy, HttpProxy):
-            return len(proxy.clients)
-        if isinstance(proxy, TcpProxy):
-            return len(proxy.sessions)
-        return 0
+        if proxy is None:
+            return 0
+        return len(proxy.sessions) if isinstance(proxy, TcpProxy) else len(proxy.clients)
 
     def stop_accepting(self) -> None:
         if self.server is not None:

@@ -13,6 +13,7 @@ import contextlib
 import gc
 from collections.abc import AsyncIterator, Callable, Sequence
 
+from sidecars.ambassador import engine
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.settings import AmbassadorSettings
 from sidecars.ambassador.stats import StatsCollector, register
@@ -33,7 +34,13 @@ class Ambassador(Sidecar[AmbassadorSettings]):
     async def lifespan(self) -> AsyncIterator[None]:
         registry = self.context.metrics.registry
         self._collector = register(registry)
-        self.listeners = [Listener(cfg, registry, self._collector, self.log) for cfg in self.settings.all_listeners()]
+        configs = self.settings.all_listeners()
+        engine_module, why = engine.select(self.settings.http_engine)
+        if any(cfg.mode == "http" for cfg in configs):
+            self.log.info("http request path", engine=why)
+        self.listeners = [
+            Listener(cfg, registry, self._collector, self.log, engine_module.HttpProxy) for cfg in configs
+        ]
         self._served = (0, 0)
         try:
             yield

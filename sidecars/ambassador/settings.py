@@ -10,7 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sidecars.ambassador import engine
 from sidecars.ambassador.cluster_config import ClusterConfig
+from sidecars.ambassador.engine import EngineName
 from sidecars.core.settings import SidecarSettings
 
 RetryOn = Literal["connect-failure", "reset", "5xx", "timeout"]
@@ -141,12 +143,27 @@ class AmbassadorSettings(SidecarSettings):
     upstreams_dns: str | None = Field(
         None, description='"name:port" of a headless Service resolving to the shorthand listener\'s endpoints.'
     )
+    http_engine: EngineName = Field(
+        "auto",
+        description="Build of the HTTP request path: auto (the compiled one when it is installed and "
+        "matches the source, else Python, with the reason logged), compiled (start-up fails without it), "
+        "python (the source as is).",
+    )
 
     @field_validator("upstreams", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("http_engine")
+    @classmethod
+    def _engine_available(cls, value: EngineName) -> EngineName:
+        if value == "compiled":
+            twin, reason = engine.compiled()
+            if twin is None:
+                raise ValueError(f"the compiled request path is {reason}")
         return value
 
     @field_validator("listeners", mode="before")

@@ -58,3 +58,15 @@ def test_sidecar_image_runs_read_only_without_a_network(images: None, target: st
     bad = subprocess.run([*base, "--admin-port", "not-a-port"], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0
     assert "admin" in bad.stderr  # a clear error naming the option
+
+
+@pytest.mark.e2e
+def test_ambassador_image_runs_the_compiled_request_path_without_a_compiler(images: None) -> None:
+    image = f"sidecars/ambassador:{sidecars.__version__}"
+    base = ["docker", "run", "--rm", "--read-only", "--network", "none", "--cap-drop", "ALL"]
+    # `compiled` fails start-up (config error) unless the image holds a twin built from its own source.
+    proc = subprocess.run([*base, image, "--http-engine", "compiled", "--print-config"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "http_engine: compiled" in proc.stdout
+    tools = subprocess.run([*base, "--entrypoint", "sh", image, "-c", "command -v cc gcc"], capture_output=True)
+    assert tools.returncode != 0, "the build tools must stay in the builder stage"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -24,16 +25,18 @@ def listener(endpoints: list[str], **options: Any) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def _proxy(endpoints: list[str], **options: Any) -> AsyncIterator[tuple[RunningSidecar, int]]:
-    settings = options.pop("settings", {})
+async def _proxy(engine: str, endpoints: list[str], **options: Any) -> AsyncIterator[tuple[RunningSidecar, int]]:
+    settings = {"http_engine": engine, **options.pop("settings", {})}
     async with run_sidecar(Ambassador, listeners=[listener(endpoints, **options)], **settings) as sc:
         yield sc, sc.plugin.listeners[0].port
 
 
-@pytest.fixture
-def proxy() -> Proxy:
+# Every test through `proxy` runs on both builds of the request path: the compiled one (the default
+# wherever a compiler was present at install) and the pure Python one (the fallback).
+@pytest.fixture(params=["compiled", "python"])
+def proxy(request: pytest.FixtureRequest) -> Proxy:
     """`async with proxy([addr, ...], **listener_options) as (sidecar, port):`"""
-    return _proxy
+    return functools.partial(_proxy, request.param)
 
 
 async def read_response(reader: asyncio.StreamReader, head_only: bool = False) -> tuple[int, dict[str, str], bytes]:

@@ -1,0 +1,64 @@
+"""Build hook: compiles the ambassador's HTTP request path with Cython where a C compiler is present.
+
+`sidecars/ambassador/http_proxy.py` stays the one source and is always installed. Its compiled twin,
+`sidecars.ambassador._http_proxy_c`, is built from a copy that records the source's SHA-256, and
+`sidecars/ambassador/engine.py` uses the twin only while that digest matches the installed source:
+an edited `http_proxy.py` in an editable install is never shadowed by a stale build.
+
+The extension is optional: without a compiler or Python headers the build warns and the pure Python
+path is used. SIDECARS_NO_COMPILE=1 skips the extension on purpose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+from setuptools import Extension, setup
+
+HERE = Path(__file__).parent
+SOURCE = Path("sidecars/ambassador/http_proxy.py")
+TWIN = "_http_proxy_c"
+
+
+def extensions() -> list[Extension]:
+    if os.environ.get("SIDECARS_NO_COMPILE") == "1":
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        return []
+    source = HERE / SOURCE
+    root = HERE / "build" / "cython"
+    out = root / SOURCE.parent
+    out.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    twin = out / f"{TWIN}.py"
+    twin.write_text(source.read_text() + f'\nSOURCE_SHA256 = "{digest}"\n')
+    shutil.copyfile(source.with_suffix(".pxd"), out / f"{TWIN}.pxd")
+    ext = Extension(
+        f"{'.'.join(SOURCE.parent.parts)}.{TWIN}",
+        [str(twin.relative_to(HERE))],
+        optional=True,  # a failed compile leaves the pure Python path, never a failed install
+    )
+    return list(
+        cythonize(
+            [ext],
+            language_level=3,
+            quiet=True,
+            include_path=[str(root)],  # where Cython finds the twin's .pxd by its dotted module name
+            compiler_directives={
+                # Python semantics where they could differ: the module must behave as its source does.
+                "binding": True,
+                "embedsignature": False,
+                "boundscheck": True,
+                "wraparound": True,
+                "cdivision": False,
+            },
+        )
+    )
+
+
+setup(ext_modules=extensions())

@@ -1,0 +1,80 @@
+# Declarations for the compiled build of http_proxy.py (Cython "pure Python mode"): the four classes
+# become extension types with typed attributes, so the request path reads and writes C struct fields
+# instead of instance dicts. Keep in step with the attributes each __init__ sets; `public` keeps every
+# attribute readable and writable from Python (tests, access log, stats).
+
+cdef class HttpProxy:
+    cdef public object config, cluster, stats, access_log, loop, pool, ids, clients
+    cdef public bint draining
+    cdef public double clock
+    cdef public Py_ssize_t max_header_bytes, max_retry_body
+    cdef public bytes id_header
+    cdef public object req_special
+    cdef public int forwarded_mode
+    cdef public object hash_header, host_line
+    cdef public dict req_plain
+    cdef public bint retry_connect
+    cdef public object retry_on
+    cdef public double connect_timeout, per_try, overall
+    cdef public dict endpoint_host_lines
+    cdef public object deadlines
+    cdef public object _deadline_timer
+
+
+cdef class ClientConnection:
+    cdef public HttpProxy p
+    cdef public object transport, parser, queue
+    cdef public Exchange cur
+    cdef public bytes url
+    cdef public list hparts, special
+    cdef public bint in_head
+    cdef public Py_ssize_t head_bytes, head_pending
+    cdef public double head_started, last_active
+    cdef public int paused
+    cdef public bint write_paused, closed
+    cdef public int error_status
+    cdef public object fatal
+    cdef public UpstreamConnection tunnel
+    cdef public object tunnel_buffer
+    cdef public bytes peer
+    cdef public bint has_host
+    cdef public object http10
+
+
+cdef class Exchange:
+    cdef public ClientConnection client
+    cdef public HttpProxy p
+    cdef public bytes head, method
+    cdef public bint idempotent, has_body, chunked, keep_alive, http10, expect, upgrading
+    cdef public object rid
+    cdef public bint needs_host
+    cdef public object hash_key
+    cdef public bint request_done
+    cdef public list chunks, tried
+    cdef public double t0
+    cdef public Py_ssize_t body_bytes
+    cdef public bint body_sent, replayable, started, done, responded, close_client, holds_request
+    cdef public UpstreamConnection upstream
+    cdef public object endpoint, connecting, timer
+    cdef public Py_ssize_t timer_token, tries
+    cdef public double try_t0, deadline
+
+
+cdef class UpstreamConnection:
+    cdef public HttpProxy p
+    cdef public object endpoint, transport, parser
+    cdef public Exchange ex
+    cdef public Py_ssize_t uses
+    cdef public double idle_since
+    cdef public bint in_pool, closed, in_head
+    cdef public list hparts
+    cdef public object clen
+    cdef public bint chunked_in
+    cdef public object upgrade
+    cdef public list tokens
+    cdef public bytes reason
+    cdef public int status
+    cdef public bint informational, discard, head_only
+    cdef public int body_mode
+    cdef public list out
+    cdef public ClientConnection tunnel
