@@ -50,6 +50,8 @@ def extensions() -> list[Extension]:
             quiet=True,
             include_path=[str(root)],  # where Cython finds the twin's .pxd by its dotted module name
             compiler_directives={
+                # C types come from the .pxd only: the source's annotations stay annotations.
+                "annotation_typing": False,
                 # Python semantics where they could differ: the module must behave as its source does.
                 "binding": True,
                 "embedsignature": False,

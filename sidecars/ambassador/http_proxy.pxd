@@ -1,8 +1,13 @@
 # Declarations for the compiled build of http_proxy.py (Cython "pure Python mode"): the four classes
 # become extension types with typed attributes, so the request path reads and writes C struct fields
 # instead of instance dicts. Keep in step with the attributes each __init__ sets; `public` keeps every
-# attribute readable and writable from Python (tests, access log, stats).
+# attribute readable and writable from Python (tests, access log, stats). Methods the module calls on
+# itself are `cpdef` on `final` classes: direct C calls, still callable from Python; the event loop's
+# and llhttp's callbacks stay plain methods (they are looked up by name).
 
+cimport cython
+
+@cython.final
 cdef class HttpProxy:
     cdef public object config, cluster, stats, access_log, loop, pool, ids, clients
     cdef public bint draining
@@ -20,7 +25,10 @@ cdef class HttpProxy:
     cdef public object deadlines
     cdef public object _deadline_timer
 
+    cpdef watch(self, double when, Exchange ex)
 
+
+@cython.final
 cdef class ClientConnection:
     cdef public HttpProxy p
     cdef public object transport, parser, queue
@@ -40,7 +48,17 @@ cdef class ClientConnection:
     cdef public bint has_host
     cdef public object http10
 
+    cpdef pause(self, int bit)
+    cpdef resume(self, int bit)
+    cpdef bad_request(self, int status, str reason)
+    cpdef finish_fatal(self)
+    cpdef exchange_done(self, Exchange ex, bint close)
+    cpdef start_tunnel(self, UpstreamConnection upstream)
+    cpdef close(self)
+    cpdef abort(self)
 
+
+@cython.final
 cdef class Exchange:
     cdef public ClientConnection client
     cdef public HttpProxy p
@@ -59,7 +77,24 @@ cdef class Exchange:
     cdef public Py_ssize_t timer_token, tries
     cdef public double try_t0, deadline
 
+    cpdef start(self)
+    cpdef attempt(self)
+    cpdef send(self, UpstreamConnection conn)
+    cpdef request_body(self, tuple pieces, Py_ssize_t size)
+    cpdef request_complete(self)
+    cpdef bint response_head(self, UpstreamConnection conn, int code, list parts, object clen, bint chunked, object upgrade)
+    cpdef response_complete(self, UpstreamConnection conn, int status, bint reusable)
+    cpdef response_aborted(self, UpstreamConnection conn)
+    cpdef _cancel_timer(self)
+    cpdef upstream_lost(self, UpstreamConnection conn)
+    cpdef bint _can_retry(self, bint never_reached)
+    cpdef fail(self, int status, str reason)
+    cpdef client_failed(self)
+    cpdef abandon(self)
+    cpdef finish(self, int status, str endpoint, str reason=*, double now=*)
 
+
+@cython.final
 cdef class UpstreamConnection:
     cdef public HttpProxy p
     cdef public object endpoint, transport, parser
@@ -78,3 +113,9 @@ cdef class UpstreamConnection:
     cdef public int body_mode
     cdef public list out
     cdef public ClientConnection tunnel
+
+    cpdef _flush(self, Exchange ex)
+    cpdef _become_tunnel(self, Exchange ex, bytes rest)
+    cpdef bint usable(self)
+    cpdef release(self)
+    cpdef close(self)
