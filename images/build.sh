@@ -24,7 +24,7 @@ targets=()
 for arg in "$@"; do
   case "$arg" in
     --wheelhouse)
-      "$PYTHON" -m pip wheel -q -w images/wheelhouse "setuptools>=68" wheel "Cython>=3.0" .
+      "$PYTHON" -m pip wheel -q -w images/wheelhouse "setuptools>=77" wheel "Cython>=3.0" .
       rm -f images/wheelhouse/sidecars-*.whl ;;
     --offline) offline=1 ;;
     -h|--help) sed -n '2,11p' "$0"; exit 0 ;;

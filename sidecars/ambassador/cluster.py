@@ -50,6 +50,7 @@ from sidecars.ambassador.discovery import (
 )
 from sidecars.ambassador.endpoint import Endpoint, Outcome, endpoint_key
 from sidecars.ambassador.outlier import OutlierDetector
+from sidecars.core.backoff import EQUAL_JITTER, jittered_backoff
 
 __all__ = [
     "CircuitBreaker",
@@ -265,16 +266,17 @@ class Cluster:
     # -- discovery -----------------------------------------------------------------------------------
 
     async def _run_source(self, source: Source) -> None:
-        backoff = 1.0
+        attempt = 0
         while True:
             try:
                 await source.run(self._apply, self._discovery_error)
                 return  # a one-shot source (static) is done
             except Exception as exc:  # a bug in a source: keep the last good set, log, try again later
-                self.log.exception("discovery source crashed; restarting it", source=source.name, in_secs=backoff)
+                delay = jittered_backoff(attempt, 1.0, 30.0, floor=EQUAL_JITTER)
+                self.log.exception("discovery source crashed; restarting it", source=source.name, in_secs=delay)
                 self._discovery_error(source.name, f"crashed: {exc!r}")
-            await asyncio.sleep(backoff * (0.5 + random.random()))
-            backoff = min(backoff * 2, 30.0)
+            await asyncio.sleep(delay)
+            attempt += 1
 
     def _discovery_error(self, source: str, reason: str) -> None:
         self.discovery_errors[source] = self.discovery_errors.get(source, 0) + 1

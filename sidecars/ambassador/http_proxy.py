@@ -23,7 +23,6 @@ cannot): the event loop calls their methods by name.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -43,6 +42,7 @@ from sidecars.ambassador.headers import (
     status_line,
 )
 from sidecars.ambassador.pool import Pool
+from sidecars.core.backoff import FULL_JITTER, jittered_backoff
 
 if TYPE_CHECKING:
     from sidecars.ambassador.access_log import AccessLog
@@ -894,8 +894,9 @@ class Exchange:
         cfg = self.p.config
         if cfg.retry_backoff_base_secs <= 0:
             return 0.0
-        cap = min(cfg.retry_backoff_max_secs, cfg.retry_backoff_base_secs * (2 ** (len(self.tried) - 1)))
-        return random.uniform(0, cap)
+        return jittered_backoff(
+            len(self.tried) - 1, cfg.retry_backoff_base_secs, cfg.retry_backoff_max_secs, floor=FULL_JITTER
+        )
 
     def fail(self, status: int, reason: str) -> None:
         """Answer with a response made here, naming `reason` in `x-ambassador-reason`."""

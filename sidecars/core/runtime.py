@@ -18,7 +18,6 @@ import asyncio
 import collections
 import contextlib
 import os
-import random
 import signal
 import sys
 import time
@@ -30,6 +29,7 @@ from prometheus_client import CollectorRegistry
 from structlog.typing import FilteringBoundLogger
 
 from sidecars.core.admin import AdminServer
+from sidecars.core.backoff import EQUAL_JITTER, jittered_backoff
 from sidecars.core.health import Health, Lifecycle
 from sidecars.core.metrics import SidecarMetrics
 from sidecars.core.plugin import Sidecar
@@ -80,9 +80,8 @@ class RestartBudget:
         return len(self._crashes) <= self.max_restarts
 
     def backoff(self) -> float:
-        """Exponential in the recent crash count, with 'equal jitter' so restarts do not align."""
-        ceiling: float = min(BACKOFF_CAP_SECS, self.base_secs * 2.0 ** max(len(self._crashes) - 1, 0))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        """Exponential in the recent crash count, with equal jitter so restarts do not align."""
+        return jittered_backoff(len(self._crashes) - 1, self.base_secs, BACKOFF_CAP_SECS, floor=EQUAL_JITTER)
 
 
 class Runtime:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import orjson
 from structlog.typing import FilteringBoundLogger
 
+from sidecars.core.backoff import EQUAL_JITTER, jittered_backoff
 from sidecars.tailer.checkpoint import Track
 from sidecars.tailer.follower import Chunk
 from sidecars.tailer.metrics import TailerMetrics
@@ -107,8 +107,8 @@ class Batcher:
 
 
 def backoff_delay(attempt: int, initial: float, maximum: float, retry_after: float | None = None) -> float:
-    """Full-jitter exponential backoff; a receiver's Retry-After is a floor (capped at 10x maximum)."""
-    delay = random.uniform(initial / 2, min(maximum, initial * (2**attempt)))
+    """Equal-jitter exponential backoff; a receiver's Retry-After is a floor (capped at 10x maximum)."""
+    delay = jittered_backoff(attempt, initial, maximum, floor=EQUAL_JITTER)
     if retry_after is not None:
         delay = max(delay, min(retry_after, maximum * 10))
     return delay
