@@ -36,6 +36,7 @@ class Ambassador(Sidecar[AmbassadorSettings]):
         self._collector = register(registry)
         configs = self.settings.all_listeners()
         engine_module, why = engine.select(self.settings.http_engine)
+        self._collector.http_engine = why.split()[0]  # "compiled" or "python"
         if any(cfg.mode == "http" for cfg in configs):
             self.log.info("http request path", engine=why)
         self.listeners = [

@@ -13,7 +13,7 @@ import bisect
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -67,6 +67,7 @@ class StatsCollector(Collector):
 
     def __init__(self) -> None:
         self.listeners: list[ListenerStats] = []
+        self.http_engine = ""  # "compiled" or "python", once the plugin has chosen
 
     def add(self, stats: ListenerStats) -> None:
         self.listeners.append(stats)
@@ -121,6 +122,10 @@ class StatsCollector(Collector):
             tcp_bytes.add_metric([*base, "client"], s.bytes_out)
             tcp_sessions.add_metric(base, s.tcp_sessions)
         yield from (requests, latency, retries, errors, clients, upstreams, tcp_bytes, tcp_sessions)
+        if self.http_engine:
+            yield InfoMetricFamily(
+                "ambassador_http_engine", "Build of the HTTP request path in use.", value={"engine": self.http_engine}
+            )
 
 
 def register(registry: CollectorRegistry) -> StatsCollector:

@@ -24,6 +24,8 @@ async def test_metrics_count_requests_by_endpoint_and_status_class(proxy: Proxy)
         assert sc.sample("ambassador_request_duration_seconds_count", LABELS) == 3
         assert sc.sample("ambassador_errors_total", {**LABELS, "reason": "bad_request"}) == 1
         assert "ambassador_upstream_connections" in body and "ambassador_client_connections" in body
+        # Which build of the request path runs, for fleets that mix images and source installs.
+        assert sc.sample("ambassador_http_engine_info", {"engine": sc.plugin.settings.http_engine}) == 1
 
 
 async def test_access_log_all_and_errors_with_reason(proxy: Proxy) -> None:
