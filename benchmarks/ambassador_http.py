@@ -222,8 +222,10 @@ def run(quick: bool) -> Report:
         f"best of {rounds} alternating rounds of wrk -c50 {secs:g}s for throughput, "
         f"-c1 {light_secs:g}s for added latency; cpus={os.cpu_count()}"
     )
-    path = engine.select("auto")[1]
-    report.notes.append(f"sidecars: http request path {path}; sidecars-python: the same source interpreted")
+    chosen = engine.select("auto")
+    report.notes.append(
+        f"sidecars: http request path {chosen.name} ({chosen.reason}); sidecars-python: the same source interpreted"
+    )
     report.notes.append(
         "*_core_pct: how busy each core was in the counted round; a load core near 100% means wrk and the "
         "upstream, not the proxy, set the pace: that proxy's rps is a lower bound (and ratios against it high)"

@@ -1,6 +1,6 @@
 """Which build of the HTTP request path runs: `http_proxy.py` compiled (Cython) or as it is.
 
-Both are the same source (see `setup.py`); the compiled twin takes about a fifth off each request's
+Both are the same source (see `setup.py`); the compiled twin takes about a sixth off each request's
 CPU time. It is used only when it was built from the installed `http_proxy.py` (same SHA-256), so an
 edited source is never shadowed by an older build. `http_engine: auto` takes the twin when it is
 usable and says why not otherwise; `compiled` insists on it (start-up fails without it); `python`
@@ -14,7 +14,7 @@ import hashlib
 import importlib
 from pathlib import Path
 from types import ModuleType
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from sidecars.ambassador import http_proxy
 
@@ -37,13 +37,19 @@ def compiled() -> tuple[ModuleType | None, str]:
     return twin, "compiled"
 
 
-def select(choice: EngineName) -> tuple[ModuleType, str]:
-    """The module providing `HttpProxy` for `choice`, and a word on why it was chosen."""
+class Engine(NamedTuple):
+    module: ModuleType  # provides HttpProxy
+    name: Literal["compiled", "python"]
+    reason: str  # why this one, for the start-up log
+
+
+def select(choice: EngineName) -> Engine:
+    """The build to run for `choice`; RuntimeError when `compiled` is asked for and unusable."""
     if choice == "python":
-        return http_proxy, "python (chosen by http_engine)"
+        return Engine(http_proxy, "python", "chosen by http_engine")
     twin, reason = compiled()
     if twin is not None:
-        return twin, "compiled"
+        return Engine(twin, "compiled", "built from this source")
     if choice == "compiled":
         raise RuntimeError(f"http_engine is 'compiled' but the compiled request path is {reason}")
-    return http_proxy, f"python (compiled request path {reason})"
+    return Engine(http_proxy, "python", f"compiled request path {reason}")

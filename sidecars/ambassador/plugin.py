@@ -35,12 +35,12 @@ class Ambassador(Sidecar[AmbassadorSettings]):
         registry = self.context.metrics.registry
         self._collector = register(registry)
         configs = self.settings.all_listeners()
-        engine_module, why = engine.select(self.settings.http_engine)
-        self._collector.http_engine = why.split()[0]  # "compiled" or "python"
+        chosen = engine.select(self.settings.http_engine)
+        self._collector.http_engine = chosen.name
         if any(cfg.mode == "http" for cfg in configs):
-            self.log.info("http request path", engine=why)
+            self.log.info("http request path", engine=chosen.name, why=chosen.reason)
         self.listeners = [
-            Listener(cfg, registry, self._collector, self.log, engine_module.HttpProxy) for cfg in configs
+            Listener(cfg, registry, self._collector, self.log, chosen.module.HttpProxy) for cfg in configs
         ]
         self._served = (0, 0)
         try:

@@ -22,8 +22,8 @@ def _fresh_choice() -> Iterator[None]:
 
 def test_the_installed_build_is_compiled_and_its_classes_are_extension_types() -> None:
     # The test environment installs with a compiler: this fails if the extension stopped building.
-    module, why = engine.select("auto")
-    assert why == "compiled"
+    module, name, _ = engine.select("auto")
+    assert name == "compiled"
     assert module is not http_proxy
     assert module.__name__ == engine.TWIN
     for name in ("HttpProxy", "ClientConnection", "Exchange", "UpstreamConnection"):
@@ -33,15 +33,15 @@ def test_the_installed_build_is_compiled_and_its_classes_are_extension_types() -
 
 
 def test_python_is_chosen_when_asked() -> None:
-    assert engine.select("python") == (http_proxy, "python (chosen by http_engine)")
+    assert engine.select("python") == (http_proxy, "python", "chosen by http_engine")
 
 
 def test_a_twin_built_from_another_source_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
     stale = ModuleType(engine.TWIN)
     stale.SOURCE_SHA256 = "0" * 64  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, engine.TWIN, stale)
-    module, why = engine.select("auto")
-    assert module is http_proxy
+    module, name, why = engine.select("auto")
+    assert (module, name) == (http_proxy, "python")
     assert "another version of http_proxy.py" in why
     with pytest.raises(RuntimeError, match="another version"):
         engine.select("compiled")
@@ -49,9 +49,9 @@ def test_a_twin_built_from_another_source_is_not_used(monkeypatch: pytest.Monkey
 
 def test_compiled_insisted_on_but_missing_stops_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, engine.TWIN, None)  # makes the import fail
-    module, why = engine.select("auto")
-    assert module is http_proxy
-    assert why.startswith("python (compiled request path not built")
+    module, name, why = engine.select("auto")
+    assert (module, name) == (http_proxy, "python")
+    assert why.startswith("compiled request path not built")
     with pytest.raises(ValidationError, match=r"(?s)http_engine.*compiled request path is not built"):
         AmbassadorSettings(http_engine="compiled")
     assert AmbassadorSettings(http_engine="auto").http_engine == "auto"
