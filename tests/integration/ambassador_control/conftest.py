@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry
 from sidecars.ambassador.cluster import Cluster, ClusterConfig
 from sidecars.core.logs import Capture
 from sidecars.testing import free_port
-from tests.integration.ambassador_control.support import Nginx, Upstream
+from tests.integration.ambassador_control.support import NGINX_SERVER, Upstream
+from tests.support.nginx import Nginx
 
 
 @pytest.fixture
@@ -50,6 +51,6 @@ async def clusters() -> AsyncIterator[Callable[..., Cluster]]:
 
 @pytest.fixture
 def nginx(tmp_path: Path) -> Iterator[Nginx]:
-    server = Nginx(tmp_path)
+    server = Nginx(tmp_path, NGINX_SERVER)
     yield server
     server.stop()

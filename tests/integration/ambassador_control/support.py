@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
-import subprocess
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from sidecars.ambassador.cluster import Cluster
-from sidecars.testing import free_port
 
 MakeCluster = Callable[..., Cluster]
 MakeUpstreams = Callable[[int], Awaitable[list["Upstream"]]]
@@ -68,62 +62,9 @@ def events(cluster: Cluster, name: str) -> list[dict[str, Any]]:
     return [e for e in cluster.capture.events if e["event"] == name]  # type: ignore[attr-defined]
 
 
-NGINX_CONF = """
-daemon off;
-master_process on;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    server {{
-        listen 127.0.0.1:{port} reuseport;
+# The server block of the nginx the control plane's tests start and stop (tests.support.nginx).
+NGINX_SERVER = """
         location = /healthz {{ return 200 "ok\\n"; }}
         location = /broken {{ return 503 "down\\n"; }}
         location / {{ return 200 "nginx\\n"; }}
-    }}
-}}
 """
-
-
-class Nginx:
-    """A real nginx on 127.0.0.1, config in a temp dir; start/stop as often as a test needs."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        (directory / "nginx.conf").write_text(NGINX_CONF.format(dir=directory, port=self.port))
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["nginx", "-c", str(self.dir / "nginx.conf"), "-p", str(self.dir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError):
-                _, w = await asyncio.open_connection("127.0.0.1", self.port)
-                w.close()
-                return
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                raise RuntimeError(f"nginx did not start: {err}")
-            await asyncio.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)  # fast shutdown of the master and its worker
-            self.proc.wait(timeout=10)
-        self.proc = None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.integration.ambassador_control.support import MakeCluster, MakeUpstreams, Nginx, events, eventually
+from tests.integration.ambassador_control.support import MakeCluster, MakeUpstreams, events, eventually
+from tests.support.nginx import Nginx
 
 # Short intervals so state changes show quickly; timeouts generous enough for a loaded CI machine.
 FAST = {"interval_secs": 0.25, "interval_jitter_percent": 0, "timeout_secs": 0.25}
