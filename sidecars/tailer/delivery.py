@@ -22,7 +22,7 @@ from sidecars.core.backoff import EQUAL_JITTER, jittered_backoff
 from sidecars.tailer.checkpoint import Track
 from sidecars.tailer.follower import Chunk
 from sidecars.tailer.metrics import TailerMetrics
-from sidecars.tailer.sinks.base import Batch, PermanentError, RetryableError, Sink, Stream
+from sidecars.tailer.sinks.base import Batch, PermanentError, RetryableError, Sink, Stream, TooLargeError
 
 
 @dataclass(slots=True)
@@ -173,10 +173,13 @@ class Sender:
         self.failing_since: float | None = None
         self.last_error: str | None = None
         self._logged_failure = False
+        self._logged_split = False
 
     async def deliver(self, sealed: Sealed) -> int:
         """Returns the number of records the receiver took (or that were handled by policy)."""
-        batch = sealed.batch
+        return await self._deliver(sealed.batch)
+
+    async def _deliver(self, batch: Batch) -> int:
         attempt = 0
         delivered = 0
         while True:
@@ -186,6 +189,8 @@ class Sender:
                 delay = backoff_delay(attempt, self.initial, self.maximum, exc.retry_after_secs)
                 self._failed("retryable", str(exc), delay)
             except PermanentError as exc:
+                if isinstance(exc, TooLargeError) and len(batch) > 1:
+                    return delivered + await self._split(batch, str(exc))
                 if self.policy == "retry":
                     delay = backoff_delay(attempt, self.initial, self.maximum)
                     self._failed("permanent", str(exc), delay)
@@ -217,6 +222,17 @@ class Sender:
             attempt += 1
             self.metrics.retries.inc()
             await asyncio.sleep(delay)
+
+    async def _split(self, batch: Batch, message: str) -> int:
+        """Send a batch the receiver found too large as two halves, one after the other (order kept)."""
+        self.metrics.batch_splits.inc()
+        if not self._logged_split:
+            self._logged_split = True  # once per process: the fix is a smaller batch_max_bytes
+            self.log.warning(
+                "receiver refused a batch as too large: sending it in halves", records=len(batch), error=message
+            )
+        first, second = batch.split()
+        return await self._deliver(first) + await self._deliver(second)
 
     def _failed(self, kind: str, message: str, delay: float) -> None:
         now = time.monotonic()

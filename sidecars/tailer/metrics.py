@@ -49,6 +49,9 @@ class TailerMetrics:
             registry=r,
         )
         self.retries = Counter("tailer_retries", "Batches sent again after a failure.", registry=r)
+        self.batch_splits = Counter(
+            "tailer_batch_splits", "Batches the receiver refused as too large (413), sent again in halves.", registry=r
+        )
         self.errors = Counter("tailer_errors", "Errors by type (read, sink, checkpoint, watch).", ["type"], registry=r)
         self.bytes_behind = Gauge(
             "tailer_bytes_behind", "Bytes written to followed files but not yet acknowledged (lag).", registry=r

@@ -12,6 +12,7 @@ from sidecars.tailer.sinks.base import (
     Sink,
     SinkSettings,
     Stream,
+    TooLargeError,
     known_sinks,
     load_sink,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "Sink",
     "SinkSettings",
     "Stream",
+    "TooLargeError",
     "known_sinks",
     "load_sink",
 ]

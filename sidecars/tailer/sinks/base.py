@@ -60,6 +60,30 @@ class Batch:
     def __len__(self) -> int:
         return sum(len(s.lines) for s in self.streams)
 
+    def split(self) -> tuple[Batch, Batch]:
+        """Two batches of about half the records each, in order (a stream may be cut in two)."""
+        half = len(self) // 2
+        first: list[Stream] = []
+        second: list[Stream] = []
+        taken = 0
+        for s in self.streams:
+            n = len(s.lines)
+            if taken >= half:
+                second.append(s)
+            elif taken + n <= half:
+                first.append(s)
+            else:
+                cut = half - taken
+                first.append(_slice(s, 0, cut))
+                second.append(_slice(s, cut, n))
+            taken += n
+        return Batch(first), Batch(second)
+
+
+def _slice(s: Stream, start: int, end: int) -> Stream:
+    fields = s.fields[start:end] if s.fields is not None else None
+    return Stream(s.path, s.labels, s.lines[start:end], s.timestamps_ns[start:end], fields)
+
 
 @dataclass
 class SendResult:
@@ -88,6 +112,11 @@ class PermanentError(Exception):
     def __init__(self, message: str, reason: str = "rejected") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class TooLargeError(PermanentError):
+    """The receiver refused the request for its size (HTTP 413): the batch is sent again in halves,
+    down to single records; only a single record too large goes to the permanent-error policy."""
 
 
 class SinkSettings(BaseModel):

@@ -21,7 +21,7 @@ import aiohttp
 from pydantic import Field, SecretStr, field_validator, model_validator
 from yarl import URL
 
-from sidecars.tailer.sinks.base import PermanentError, RetryableError, Sink, SinkSettings
+from sidecars.tailer.sinks.base import PermanentError, RetryableError, Sink, SinkSettings, TooLargeError
 
 # Compressing a big body takes milliseconds: do it off the event loop above this size.
 _GZIP_IN_THREAD_BYTES = 256 * 1024
@@ -205,6 +205,8 @@ class HttpSink(Sink[H]):
             message += f" (redirects to {location}: configure that URL)"
         if status in self.retryable_statuses:
             raise RetryableError(message, parse_retry_after(retry_after))
+        if status == 413:
+            raise TooLargeError(message, reason="http_413")
         raise PermanentError(message, reason=f"http_{status}")
 
 

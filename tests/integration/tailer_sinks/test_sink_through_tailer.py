@@ -19,9 +19,11 @@ from tests.integration.tailer_sinks.sink_receivers import (
     otlp_answer,
     validate_bulk,
     validate_loki,
+    validate_ndjson,
     validate_otlp,
 )
 from tests.integration.tailer_sinks.syslog_ng_receiver import running
+from tests.support.nginx import running_nginx
 
 FAST: dict[str, Any] = {
     "start_at": "beginning",
@@ -134,3 +136,35 @@ async def test_file_behind_the_tailer(tmp_path: Path) -> None:
     for doc in received():
         by_path.setdefault(doc["labels"]["path"], []).append(doc["message"])
     assert by_path == expected(logs)
+
+
+# A real nginx in front of the receiver refuses any request body over 4 KiB with its own 413.
+SIZE_LIMIT = """
+        location / {{
+            client_max_body_size 4k;
+            proxy_pass {upstream};
+        }}
+"""
+
+
+async def test_a_batch_the_receiver_finds_too_large_is_sent_in_halves(tmp_path: Path, start_receiver) -> None:
+    rx = await start_receiver(validate_ndjson, ack_204)
+    logs = tmp_path / "logs"
+    write_files(logs)
+    settings = {"include": [f"{logs}/**/*.log"], "checkpoint_dir": str(tmp_path / "cp"), **FAST}
+    # One line alone fits; a batch of 50 (about 9 KiB of NDJSON) does not, nor does half of one.
+    async with running_nginx(SIZE_LIMIT.replace("{upstream}", rx.url)) as nginx:
+        config = {"url": nginx.url + "/ingest", "gzip": False}
+        async with run_sidecar(Tailer, sink="http", sink_config=config, **settings) as sc:
+            await until(lambda: sum(len(docs) for docs in rx.parsed) >= 200)
+            splits = sc.sample("tailer_batch_splits_total")
+            dropped = sc.sample("tailer_dropped_records_total", {"reason": "permanent"})
+    assert rx.violations == []
+    assert all(len(r.raw) <= 4096 for r in rx.requests)  # only what nginx let through reached it
+    by_path: dict[str, list[str]] = {}
+    for docs in rx.parsed:
+        for doc in docs:
+            by_path.setdefault(doc["labels"]["path"], []).append(doc["message"])
+    assert by_path == expected(logs)  # every line, once, in order
+    assert splits is not None and splits >= 4
+    assert not dropped

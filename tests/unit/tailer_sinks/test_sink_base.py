@@ -29,6 +29,28 @@ def test_batch_length_counts_lines_of_every_stream() -> None:
     assert len(batch) == 3
 
 
+def _records(batch: Batch) -> list[tuple[str, str, int, object]]:
+    return [
+        (s.path, line, ts, s.fields[i] if s.fields is not None else None)
+        for s in batch.streams
+        for i, (line, ts) in enumerate(zip(s.lines, s.timestamps_ns, strict=True))
+    ]
+
+
+@pytest.mark.parametrize("sizes", [[1, 1], [3], [2, 5, 1], [4, 0, 4], [7, 2]])
+def test_split_halves_a_batch_in_order_cutting_a_stream_where_needed(sizes: list[int]) -> None:
+    streams = [
+        Stream(f"f{k}", {"path": f"f{k}"}, [f"{k}-{i}" for i in range(n)], [k * 100 + i for i in range(n)],
+               [{"i": i} for i in range(n)] if k % 2 else None)
+        for k, n in enumerate(sizes)
+    ]  # fmt: skip
+    batch = Batch(streams)
+    first, second = batch.split()
+    assert len(first) == len(batch) // 2 and len(first) + len(second) == len(batch)
+    assert _records(first) + _records(second) == _records(batch)  # nothing lost, doubled or reordered
+    assert all(s.labels == {"path": s.path} for s in first.streams + second.streams)
+
+
 @pytest.mark.parametrize("name", sorted(BUILTIN_SINKS))
 def test_builtin_sinks_keep_the_contract(name: str) -> None:
     cls = load_sink(name)
