@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -82,6 +84,7 @@ class Nginx:
             [binary, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group: kill() reaches master and workers at once
         )
         deadline = time.monotonic() + 10
         while True:
@@ -106,10 +109,11 @@ class Nginx:
         self.proc = None
 
     def kill(self) -> None:
-        """A crash: SIGKILL the worker (a child of the master, so first), then the master."""
+        """A crash: SIGKILL to the whole process group in one call. Killing the worker first would let
+        the master respawn one, which outlives the master and goes on serving the port."""
         if self.proc is not None and self.proc.poll() is None:
-            subprocess.run(["pkill", "-KILL", "-P", str(self.proc.pid)], check=False)
-            self.proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
 
