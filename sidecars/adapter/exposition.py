@@ -173,12 +173,13 @@ class _Parser:
         names: list[str] = _SKELETON_NAMES.findall(skeleton, match.end(1))
         if "__name__" in names:
             raise ParseError(lineno, "__name__ as a label is not supported")
-        if len(set(names)) != len(names):
+        sorted_names = tuple(sorted(names))
+        if len(set(sorted_names)) != len(names):
             raise ParseError(lineno, f"duplicate label name in {names}")
-        order = sorted(range(len(names)), key=names.__getitem__)
-        sorted_names = tuple(names[i] for i in order)
         series_key = name + "\0" + ",".join(sorted_names) + "\0" if names else name
-        reorder = None if order == list(range(len(names))) else operator.itemgetter(*order)
+        reorder = None  # most pages write label names sorted already
+        if sorted_names != tuple(names):
+            reorder = operator.itemgetter(*sorted(range(len(names)), key=names.__getitem__))
         schema = (name, sorted_names, reorder, series_key)
         self.schemas[skeleton] = schema
         return schema
@@ -243,38 +244,7 @@ class _Parser:
         return False
 
     def comment(self, line: str, lineno: int) -> None:
-        if line.startswith("# TYPE "):
-            # The common shape, without the general split: `# TYPE name kind`.
-            rest = line[7:]
-            space = rest.find(" ")
-            name, kind = rest[:space], rest[space + 1 :]
-            types = self.result.types
-            if (
-                space > 0
-                and kind in (OPENMETRICS_TYPES if self.openmetrics else TEXT_TYPES)
-                and name not in types
-                and (name in self.valid_names or _METRIC_NAME.fullmatch(name))
-            ):
-                self.valid_names.add(name)
-                types[name] = kind
-                return
-        elif line.startswith("# HELP "):
-            # The common shape, without the general split: `# HELP name text`.
-            rest = line[7:]
-            space = rest.find(" ")
-            name = rest if space < 0 else rest[:space]
-            if name not in self.valid_names:
-                if not _METRIC_NAME.fullmatch(name):
-                    name = ""  # tabs, odd spacing or a bad name: the general path below decides
-                else:
-                    self.valid_names.add(name)
-            if name and name not in self.result.help:
-                text = "" if space < 0 else rest[space + 1 :].strip()
-                if "\\" in text:
-                    text = text.replace("\\\\", "\0").replace("\\n", "\n").replace("\0", "\\")
-                self.result.help[name] = text
-            if name:
-                return
+        """Any comment line (the loop in `_parse_lines` takes the common HELP and TYPE shapes itself)."""
         parts = line[1:].split(None, 2)
         if self.openmetrics and parts == ["EOF"]:
             return  # the end marker; `parse_pieces` checks that it is the last line
@@ -396,7 +366,8 @@ def _parse_lines(parser: _Parser, lines: list[str], wanted: Collection[str] | No
     samples = parser.result.samples
     append, seen_add = samples.append, seen.add
     stamps, token = parser.series_seen, parser.token
-    helps = parser.result.help
+    helps, types = parser.result.help, parser.result.types
+    kinds = OPENMETRICS_TYPES if parser.openmetrics else TEXT_TYPES
     cache = parser.cache
     labels: Labels
     values: Sequence[str]
@@ -405,10 +376,13 @@ def _parse_lines(parser: _Parser, lines: list[str], wanted: Collection[str] | No
             continue
         first = line[0]
         if first == "#":
+            # Inline for the common shapes, `# HELP name text` and `# TYPE name kind` with a valid
+            # name; `comment` handles the rest (odd spacing, UNIT, EOF) and reports errors.
             if line.startswith("# HELP "):
-                # Inline for the common shape; `comment` handles the rest (and reports errors).
                 space = line.find(" ", 7)
                 name = line[7:space] if space > 0 else line[7:]
+                if name not in valid_names and _METRIC_NAME.fullmatch(name):
+                    valid_names.add(name)
                 if name in valid_names:
                     if name not in helps:
                         text = line[space + 1 :].strip() if space > 0 else ""
@@ -416,6 +390,15 @@ def _parse_lines(parser: _Parser, lines: list[str], wanted: Collection[str] | No
                             text = text.replace("\\\\", "\0").replace("\\n", "\n").replace("\0", "\\")
                         helps[name] = text
                     continue
+            elif line.startswith("# TYPE "):
+                space = line.find(" ", 7)
+                name, kind = line[7:space], line[space + 1 :]
+                if space > 7 and kind in kinds and name not in types:
+                    if name not in valid_names and _METRIC_NAME.fullmatch(name):
+                        valid_names.add(name)
+                    if name in valid_names:
+                        types[name] = kind
+                        continue
             comment(line, lineno)
             continue
         # Trailing whitespace needs no care: float() takes it and the slow path strips it.
