@@ -155,9 +155,11 @@ def haproxy(tmp: Path, port: int, upstream: int, mode: str, core: str) -> Iterat
 
 
 @contextlib.contextmanager
-def ambassador(tmp: Path, port: int, upstream: int, mode: str, core: str, engine: str = "auto") -> Iterator[int]:
-    conf = tmp / f"ambassador-{mode}-{engine}.yaml"
-    conf.write_text(AMBASSADOR_CONF.format(admin=free_port(), port=port, upstream=upstream, mode=mode, engine=engine))
+def ambassador(tmp: Path, port: int, upstream: int, mode: str, core: str, http_engine: str = "auto") -> Iterator[int]:
+    conf = tmp / f"ambassador-{mode}-{http_engine}.yaml"
+    conf.write_text(
+        AMBASSADOR_CONF.format(admin=free_port(), port=port, upstream=upstream, mode=mode, engine=http_engine)
+    )
     cmd = [sys.executable, "-m", "sidecars.ambassador", "--config", str(conf)]
     with process(cmd, core, port, stdout=subprocess.DEVNULL) as proc:
         yield proc.pid  # taskset execs the command: same pid

@@ -26,10 +26,10 @@ def test_the_installed_build_is_compiled_and_its_classes_are_extension_types() -
     assert name == "compiled"
     assert module is not http_proxy
     assert module.__name__ == engine.TWIN
-    for name in ("HttpProxy", "ClientConnection", "Exchange", "UpstreamConnection"):
-        cls = getattr(module, name)
-        assert cls.__dictoffset__ == 0, f"{name} is not an extension type (its instances have a __dict__)"
-        assert cls is not getattr(http_proxy, name)
+    for class_name in ("HttpProxy", "ClientConnection", "Exchange", "UpstreamConnection"):
+        cls = getattr(module, class_name)
+        assert cls.__dictoffset__ == 0, f"{class_name} is not an extension type (its instances have a __dict__)"
+        assert cls is not getattr(http_proxy, class_name)
 
 
 def test_python_is_chosen_when_asked() -> None:
