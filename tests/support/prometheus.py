@@ -121,3 +121,32 @@ def close(a: float, b: float) -> bool:
     if math.isinf(a) or math.isinf(b):
         return a == b
     return abs(a - b) <= 1e-9 * max(abs(a), abs(b))
+
+
+# Why an evaluation failed, by a phrase both Prometheus' and our messages use. Two errors agree only
+# when they fall in the same class; an error of no known class agrees with nothing, so a new kind of
+# failing case must name its class here before it can pass.
+ERROR_CLASSES = (
+    ("regexp", "error parsing regexp"),
+    ("label_replace regexp", "invalid regular expression in label_replace()"),
+    ("duplicate match group", "found duplicate series for the match group"),
+    ("many-to-many", "many-to-many matching not allowed"),
+    ("duplicate labelset", "vector cannot contain metrics with the same labelset"),
+    ("smoothing factor", "invalid smoothing factor"),
+    ("trend factor", "invalid trend factor"),
+)
+
+
+def error_class(message: str) -> str | None:
+    for name, phrase in ERROR_CLASSES:
+        if phrase in message:
+            return name
+    return None
+
+
+def errors_disagree(theirs: str, ours: str) -> str | None:
+    """None when both messages name a failure of the same known class, else what differs."""
+    a, b = error_class(theirs), error_class(ours)
+    if a is not None and a == b:
+        return None
+    return f"errors of different kinds ({a} / {b})\nPrometheus: {theirs!r}\nours:       {ours!r}"

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecars.adapter.promql import History, InstantVector, Scalar, evaluate, parse_expr, referenced_metric_names
-from tests.support.prometheus import close, query, run_prometheus, serve_pages
+from tests.support.prometheus import close, errors_disagree, query, run_prometheus, serve_pages
 
 PAGES = 24  # about 24 s of scrapes at 1 s
 INSTANCE_LABELS = (("instance", "{target}"), ("job", "app"))
@@ -203,9 +203,9 @@ async def range_samples(session: aiohttp.ClientSession, url: str, expr: str, t_m
 
 
 def diff(theirs: dict[Any, float] | str, mine: dict[Any, float] | str) -> str | None:
+    if isinstance(theirs, str) and isinstance(mine, str):
+        return errors_disagree(theirs, mine)
     if isinstance(theirs, str) or isinstance(mine, str):
-        if isinstance(theirs, str) and isinstance(mine, str):
-            return None
         return f"Prometheus: {theirs!r}; ours: {mine!r}"
     if set(theirs) != set(mine):
         return f"labels differ: Prometheus {sorted(theirs.items())}; ours {sorted(mine.items())}"

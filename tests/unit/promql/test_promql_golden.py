@@ -80,7 +80,12 @@ AGG = [
     ('cpu{pod="a",ns="x"}', "0.5 1 1.5 2"),
 ]
 
+# Go's float64 division, math.Mod and math.Pow at their special cases (the engine's and the reference's).
+FLOAT_OPERANDS = ["0", "-0", "1", "-1", "0.5", "-0.5", "2", "-3", "1e308", "-1e308", "5e-324", "Inf", "-Inf", "NaN"]
+FLOAT_EXPRS = [f"({a}) {op} ({b})" for op in "/%^" for a in FLOAT_OPERANDS for b in FLOAT_OPERANDS]
+
 CASES = [
+    Case("float_special_cases", [("unused", "0")], FLOAT_EXPRS, ["0s"]),
     Case(
         "counter_rates",
         COUNTERS,

@@ -1,5 +1,6 @@
-"""Property tests: the parser against a reference precedence renderer, History against a naive model,
-and trimming to `required_history_ms` against unbounded retention."""
+"""Property tests: the parser against a reference precedence renderer, Go's float arithmetic against a
+reference written from Go's documentation, History against a naive model, and trimming to
+`required_history_ms` against unbounded retention."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from sidecars.adapter.promql import History, InstantVector, Scalar, evaluate, parse_expr, required_history_ms
 from sidecars.adapter.promql.mathops import go_div, go_mod, go_pow
+from tests.unit.promql import go_math_reference as go
 
 # -- parser: render a random tree with the fewest parentheses PromQL needs, parse it back ------------------
 PREC = {"+": 4, "-": 4, "*": 5, "/": 5, "%": 5, "^": 6}
@@ -77,18 +79,18 @@ def reference(tree: Tree) -> float:
         "+": lambda: a + b,
         "-": lambda: a - b,
         "*": lambda: a * b,
-        "/": lambda: go_div(a, b),
-        "%": lambda: go_mod(a, b),
-        "^": lambda: go_pow(a, b),
+        "/": lambda: go.div(a, b),
+        "%": lambda: go.mod(a, b),
+        "^": lambda: go.pow_(a, b),
     }
-    try:
-        return ops[tree.op]()
-    except OverflowError:
-        return math.nan
+    return ops[tree.op]()
 
 
 def same(a: float, b: float) -> bool:
-    return (math.isnan(a) and math.isnan(b)) or a == b
+    """Equal, NaN equal to NaN, and a zero only to a zero of the same sign (1/-0 is -Inf)."""
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
 
 
 @given(trees)
@@ -99,6 +101,29 @@ def test_parser_precedence_matches_reference(tree: Tree) -> None:
     assert isinstance(got, Scalar)
     expected = reference(tree)
     assert same(got.value, expected), f"{text}: {got.value} != {expected}"
+
+
+# -- Go's float64 operations at and around their special cases ------------------------------------------
+SPECIAL = [0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 3.0, -3.0, 1e308, -1e308, 5e-324, math.inf, -math.inf, math.nan]
+floats = st.one_of(
+    st.sampled_from(SPECIAL), st.floats(allow_nan=True, allow_infinity=True), st.integers(-60, 60).map(float)
+)
+
+
+@pytest.mark.parametrize(("ours", "reference"), [(go_div, go.div), (go_mod, go.mod), (go_pow, go.pow_)])
+def test_special_cases_match_go(ours: object, reference: object) -> None:
+    assert callable(ours) and callable(reference)
+    wrong = [
+        (x, y, ours(x, y), reference(x, y)) for x in SPECIAL for y in SPECIAL if not same(ours(x, y), reference(x, y))
+    ]
+    assert not wrong, wrong[:10]
+
+
+@given(floats, floats)
+@settings(max_examples=2000, deadline=None)
+def test_float_operations_match_go(x: float, y: float) -> None:
+    for ours, reference in ((go_div, go.div), (go_mod, go.mod), (go_pow, go.pow_)):
+        assert same(ours(x, y), reference(x, y)), (ours.__name__, x, y, ours(x, y), reference(x, y))
 
 
 # -- History against a naive model of Prometheus' storage ----------------------------------------------
