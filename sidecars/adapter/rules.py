@@ -14,7 +14,7 @@ rules:
     no_data: ok              # when the rule's metrics are absent: ok, fail or warn
     description: More than 5% of requests fail.
 export:                      # the `prometheus` output's re-export
-  keep: ['http_.*']          # metric-name regexes (fully anchored); empty keeps all
+  keep: ['http_.*']          # metric-name regexes (RE2, fully anchored); empty keeps all
   drop: ['http_requests_total{path="/healthz"}']     # series selectors
   rename: [{match: 'http_(.*)', replace: 'acme_web_\\1'}]
 ```
@@ -42,6 +42,7 @@ from sidecars.adapter.promql.errors import PromQLError
 from sidecars.adapter.promql.lexer import parse_duration
 from sidecars.adapter.promql.nodes import Expr, ValueType, VectorSelector
 from sidecars.adapter.promql.parser import parse_expr
+from sidecars.adapter.promql.regex import AnchoredRegex, RegexError, compile_anchored
 
 SEVERITIES = ("fail", "warn")
 NO_DATA = ("ok", "fail", "warn")
@@ -94,15 +95,48 @@ class ScrapeCheck:
     severity: str = "fail"
 
 
+# `\1`..`\99`, `\g<1>`, `\g<name>` and `\\` in a rename template, as in Python's `re.sub`.
+_TEMPLATE_REF = re.compile(r"\\(?:([0-9]{1,2})|g<([^>]*)>|(\\))")
+
+
 @dataclass(frozen=True)
 class Rename:
-    pattern: re.Pattern[str]
+    """A family rename: `pattern` (fully anchored) and the template of the new name."""
+
+    pattern: AnchoredRegex
     replace: str
+
+    def apply(self, name: str) -> str | None:
+        """The new name, or None when `pattern` does not match `name`."""
+        match = self.pattern.match(name)
+        if match is None:
+            return None
+
+        def group(ref: re.Match[str]) -> str:
+            if ref.group(3):
+                return "\\"
+            index = ref.group(1) or ref.group(2)
+            key: int | str = int(index) if index.isdigit() else index
+            return match.group(key) or ""
+
+        return _TEMPLATE_REF.sub(group, self.replace)
+
+
+def _template_problem(template: str, pattern: AnchoredRegex) -> str | None:
+    for ref in _TEMPLATE_REF.finditer(template):
+        index = ref.group(1) or ref.group(2)
+        if index is None:
+            continue
+        if index.isdigit() and int(index) > pattern.groups:
+            return f"invalid group reference {index}"
+        if not index.isdigit() and index not in pattern.groupindex:
+            return f"unknown group name {index!r}"
+    return None
 
 
 @dataclass(frozen=True)
 class ExportConfig:
-    keep: tuple[re.Pattern[str], ...] = ()
+    keep: tuple[AnchoredRegex, ...] = ()
     drop: tuple[VectorSelector, ...] = ()
     rename: tuple[Rename, ...] = ()
 
@@ -247,13 +281,13 @@ def _scrape(raw: Any, problems: list[str]) -> ScrapeCheck:
     )
 
 
-def _regex(value: Any, where: str, problems: list[str]) -> re.Pattern[str] | None:
+def _regex(value: Any, where: str, problems: list[str]) -> AnchoredRegex | None:
     if not isinstance(value, str):
         problems.append(f"{where}: expected a regular expression")
         return None
     try:
-        return re.compile(f"(?:{value})\\Z")
-    except re.error as exc:
+        return compile_anchored(value)
+    except RegexError as exc:
         problems.append(f"{where}: invalid regular expression: {exc}")
         return None
 
@@ -287,13 +321,9 @@ def _export(raw: Any, problems: list[str]) -> ExportConfig:
             continue
         pattern = _regex(item["match"], f"{where}.match", problems)
         if pattern is not None:
-            try:
-                # A match with as many groups checks the template's group references now.
-                probe = re.fullmatch("()" * pattern.groups, "")
-                assert probe is not None
-                probe.expand(str(item["replace"]))
-            except (re.error, IndexError) as exc:
-                problems.append(f"{where}.replace: {exc}")
+            problem = _template_problem(str(item["replace"]), pattern)
+            if problem is not None:
+                problems.append(f"{where}.replace: {problem}")
                 continue
             renames.append(Rename(pattern, str(item["replace"])))
     return ExportConfig(keep=tuple(p for p in keep if p is not None), drop=tuple(drop), rename=tuple(renames))

@@ -1,7 +1,7 @@
 """The `prometheus` output: the app's metrics re-exported at /metrics, filtered and relabelled.
 
 Configured by the rules file's `export` section (reloaded with it): `keep` lists metric-name
-regexes (fully anchored; empty keeps everything), `drop` lists series selectors
+regexes (RE2, fully anchored; empty keeps everything), `drop` lists series selectors
 (`http_requests_total{path="/healthz"}`, `{__name__=~"go_.*"}`), `rename` rewrites names with the
 first matching regex (`{match: 'http_(.*)', replace: 'acme_web_\\1'}`). A family is kept, dropped
 and renamed as a whole, so `_bucket`, `_sum` and `_count` stay together; drop selectors apply to
@@ -55,12 +55,13 @@ def relabel(result: ParseResult, config: ExportConfig) -> str:
         family = family_of(name, result.types)
         if family not in decided:
             new_family: str | None = family
-            if config.keep and not any(p.match(family) for p in config.keep):
+            if config.keep and not any(p.matches(family) for p in config.keep):
                 new_family = None
             if new_family is not None:
                 for rename in config.rename:
-                    if rename.pattern.match(family):
-                        new_family = rename.pattern.sub(rename.replace, family, count=1)
+                    renamed = rename.apply(family)
+                    if renamed is not None:
+                        new_family = renamed
                         break
             decided[family] = new_family
         new_family = decided[family]

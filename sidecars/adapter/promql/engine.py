@@ -35,7 +35,7 @@ from sidecars.adapter.promql.nodes import (
     VectorMatching,
     VectorSelector,
 )
-from sidecars.adapter.promql.regex import RegexError, compile_anchored
+from sidecars.adapter.promql.regex import AnchoredRegex, RegexError, RegexMatch, compile_anchored
 from sidecars.adapter.promql.values import InstantVector, Labels, Sample, Scalar, StringValue, Value
 
 RangeSeries = tuple[Labels, Sequence[int], Sequence[float], Labels]  # labels, times, values, labels sans name
@@ -473,11 +473,11 @@ class _Evaluator:
         out: Vector = []
         for s in vec:
             src_val = dict(s.labels).get(src, "")
-            m = regex.fullmatch(src_val)
+            m = regex.match(src_val)
             if m is None:
                 out.append(s)
                 continue
-            res = _go_expand(repl, m)
+            res = _go_expand(repl, m, regex)
             labels = dict(s.labels)
             labels.pop(dst, None)
             if res:
@@ -722,12 +722,12 @@ def _fmt_labels(labels: Labels) -> str:
 _EXPAND_NAME = re.compile(r"\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+)")
 
 
-def _go_expand(template: str, match: re.Match[str]) -> str:
+def _go_expand(template: str, match: RegexMatch, regex: AnchoredRegex) -> str:
     """Go's Regexp.ExpandString: `$1`, `${1}`, `$name`, `${name}`, `$$`; unknown groups expand to ""."""
     out: list[str] = []
     i = 0
     n = len(template)
-    groups = match.re.groupindex
+    groups = regex.groupindex
     while i < n:
         j = template.find("$", i)
         if j < 0:
@@ -748,7 +748,7 @@ def _go_expand(template: str, match: re.Match[str]) -> str:
         value: str | None = None
         if name.isdigit():
             num = int(name)
-            if num <= (match.re.groups or 0):
+            if num <= regex.groups:
                 value = match.group(num)
         elif name in groups:
             value = match.group(name)

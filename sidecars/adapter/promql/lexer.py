@@ -202,6 +202,8 @@ def _lex_string(text: str, i: int, tokens: list[Token]) -> int:
                 if len(digits) != width:
                     raise ValueError
                 code = int(digits, base)
+                if 0xD800 <= code <= 0xDFFF:
+                    raise ValueError  # a surrogate is no character (Go: invalid syntax); UTF-8 cannot carry it
                 out.append(chr(code))
             except ValueError:
                 raise PromQLError("invalid escape sequence in string", j - 1, text) from None

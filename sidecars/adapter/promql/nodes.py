@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from sidecars.adapter.promql.regex import AnchoredRegex
 
 
 class ValueType(StrEnum):
@@ -26,7 +27,7 @@ class Matcher:
     type: MatchType
     name: str
     value: str
-    regex: re.Pattern[str] | None = field(default=None, compare=False, hash=False)
+    regex: AnchoredRegex | None = field(default=None, compare=False, hash=False)
 
     def matches(self, value: str) -> bool:
         t = self.type
@@ -35,7 +36,7 @@ class Matcher:
         if t is MatchType.NOT_EQUAL:
             return value != self.value
         assert self.regex is not None
-        found = self.regex.fullmatch(value) is not None
+        found = self.regex.matches(value)
         return found if t is MatchType.REGEX else not found
 
     def __str__(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -80,11 +81,37 @@ AGG = [
     ('cpu{pod="a",ns="x"}', "0.5 1 1.5 2"),
 ]
 
+# Label values and patterns where RE2 (what Prometheus runs, through Go) and Python's `re` part ways:
+# Unicode classes and case folding, `$` before a final newline, `.` and newlines, POSIX classes,
+# `\Q..\E`, escapes Go rejects that C++ RE2 accepts (`\C`, `(?<name>`), repeat counts, nested
+# repetition, and a pattern that breaks out of the `^(?:...)$` wrapper.
+REGEX_VALUES = ["a", "aa", "ab", "x", "_", "1", "5", "\n", "a\n", "é", "αβ", "\u212a", "\u0663", ".*", "STRASSE", "☺"]
+# fmt: off
+REGEX_PATTERNS = [
+    r"a**", r"a++", r"\C", r"(?<n>a)", r"(?P<n>a)", r"\1", r"\12", r"\8", r"\0", r"\Z", r"\z", r"\Q.*\E",
+    r"[[:alpha:]]+", r"[[:^alpha:]]", r"\pN", r"\p{Greek}+", r"\PN", r"\pL", r"(?i)k", r".", r"[^a]", r"a$",
+    r"(?m)a$", r"(?=a)", r"(?<=a)b", r"a{1001}", r"a{1000}", r"(a{500}){500}", r"\w", r"\d", r"x*?", r"(?U)a+",
+    r"(?s).", r"\x{263a}", r"(?i)strasse", r")", r"a|*", r"x{2,1}", r"\e", r"[[:word:]]", r"\%", r"\_", r"(?i:A)a",
+    r"a(?i)A", r"[]a]", r"[^]a]", r"\b", r"^a", r"a^", r"(?-s).", r"[a-]", r"[\d-z]", r"[[:foo:]]", r"(?P=n)",
+    r"\pX", r"(?x)a b", r"\Qab", r"a{,5}", r"a{2}{3}", r"[[.a.]]", r"\u0041", r"a)|(b", r"[\C]", r"\Q\C\E",
+    r"(a|b)*c?", r"/static/(\w+[-.]?)+\.js",
+]
+# fmt: on
+REGEX_SERIES = [(f'm{{v={json.dumps(v)},i="{i}"}}', "1") for i, v in enumerate(REGEX_VALUES)]
+REGEX_EXPRS = [f"m{{v=~{json.dumps(p)}}}" for p in REGEX_PATTERNS] + [
+    'm{v!~"[[:alpha:]]+|\\\\pN"}',
+    'label_replace(m, "d", "$1-${2}x$n", "v", "(\\\\pL)(\\\\pL)?")',
+    'label_replace(m, "d", "<$first>", "v", "(?P<first>.)\\\\PL*")',
+    'label_replace(m, "d", "$1", "v", "(")',
+    'label_replace(m, "d", "$1", "v", "(?<x>a)")',
+]
+
 # Go's float64 division, math.Mod and math.Pow at their special cases (the engine's and the reference's).
 FLOAT_OPERANDS = ["0", "-0", "1", "-1", "0.5", "-0.5", "2", "-3", "1e308", "-1e308", "5e-324", "Inf", "-Inf", "NaN"]
 FLOAT_EXPRS = [f"({a}) {op} ({b})" for op in "/%^" for a in FLOAT_OPERANDS for b in FLOAT_OPERANDS]
 
 CASES = [
+    Case("regex_syntax", REGEX_SERIES, REGEX_EXPRS, ["0s"]),
     Case("float_special_cases", [("unused", "0")], FLOAT_EXPRS, ["0s"]),
     Case(
         "counter_rates",

@@ -207,7 +207,7 @@ def test_regex_matchers_are_fully_anchored_re2() -> None:
             "foo * 5m",
             '1:7: unexpected duration "5m" in expression, expected a number (durations only go in ranges and offsets)',
         ),
-        ('foo{a=~"("}', "1:8: error parsing regexp: missing ), unterminated subpattern at position 0"),
+        ('foo{a=~"("}', "1:8: error parsing regexp: missing ): ("),
         ('"unterminated', "1:1: unterminated quoted string"),
         ("", "1:1: no expression found in input"),
         ("sum(x, y)", "1:1: wrong number of arguments for aggregate expression provided, expected 1, got 2"),
