@@ -45,16 +45,17 @@ OPENMETRICS_TYPES: Final = frozenset(
 # Sample-name suffixes that belong to a family; a filter on a family keeps all of them.
 FAMILY_SUFFIXES: Final = ("_bucket", "_sum", "_count", "_total", "_created", "_info", "_gcount", "_gsum")
 
-_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-_LABEL_VALUE = r'"[^"\\\n]*(?:\\.[^"\\\n]*)*"'
-_LABEL_PAIR = rf"[ \t]*[a-zA-Z_][a-zA-Z0-9_]*[ \t]*=[ \t]*{_LABEL_VALUE}[ \t]*"
-# The whole `{...}` block, validated in one match; its end is where the value starts.
-_LABEL_BLOCK = re.compile(rf"\{{((?:{_LABEL_PAIR},)*(?:{_LABEL_PAIR})?)[ \t]*\}}")
-_PAIRS = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"([^"\\\n]*(?:\\.[^"\\\n]*)*)"')
+# Every pattern here is linear in what it reads, whatever the input: the quantifiers are possessive
+# (`*+` never gives back what it took), so a failed match costs the characters read and no more. With
+# plain `*`, two adjacent blank runs made a label block followed by 200 000 blanks cost 200 000^2 steps.
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*+")
+# One `name="value"` pair of a label block and the blanks around it, matched where it starts.
+_PAIR = re.compile(r'[ \t]*+([a-zA-Z_][a-zA-Z0-9_]*+)[ \t]*+=[ \t]*+"([^"\\\n]*+(?:\\.[^"\\\n]*+)*+)"[ \t]*+')
+_BLANKS = re.compile(r"[ \t]*+")
 # A line up to `}` with the label values cut out: `name{a=",b="` (an optional comma at the end).
 _SKELETON_LINE = re.compile(
-    r'([a-zA-Z_:][a-zA-Z0-9_:]*)[ \t]*\{[ \t]*(?:[a-zA-Z_][a-zA-Z0-9_]*[ \t]*=[ \t]*"[ \t]*'
-    r'(?:,[ \t]*[a-zA-Z_][a-zA-Z0-9_]*[ \t]*=[ \t]*"[ \t]*)*,?[ \t]*)?'
+    r'([a-zA-Z_:][a-zA-Z0-9_:]*+)[ \t]*+\{[ \t]*+(?:[a-zA-Z_][a-zA-Z0-9_]*+[ \t]*+=[ \t]*+"[ \t]*+'
+    r'(?:,[ \t]*+[a-zA-Z_][a-zA-Z0-9_]*+[ \t]*+=[ \t]*+"[ \t]*+)*+(?:,[ \t]*+)?)?'
 )
 _SKELETON_NAMES = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=")
 _ESCAPES = re.compile(r'\\[\\n"]')
@@ -67,15 +68,33 @@ SLICE_CHARS: Final = 256 * 1024
 # Validation results that depend only on the text validated, kept for the life of the process (a
 # target's label-name structures repeat on every scrape): metric names known to be valid, and line
 # skeletons (a line up to `}` with the values cut out) -> name, sorted label names, order, key prefix.
+# Both are bounded whatever the pages hold: in entries, in characters (a target inventing new long
+# names on every scrape starts them afresh), and per entry (a longer text is validated every time).
 MEMO_LIMIT: Final = 100_000
+MEMO_CHARS: Final = 8 * 1024 * 1024
+MEMO_KEY_CHARS: Final = 1024
 _VALID_NAMES: set[str] = set()
 _SCHEMAS: dict[str, Schema] = {}
+_memo_chars = 0
 
 
 def reset_memos() -> None:
     """Forgets validated names and skeletons (bounded memory; benchmarks of a first parse)."""
+    global _memo_chars
     _VALID_NAMES.clear()
     _SCHEMAS.clear()
+    _memo_chars = 0
+
+
+def _memo_admits(text: str) -> bool:
+    """Whether `text` may be remembered; makes room first when a bound would be passed."""
+    global _memo_chars
+    if len(text) > MEMO_KEY_CHARS:
+        return False
+    if _memo_chars + len(text) > MEMO_CHARS or len(_SCHEMAS) >= MEMO_LIMIT or len(_VALID_NAMES) >= MEMO_LIMIT:
+        reset_memos()
+    _memo_chars += len(text)
+    return True
 
 
 class ParseError(ValueError):
@@ -149,8 +168,6 @@ class _Parser:
         self.openmetrics = openmetrics
         self.cache = label_cache
         self.result = ParseResult(samples=[])
-        if len(_SCHEMAS) > MEMO_LIMIT or len(_VALID_NAMES) > MEMO_LIMIT:
-            reset_memos()
         self.valid_names = _VALID_NAMES
         self.seen: set[str] = set()
         # With `series_seen` (kept from one scrape to the next) duplicates are spotted by stamping
@@ -169,7 +186,7 @@ class _Parser:
         if match is None:
             raise ParseError(lineno, f"invalid label set in {skeleton[:80]!r}")
         name = match.group(1)
-        self.valid_names.add(name)
+        self.learn_name(name)
         names: list[str] = _SKELETON_NAMES.findall(skeleton, match.end(1))
         if "__name__" in names:
             raise ParseError(lineno, "__name__ as a label is not supported")
@@ -181,29 +198,47 @@ class _Parser:
         if sorted_names != tuple(names):
             reorder = operator.itemgetter(*sorted(range(len(names)), key=names.__getitem__))
         schema = (name, sorted_names, reorder, series_key)
-        self.schemas[skeleton] = schema
+        if _memo_admits(skeleton):
+            self.schemas[skeleton] = schema
         return schema
+
+    def learn_name(self, name: str) -> None:
+        """Remembers a name found valid (called once per new name, off the per-line path)."""
+        if _memo_admits(name):
+            self.valid_names.add(name)
 
     def name(self, name: str, lineno: int) -> str:
         if name not in self.valid_names:
             if not _METRIC_NAME.fullmatch(name):
                 raise ParseError(lineno, f"invalid metric name {name!r}")
-            self.valid_names.add(name)
+            self.learn_name(name)
         return name
 
     def labels(self, line: str, start: int, lineno: int) -> tuple[Labels, int]:
-        """Parses the `{...}` block at `start`; returns the labels and the index after `}`."""
-        match = _LABEL_BLOCK.match(line, start)
-        if match is None:
+        """Parses the `{...}` block at `start`; returns the labels and the index after `}`.
+
+        A scan, pair by pair: each character is read once (see the patterns above).
+        """
+        pairs: list[tuple[str, str]] = []
+        pos = start + 1
+        while (pair := _PAIR.match(line, pos)) is not None:
+            pairs.append((pair.group(1), pair.group(2)))
+            pos = pair.end()
+            if not line.startswith(",", pos):
+                break
+            pos += 1
+        blanks = _BLANKS.match(line, pos)  # always matches, maybe empty
+        if blanks is not None:
+            pos = blanks.end()
+        if not line.startswith("}", pos):
             raise ParseError(lineno, f"invalid label set in {line[start : start + 80]!r}")
-        end = match.end()
-        pairs = _PAIRS.findall(match.group(1))
+        end = pos + 1
         if len(pairs) > 1:
             pairs.sort()
             for i in range(1, len(pairs)):
                 if pairs[i][0] == pairs[i - 1][0]:
                     raise ParseError(lineno, f"duplicate label name {pairs[i][0]!r}")
-        if "\\" in match.group(1):
+        if "\\" in line[start:end]:
             pairs = [(k, _ESCAPES.sub(_unescape, v) if "\\" in v else v) for k, v in pairs]
         if any(k == "__name__" for k, _ in pairs):
             raise ParseError(lineno, "__name__ as a label is not supported")
@@ -326,19 +361,23 @@ def parse_pieces(
     """
     parser = _Parser(openmetrics, label_cache, series_seen)
     wanted = None if families is None else families if isinstance(families, set | frozenset) else set(families)
-    lineno, carry, last = 1, "", ""
+    lineno, last = 1, ""
+    # The pieces of a line not ended yet, joined once its end arrives: a line of many pieces (one
+    # huge line, no newline for megabytes) is copied once, not once per piece.
+    carry: list[str] = []
     for piece in pieces:
-        text = carry + piece if carry else piece
-        cut = text.rfind("\n")
+        cut = piece.rfind("\n")
         if cut < 0:
-            carry = text
+            carry.append(piece)
             continue
-        block, carry = text[:cut], text[cut + 1 :]
+        block = "".join([*carry, piece[:cut]]) if carry else piece[:cut]
+        carry = [piece[cut + 1 :]] if cut + 1 < len(piece) else []
         lineno = _parse_block(parser, block, wanted, lineno)
         last = block
     if carry:
-        lineno = _parse_block(parser, carry, wanted, lineno)
-        last = carry
+        rest = "".join(carry)
+        lineno = _parse_block(parser, rest, wanted, lineno)
+        last = rest
     if openmetrics and not _ends_with_eof(last):
         raise ParseError(lineno - 1, "OpenMetrics page does not end with '# EOF'")
     return parser.result
@@ -361,7 +400,7 @@ def _ends_with_eof(text: str) -> bool:
 
 def _parse_lines(parser: _Parser, lines: list[str], wanted: Collection[str] | None, first_lineno: int = 1) -> None:
     """The hot loop: common lines are handled inline, anything unusual goes to `parser.sample`."""
-    comment, slow = parser.comment, parser.sample
+    comment, slow, learn = parser.comment, parser.sample, parser.learn_name
     valid_names, schemas, seen = parser.valid_names, parser.schemas, parser.seen
     samples = parser.result.samples
     append, seen_add = samples.append, seen.add
@@ -382,7 +421,7 @@ def _parse_lines(parser: _Parser, lines: list[str], wanted: Collection[str] | No
                 space = line.find(" ", 7)
                 name = line[7:space] if space > 0 else line[7:]
                 if name not in valid_names and _METRIC_NAME.fullmatch(name):
-                    valid_names.add(name)
+                    learn(name)
                 if name in valid_names:
                     if name not in helps:
                         text = line[space + 1 :].strip() if space > 0 else ""
@@ -395,7 +434,7 @@ def _parse_lines(parser: _Parser, lines: list[str], wanted: Collection[str] | No
                 name, kind = line[7:space], line[space + 1 :]
                 if space > 7 and kind in kinds and name not in types:
                     if name not in valid_names and _METRIC_NAME.fullmatch(name):
-                        valid_names.add(name)
+                        learn(name)
                     if name in valid_names:
                         types[name] = kind
                         continue
@@ -432,7 +471,7 @@ def _parse_lines(parser: _Parser, lines: list[str], wanted: Collection[str] | No
                 if _METRIC_NAME.fullmatch(name) is None:
                     slow(line, lineno)
                     continue
-                valid_names.add(name)
+                learn(name)
             labels, series_key = (), name
             value_token = line[space:]
         else:

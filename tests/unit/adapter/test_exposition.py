@@ -99,6 +99,63 @@ def test_whitespace_trailing_comma_and_empty_label_set() -> None:
     ]
 
 
+def test_the_general_label_scan_takes_the_same_forms() -> None:
+    # A timestamp sends every line through the general path, which scans the label block pair by pair.
+    page = 'a{x="1",} 1 7\nb{} 2 7\ne { x = "1" , y="2" } 5 7\nf{y="\\"}",x="a\\\\"} 6 7\n'
+    assert parse(page).samples == [
+        ("a", (("x", "1"),), 1.0, 7),
+        ("b", (), 2.0, 7),
+        ("e", (("x", "1"), ("y", "2")), 5.0, 7),
+        ("f", (("x", "a\\"), ("y", '"}')), 6.0, 7),
+    ]
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        "{,}",
+        '{a="1",,}',
+        '{a="1" b="2"}',
+        '{a="1"',
+        '{a="1"' + " " * 50_000,
+        '{a="1",' + " " * 50_000 + "b}",
+        "{" + " " * 50_000,
+    ],
+)
+def test_malformed_label_blocks_are_rejected(block: str) -> None:
+    for suffix in (" 1\n", " 1 7\n"):
+        with pytest.raises(ParseError, match="invalid label set"):
+            parse("x" + block + suffix)
+
+
+def test_a_line_spanning_many_pieces_is_joined_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sidecars.adapter.exposition as exposition
+
+    monkeypatch.setattr(exposition, "SLICE_CHARS", 10)
+    value = "1" * 5000
+    page = f'a 1\nlong_{"x" * 3000}{{l="{"v" * 3000}"}} {value}\nz 2'
+    samples = parse(page).samples
+    assert [(s[0][:6], s[2]) for s in samples] == [("a", 1.0), ("long_x", float(value)), ("z", 2.0)]
+    assert samples[1][1] == (("l", "v" * 3000),)
+
+
+def test_validation_memos_stay_bounded_whatever_the_pages_hold() -> None:
+    import sidecars.adapter.exposition as exposition
+
+    exposition.reset_memos()
+    # Names and skeletons over the per-entry bound are validated but not kept.
+    parse(f'{"n" * (exposition.MEMO_KEY_CHARS + 1)} 1\n{"s" * 2000}{{a="1"}} 1\n')
+    assert not exposition._VALID_NAMES and not exposition._SCHEMAS
+    # A target inventing new names on every scrape: the memos start afresh at their character budget.
+    name_chars = exposition.MEMO_KEY_CHARS - 40
+    for scrape in range(2 * exposition.MEMO_CHARS // (100 * name_chars)):
+        parse("".join(f'm{scrape:05d}_{i:03d}_{"x" * name_chars}{{a="1"}} 1\n' for i in range(100)))
+        kept = sum(map(len, exposition._VALID_NAMES)) + sum(map(len, exposition._SCHEMAS))
+        assert kept <= exposition.MEMO_CHARS
+    assert exposition._VALID_NAMES  # still remembering, not switched off
+    exposition.reset_memos()
+
+
 def test_duplicate_series_keep_the_first_sample() -> None:
     page = 'a{x="1",y="2"} 1\na{y="2",x="1"} 2\nb 3\nb 4\na{x="1",y="3"} 5\n'
     result = parse(page)

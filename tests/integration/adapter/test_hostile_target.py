@@ -1,0 +1,148 @@
+"""The adapter as a real process against a target that attacks it: pages that make regexes and the
+parser run long.
+
+Probes are timed the way the kubelet makes them (a new connection each, the default 1 s timeout far
+away) on both listeners while scrapes and evaluations go on; the bound of 100 ms is the requirement:
+a probe must never wait for a scrape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from sidecars.testing import Process, free_port, start_process
+
+from .conftest import MetricsApp
+
+ADAPTER = [sys.executable, "-m", "sidecars.adapter"]
+PROBE_BOUND_SECS = 0.1
+
+
+@asynccontextmanager
+async def adapter_process(
+    app: MetricsApp, rules_file: Path, env: dict[str, str] | None = None, **settings: Any
+) -> AsyncIterator[tuple[Process, str]]:
+    """The adapter scraping `app` every 0.2 s; yields the process and its health listener's URL."""
+    listen_port = free_port()
+    values: dict[str, Any] = {
+        "target_url": app.url,
+        "rules_file": str(rules_file),
+        "listen_host": "127.0.0.1",
+        "listen_port": listen_port,
+        "scrape_interval_secs": 0.2,
+        "scrape_timeout_secs": 0.2,
+        **settings,
+    }
+    async with start_process("adapter", values, env=env, command=ADAPTER) as proc:
+        yield proc, f"http://127.0.0.1:{listen_port}"
+
+
+def metric(text: str, name: str, labels: str = "") -> float:
+    found = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+async def admin_metrics(session: aiohttp.ClientSession, proc: Process) -> str:
+    async with session.get(proc.admin_url + "/metrics") as response:
+        return await response.text()
+
+
+async def probe_while_evaluating(proc: Process, health_url: str, evaluations: int) -> list[float]:
+    """Times probes of /healthz, /readyz (health listener) and /livez (admin) until the adapter has
+    evaluated `evaluations` more scrapes; every probe must answer, none may wait."""
+    await proc.wait_http("/livez", timeout_secs=30)
+    urls = [health_url + "/healthz", health_url + "/readyz", proc.admin_url + "/livez"]
+    latencies: list[float] = []
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(timeout=timeout) as stats:
+        start = metric(await admin_metrics(stats, proc), "sidecar_events_out_total")
+        # force_close: a new connection per probe, as the kubelet makes them.
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as probes:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                for url in urls:
+                    began = time.perf_counter()
+                    async with probes.get(url) as response:
+                        await response.read()
+                        assert response.status in (200, 503), (url, response.status)
+                    latencies.append(time.perf_counter() - began)
+                done = metric(await admin_metrics(stats, proc), "sidecar_events_out_total") - start
+                if done >= evaluations:
+                    return latencies
+                await asyncio.sleep(0.005)
+    raise AssertionError(f"fewer than {evaluations} evaluations within 60 s")
+
+
+async def verbose(health_url: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(health_url + "/healthz?verbose") as response:
+        return await response.text()
+
+
+# --- regex time -------------------------------------------------------------------------------------------
+
+# Exponential for a backtracking engine on a value of \w characters without the `.js` ending.
+HOSTILE_PATTERN = r"/static/(\\w+[-.]?)+\\.js"
+
+
+def hostile_label_page(n: int) -> str:
+    # A new 39-character value on every page, so every scrape has a new series to match.
+    hostile = "/static/" + "a" * 27 + f"{n:04d}"
+    assert len(hostile) == 39
+    return (
+        "# TYPE http_requests_total counter\n"
+        'http_requests_total{path="/static/main.js"} 1\n'
+        f'http_requests_total{{path="{hostile}"}} 1\n'
+    )
+
+
+async def test_a_catastrophic_regex_never_stalls_the_probes(app: MetricsApp, rules_file: Path) -> None:
+    app.page = hostile_label_page
+    rules_file.write_text(
+        f"""
+rules:
+  - name: static
+    expr: 'count(http_requests_total{{path=~"{HOSTILE_PATTERN}"}}) > 0'
+  - name: assets
+    severity: warn
+    expr: 'count(label_replace(http_requests_total, "asset", "$1", "path", "{HOSTILE_PATTERN}")) by (asset)'
+"""
+    )
+    async with adapter_process(app, rules_file) as (proc, health):
+        latencies = await probe_while_evaluating(proc, health, evaluations=10)
+        body = await verbose(health)
+    assert max(latencies) < PROBE_BOUND_SECS, f"slowest probe {max(latencies) * 1000:.1f} ms of {len(latencies)}"
+    # The rules were evaluated: only /static/main.js matches, and label_replace took its group.
+    assert "[-]static failed: count(http_requests_total" in body and "= 1" in body
+    assert "[+]assets warn: count(label_replace(" in body and 'asset="main"' in body
+
+
+async def test_a_page_built_to_make_the_parser_backtrack_never_stalls_the_probes(
+    app: MetricsApp, rules_file: Path
+) -> None:
+    # A label block followed by 200 000 blanks, in a family the rules read (so it is parsed).
+    app.page = "# TYPE queue_depth gauge\nqueue_depth 3\n" + 'queue_depth{a="1"' + " " * 200_000 + "\n"
+    rules_file.write_text("rules:\n  - {name: queue, expr: queue_depth > 100}\nscrape: {for: 0s}\n")
+    async with adapter_process(app, rules_file) as (proc, health):
+        latencies = await probe_while_evaluating(proc, health, evaluations=10)
+        body = await verbose(health)
+        async with aiohttp.ClientSession() as session:
+            failures = metric(
+                await admin_metrics(session, proc), "adapter_scrape_failures_total", '{reason="parse_error"}'
+            )
+    assert max(latencies) < PROBE_BOUND_SECS, f"slowest probe {max(latencies) * 1000:.1f} ms of {len(latencies)}"
+    assert "[-]scrape failed: scrape failed: parse_error: line 3: invalid label set" in body
+    assert failures >= 10
+
+
+pytestmark = pytest.mark.timeout(180)
