@@ -15,12 +15,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import aiohttp
-
 from sidecars.adapter.evaluator import CheckResult, Evaluator, ScrapeReport, _format_value
 from sidecars.adapter.exposition import family_names
 from sidecars.adapter.rules import RulesError, RuleSet, load_rules
-from sidecars.adapter.scraper import Scraper
+from sidecars.adapter.scraper import Scraper, new_session
 
 EXIT_HEALTHY, EXIT_UNHEALTHY, EXIT_USAGE = 0, 1, 2
 
@@ -54,7 +52,7 @@ async def evaluate_once(url: str, rules: RuleSet, timeout_secs: float, gap_secs:
     names = immediate.metric_names()
     families = None if names is None else family_names(names)
     rounds = 2 if immediate.range_ms > 0 else 1
-    async with aiohttp.ClientSession() as session:
+    async with new_session() as session:
         scraper = Scraper(session, url, timeout_secs, 200_000_000)
         verdict = None
         for i in range(rounds):

@@ -106,6 +106,14 @@ class ParseError(ValueError):
         self.message = message
 
 
+class SeriesLimitError(ValueError):
+    """A page holding more series (of the families parsed) than the caller allows."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit} series")
+        self.limit = limit
+
+
 @dataclass
 class ParseResult:
     """The samples of one page, in page order, plus what the comment lines said about families."""
@@ -350,8 +358,12 @@ def parse_pieces(
     families: Collection[str] | None = None,
     label_cache: LabelCache | None = None,
     series_seen: SeriesSeen | None = None,
+    max_series: int | None = None,
 ) -> ParseResult:
     """Parses a page given as consecutive pieces of text (cut anywhere), one block of lines at a time.
+
+    `max_series`: past this many samples kept the parse stops with SeriesLimitError, checked after
+    each block, so at most one block's worth of samples beyond the limit is ever built.
 
     No single step touches more than a piece or so: a C call over a whole 30 MB page (a `split`, a
     `find`, a `decode`) would hold the GIL for tens of milliseconds, and a parse in a worker thread
@@ -374,10 +386,14 @@ def parse_pieces(
         carry = [piece[cut + 1 :]] if cut + 1 < len(piece) else []
         lineno = _parse_block(parser, block, wanted, lineno)
         last = block
+        if max_series is not None and len(parser.result.samples) > max_series:
+            raise SeriesLimitError(max_series)
     if carry:
         rest = "".join(carry)
         lineno = _parse_block(parser, rest, wanted, lineno)
         last = rest
+    if max_series is not None and len(parser.result.samples) > max_series:
+        raise SeriesLimitError(max_series)
     if openmetrics and not _ends_with_eof(last):
         raise ParseError(lineno - 1, "OpenMetrics page does not end with '# EOF'")
     return parser.result

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-FAILURE_REASONS = ("refused", "timeout", "http_status", "too_large", "parse_error", "decode_error", "error")
+FAILURE_REASONS = (
+    "refused", "timeout", "http_status", "too_large", "too_many_series", "parse_error", "decode_error", "error",
+)  # fmt: skip
 CHECK_STATES = ("ok", "pending", "firing", "no_data")
 
 

@@ -14,7 +14,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
-import aiohttp
 from aiohttp import web
 
 from sidecars.adapter.evaluator import Evaluator, ScrapeReport
@@ -22,7 +21,7 @@ from sidecars.adapter.exposition import SampleTuple, family_names
 from sidecars.adapter.metrics import AdapterMetrics
 from sidecars.adapter.outputs import Output, OutputLoadError, load_output
 from sidecars.adapter.rules import RulesError, RuleSet, RulesWatcher, load_rules
-from sidecars.adapter.scraper import Scrape, Scraper
+from sidecars.adapter.scraper import Scrape, Scraper, new_session
 from sidecars.adapter.settings import AdapterSettings
 from sidecars.adapter.state import State
 from sidecars.core import Check, Context, Sidecar
@@ -83,10 +82,15 @@ class Adapter(Sidecar[AdapterSettings]):
             raise ValueError(f"outputs: {exc}") from exc
         previous_interval = sys.getswitchinterval()
         async with contextlib.AsyncExitStack() as stack:
-            connector = aiohttp.TCPConnector(limit=1, force_close=False)
-            session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+            session = new_session()
             stack.push_async_callback(session.close)
-            self.scraper = Scraper(session, settings.target_url, settings.scrape_timeout_secs, settings.max_body_bytes)
+            self.scraper = Scraper(
+                session,
+                settings.target_url,
+                settings.scrape_timeout_secs,
+                settings.max_body_bytes,
+                max_series=settings.max_series,
+            )
             stack.callback(self.scraper.close)
             app = web.Application()
             for output in self.outputs:

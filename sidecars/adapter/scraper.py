@@ -1,8 +1,14 @@
 """One scrape of the target: HTTP GET, size limit, gzip, content negotiation, parsing off the loop.
 
 Failures are classified with a small fixed vocabulary (the `reason` label of
-`adapter_scrape_failures_total`): refused (nothing listens), timeout, http_status, too_large,
-decode_error (not UTF-8), parse_error (with the line number in the detail), error (anything else).
+`adapter_scrape_failures_total`): refused (nothing listens), timeout, http_status, too_large (past
+`max_body_bytes`, counted while inflating), too_many_series (past `max_series`), decode_error (not
+UTF-8, or a broken or unknown Content-Encoding), parse_error (with the line number in the detail),
+error (anything else).
+
+Memory stays bounded by the limits whatever the target sends: the body is inflated here, piece by
+piece against the size limit (the session must not decompress, see `new_session`), and the parser
+stops once the series limit is passed.
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ from sidecars.adapter.exposition import (
     ParseError,
     ParseResult,
     SampleTuple,
+    SeriesLimitError,
     SeriesSeen,
     parse_pieces,
 )
+from sidecars.adapter.inflate import InflateError, Inflater
 
 # OpenMetrics first, then the classic text format; Prometheus sends the same preference.
 ACCEPT = f"{OPENMETRICS_CONTENT_TYPE};q=0.5,{TEXT_CONTENT_TYPE};q=0.4,*/*;q=0.1"
@@ -58,13 +66,24 @@ class Scrape:
         return self.result is not None
 
 
+def new_session(connections: int = 1) -> aiohttp.ClientSession:
+    """A session for `Scraper`: keep-alive, and no decompression of its own (the scraper's is bounded)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=connections, force_close=False), auto_decompress=False
+    )
+
+
 def _decoded_pieces(chunks: list[bytes]) -> Iterator[str]:
-    """The body as text, about 256 KiB at a time (never one decode over the whole page)."""
+    """The body as text, about 256 KiB at a time (never one decode over the whole page).
+
+    Each chunk is let go once decoded, so the raw page shrinks while the parse grows.
+    """
     decoder = codecs.getincrementaldecoder("utf-8")()
     lines_before = 0
     group: list[bytes] = []
     size = 0
     for i, chunk in enumerate(chunks):
+        chunks[i] = b""
         group.append(chunk)
         size += len(chunk)
         last = i == len(chunks) - 1
@@ -88,6 +107,7 @@ def _decode_and_parse(
     series_seen: SeriesSeen,
     rule_families: frozenset[str] | None,
     after_parse: Callable[[ParseResult], None],
+    max_series: int | None = None,
 ) -> tuple[ParseResult, list[SampleTuple]]:
     """Runs in a worker thread: joining, decoding and parsing a big page must not hold the loop.
 
@@ -101,7 +121,12 @@ def _decode_and_parse(
     gc.set_threshold(thresholds[0], thresholds[1], 1 << 30)
     try:
         result = parse_pieces(
-            pieces, openmetrics=openmetrics, families=families, label_cache=cache, series_seen=series_seen
+            pieces,
+            openmetrics=openmetrics,
+            families=families,
+            label_cache=cache,
+            series_seen=series_seen,
+            max_series=max_series,
         )
         after_parse(result)
     finally:
@@ -129,11 +154,20 @@ class Scraper:
     samples are acyclic; reference counting still frees them). `close()` undoes it.
     """
 
-    def __init__(self, session: aiohttp.ClientSession, url: str, timeout_secs: float, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        timeout_secs: float,
+        max_body_bytes: int,
+        max_series: int | None = None,
+    ) -> None:
         self.session = session
         self.url = url
         self.timeout = aiohttp.ClientTimeout(total=timeout_secs)
         self.max_body_bytes = max_body_bytes
+        self.max_series = max_series
+        self._headers = {"Accept": ACCEPT, "Accept-Encoding": "gzip", "User-Agent": "sidecars-adapter"}
         self._cache: LabelCache = {}
         self._series_seen: SeriesSeen = {}
         self._cache_families: frozenset[str] | None = None
@@ -161,15 +195,20 @@ class Scraper:
                 self._series_seen,
                 rule_families,
                 self._after_parse,
+                self.max_series,
             )
             # Bound the cache to the series of the latest page: entries of vanished series go.
             if len(cache) > 2 * max(len(result.samples), 1000):
                 self._cache, self._series_seen = {}, {}
             outcome.result = result
         except ScrapeError as exc:
-            outcome.error = exc
+            # A copy without the traceback: the raised one holds the frames, and so the whole body,
+            # in a cycle through `outcome` that only a full collection would free.
+            outcome.error = ScrapeError(exc.reason, exc.detail)
         except ParseError as exc:
             outcome.error = ScrapeError("parse_error", str(exc))
+        except SeriesLimitError as exc:
+            outcome.error = ScrapeError("too_many_series", f"{exc} in the families read (max_series)")
         except TimeoutError:
             outcome.error = ScrapeError("timeout", f"no complete answer within {self.timeout.total} s")
         except aiohttp.ClientConnectorError as exc:
@@ -197,19 +236,26 @@ class Scraper:
             self._freezes = 0
 
     async def _fetch(self) -> tuple[list[bytes], int, bool]:
-        headers = {"Accept": ACCEPT, "Accept-Encoding": "gzip", "User-Agent": "sidecars-adapter"}
-        async with self.session.get(self.url, headers=headers, timeout=self.timeout) as response:
+        async with self.session.get(self.url, headers=self._headers, timeout=self.timeout) as response:
             if response.status != 200:
                 raise ScrapeError("http_status", f"HTTP {response.status} from {self.url}")
-            if response.content_length is not None and response.content_length > self.max_body_bytes:
-                raise ScrapeError("too_large", f"Content-Length {response.content_length} > {self.max_body_bytes}")
+            limit = self.max_body_bytes
+            if response.content_length is not None and response.content_length > limit:
+                raise ScrapeError("too_large", f"Content-Length {response.content_length} > {limit}")
             openmetrics = response.content_type == "application/openmetrics-text"
-            chunks: list[bytes] = []
-            size = 0
-            # Decompressed size counts: a small gzip body may expand past the limit.
-            async for chunk in response.content.iter_chunked(CHUNK_BYTES):
-                size += len(chunk)
-                if size > self.max_body_bytes:
-                    raise ScrapeError("too_large", f"page larger than {self.max_body_bytes} bytes")
-                chunks.append(chunk)
+            encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+            try:
+                inflater = None if encoding in ("", "identity") else Inflater(encoding)
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+                    for piece in (chunk,) if inflater is None else inflater.feed(chunk, limit - size):
+                        size += len(piece)
+                        if size > limit:
+                            raise ScrapeError("too_large", f"page larger than {limit} bytes")
+                        chunks.append(piece)
+                if inflater is not None:
+                    inflater.finish()
+            except InflateError as exc:
+                raise ScrapeError("decode_error", str(exc)) from None
             return chunks, size, openmetrics

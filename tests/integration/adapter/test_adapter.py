@@ -228,7 +228,7 @@ async def test_a_30_mb_page_is_parsed_while_probes_keep_answering(app: MetricsAp
     assert len(body) > 30_000_000
     app.page = body
     rules_file.write_text(RULES + "  - {name: big, expr: 'count(big_series_total) < 1', no_data: fail}\n")
-    async with adapter(app, rules_file, scrape_interval_secs=5.0, scrape_timeout_secs=5.0) as sc:
+    async with adapter(app, rules_file, scrape_interval_secs=5.0, scrape_timeout_secs=5.0, max_series=300_000) as sc:
         answered = 0
         async with aiohttp.ClientSession() as session:
             while (sc.sample("adapter_scrapes_total") or 0) < 2:
@@ -315,6 +315,26 @@ async def test_gzip_body_is_decompressed_and_counted_after_decompression(app: Me
         assert "gzip" in app.accept_encoding[0]  # so the app compressed its answer
         assert sc.sample("adapter_scrape_bytes") == len(HEALTHY)
         assert (await http_get(url(sc, "/healthz")))[0] == 200
+
+
+async def test_content_encodings_are_inflated_or_refused_with_a_reason(app: MetricsApp, rules_file: Path) -> None:
+    import gzip
+
+    rules_file.write_text(RULES + "scrape: {for: 0s}\n")
+    # Two gzip members one after another (as a streaming server may write them) make one page.
+    app.raw_body = gzip.compress(HEALTHY[:40].encode()) + gzip.compress(HEALTHY[40:].encode())
+    app.headers = {"Content-Encoding": "gzip"}
+    async with adapter(app, rules_file) as sc:
+        await scrapes_after(sc, 1)
+        assert sc.sample("adapter_scrape_bytes") == len(HEALTHY)
+        assert await http_get(url(sc, "/healthz")) == (200, "ok")
+        app.headers = {"Content-Encoding": "br"}
+        await wait_for(lambda: (sc.sample("adapter_scrape_failures_total", {"reason": "decode_error"}) or 0) >= 1)
+        assert "decode_error: unsupported Content-Encoding 'br'" in (await http_get(url(sc, "/healthz?verbose")))[1]
+        app.headers = {"Content-Encoding": "gzip"}
+        app.raw_body = gzip.compress(HEALTHY.encode())[:-8]
+        await wait_for(lambda: "gzip stream truncated" in str(sc.plugin.state.last_scrape.error))
+        assert (await http_get(url(sc, "/healthz")))[0] == 503
 
 
 class TestAdapterConformance(ConformanceSuite):

@@ -1,5 +1,5 @@
 """The adapter as a real process against a target that attacks it: pages that make regexes and the
-parser run long.
+parser run long, and pages that inflate past every limit.
 
 Probes are timed the way the kubelet makes them (a new connection each, the default 1 s timeout far
 away) on both listeners while scrapes and evaluations go on; the bound of 100 ms is the requirement:
@@ -12,6 +12,7 @@ import asyncio
 import re
 import sys
 import time
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -143,6 +144,81 @@ async def test_a_page_built_to_make_the_parser_backtrack_never_stalls_the_probes
     assert max(latencies) < PROBE_BOUND_SECS, f"slowest probe {max(latencies) * 1000:.1f} ms of {len(latencies)}"
     assert "[-]scrape failed: scrape failed: parse_error: line 3: invalid label set" in body
     assert failures >= 10
+
+
+# --- memory bounds ----------------------------------------------------------------------------------------
+
+
+def peak_rss_bytes(proc: Process) -> int:
+    status = Path(f"/proc/{proc.proc.pid}/status").read_text()
+    kib = re.search(r"^VmHWM:\s+(\d+) kB$", status, re.M)
+    assert kib is not None
+    return int(kib.group(1)) * 1024
+
+
+def gzip_bomb(inflated_bytes: int) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b"\n" * (1 << 20)
+    return b"".join([packer.compress(block) for _ in range(inflated_bytes >> 20)] + [packer.flush()])
+
+
+async def wait_for_failures(proc: Process, reason: str, count: int) -> str:
+    await proc.wait_http("/livez", timeout_secs=30)
+    async with aiohttp.ClientSession() as session:
+        for _ in range(600):
+            text = await admin_metrics(session, proc)
+            if metric(text, "adapter_scrape_failures_total", f'{{reason="{reason}"}}') >= count:
+                return text
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"fewer than {count} {reason} failures")
+
+
+async def wait_for_success(proc: Process) -> None:
+    await proc.wait_http("/livez", timeout_secs=30)
+    async with aiohttp.ClientSession() as session:
+        for _ in range(600):
+            if metric(await admin_metrics(session, proc), "adapter_scrape_series") > 0:
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError("no successful scrape")
+
+
+SMALL_PAGE = "# TYPE queue_depth gauge\nqueue_depth 3\n"
+
+
+async def test_a_gzip_bomb_is_stopped_at_the_size_limit_while_inflating(app: MetricsApp, rules_file: Path) -> None:
+    app.page = SMALL_PAGE
+    rules_file.write_text("rules:\n  - {name: queue, expr: queue_depth > 100}\n")
+    limit = 20_000_000
+    async with adapter_process(app, rules_file, max_body_bytes=limit) as (proc, health):
+        await wait_for_success(proc)
+        baseline = peak_rss_bytes(proc)
+        app.raw_body = gzip_bomb(1 << 30)  # about 1 MB that inflates to 1 GiB of blank lines
+        app.headers = {"Content-Encoding": "gzip"}
+        await wait_for_failures(proc, "too_large", 10)
+        peak = peak_rss_bytes(proc)
+        body = await verbose(health)
+    assert f"too_large: page larger than {limit} bytes" in body
+    # The bytes held never pass the limit by more than one piece (plus the allocator's slack), and
+    # a failed scrape lets its bytes go at once (not when a full garbage collection comes by).
+    grown = peak - baseline
+    assert grown < 2.5 * limit, f"peak RSS grew by {grown >> 20} MiB with a limit of {limit / 1e6:.0f} MB"
+
+
+async def test_a_page_past_the_series_limit_fails_the_scrape_with_its_reason(app: MetricsApp, rules_file: Path) -> None:
+    app.page = SMALL_PAGE
+    rules_file.write_text("rules:\n  - {name: queue, expr: max(queue_depth) > 1e9}\nscrape: {for: 0s}\n")
+    async with adapter_process(app, rules_file, max_series=10_000, scrape_interval_secs=1) as (proc, health):
+        await wait_for_success(proc)
+        baseline = peak_rss_bytes(proc)
+        app.page = "# TYPE queue_depth gauge\n" + "".join(f'queue_depth{{i="{i}"}} {i}\n' for i in range(200_000))
+        text = await wait_for_failures(proc, "too_many_series", 3)
+        peak = peak_rss_bytes(proc)
+        body = await verbose(health)
+    assert "[-]scrape failed: scrape failed: too_many_series: more than 10000 series" in body
+    assert metric(text, "adapter_scrape_failures_total", '{reason="too_many_series"}') >= 3
+    # 200 000 series would take about 400 MiB; the parse stopped within one block past 10 000.
+    assert peak - baseline < 100 << 20, f"peak RSS grew by {(peak - baseline) >> 20} MiB"
 
 
 pytestmark = pytest.mark.timeout(180)
