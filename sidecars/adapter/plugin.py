@@ -90,6 +90,7 @@ class Adapter(Sidecar[AdapterSettings]):
                 settings.scrape_timeout_secs,
                 settings.max_body_bytes,
                 max_series=settings.max_series,
+                authorization=settings.target_authorization(),
             )
             stack.callback(self.scraper.close)
             app = web.Application()

@@ -161,13 +161,17 @@ class Scraper:
         timeout_secs: float,
         max_body_bytes: int,
         max_series: int | None = None,
+        authorization: str | None = None,
     ) -> None:
         self.session = session
         self.url = url
         self.timeout = aiohttp.ClientTimeout(total=timeout_secs)
         self.max_body_bytes = max_body_bytes
         self.max_series = max_series
+        # Built once: the credential never sits in a local variable of the request path.
         self._headers = {"Accept": ACCEPT, "Accept-Encoding": "gzip", "User-Agent": "sidecars-adapter"}
+        if authorization is not None:
+            self._headers["Authorization"] = authorization
         self._cache: LabelCache = {}
         self._series_seen: SeriesSeen = {}
         self._cache_families: frozenset[str] | None = None

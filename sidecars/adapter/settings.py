@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+from yarl import URL
 
 from sidecars.core import SidecarSettings
 
@@ -17,7 +20,19 @@ class AdapterSettings(SidecarSettings):
     )
     target_url: str = Field(
         "http://127.0.0.1:8080/metrics",
-        description="The app's Prometheus endpoint, scraped over localhost (the Pod shares one network).",
+        description="The app's Prometheus endpoint, scraped over localhost (the Pod shares one network). "
+        "No credentials in it: they go in the target_basic_auth_* or target_bearer_token options.",
+    )
+    target_basic_auth_username: str | None = Field(
+        None, description="User name for HTTP basic auth to the target (with target_basic_auth_password)."
+    )
+    target_basic_auth_password: SecretStr | None = Field(
+        None, description="Password for basic auth to the target, or from a file with the _file variant; never shown."
+    )
+    target_bearer_token: SecretStr | None = Field(
+        None,
+        description="Token sent to the target as `Authorization: Bearer`, or from a file with the _file variant "
+        "(a mounted Secret); never shown.",
     )
     rules_file: Path | None = Field(
         None,
@@ -62,6 +77,32 @@ class AdapterSettings(SidecarSettings):
         5.0, gt=0, description="Interval of the modification-time check of the rules file (besides inotify)."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials_in_url(cls, data: Any) -> Any:
+        # Checked on the raw input, before the field: a field error would echo the URL, password
+        # included, and the URL is shown by --print-config, the logs and the probe outputs.
+        url = data.get("target_url") if isinstance(data, dict) else None
+        if isinstance(url, str):
+            try:
+                parsed = URL(url)
+            except ValueError:
+                return data
+            if parsed.user is not None or parsed.password is not None:
+                raise ValueError(
+                    "target_url must not hold credentials (user:password@); give target_basic_auth_username "
+                    "and target_basic_auth_password (or target_basic_auth_password_file), or target_bearer_token"
+                )
+        return data
+
+    @field_validator("target_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        url = URL(value)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
     @field_validator("rules_file")
     @classmethod
     def _rules_valid(cls, path: Path | None) -> Path | None:
@@ -74,6 +115,26 @@ class AdapterSettings(SidecarSettings):
             except RulesError as exc:
                 raise ValueError(exc.render()) from None
         return path
+
+    @model_validator(mode="after")
+    def _one_kind_of_auth(self) -> AdapterSettings:
+        if self.target_bearer_token is not None and (
+            self.target_basic_auth_username is not None or self.target_basic_auth_password is not None
+        ):
+            raise ValueError("choose basic auth or a bearer token for the target, not both")
+        if self.target_basic_auth_password is not None and not self.target_basic_auth_username:
+            raise ValueError("target_basic_auth_username is required with target_basic_auth_password")
+        return self
+
+    def target_authorization(self) -> str | None:
+        """The `Authorization` header value for the target, if one is configured."""
+        if self.target_bearer_token is not None:
+            return "Bearer " + self.target_bearer_token.get_secret_value()
+        if self.target_basic_auth_username is not None:
+            password = self.target_basic_auth_password.get_secret_value() if self.target_basic_auth_password else ""
+            pair = f"{self.target_basic_auth_username}:{password}".encode()
+            return "Basic " + base64.b64encode(pair).decode("ascii")
+        return None
 
     @model_validator(mode="after")
     def _timeout_within_interval(self) -> AdapterSettings:

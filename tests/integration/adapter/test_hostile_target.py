@@ -1,5 +1,5 @@
 """The adapter as a real process against a target that attacks it: pages that make regexes and the
-parser run long, and pages that inflate past every limit.
+parser run long, pages that inflate past every limit, and a target that wants a password.
 
 Probes are timed the way the kubelet makes them (a new connection each, the default 1 s timeout far
 away) on both listeners while scrapes and evaluations go on; the bound of 100 ms is the requirement:
@@ -9,6 +9,8 @@ a probe must never wait for a scrape.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import re
 import sys
 import time
@@ -173,16 +175,6 @@ async def wait_for_failures(proc: Process, reason: str, count: int) -> str:
     raise AssertionError(f"fewer than {count} {reason} failures")
 
 
-async def wait_for_success(proc: Process) -> None:
-    await proc.wait_http("/livez", timeout_secs=30)
-    async with aiohttp.ClientSession() as session:
-        for _ in range(600):
-            if metric(await admin_metrics(session, proc), "adapter_scrape_series") > 0:
-                return
-            await asyncio.sleep(0.05)
-    raise AssertionError("no successful scrape")
-
-
 SMALL_PAGE = "# TYPE queue_depth gauge\nqueue_depth 3\n"
 
 
@@ -219,6 +211,131 @@ async def test_a_page_past_the_series_limit_fails_the_scrape_with_its_reason(app
     assert metric(text, "adapter_scrape_failures_total", '{reason="too_many_series"}') >= 3
     # 200 000 series would take about 400 MiB; the parse stopped within one block past 10 000.
     assert peak - baseline < 100 << 20, f"peak RSS grew by {(peak - baseline) >> 20} MiB"
+
+
+# --- the target's credentials -----------------------------------------------------------------------------
+
+SECRET = "pa55-Wörd-7f3a9c"
+TOKEN = "tok-5e1b0c4d2a"
+
+
+async def run_to_exit(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *ADAPTER, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+async def test_credentials_in_the_target_url_are_refused_without_echoing_them(how: str) -> None:
+    import os
+
+    url = f"http://scraper:{SECRET}@127.0.0.1:1/metrics"
+    env = dict(os.environ)
+    args = ["--check-config"]
+    if how == "flag":
+        args += ["--target-url", url]
+    else:
+        env["ADAPTER_TARGET_URL"] = url
+    for extra in ([], ["--print-config"]):
+        code, out = await run_to_exit([*args, *extra], env)
+        assert code != 0, out
+        assert "target_url must not hold credentials" in out and "target_basic_auth_username" in out
+        assert SECRET not in out and "scraper:" not in out
+
+
+async def output_after_stop(proc: Process) -> str:
+    proc.proc.terminate()
+    assert await proc.wait_exit(30) == 0
+    return proc.read_output()
+
+
+async def test_basic_auth_reaches_the_target_and_the_password_is_never_shown(
+    app: MetricsApp, rules_file: Path, tmp_path: Path
+) -> None:
+    app.page = "# TYPE queue_depth gauge\nqueue_depth 500\n"
+    app.status = 500  # first a failing target: its error details are logged and served
+    rules_file.write_text("rules:\n  - {name: queue, expr: queue_depth > 100}\nscrape: {for: 0s}\n")
+    secret_file = tmp_path / "password"
+    secret_file.write_text(SECRET + "\n")
+    settings = {"target_basic_auth_username": "scraper", "target_basic_auth_password_file": str(secret_file)}
+
+    code, printed = await run_to_exit(
+        ["--config", str(write_config(tmp_path, app, rules_file, settings)), "--print-config"]
+    )
+    assert code == 0 and "target_basic_auth_password" in printed and SECRET not in printed
+
+    async with adapter_process(app, rules_file, **settings) as (proc, health):
+        await wait_for_failures(proc, "http_status", 2)
+        shown = await all_outputs(proc, health)
+        app.status = 200
+        await wait_for_success(proc)
+        shown += await all_outputs(proc, health)
+        logs = await output_after_stop(proc)
+    expected = "Basic " + base64.b64encode(f"scraper:{SECRET}".encode()).decode()
+    assert app.authorization and set(app.authorization) == {expected}
+    assert "[-]queue failed: queue_depth > 100 = 500" in shown  # the scrapes with the password worked
+    for text in (shown, logs):
+        assert SECRET not in text and base64.b64encode(f"scraper:{SECRET}".encode()).decode() not in text
+    assert "scrape failed" in logs and "HTTP 500" in logs  # the failure was logged, without the password
+
+
+async def test_a_bearer_token_from_a_file_reaches_the_target_and_is_never_shown(
+    app: MetricsApp, rules_file: Path, tmp_path: Path
+) -> None:
+    import os
+
+    app.page = "# TYPE queue_depth gauge\nqueue_depth 3\n"
+    rules_file.write_text("rules:\n  - {name: queue, expr: queue_depth > 100}\n")
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    env = {"ADAPTER_TARGET_BEARER_TOKEN_FILE": str(token_file)}
+    code, printed = await run_to_exit(
+        ["--config", str(write_config(tmp_path, app, rules_file, {})), "--print-config"], {**os.environ, **env}
+    )
+    assert code == 0 and "target_bearer_token: '**********'" in printed and TOKEN not in printed
+    async with adapter_process(app, rules_file, env=env) as (proc, health):
+        await wait_for_success(proc)
+        shown = await all_outputs(proc, health)
+        logs = await output_after_stop(proc)
+    assert app.authorization and set(app.authorization) == {f"Bearer {TOKEN}"}
+    assert TOKEN not in shown and TOKEN not in logs
+
+
+def write_config(tmp_path: Path, app: MetricsApp, rules_file: Path, settings: dict[str, Any]) -> Path:
+    path = tmp_path / "adapter.json"
+    path.write_text(json.dumps({"target_url": app.url, "rules_file": str(rules_file), **settings}))
+    return path
+
+
+async def wait_for_success(proc: Process) -> None:
+    await proc.wait_http("/livez", timeout_secs=30)
+    async with aiohttp.ClientSession() as session:
+        for _ in range(600):
+            if metric(await admin_metrics(session, proc), "adapter_scrape_series") > 0:
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError("no successful scrape")
+
+
+async def all_outputs(proc: Process, health: str) -> str:
+    """Everything the two listeners show about the checks and the target, in every format."""
+    out = []
+    async with aiohttp.ClientSession() as session:
+        for url, headers in (
+            (health + "/healthz?verbose", {}),
+            (health + "/readyz?verbose", {}),
+            (health + "/healthz", {"Accept": "application/health+json"}),
+            (health + "/healthz/scrape?verbose", {}),
+            (proc.admin_url + "/readyz?verbose", {}),
+            (proc.admin_url + "/livez?verbose", {}),
+            (proc.admin_url + "/metrics", {}),
+        ):
+            async with session.get(url, headers=headers) as response:
+                out.append(await response.text())
+    return "\n".join(out)
 
 
 pytestmark = pytest.mark.timeout(180)
