@@ -49,7 +49,7 @@ class AdapterSettings(SidecarSettings):
     scrape_timeout_secs: float = Field(
         5.0, gt=0, description="A scrape (connect, response, body) must finish within this; at most the interval."
     )
-    # The two limits bound the memory: about 50 MiB + max_body_bytes + 2 KiB x max_series at the peak
+    # The two limits bound the memory: about 60 MiB + max_body_bytes + 2 KiB x max_series at the peak
     # of a scrape; the Pod examples' memory limit (256Mi) holds the defaults (docs/adapter.md).
     max_body_bytes: int = Field(
         50_000_000,
