@@ -101,6 +101,34 @@ export:
     assert "export.rename[0].replace" in text
 
 
+def test_export_regexes_are_re2_and_templates_name_their_groups() -> None:
+    rules = parse_rules(
+        r"""
+export:
+  keep: ['\pL+_[[:digit:]]+', '(?i)HTTP_.*', '(\w+[-.]?)+\.js']
+  rename:
+    - {match: '(?P<base>\pL+)_(\d+)', replace: 'x_\g<base>_\2\\'}
+    - {match: 'http_(.*)', replace: 'web_\1'}
+""",
+        "x",
+    )
+    keep = rules.export.keep
+    assert keep[0].matches("é_12") and keep[1].matches("http_requests") and not keep[0].matches("a_12b")
+    assert [r.apply("é_12") for r in rules.export.rename] == ["x_é_12\\", None]
+    assert rules.export.rename[1].apply("http_x") == "web_x"
+    # A backtracking engine takes minutes on the last one: RE2 is linear in the name.
+    assert not keep[2].matches("a" * 40) and keep[2].matches("a.b-c.js")
+    with pytest.raises(RulesError) as caught:
+        parse_rules(
+            "export: {keep: ['(?=x)'], rename: [{match: '(a)', replace: '\\2'}, {match: 'a', replace: '\\g<n>'}]}",
+            "x",
+        )
+    text = "\n".join(caught.value.problems)
+    assert "export.keep[0]: invalid regular expression: error parsing regexp" in text
+    assert "export.rename[0].replace: invalid group reference 2" in text
+    assert "export.rename[1].replace: unknown group name 'n'" in text
+
+
 def test_group_paths() -> None:
     assert group_path("liveness") == "livez"
     assert group_path("readiness") == "readyz"
