@@ -37,7 +37,7 @@ cdef class ClientConnection:
     cdef public bytes url
     cdef public list hparts, special
     cdef public bint in_head
-    cdef public Py_ssize_t head_bytes, head_pending
+    cdef public Py_ssize_t head_bytes, head_pending, quiet
     cdef public double head_started, last_active
     cdef public int paused
     cdef public bint write_paused, closed, eof
@@ -87,7 +87,7 @@ cdef class Exchange:
     cpdef request_complete(self)
     cpdef bint response_head(self, UpstreamConnection conn, int code, list parts, object clen, bytes codings, object upgrade)
     cpdef response_complete(self, UpstreamConnection conn, int status, bint reusable)
-    cpdef response_aborted(self, UpstreamConnection conn)
+    cpdef response_aborted(self, UpstreamConnection conn, str reason=*)
     cpdef _cancel_timer(self)
     cpdef upstream_lost(self, UpstreamConnection conn)
     cpdef bint _can_retry(self, bint never_reached)
@@ -105,7 +105,7 @@ cdef class UpstreamConnection:
     cdef public Py_ssize_t uses
     cdef public double idle_since
     cdef public bint in_pool, closed, eof, in_head
-    cdef public Py_ssize_t head_bytes, head_pending
+    cdef public Py_ssize_t head_bytes, head_pending, quiet
     cdef public list hparts
     cdef public object clen, te
     cdef public bint chunked_in

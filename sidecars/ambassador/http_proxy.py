@@ -252,6 +252,7 @@ class ClientConnection:
         self.head_bytes = 0  # of the head being parsed: its target and complete fields
         self.head_pending = 0  # bytes fed since the head began in an earlier read (0: it began in this one)
         self.head_started = 0.0
+        self.quiet = 0  # bytes of a chunked body fed since its last data: trailer fields, chunk framing
         self.last_active = proxy.clock
         self.paused = 0
         self.write_paused = False
@@ -297,8 +298,17 @@ class ClientConnection:
         if self.paused & PAUSE_DONE:
             return
         self.last_active = self.p.clock
-        if self.cur is None and not self.head_started:
-            self.head_started = self.p.clock  # between messages: the head timeout runs from the first byte
+        cur = self.cur
+        if cur is None:
+            if not self.head_started:
+                self.head_started = self.p.clock  # between messages: the head timeout runs from the first byte
+        elif cur.chunked:
+            # llhttp holds an unfinished trailer field as it holds a head field: a chunked body that
+            # yields no data for more than a head's worth of bytes is refused.
+            if self.quiet > self.p.max_header_bytes:
+                self.bad_request(431, "trailer_too_large")
+                return
+            self.quiet += len(data)
         rest: bytes | None = None
         if self.in_head:
             # A head spans reads: llhttp holds its unfinished field until it ends, so feed no more
@@ -519,6 +529,7 @@ class ClientConnection:
             self.pause(PAUSE_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
+        self.quiet = 0
         ex = self.cur
         if ex is not None and not ex.done:
             if ex.chunked:
@@ -529,6 +540,7 @@ class ClientConnection:
     def on_message_complete(self) -> None:
         ex = self.cur
         self.cur = None
+        self.quiet = 0
         if ex is not None and not ex.request_done and not ex.done:  # a request without body is done already
             ex.request_complete()
 
@@ -869,11 +881,12 @@ class Exchange:
         self.finish(status, ep.key, now=now)
         self.client.exchange_done(self, self.close_client or not self.request_done)
 
-    def response_aborted(self, conn: UpstreamConnection) -> None:
-        """The upstream went away mid-response: the client can only be told by closing."""
+    def response_aborted(self, conn: UpstreamConnection, reason: str = "upstream_reset_mid_response") -> None:
+        """The upstream went away (or broke the protocol) mid-response: the client can only be told
+        by closing."""
         conn.endpoint.end_request(Outcome.RESET, perf_counter() - self.try_t0)
         self.upstream = None
-        self.p.stats.error("upstream_reset_mid_response")
+        self.p.stats.error(reason)
         self.finish(502, conn.endpoint.key)
         self.client.abort()
 
@@ -1044,6 +1057,7 @@ class UpstreamConnection:
         self.in_head = False  # a response head is being parsed
         self.head_bytes = 0  # of that head: its reason phrase and complete fields
         self.head_pending = 0  # bytes fed since the head began in an earlier read (0: it began in this one)
+        self.quiet = 0  # bytes of a chunked body fed since its last data: trailer fields, chunk framing
         self.hparts: list[bytes] = []
         self.clen: bytes | None = None
         self.te: bytes | None = None
@@ -1119,6 +1133,11 @@ class UpstreamConnection:
                 rest = data[room:]
                 data = data[:room]
             self.head_pending += len(data)
+        elif self.chunked_in:
+            if self.quiet > self.p.max_header_bytes:  # trailer fields, bounded as on the client side
+                self._protocol_error(ex, "upstream_trailer_too_large")
+                return
+            self.quiet += len(data)
         try:
             self.parser.feed_data(data)
             if rest is not None and self.ex is ex:
@@ -1166,7 +1185,7 @@ class UpstreamConnection:
             return
         self.out = []
         if ex.responded:
-            ex.response_aborted(self)
+            ex.response_aborted(self, reason)
         else:
             ex.try_failed(Outcome.RESET, reason, never_reached=False)
         self.close()
@@ -1302,6 +1321,7 @@ class UpstreamConnection:
         ex.client.transport.write(b"".join(parts))
 
     def on_body(self, body: bytes) -> None:
+        self.quiet = 0
         if self.discard or self.ex is None:
             return
         if self.finished:
@@ -1315,6 +1335,7 @@ class UpstreamConnection:
         self.clen = None
         self.te = None
         self.chunked_in = False
+        self.quiet = 0
         if self.informational:
             self.informational = False
             return

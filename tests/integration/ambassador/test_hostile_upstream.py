@@ -314,3 +314,28 @@ async def test_upgrade_request_with_a_body_is_refused_before_anything_reaches_th
         assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
     assert received == []  # no head without its body, no stray last-chunk
+
+
+async def test_endless_trailer_fields_are_bounded_like_a_head(proxy: Proxy) -> None:
+    written = 0
+    total = 64 * 1024 * 1024
+
+    async def endless_trailer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal written
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Trailer: ")
+        while written < total:  # one trailer field that never ends
+            writer.write(b"t" * 65536)
+            written += 65536
+            await writer.drain()
+
+    async with tcp_server(endless_trailer) as up, proxy([f"127.0.0.1:{up}"], max_header_bytes=16384) as (sc, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        rest = await asyncio.wait_for(reader.read(), 5)  # aborted: a response cut short can only be closed
+        writer.close()
+        errors = sc.sample("ambassador_errors_total", {**LABELS, "reason": "upstream_trailer_too_large"})
+    assert head.startswith(b"HTTP/1.1 200 OK") and rest == b"5\r\nhello\r\n"  # never the last chunk
+    assert written < total // 2
+    assert errors == 1

@@ -5,6 +5,7 @@ methods. Where nginx shows the compatibility point, the same bytes go to nginx d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from tests.integration.ambassador.conftest import Proxy, raw_request, read_response
 from tests.integration.ambassador.peers import nginx, read_head, tcp_server
@@ -185,3 +186,23 @@ async def test_transfer_coding_other_than_chunked_is_501_as_nginx_does(proxy: Pr
         (501, "unsupported_transfer_coding", "close")
     ] * 2
     assert errors == 2
+
+
+async def test_endless_request_trailer_fields_are_bounded_like_a_head(proxy: Proxy) -> None:
+    async with nginx("n1") as n1, proxy([n1.address], max_header_bytes=4096) as (sc, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: ")
+        sent = 0
+        try:
+            while sent < 4_000_000:  # one trailer field that never ends, 1 KiB a read
+                writer.write(b"t" * 1024)
+                await writer.drain()
+                sent += 1024
+                await asyncio.sleep(0.002)
+        except ConnectionError:
+            pass  # closed by the proxy
+        with contextlib.suppress(ConnectionError):
+            await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        errors = sc.sample("ambassador_errors_total", {**LABELS, "reason": "trailer_too_large"})
+    assert sent < 256 * 1024 and errors == 1
