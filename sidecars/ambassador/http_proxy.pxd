@@ -49,7 +49,6 @@ cdef class ClientConnection:
     cdef public bytes peer
     cdef public object host
 
-    cpdef _take_host(self, bytes value)
     cpdef _refuse(self, int status, str reason)
     cpdef pause(self, int bit)
     cpdef resume(self, int bit)

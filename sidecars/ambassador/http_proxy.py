@@ -392,24 +392,20 @@ class ClientConnection:
         if self.head_bytes > self.p.max_header_bytes:
             self._refuse(431, "header_too_large")
         is_host = self.p.req_plain.get(name)
-        if is_host is not None:
-            if is_host:
-                self._take_host(value)
-            else:
-                self.hparts += (name, b": ", value, CRLF)
-            return
-        lname = name.lower()
-        if lname in self.p.req_special:
-            self.special.append((lname, value))
-        elif lname == b"host":
-            self._take_host(value)
-        elif lname[:6] != b"proxy-":
+        if is_host is None:
+            lname = name.lower()
+            if lname in self.p.req_special:
+                self.special.append((lname, value))
+                return
+            if lname[:6] == b"proxy-":
+                return
+            is_host = lname == b"host"
+        if not is_host:
             self.hparts += (name, b": ", value, CRLF)
-
-    def _take_host(self, value: bytes) -> None:
-        if self.host is not None:
+        elif self.host is None:
+            self.host = value
+        else:
             self._refuse(400, "duplicate_host")  # RFC 9112 §3.2: which one would route the request?
-        self.host = value
 
     def _refuse(self, status: int, reason: str) -> NoReturn:
         self.error_status = status
