@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
+import struct
 from collections.abc import Callable
 
 from sidecars.testing import http_get
@@ -66,6 +68,10 @@ def _upgrade_upstream(upstream_closes_first: Callable[[bytes], bool]) -> Callabl
             return
         writer.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: test\r\n\r\n")
         while data := await reader.read(65536):
+            if data == b"reset":  # an error: linger 0 makes the close a reset, not an EOF
+                writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
+                return
             writer.write(b"echo:" + data)
             if upstream_closes_first(data):
                 break
@@ -90,10 +96,13 @@ async def test_upgraded_sessions_release_every_slot_once_both_sides_closed(proxy
             assert status == 101, (i, status)
             writer.write(b"hi")
             assert await asyncio.wait_for(reader.readexactly(7), 5) == b"echo:hi"
-            if i % 2:  # the upstream ends first, then the app
+            if i % 3 == 1:  # the upstream ends first, then the app
                 writer.write(b"bye")
                 assert await asyncio.wait_for(reader.read(), 5) == b"echo:bye"
                 writer.write_eof()
+            elif i % 3 == 2:  # the upstream fails: the app's side is closed for it
+                writer.write(b"reset")
+                assert await asyncio.wait_for(reader.read(), 5) == b""
             else:  # the app half-closes first, the upstream follows
                 writer.write_eof()
                 assert await asyncio.wait_for(reader.read(), 5) == b""
