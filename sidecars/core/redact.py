@@ -62,13 +62,14 @@ _SECRET_PARAM_PARTS = (
 _SECRET_PARAM_SUFFIXES = ("key", "keys", "sig", "auth")
 _NAME_NOISE = str.maketrans("", "", "-_.[] ")
 
-# `[?&;#]name=value`: the name is bounded, the value runs to the next separator; nothing backtracks.
-_PARAM = re.compile(r"([?&;#])([^=&;#?\s'\"<>\\]{1,256})=([^&;#\s'\"<>\\]*)")
+# `[?&;#]name=value`. Neither run can contain a separator, so the runs scanned from two separators
+# never overlap: linear in the text, and nothing backtracks.
+_PARAM = re.compile(r"([?&;#])([^=&;#?\s'\"<>\\]+)=([^&;#?\s'\"<>\\]*)")
 # The end of a URL's authority (after `://`): the userinfo is what precedes its last `@`.
 _AUTHORITY_END = re.compile(r"[/?#\s'\"<>\\]")
 # `Authorization: Bearer abc`, `'Authorization': 'Basic abc'`, `authorization=abc` in dumped headers.
 _AUTH_HEADER = re.compile(
-    r"(?i)((?:proxy-)?authorization['\"]?\s{0,8}[:=]\s{0,8}['\"]?)((?:[a-z][a-z0-9-]{0,31}[ \t]{1,8})?)[^\s'\",}\]]+"
+    r"(?i)((?:proxy-)?authorization['\"]?\s{0,8}[:=]\s{0,8}['\"]?)((?:[a-z][a-z0-9-]{0,31}[ \t]{1,8})?)[^\s'\",}\]&;#]+"
 )
 
 # Exact values registered as secret. Shorter ones would mask ordinary words and numbers all over.
