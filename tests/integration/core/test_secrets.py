@@ -192,7 +192,7 @@ def tailer_run(tmp: Path, fmt: str, sink: str, case: SinkCase, **extra: Any) -> 
         "include": [str(logs / "*.log")],
         "checkpoint_dir": str(tmp / "checkpoints"),
         "log_format": fmt,
-        "shutdown_timeout_secs": 3,
+        "shutdown_timeout_secs": 1.5,
         "unhealthy_after_secs": 0.1,
         "retry_max_secs": 0.5,
         "sink": sink,
@@ -214,7 +214,8 @@ async def test_tailer_tls_ca_failure_shows_no_secret(
         ca_file.write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n")
     case.config["tls_ca_file"] = str(ca_file)
     if "TAILER_SINK_CONFIG" in case.env:
-        case.env["TAILER_SINK_CONFIG"] = json.dumps({**json.loads(case.env["TAILER_SINK_CONFIG"]), "tls_ca_file": str(ca_file)})
+        from_env = json.loads(case.env["TAILER_SINK_CONFIG"])
+        case.env["TAILER_SINK_CONFIG"] = json.dumps({**from_env, "tls_ca_file": str(ca_file)})
     run = tailer_run(tmp_path, fmt, sink, case)
     runs.append(run)
     run.start()
@@ -339,7 +340,13 @@ async def test_ambassador_missing_endpoints_file_shows_no_secret(tmp_path: Path,
 
 def adapter_run(tmp: Path, fmt: str, token: str, **extra: Any) -> Run:
     """The target URL, token included, comes from the env; the rest from the config file."""
-    config = {"log_format": fmt, "listen_host": "127.0.0.1", "listen_port": free_port(), "scrape_interval_secs": 0.5, "scrape_timeout_secs": 0.5}
+    config = {
+        "log_format": fmt,
+        "listen_host": "127.0.0.1",
+        "listen_port": free_port(),
+        "scrape_interval_secs": 0.5,
+        "scrape_timeout_secs": 0.5,
+    }
     env = {"ADAPTER_TARGET_URL": f"http://127.0.0.1:{extra.pop('target_port', free_port())}/metrics?token={token}"}
     return Run("adapter", tmp, {**config, **extra}, env=env)
 

@@ -173,7 +173,7 @@ def test_configuration_errors_show_urls_redacted() -> None:
     shown = str(info.value)
     assert "pw-2" not in shown and "sg-2" not in shown and "tk-2" not in shown
     assert "--target-url: must be an http URL, got ftp://**********@h/?sig=**********" in shown
-    assert "--retries: Input should be a valid integer, unable to parse string as an integer (got 'x?token=**********')" in shown
+    assert "--retries: Input should be a valid integer" in shown and "(got 'x?token=**********')" in shown
 
 
 def test_secret_values_lists_what_the_logs_must_mask() -> None:
