@@ -23,7 +23,7 @@ import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
-from sidecars.core.redact import MARKER, SECRET_KEY, redact_text
+from sidecars.core.redact import MARKER, is_secret_key, redact_text
 
 # Downward API env var -> field on every line. Pod specs set these with `fieldRef`.
 POD_FIELDS = {
@@ -52,20 +52,25 @@ json_tracebacks = structlog.processors.ExceptionRenderer(ExceptionDictTransforme
 text_tracebacks = structlog.processors.ExceptionRenderer()
 
 
+# Fields the processors above fill in themselves: nothing a caller passed, nothing to look at.
+_OWN_FIELDS = frozenset({"timestamp", "level"})
+
+
 def redact(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     """Masks secrets in every field of a line; the last processor before the renderer."""
     for key, value in event.items():
-        event[key] = _redacted(key, value)
+        if key not in _OWN_FIELDS:
+            event[key] = _redacted(key, value)
     return event
 
 
 def _redacted(key: Any, value: Any) -> Any:
+    if isinstance(value, str):  # most fields: checked first, the line's cost is per field
+        return MARKER if value and isinstance(key, str) and is_secret_key(key) else redact_text(value)
     if value is None or isinstance(value, bool | int | float):
         return value
-    if isinstance(key, str) and SECRET_KEY.search(key) and value:
+    if isinstance(key, str) and value and is_secret_key(key):
         return MARKER
-    if isinstance(value, str):
-        return redact_text(value)
     if isinstance(value, dict):
         return {k: _redacted(k, v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -14,6 +14,7 @@ Every scan is linear in the text: a log line built by a peer cannot stall the pr
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from urllib.parse import unquote
@@ -24,6 +25,7 @@ __all__ = [
     "MARKER",
     "SECRET_KEY",
     "forget_secrets",
+    "is_secret_key",
     "is_secret_param",
     "redact_text",
     "redact_url",
@@ -80,12 +82,32 @@ _known_longest_first: list[str] = []
 
 def is_secret_param(name: str) -> bool:
     """Whether a query parameter of this name carries a secret value."""
+    return _secret_param_cached(name) if len(name) <= _CACHED_NAME_CHARS else _secret_param(name)
+
+
+def is_secret_key(name: str) -> bool:
+    """Whether a config key, header name or log field of this name holds a secret value."""
+    return _secret_key_cached(name) if len(name) <= _CACHED_NAME_CHARS else _secret_key(name)
+
+
+def _secret_param(name: str) -> bool:
     norm = unquote(name).lower().translate(_NAME_NOISE)
     return (
         norm in _SECRET_PARAMS
         or any(part in norm for part in _SECRET_PARAM_PARTS)
         or norm.endswith(_SECRET_PARAM_SUFFIXES)
     )
+
+
+def _secret_key(name: str) -> bool:
+    return SECRET_KEY.search(name) is not None
+
+
+# Names repeat from line to line, so their verdicts are cached: at most 4096 names of at most 128
+# characters each, whatever names a peer makes up.
+_CACHED_NAME_CHARS = 128
+_secret_param_cached = functools.lru_cache(maxsize=4096)(_secret_param)
+_secret_key_cached = functools.lru_cache(maxsize=4096)(_secret_key)
 
 
 def redact_url(url: str | URL) -> str:

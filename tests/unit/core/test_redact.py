@@ -8,7 +8,7 @@ import pytest
 from yarl import URL
 
 from sidecars.core import redact
-from sidecars.core.redact import MARKER, is_secret_param, redact_text, redact_url, register_secret
+from sidecars.core.redact import MARKER, is_secret_key, is_secret_param, redact_text, redact_url, register_secret
 
 M = MARKER
 
@@ -114,3 +114,13 @@ def test_hostile_text_is_redacted_in_one_pass() -> None:
     assert redact_text(hostile + tail) == hostile + "?api_key=" + M
     long_name = "x" * 5000 + "_token"
     assert redact_url(f"https://h/?{long_name}=v") == f"https://h/?{long_name}={M}"
+
+
+def test_the_name_caches_are_bounded() -> None:
+    for cached, check in ((redact._secret_param_cached, is_secret_param), (redact._secret_key_cached, is_secret_key)):
+        cached.cache_clear()
+        assert check("x" * 129 + "token")  # too long to be kept
+        assert cached.cache_info().currsize == 0
+        for i in range(5000):
+            check(f"name{i}")
+        assert cached.cache_info().currsize == 4096
