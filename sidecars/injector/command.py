@@ -83,12 +83,15 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None, stdout:
         problems.append(Problem("--image-prefix/--image-tag", "", "do not make an image reference"))
     source = "stdin" if args.filename == "-" else args.filename
     try:
-        text = stdin.read(yamlio.MAX_INPUT_BYTES + 1) if args.filename == "-" else _read(Path(args.filename))
+        text = _read_stdin(stdin) if args.filename == "-" else _read(Path(args.filename))
         chunks = yamlio.split(text, source)
+        options = Options(classic=args.classic, image_prefix=args.image_prefix, image_tag=args.image_tag, images=images)
+        try:
+            results = inject_documents(yamlio.documents(chunks), options)
+        except InjectionError as exc:
+            problems += exc.problems
         if problems:
             raise InjectionError(problems)
-        options = Options(classic=args.classic, image_prefix=args.image_prefix, image_tag=args.image_tag, images=images)
-        results = inject_documents(yamlio.documents(chunks), options)
     except InjectionError as exc:
         print(f"sidecars inject: {source}: {exc.render()}", file=sys.stderr)
         return EXIT_INPUT
@@ -124,3 +127,12 @@ def _read(path: Path) -> str:
     with path.open("rb") as f:
         data = f.read(yamlio.MAX_INPUT_BYTES + 1)
     return data.decode("utf-8")
+
+
+def _read_stdin(stdin: TextIO) -> str:
+    # The bytes, decoded strictly: a text stream may have decoded them with surrogate escapes.
+    buffer = getattr(stdin, "buffer", None)
+    if buffer is not None:
+        data: bytes = buffer.read(yamlio.MAX_INPUT_BYTES + 1)
+        return data.decode("utf-8")
+    return stdin.read(yamlio.MAX_INPUT_BYTES + 1)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ SHUTDOWN_ENV = "SIDECAR_SHUTDOWN_TIMEOUT_SECS"
 DEFAULT_GRACE_SECS = 30  # the API server's default terminationGracePeriodSeconds
 NAME_ATTEMPTS = 9  # volume-name suffixes tried (-2 .. -9) before giving up
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
+MAX_MARKER_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -67,14 +68,18 @@ class Marker:
 
     @classmethod
     def parse(cls, text: Any) -> Marker:
-        if not isinstance(text, str) or len(text) > 4096:
+        """The marker in an annotation's value; ValueError when it is not one the injector wrote."""
+        try:
+            body = json.loads(text) if isinstance(text, str) and len(text) <= MAX_MARKER_CHARS else None
+        except ValueError:
+            body = None
+        names = body.get("sidecars") if isinstance(body, dict) else None
+        volumes = body.get("volumes") if isinstance(body, dict) else None
+        if not (isinstance(names, list) and isinstance(volumes, list)) or not all(
+            isinstance(n, str) for n in [*names, *volumes]
+        ):
             raise ValueError("not a marker written by sidecars inject")
-        body = json.loads(text)
-        names, volumes = body.get("sidecars"), body.get("volumes")
-        if not (isinstance(names, list) and isinstance(volumes, list)):
-            raise ValueError("not a marker written by sidecars inject")
-        if not all(isinstance(n, str) for n in [*names, *volumes]):
-            raise ValueError("not a marker written by sidecars inject")
+        assert isinstance(body, dict)
         return cls(tuple(names), tuple(volumes), str(body.get("mode", "")), str(body.get("version", "")))
 
 
@@ -109,11 +114,19 @@ def plain(value: Any) -> Any:
     return value
 
 
-def inject_template(template: Mapping[str, Any], options: Options, *, where: str, path: str = "") -> Outcome:
+def inject_template(
+    template: Mapping[str, Any],
+    options: Options,
+    *,
+    where: str,
+    path: str = "",
+    claim_names: Collection[str] = (),
+) -> Outcome:
     """Inject what `template`'s annotations ask for; raises InjectionError naming each problem.
 
     `template` is a Pod or a Pod template (a mapping with `metadata` and `spec`); `where` names its
     document and `path` the template's place in it (`spec.template.`), both for error messages.
+    `claim_names` are a StatefulSet's volumeClaimTemplates: volumes of the Pod too.
     """
     metadata = template.get("metadata")
     annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
@@ -142,7 +155,7 @@ def inject_template(template: Mapping[str, Any], options: Options, *, where: str
     notes: list[str] = []
     volumes_added: list[str] = []
     if request.sidecars:
-        _Adder(spec, request, options, where, path, notes, volumes_added).add()
+        _Adder(spec, request, options, where, path, notes, volumes_added, claim_names).add()
     new_metadata = new.setdefault("metadata", {})
     new_annotations = new_metadata.get("annotations")
     if request.sidecars:
@@ -236,11 +249,12 @@ class _Adder:
         path: str,
         notes: list[str],
         volumes_added: list[str],
+        claim_names: Collection[str],
     ) -> None:
         self.spec, self.request, self.options = spec, request, options
         self.where, self.path, self.notes, self.volumes_added = where, path, notes, volumes_added
         self.problems: list[Problem] = []
-        self.volume_names = {v["name"] for v in spec.get("volumes") or []}
+        self.volume_names = {v["name"] for v in spec.get("volumes") or []} | set(claim_names)
 
     def problem(self, fld: str, message: str) -> None:
         self.problems.append(Problem(self.where, self.path + fld, message))
@@ -311,7 +325,7 @@ class _Adder:
         app = list(self.spec.get("containers") or [])
         if named is not None:
             if named not in self.volume_names:
-                self.problem(ann.field_of(ann.LOGS_VOLUME), f"no volume named {named!r} in spec.volumes")
+                self.problem(ann.field_of(ann.LOGS_VOLUME), f"no volume named {named!r} in the Pod's volumes")
                 return None
             if path is None:
                 path = next(

@@ -72,7 +72,15 @@ def inject_document(doc: Any, options: Options, label: str, depth: int = 0) -> D
         if not isinstance(node, Mapping):
             raise InjectionError([Problem(where, ".".join(keys[: i + 1]), "missing, or not a mapping")])
     path = "".join(f"{k}." for k in keys)
-    outcome = inject_template(node, options, where=where, path=path)
+    claims = doc.get("spec", {}).get("volumeClaimTemplates") if kind == "StatefulSet" else None
+    claim_names = [
+        c["metadata"]["name"]
+        for c in claims or []
+        if isinstance(c, Mapping)
+        and isinstance(c.get("metadata"), Mapping)
+        and isinstance(c["metadata"].get("name"), str)
+    ]
+    outcome = inject_template(node, options, where=where, path=path, claim_names=claim_names)
     report = Report(where, outcome)
     if not outcome.changed:
         return DocumentResult(doc, False, [report])
