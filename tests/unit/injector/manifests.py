@@ -15,7 +15,7 @@ from sidecars.injector.workloads import TEMPLATE_PATHS
 
 VALIDATE = Path(sys.executable).with_name("kubernetes-validate")
 # The oldest Kubernetes with native sidecars, and the newest schema kubernetes-validate ships.
-VERSIONS = ("1.29.0", kubernetes_validate.utils.latest_version() + ".0")
+VERSIONS = ("1.29.0", kubernetes_validate.utils.latest_version())
 
 
 def validate(paths: list[Path], version: str) -> None:
