@@ -115,8 +115,9 @@ class Client:
 async def client_factory(certificates: Certificates) -> AsyncIterator[Any]:
     sessions: list[aiohttp.ClientSession] = []
 
-    def make(port: int, *, new_connection_each_time: bool = False) -> Client:
-        connector = aiohttp.TCPConnector(ssl=certificates.client_context(), force_close=new_connection_each_time)
+    def make(port: int, *, new_connection_each_time: bool = False, trust: ssl.SSLContext | None = None) -> Client:
+        ctx = trust or certificates.client_context()
+        connector = aiohttp.TCPConnector(ssl=ctx, force_close=new_connection_each_time)
         session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10))
         sessions.append(session)
         return Client(session, f"https://127.0.0.1:{port}/mutate")
