@@ -95,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_parser = sub.add_parser("run", help="run an installed sidecar: sidecars run NAME [options]", add_help=False)
     run_parser.add_argument("name")
     sub.add_parser("demo", help="start a demo app and the three sidecars on localhost", add_help=False)
+    sub.add_parser("inject", help="add the sidecars to workload YAML: sidecars inject -f FILE", add_help=False)
     if not argv:
         parser.print_help()
         return EXIT_CONFIG
@@ -112,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"sidecars run: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         return run_main(plugin_cls, rest[1:], prog=f"sidecars run {rest[0]}")
+    if command == "inject":
+        from sidecars.injector.command import main as inject
+
+        return inject(rest)
     if command == "demo":
         import importlib
 
