@@ -76,7 +76,10 @@ class ListenerConfig(BaseModel):
     )
     retry_backoff_max_secs: float = Field(0.25, ge=0, description="Cap of one backoff.")
     max_header_bytes: int = Field(
-        32768, ge=1024, description="Largest request head (request line and headers); larger: 431."
+        32768,
+        ge=1024,
+        description="Largest request head (request line and headers), larger: 431; and largest upstream "
+        "response head, larger: 502.",
     )
     max_retry_body_bytes: int = Field(
         65536,
