@@ -182,15 +182,22 @@ async def test_a_gzip_bomb_is_stopped_at_the_size_limit_while_inflating(app: Met
     app.page = SMALL_PAGE
     rules_file.write_text("rules:\n  - {name: queue, expr: queue_depth > 100}\n")
     limit = 20_000_000
-    async with adapter_process(app, rules_file, max_body_bytes=limit) as (proc, health):
+    bomb = gzip_bomb(1 << 30)  # about 1 MB that inflates to 1 GiB of blank lines (made before: seconds of CPU)
+    # A timeout far above the time inflating the limit takes, so every scrape ends as too_large.
+    timing = {"scrape_interval_secs": 1.0, "scrape_timeout_secs": 1.0}
+    async with adapter_process(app, rules_file, max_body_bytes=limit, **timing) as (proc, health):
         await wait_for_success(proc)
         baseline = peak_rss_bytes(proc)
-        app.raw_body = gzip_bomb(1 << 30)  # about 1 MB that inflates to 1 GiB of blank lines
+        app.raw_body = bomb
         app.headers = {"Content-Encoding": "gzip"}
-        await wait_for_failures(proc, "too_large", 10)
+        # The first network read alone inflates past the limit: the loop must still answer probes.
+        latencies = await probe_while_evaluating(proc, health, evaluations=5)
+        text = await wait_for_failures(proc, "too_large", 5)
         peak = peak_rss_bytes(proc)
         body = await verbose(health)
     assert f"too_large: page larger than {limit} bytes" in body
+    assert metric(text, "adapter_scrape_failures_total", '{reason="timeout"}') == 0
+    assert max(latencies) < PROBE_BOUND_SECS, f"slowest probe {max(latencies) * 1000:.1f} ms of {len(latencies)}"
     # The bytes held never pass the limit by more than one piece (plus the allocator's slack), and
     # a failed scrape lets its bytes go at once (not when a full garbage collection comes by).
     grown = peak - baseline
