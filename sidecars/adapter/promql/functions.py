@@ -267,12 +267,13 @@ def _go_special(fn: Callable[[float], float], v: float) -> float:
     return NAN
 
 
+# Python's floor and ceil return ints, which have no -0; Go's keep the sign (Ceil(-0.5) is -0).
 def _floor(v: float) -> float:
-    return float(math.floor(v)) if math.isfinite(v) else v
+    return math.copysign(float(math.floor(v)), v) if math.isfinite(v) else v
 
 
 def _ceil(v: float) -> float:
-    return float(math.ceil(v)) if math.isfinite(v) else v
+    return math.copysign(float(math.ceil(v)), v) if math.isfinite(v) else v
 
 
 SIMPLE_FUNCTIONS: dict[str, Callable[[float], float]] = {

@@ -168,6 +168,8 @@ def parse_got(text: str) -> Result:
 def same(a: float, b: float, rel: float = 1e-9) -> bool:
     if math.isnan(a) or math.isnan(b):
         return math.isnan(a) and math.isnan(b)
+    if a == 0 and b == 0:
+        return math.copysign(1.0, a) == math.copysign(1.0, b)  # promtool prints -0: 1/-0 is -Inf
     if math.isinf(a) or math.isinf(b):
         return a == b
     return abs(a - b) <= rel * max(abs(a), abs(b)) or abs(a - b) < 1e-300

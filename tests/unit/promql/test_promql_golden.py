@@ -365,6 +365,11 @@ CASES = [
             "x atan2 y",
             "sgn(y) * ln(abs(y))",
             "x and x > 0 or y",
+            # Zeros keep their sign, as in Go (promtool prints -0).
+            "x * -0",
+            "sgn(x * -0)",
+            "ceil(x / 100)",
+            "round(-0.2 + x * 0)",
         ],
         ["0s", "2m", "3m", "5m", "8m"],
     ),
@@ -392,3 +397,4 @@ def test_matches_promtool(case: Case, promtool_results: dict[int, object]) -> No
         if problem:
             failures.append(f"{expr} @ {time}: {problem}")
     assert not failures, f"{len(failures)} mismatches:\n" + "\n".join(failures)
+
