@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.promql.promql_golden import Case, compare, ours, run_promtool
+from tests.unit.promql import go_math_reference as go
+from tests.unit.promql.promql_golden import Case, compare, ours, run_promtool, same
 
 COUNTERS = [
     ('http_requests_total{job="api",code="200"}', "0+10x40"),
@@ -398,3 +399,20 @@ def test_matches_promtool(case: Case, promtool_results: dict[int, object]) -> No
             failures.append(f"{expr} @ {time}: {problem}")
     assert not failures, f"{len(failures)} mismatches:\n" + "\n".join(failures)
 
+
+REFERENCE = {"/": go.div, "%": go.mod, "^": go.pow_}
+
+
+def test_the_go_float_reference_matches_promtool(promtool_results: dict[int, object]) -> None:
+    """The property tests' reference for `/`, `%` and `^`, checked against Prometheus itself."""
+    case = next(c for c in CASES if c.name == "float_special_cases")
+    wrong = []
+    for test_id, expr, _ in case.tests:
+        a, op, b = expr.split(" ")
+        expected = promtool_results[test_id]
+        assert isinstance(expected, dict) and list(expected) == [()], (expr, expected)
+        value = REFERENCE[op](float(a.strip("()")), float(b.strip("()")))
+        if not same(expected[()], value):
+            wrong.append(f"{expr}: promtool {expected[()]!r}, reference {value!r}")
+    assert len(case.tests) == 3 * len(FLOAT_OPERANDS) ** 2
+    assert not wrong, "\n".join(wrong)
