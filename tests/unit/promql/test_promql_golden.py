@@ -416,3 +416,13 @@ def test_the_go_float_reference_matches_promtool(promtool_results: dict[int, obj
             wrong.append(f"{expr}: promtool {expected[()]!r}, reference {value!r}")
     assert len(case.tests) == 3 * len(FLOAT_OPERANDS) ** 2
     assert not wrong, "\n".join(wrong)
+
+
+def test_two_errors_agree_only_when_they_name_one_known_kind() -> None:
+    regexp = "error: 1:3: parse error: error parsing regexp: invalid nested repetition operator: `**`"
+    assert compare(regexp, "error: 1:6: error parsing regexp: bad repetition operator: **") is None
+    smoothing = "error: invalid smoothing factor. Expected: 0 < sf < 1, got: 1.000000"
+    assert compare(smoothing, "error: 1:1: invalid trend factor. Expected: 0 < tf < 1, got: 1.000000") is not None
+    # An error no class names agrees with nothing, not even with itself: a new kind must be named first.
+    assert compare("error: out of bounds", "error: out of bounds") is not None
+    assert compare(regexp, {(): 1.0}) is not None
