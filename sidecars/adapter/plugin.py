@@ -25,7 +25,7 @@ from sidecars.adapter.scraper import Scrape, Scraper, new_session
 from sidecars.adapter.settings import AdapterSettings
 from sidecars.adapter.state import State
 from sidecars.core import Check, Context, Sidecar
-from sidecars.core.redact import redact_url
+from sidecars.core.redact import redact_url, register_secrets
 
 # While a parse thread runs, the loop thread waits at most this long for the GIL (default 5 ms).
 SWITCH_INTERVAL_SECS = 0.0005
@@ -85,14 +85,20 @@ class Adapter(Sidecar[AdapterSettings]):
         async with contextlib.AsyncExitStack() as stack:
             session = new_session()
             stack.push_async_callback(session.close)
+            authorization = settings.target_authorization()
+            if authorization is not None:
+                # The header holds the secret in another form (base64 of user:password): masked too,
+                # wherever text is shown, should a library ever quote it.
+                register_secrets((authorization, authorization.partition(" ")[2]))
             self.scraper = Scraper(
                 session,
                 settings.target_url,
                 settings.scrape_timeout_secs,
                 settings.max_body_bytes,
                 max_series=settings.max_series,
-                authorization=settings.target_authorization(),
+                authorization=authorization,
             )
+            del authorization  # not left in this frame, which lives as long as the process
             stack.callback(self.scraper.close)
             app = web.Application()
             for output in self.outputs:

@@ -23,7 +23,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sidecars.testing import Process, free_port, start_process
+from sidecars.adapter.plugin import Adapter
+from sidecars.core.redact import forget_secrets, redact_text
+from sidecars.testing import Process, free_port, run_sidecar, start_process
 
 from .conftest import MetricsApp
 
@@ -287,6 +289,42 @@ async def test_basic_auth_reaches_the_target_and_the_password_is_never_shown(
     for text in (shown, logs):
         assert SECRET not in text and base64.b64encode(f"scraper:{SECRET}".encode()).decode() not in text
     assert "scrape failed" in logs and "HTTP 500" in logs  # the failure was logged, without the password
+
+
+async def test_the_header_built_from_the_password_is_masked_as_the_password_is(app: MetricsApp) -> None:
+    # In-process, to ask the process's redaction directly: base64 of user:password is the password too.
+    app.page = SMALL_PAGE
+    encoded = base64.b64encode(f"scraper:{SECRET}".encode()).decode()
+    settings = {"target_basic_auth_username": "scraper", "target_basic_auth_password": SECRET}
+    try:
+        assert redact_text(f"sent {encoded}.") == f"sent {encoded}."
+        async with run_sidecar(Adapter, target_url=app.url, listen_host="127.0.0.1", listen_port=0, **settings):
+            assert redact_text(f"sent {encoded}.") == "sent **********."
+            assert redact_text(f"sent Basic {encoded}") == "sent **********"
+    finally:
+        forget_secrets()
+
+
+async def test_a_redirect_to_another_origin_gets_no_credentials(
+    app: MetricsApp, rules_file: Path, tmp_path: Path
+) -> None:
+    # The target sends the scraper to another origin (another port of 127.0.0.1): followed, as
+    # Prometheus does, but the token stays with the origin it was given for.
+    elsewhere = MetricsApp(page="# TYPE queue_depth gauge\nqueue_depth 500\n")
+    await elsewhere.start()
+    try:
+        app.status, app.raw_body, app.headers = 302, b"", {"Location": elsewhere.url}
+        rules_file.write_text("rules:\n  - {name: queue, expr: queue_depth > 100}\n")
+        token_file = tmp_path / "token"
+        token_file.write_text(TOKEN)
+        async with adapter_process(app, rules_file, target_bearer_token_file=str(token_file)) as (proc, health):
+            await wait_for_success(proc)
+            body = await verbose(health)
+    finally:
+        await elsewhere.stop()
+    assert "[-]queue failed: queue_depth > 100 = 500" in body
+    assert app.authorization and set(app.authorization) == {f"Bearer {TOKEN}"}
+    assert elsewhere.authorization and set(elsewhere.authorization) == {None}
 
 
 async def test_a_bearer_token_from_a_file_reaches_the_target_and_is_never_shown(
