@@ -10,6 +10,7 @@ failure, the redacted URL must be shown instead, so the test also proves the rea
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -338,7 +339,25 @@ async def test_ambassador_missing_endpoints_file_shows_no_secret(tmp_path: Path,
 # ---------------------------------------------------------------------------------------------- adapter
 
 
-def adapter_run(tmp: Path, fmt: str, token: str, **extra: Any) -> Run:
+@dataclass
+class AdapterSecrets:
+    """A token in the target URL's query (from the env) and a basic-auth password from a secret file."""
+
+    tmp: Path
+    token: str = field(default_factory=lambda: secret("target"))
+    password: str = field(default_factory=lambda: secret("password"))
+
+    def __post_init__(self) -> None:
+        self.password_file = self.tmp / "target-password"
+        self.password_file.write_text(self.password + "\n")
+
+    @property
+    def all(self) -> list[str]:
+        """Both, and the password as the Authorization header carries it."""
+        return [self.token, self.password, base64.b64encode(f"scraper:{self.password}".encode()).decode()]
+
+
+def adapter_run(tmp: Path, fmt: str, secrets: AdapterSecrets, **extra: Any) -> Run:
     """The target URL, token included, comes from the env; the rest from the config file."""
     config = {
         "log_format": fmt,
@@ -346,24 +365,31 @@ def adapter_run(tmp: Path, fmt: str, token: str, **extra: Any) -> Run:
         "listen_port": free_port(),
         "scrape_interval_secs": 0.5,
         "scrape_timeout_secs": 0.5,
+        "target_basic_auth_username": "scraper",
+        "target_basic_auth_password_file": str(secrets.password_file),
     }
-    env = {"ADAPTER_TARGET_URL": f"http://127.0.0.1:{extra.pop('target_port', free_port())}/metrics?token={token}"}
-    return Run("adapter", tmp, {**config, **extra}, env=env)
+    target = f"http://127.0.0.1:{extra.pop('target_port', free_port())}/metrics?token={secrets.token}"
+    return Run("adapter", tmp, {**config, **extra}, env={"ADAPTER_TARGET_URL": target})
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 async def test_adapter_unreachable_target_shows_the_url_redacted(tmp_path: Path, runs: list[Run], fmt: str) -> None:
-    token, port = secret("target"), free_port()
-    run = adapter_run(tmp_path, fmt, token, target_port=port)
+    secrets, port = AdapterSecrets(tmp_path), free_port()
+    run = adapter_run(tmp_path, fmt, secrets, target_port=port)
     runs.append(run)
     run.start()
     await run.wait_for(lambda: "scrape failed" in run.output(), "failed scrape logged")
     listener = f"http://127.0.0.1:{run.config['listen_port']}"
     health = await run.fetch(listener + "/healthz?verbose")
     await run.fetch(listener + "/healthz?format=json")
+    await run.fetch(listener + "/healthz")  # health+json below
+    async with aiohttp.ClientSession() as session:
+        headers = {"Accept": "application/health+json"}
+        async with session.get(listener + "/healthz", headers=headers) as response:
+            run.pages.append(await response.text())
     await run.fetch(run.admin_url + "/readyz?verbose")
     await run.stop()
-    shown = run.assert_no_secret([token])
+    shown = run.assert_no_secret(secrets.all)
     url = f"http://127.0.0.1:{port}/metrics?token={MARKER}"
     assert f"cannot connect to {url}" in shown
     assert "scrape" in health
@@ -371,37 +397,37 @@ async def test_adapter_unreachable_target_shows_the_url_redacted(tmp_path: Path,
 
 @pytest.mark.parametrize("fmt", FORMATS)
 async def test_adapter_busy_listen_port_shows_no_secret(tmp_path: Path, runs: list[Run], fmt: str) -> None:
-    token = secret("target")
+    secrets = AdapterSecrets(tmp_path)
     with busy_port() as port:
-        run = adapter_run(tmp_path, fmt, token, listen_port=port)
+        run = adapter_run(tmp_path, fmt, secrets, listen_port=port)
         runs.append(run)
         run.start()
         assert await run.exit_code() == 1
-    shown = run.assert_no_secret([token])
+    shown = run.assert_no_secret(secrets.all)
     assert "start-up failed" in shown and "address already in use" in shown
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 async def test_adapter_missing_rules_file_shows_no_secret(tmp_path: Path, runs: list[Run], fmt: str) -> None:
-    token = secret("target")
+    secrets = AdapterSecrets(tmp_path)
     missing = tmp_path / "rules.yaml"
-    run = adapter_run(tmp_path, fmt, token, rules_file=str(missing))
+    run = adapter_run(tmp_path, fmt, secrets, rules_file=str(missing))
     runs.append(run)
     run.start()
     assert await run.exit_code() == 2  # found while validating, before anything starts
-    shown = run.assert_no_secret([token])
+    shown = run.assert_no_secret(secrets.all)
     assert "invalid configuration" in shown and str(missing) in shown
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 async def test_adapter_busy_admin_port_shows_no_secret(tmp_path: Path, runs: list[Run], fmt: str) -> None:
-    token = secret("target")
+    secrets = AdapterSecrets(tmp_path)
     with busy_port() as port:
-        run = adapter_run(tmp_path, fmt, token, admin_port=port)
+        run = adapter_run(tmp_path, fmt, secrets, admin_port=port)
         runs.append(run)
         run.start()
         assert await run.exit_code() == 1
-    shown = run.assert_no_secret([token])
+    shown = run.assert_no_secret(secrets.all)
     assert "the admin server cannot listen" in shown
 
 
@@ -431,7 +457,11 @@ def test_print_config_shows_every_sidecars_urls_redacted(tmp_path: Path) -> None
     assert token not in shown
     assert f"path: /healthz?access_token={MARKER}&full=1" in shown
 
-    token = secret("target")
-    shown = print_config("adapter", "--target-url", f"http://127.0.0.1:8080/metrics?Token={token}&x=1")
-    assert token not in shown
+    token, password = secret("target"), secret("password")
+    shown = print_config(
+        "adapter", "--target-url", f"http://127.0.0.1:8080/metrics?Token={token}&x=1",
+        "--target-basic-auth-username", "scraper", env={"ADAPTER_TARGET_BASIC_AUTH_PASSWORD": password},
+    )  # fmt: skip
+    assert token not in shown and password not in shown
     assert f"target_url: http://127.0.0.1:8080/metrics?Token={MARKER}&x=1  # from --target-url" in shown
+    assert f"target_basic_auth_password: '{MARKER}'" in shown
