@@ -142,7 +142,8 @@ def run(quick: bool) -> Report:
                         "--admin-host", "127.0.0.1", "--admin-port", str(admin),
                         "--scrape-interval-secs", "2", "--scrape-timeout-secs", "2",
                         "--outputs", outputs, "--log-format", "json",
-                        "--max-series", str(series + 1000),  # past the default: the page is that big on purpose
+                        # Past the defaults: the page is that big on purpose.
+                        "--max-series", str(series + 1000), "--max-body-bytes", str(2 * len(page)),
                     ],
                     stdout=subprocess.DEVNULL,
                 )  # fmt: skip

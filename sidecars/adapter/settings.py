@@ -49,20 +49,20 @@ class AdapterSettings(SidecarSettings):
     scrape_timeout_secs: float = Field(
         5.0, gt=0, description="A scrape (connect, response, body) must finish within this; at most the interval."
     )
-    # The two limits bound the memory: about 60 MiB + max_body_bytes + 2 KiB x max_series at the peak
-    # of a scrape; the Pod examples' memory limit (256Mi) holds the defaults (docs/adapter.md).
+    # The two limits bound the memory (docs/adapter.md, Memory): the Pod examples' 192Mi holds the
+    # worst page the defaults allow, scraped every 2 s, with five minutes of history per series.
     max_body_bytes: int = Field(
-        50_000_000,
+        10_000_000,
         gt=0,
         description="Largest page accepted, counted while it is decompressed; a bigger one fails the scrape "
         "(too_large) without being inflated further.",
     )
     max_series: int = Field(
-        50_000,
+        10_000,
         gt=0,
         description="Most series kept from one page (of the families the rules and outputs read), like "
-        "Prometheus' sample_limit: a page with more fails the scrape (too_many_series). Memory grows by "
-        "about 2 KiB per series kept.",
+        "Prometheus' sample_limit: a page with more fails the scrape (too_many_series). Each series kept "
+        "costs a few KiB (docs/adapter.md, Memory).",
     )
     failure_status: int = Field(
         503, ge=400, le=599, description="HTTP status of a failing /healthz (and of every group path)."

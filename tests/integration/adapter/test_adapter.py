@@ -228,7 +228,8 @@ async def test_a_30_mb_page_is_parsed_while_probes_keep_answering(app: MetricsAp
     assert len(body) > 30_000_000
     app.page = body
     rules_file.write_text(RULES + "  - {name: big, expr: 'count(big_series_total) < 1', no_data: fail}\n")
-    async with adapter(app, rules_file, scrape_interval_secs=5.0, scrape_timeout_secs=5.0, max_series=300_000) as sc:
+    limits = {"max_series": 300_000, "max_body_bytes": 40_000_000}  # past the defaults, on purpose
+    async with adapter(app, rules_file, scrape_interval_secs=5.0, scrape_timeout_secs=5.0, **limits) as sc:
         answered = 0
         async with aiohttp.ClientSession() as session:
             while (sc.sample("adapter_scrapes_total") or 0) < 2:
