@@ -128,7 +128,7 @@ def test_malformed_label_blocks_are_rejected(block: str) -> None:
             parse("x" + block + suffix)
 
 
-def test_a_line_spanning_many_pieces_is_joined_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_line_spanning_many_pieces_is_parsed_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     import sidecars.adapter.exposition as exposition
 
     monkeypatch.setattr(exposition, "SLICE_CHARS", 10)
