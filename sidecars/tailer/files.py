@@ -15,11 +15,15 @@ from collections.abc import Callable
 from structlog.typing import FilteringBoundLogger
 
 from sidecars.tailer.checkpoint import CheckpointStore, Entry, Track
-from sidecars.tailer.discovery import Matcher
+from sidecars.tailer.confine import RefusedError
+from sidecars.tailer.discovery import Matcher, Scan
 from sidecars.tailer.follower import Chunk, Counts, Follower, Options
 from sidecars.tailer.identity import Fingerprint, file_key
 from sidecars.tailer.metrics import TailerMetrics
 from sidecars.tailer.settings import TailerSettings
+
+# Refused paths remembered for logging once; past this many the memory is cleared.
+_MAX_REFUSED_REMEMBERED = 10_000
 
 
 class FileSet:
@@ -52,19 +56,44 @@ class FileSet:
         self.initial_scan = False
         self.first_start = not store.existed
         self._unopenable: set[str] = set()
+        self.confine = matcher.confinement
+        self._refused: dict[str, str] = {}  # path -> reason, so each refusal is counted and logged once
+
+    def _lstat(self, path: str) -> os.stat_result:
+        """What a path names, symlinks followed only where they may be."""
+        return os.stat(path) if self.confine.follow_symlinks else os.lstat(path)
+
+    def refuse(self, path: str, reason: str, detail: str) -> None:
+        """A path not read for where it leads: counted and logged once per path and reason."""
+        if self._refused.get(path) == reason:
+            return
+        if len(self._refused) >= _MAX_REFUSED_REMEMBERED:
+            self._refused.clear()  # a hostile volume with endless links costs repeated logs, not memory
+        self._refused[path] = reason
+        self.metrics.refused_files.labels(reason=reason).inc()
+        self.log.warning("file not followed", path=path, reason=reason, detail=detail)
 
     def _labels(self, path: str) -> dict[str, str]:
         labels = dict(self.base_labels)
         labels["path"] = path
         return labels
 
+    def found(self, scan: Scan, rescan: bool = True) -> None:
+        """Take the result of a discovery walk: refusals reported (once), matching files looked at."""
+        for path, reason, detail in scan.refused:
+            self.refuse(path, reason, detail)
+        for path in scan.files:
+            self.check_path(path, rescan=rescan)
+
     def check_path(self, path: str, rescan: bool = False) -> None:
         """Look at a matching path: new file, the same file grown, or a new file under an old name."""
         try:
-            st = os.stat(path)
+            st = self._lstat(path)
         except OSError:
             return  # gone (renamed or deleted): the poller notices on the open file
         if not stat.S_ISREG(st.st_mode):
+            if stat.S_ISLNK(st.st_mode):
+                self.refuse(path, "symlink", "a symlink (follow_symlinks is off)")
             return
         key = file_key(st)
         now = time.monotonic()
@@ -100,7 +129,11 @@ class FileSet:
 
     def _open(self, path: str, label_path: str | None = None) -> Follower | None:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            fd = self.confine.open(path)
+        except RefusedError as exc:
+            if exc.reason != "not_regular":
+                self.refuse(path, exc.reason, exc.detail)
+            return None
         except OSError as exc:
             self.metrics.errors.labels(type="open").inc()
             if path not in self._unopenable:  # logged once, not at every rescan
@@ -172,15 +205,14 @@ class FileSet:
             if not self.matcher.name_allowed(name):
                 continue
             try:
-                st = os.stat(path)
+                st = self._lstat(path)
             except OSError:
                 continue
             if not stat.S_ISREG(st.st_mode) or file_key(st) in self.followers or st.st_size < offset:
                 continue
             try:
-                with open(path, "rb") as fh:
-                    head = fh.read(entry.fingerprint.length)
-            except OSError:
+                head = self.confine.read_head(path, entry.fingerprint.length)
+            except (OSError, RefusedError):
                 continue
             if entry.fingerprint.matches(head) and (best is None or st.st_mtime > best[0]):
                 best = (st.st_mtime, path, st)
@@ -190,8 +222,9 @@ class FileSet:
         if st.st_size == offset and not held:
             return None
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+            fd = self.confine.open(path)
+            st = os.fstat(fd)
+        except (OSError, RefusedError):
             return None
         key = file_key(st)
         self.store.remove(entry.key)
@@ -251,7 +284,7 @@ class FileSet:
                 if self.matcher(path):
                     continue  # followed under its own name anyway
                 try:
-                    st = os.stat(path)
+                    st = self._lstat(path)
                 except OSError:
                     continue
                 key = file_key(st)
@@ -265,9 +298,8 @@ class FileSet:
                 if st.st_mtime <= since:
                     continue  # not written since our last checkpoint: not ours to read
                 try:
-                    with open(path, "rb") as fh:
-                        head = fh.read(self.s.fingerprint_bytes)
-                except OSError:
+                    head = self.confine.read_head(path, self.s.fingerprint_bytes)
+                except (OSError, RefusedError):
                     continue
                 if any(fp.matches(head) for fp in fingerprints):
                     continue

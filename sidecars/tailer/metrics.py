@@ -48,6 +48,13 @@ class TailerMetrics:
             ["kind"],
             registry=r,
         )
+        self.refused_files = Counter(
+            "tailer_refused_files",
+            "Paths not read for where they lead, by reason (symlink, outside_roots, proc_sys, too_deep); "
+            "each path counted once.",
+            ["reason"],
+            registry=r,
+        )
         self.retries = Counter("tailer_retries", "Batches sent again after a failure.", registry=r)
         self.batch_splits = Counter(
             "tailer_batch_splits", "Batches the receiver refused as too large (413), sent again in halves.", registry=r

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from sidecars.core import SidecarSettings
+from sidecars.tailer.confine import FORBIDDEN_TREES
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -29,6 +30,18 @@ class TailerSettings(SidecarSettings):
     exclude: list[str] = Field(
         ["*.gz", "*.zip", "*.bz2", "*.xz", "*.zst"],
         description="Glob patterns of files never followed; a pattern without `/` matches the file name.",
+    )
+    follow_symlinks: bool = Field(
+        False,
+        description="Follow symlinks (to files and directories) found below the include patterns' base "
+        "directories, but only to targets inside those directories; off: a symlink is never followed. "
+        "Files of /proc and /sys are never read.",
+    )
+    max_depth: int = Field(
+        32,
+        ge=1,
+        le=1024,
+        description="How many directory levels below a pattern's base directory discovery descends (`**`).",
     )
     watch_mode: Literal["inotify", "poll"] = Field(
         "inotify",
@@ -201,6 +214,8 @@ class TailerSettings(SidecarSettings):
         for p in self.include:
             if not p.startswith("/"):
                 raise ValueError(f"include pattern {p!r} must be an absolute path")
+            if any(p == t or p.startswith(t + "/") for t in FORBIDDEN_TREES):
+                raise ValueError(f"include pattern {p!r}: files of /proc and /sys are never read")
         return self
 
     @field_validator("sink")
