@@ -22,6 +22,8 @@ from sidecars.tailer.identity import Fingerprint, file_key
 from sidecars.tailer.metrics import TailerMetrics
 from sidecars.tailer.settings import TailerSettings
 
+# In a checkpoint key, what follows the inode of a content truncated away from it: "dev:ino@digest".
+_CONTENT_RECORD = "@"
 # Refused paths remembered for logging once; past this many the memory is cleared.
 _MAX_REFUSED_REMEMBERED = 10_000
 
@@ -162,8 +164,7 @@ class FileSet:
             if entry is not None:
                 # Its inode now holds other content: truncated in place while we were away (find the
                 # copy logrotate made) or reused by a new file.
-                self.store.remove(key)
-                self._adopt_copy(entry, entry.offset, b"", None)
+                self._continue_content(entry, entry.offset, b"", None)
             offset = st.st_size if (self.initial_scan and self.first_start and self.s.start_at == "end") else 0
             fingerprint = Fingerprint.of(head)
             entry = Entry(key, fingerprint, offset, path)
@@ -187,11 +188,10 @@ class FileSet:
         self._wake()
         return f
 
-    def _adopt_copy(self, entry: Entry, offset: int, held: bytes, donor: Follower | None) -> Follower | None:
-        """Find the copy `copytruncate` made of a content (same head, another inode) and read its rest.
-
-        Lines written between our last read and the truncation exist only in that copy.
-        """
+    def _find_copy(self, entry: Entry, offset: int) -> tuple[str, os.stat_result] | None:
+        """The copy `copytruncate` made of `entry`'s content: a sibling with its head, at least `offset` long."""
+        if not entry.fingerprint.identifies:
+            return None
         directory, base = os.path.split(entry.path)
         best: tuple[float, str, os.stat_result] | None = None
         try:
@@ -216,9 +216,29 @@ class FileSet:
                 continue
             if entry.fingerprint.matches(head) and (best is None or st.st_mtime > best[0]):
                 best = (st.st_mtime, path, st)
-        if best is None:
+        return None if best is None else (best[1], best[2])
+
+    def _continue_content(self, entry: Entry, offset: int, held: bytes, donor: Follower | None) -> Follower | None:
+        """`entry`'s content left its inode (truncated in place): carry on where the content lives now.
+
+        Lines written between our last read and the truncation exist only in the copy logrotate made
+        (same head, another inode): it is read from `offset` on. A copy with nothing more is claimed
+        all the same (the entry moves to its inode), and with no copy the entry stays as the content's
+        own record: either way a restart that finds the copy resumes it at the acknowledged offset, as
+        it was read through the original, instead of sending it again from its start. Returns the
+        follower of the copy when there is more to read.
+        """
+        self.store.remove(entry.key)
+        found = self._find_copy(entry, offset)
+        if found is None:
+            entry.key = f"{entry.key}{_CONTENT_RECORD}{entry.fingerprint.digest}"
+            self.store.put(entry)
             return None
-        _, path, st = best
+        path, st = found
+        label_path = donor.label_path if donor is not None else entry.path
+        entry.key, entry.path = file_key(st), path
+        self.store.put(entry)
+        self.metrics.rotations.labels(kind="copy_found").inc()
         if st.st_size == offset and not held:
             return None
         try:
@@ -226,10 +246,9 @@ class FileSet:
             st = os.fstat(fd)
         except (OSError, RefusedError):
             return None
-        key = file_key(st)
-        self.store.remove(entry.key)
-        entry.key, entry.path = key, path
-        self.store.put(entry)
+        if file_key(st) != entry.key:
+            os.close(fd)  # replaced since we looked: the entry stays the record of the content
+            return None
         track = donor.track if donor is not None else Track(self.store, entry)
         f = Follower(
             path,
@@ -238,18 +257,17 @@ class FileSet:
             entry.fingerprint,
             track,
             offset - len(held),
-            self._labels(donor.label_path if donor else entry.path),
+            self._labels(label_path),
             self.options,
             self.counts,
         )
+        f.label_path = label_path
         f.buf = held
         f.rotated_at = time.monotonic()
         if donor is not None:
-            f.label_path = donor.label_path
             f.skipping = donor.skipping
             f.grouper = donor.grouper
-        self.followers[key] = f
-        self.metrics.rotations.labels(kind="copy_found").inc()
+        self.followers[entry.key] = f
         self.log.info("reading the rest of a copy-truncated file from its copy", path=path, offset=offset)
         self._wake()
         return f
@@ -260,7 +278,8 @@ class FileSet:
         A known file renamed while we were down is resumed at its checkpoint (found by inode); a file
         we never knew, written after our last checkpoint write, was created and rotated away while we
         were down and is read from its start. A file whose head is a known content's head is a
-        copytruncate copy: it is read on from its checkpoint when its original is opened, never twice.
+        copytruncate copy, read once: resumed at the checkpoint of a content that left its inode, or,
+        while the original still holds that content, read on from the original instead.
         """
         since = self.store.loaded_mtime
         if since is None:
@@ -270,7 +289,8 @@ class FileSet:
             d, b = os.path.split(e.path)
             by_dir.setdefault(d, set()).add(b)
         known = {e.key: e for e in self.store.entries.values()}
-        fingerprints = [e.fingerprint for e in self.store.entries.values()]
+        contents = [e for e in known.values() if _CONTENT_RECORD in e.key and e.fingerprint.identifies]
+        fingerprints = [e.fingerprint for e in known.values() if e.fingerprint.identifies and e not in contents]
         for directory, bases in by_dir.items():
             try:
                 names = os.listdir(directory)
@@ -301,6 +321,15 @@ class FileSet:
                     head = self.confine.read_head(path, self.s.fingerprint_bytes)
                 except (OSError, RefusedError):
                     continue
+                record = next((e for e in contents if e.fingerprint.matches(head)), None)
+                if record is not None:  # the copy of a content we read through its original
+                    contents.remove(record)
+                    self.store.remove(record.key)
+                    record.key, record.path = key, path
+                    self.store.put(record)
+                    if st.st_size > record.offset:
+                        self._resume_rotated(path, os.path.join(directory, base), record.offset)
+                    continue
                 if any(fp.matches(head) for fp in fingerprints):
                     continue
                 self._resume_rotated(path, os.path.join(directory, base), 0)
@@ -317,15 +346,13 @@ class FileSet:
         self.metrics.rotations.labels(kind="truncated").inc()
         old_track = f.track
         held = f.buf[f.pos :]
-        copy = self._adopt_copy(old_track.entry, f.read_offset, held, f)
+        copy = self._continue_content(old_track.entry, f.read_offset, held, f)
         if copy is None:
-            # What was read goes out (a held partial line or multi-line record included); its acks no
-            # longer move a checkpoint.
+            # What was read goes out (a held partial line or multi-line record included); its acks
+            # move the old content's record, which its copy, when found after a restart, resumes from.
             for held_chunk in (f.flush_partial(now, force=True), f.flush_multiline(now, force=True)):
                 if held_chunk is not None:
                     self._stash(held_chunk)
-            old_track.dead = True
-            self.store.remove(f.key)
             self.log.warning(
                 "file truncated in place; reading it again from the start", path=f.path, was_at=f.read_offset
             )
