@@ -7,7 +7,9 @@ rotated content held open even while reading is paused behind a sink outage.
 
 from __future__ import annotations
 
+import heapq
 import os
+import resource
 import stat
 import time
 from collections.abc import Callable
@@ -22,6 +24,20 @@ from sidecars.tailer.identity import Fingerprint, file_key
 from sidecars.tailer.metrics import TailerMetrics
 from sidecars.tailer.settings import TailerSettings
 
+# Descriptors kept for everything but files (sockets, the watcher, the checkpoint, the runtime's own).
+_RESERVED_FDS = 64
+
+
+def default_max_open_files() -> int:
+    """Handles for followed files: the soft RLIMIT_NOFILE less a reserve (a quarter, at least 64)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        soft = 65536
+    return max(soft - max(_RESERVED_FDS, soft // 4), 8)
+
+
+# The warning that files wait for a handle, at most this often (files may wait and get one in turns).
+_LIMIT_LOG_EVERY_SECS = 600.0
 # In a checkpoint key, what follows the inode of a content truncated away from it: "dev:ino@digest".
 _CONTENT_RECORD = "@"
 # Refused paths remembered for logging once; past this many the memory is cleared.
@@ -59,6 +75,10 @@ class FileSet:
         self.first_start = not store.existed
         self._unopenable: set[str] = set()
         self.confine = matcher.confinement
+        self.max_open = settings.max_open_files or default_max_open_files()
+        # Paths that found no free handle, in the order they asked: path -> (label path, identity key).
+        self.waiting: dict[str, tuple[str | None, str]] = {}
+        self._limit_logged_at: float | None = None
         self._refused: dict[str, str] = {}  # path -> reason, so each refusal is counted and logged once
 
     def _lstat(self, path: str) -> os.stat_result:
@@ -130,6 +150,10 @@ class FileSet:
         self._open(path)
 
     def _open(self, path: str, label_path: str | None = None) -> Follower | None:
+        if len(self.followers) >= self.max_open:
+            self._wait_for_handle(path, label_path)
+            return None
+        self.waiting.pop(path, None)
         try:
             fd = self.confine.open(path)
         except RefusedError as exc:
@@ -313,7 +337,7 @@ class FileSet:
                 entry = known.get(key)
                 if entry is not None:
                     if st.st_size > entry.offset:
-                        self._resume_rotated(path, os.path.join(directory, base), entry.offset)
+                        self._resume_rotated(path, os.path.join(directory, base))
                     continue
                 if st.st_mtime <= since:
                     continue  # not written since our last checkpoint: not ours to read
@@ -328,17 +352,17 @@ class FileSet:
                     record.key, record.path = key, path
                     self.store.put(record)
                     if st.st_size > record.offset:
-                        self._resume_rotated(path, os.path.join(directory, base), record.offset)
+                        self._resume_rotated(path, os.path.join(directory, base))
                     continue
                 if any(fp.matches(head) for fp in fingerprints):
                     continue
-                self._resume_rotated(path, os.path.join(directory, base), 0)
+                self._resume_rotated(path, os.path.join(directory, base))
 
-    def _resume_rotated(self, path: str, label_path: str, offset: int) -> None:
+    def _resume_rotated(self, path: str, label_path: str, event: str = "reading a file rotated while stopped") -> None:
         f = self._open(path, label_path=label_path)
         if f is not None:
             f.rotated_at = time.monotonic()
-            self.log.info("reading a file rotated while stopped", path=path, offset=offset)
+            self.log.info(event, path=path, offset=f.read_offset)
 
     def _truncated(self, f: Follower, now: float) -> None:
         """`f`'s content was replaced in place (copytruncate): finish the old content, restart at zero."""
@@ -443,6 +467,115 @@ class FileSet:
                 self.close(f, "rotated")
         elif done and now - f.last_growth >= self.s.close_inactive_secs:
             self.close(f, "inactive")
+
+    def _wait_for_handle(self, path: str, label_path: str | None) -> None:
+        """No handle free for `path`: it waits its turn, its identity and start offset recorded now.
+
+        The checkpoint entry made here is what lets a waiting file be found again by inode when it is
+        renamed away before its turn (`find_moved`), and keeps `start_at: end` meaning the end as of
+        the initial scan, not as of whenever a handle frees up.
+        """
+        try:
+            st = self._lstat(path)
+        except OSError:
+            return
+        if not stat.S_ISREG(st.st_mode):
+            return
+        key = file_key(st)
+        if self.store.get(key) is None:
+            try:
+                head = self.confine.read_head(path, self.s.fingerprint_bytes)
+            except (OSError, RefusedError):
+                head = b""  # fingerprinted when opened (an empty fingerprint matches any head)
+            offset = st.st_size if (self.initial_scan and self.first_start and self.s.start_at == "end") else 0
+            self.store.put(Entry(key, Fingerprint.of(head), offset, path))
+        self.waiting[path] = (label_path, key)
+        now = time.monotonic()
+        if self._limit_logged_at is None or now - self._limit_logged_at >= _LIMIT_LOG_EVERY_SECS:
+            self._limit_logged_at = now
+            self.log.warning(
+                "more matching files than file handles: reading them in turn",
+                max_open_files=self.max_open,
+                open=len(self.followers),
+            )
+
+    def open_waiting(self) -> None:
+        """Give handles to the files waiting for one, oldest request first (run once per poll).
+
+        Handles are freed here in bulk, not per open: the files read to their end and acknowledged,
+        idle longest first. Per open that would be one pass over every follower for each waiting
+        file; here it is one pass per poll.
+        """
+        if not self.waiting or self.draining:
+            return
+        need = len(self.waiting) - (self.max_open - len(self.followers))
+        if need > 0:
+            closable = (
+                f
+                for f in self.followers.values()
+                if f.deleted_at is None and f.rotated_at is None and f.settled and f.track.idle
+            )
+            for f in heapq.nsmallest(need, closable, key=lambda f: f.last_growth):
+                self.close(f, "handle_limit")
+        waiting, self.waiting = self.waiting, {}
+        for path, (label_path, key) in waiting.items():
+            if len(self.followers) >= self.max_open:
+                self.waiting[path] = (label_path, key)  # keeps its place in the queue
+            elif label_path is None:
+                self.check_path(path, rescan=True)  # nothing new since its checkpoint: no handle taken
+            else:
+                self._resume_rotated(path, label_path, "reading a rotated file now that a handle is free")
+
+    def waiting_keys(self) -> set[str]:
+        """Checkpoint entries of waiting files: kept, however long they wait."""
+        return {key for _, key in self.waiting.values()}
+
+    def waiting_check(self) -> str | None:
+        if not self.waiting:
+            return None
+        return (
+            f"{len(self.waiting)} matching files wait for a file handle (max_open_files={self.max_open}); "
+            "they are read in turn"
+        )
+
+    def find_moved(self) -> None:
+        """Known files whose handle was closed (idle, or for the limit) and that were renamed since.
+
+        Rename+create while a file was closed leaves its last lines under the new name, which the
+        include glob may not match: it is found again by inode next to where it was, and read on from
+        its checkpoint.
+        """
+        by_dir: dict[str, list[Entry]] = {}
+        for e in self.store.entries.values():
+            if e.key in self.followers or _CONTENT_RECORD in e.key:
+                continue
+            try:
+                moved = file_key(os.lstat(e.path)) != e.key
+            except OSError:
+                moved = True
+            if moved:
+                by_dir.setdefault(os.path.dirname(e.path), []).append(e)
+        for directory, entries in by_dir.items():
+            try:
+                names = os.listdir(directory)
+            except OSError:
+                continue
+            wanted = {e.key: e for e in entries}
+            for name in names:
+                path = os.path.join(directory, name)
+                try:
+                    st = self._lstat(path)
+                except OSError:
+                    continue
+                moved_entry = wanted.pop(file_key(st), None)
+                if moved_entry is None or not stat.S_ISREG(st.st_mode):
+                    continue
+                label_path = moved_entry.path
+                moved_entry.path = path
+                if st.st_size > moved_entry.offset and not self.draining:
+                    self._resume_rotated(path, label_path, "reading on a file renamed while its handle was closed")
+                if not wanted:
+                    break
 
     def close(self, f: Follower, reason: str) -> None:
         f.close()

@@ -277,6 +277,7 @@ class Pipeline:
             now = time.monotonic()
             for f in list(self.files.followers.values()):
                 self.files.check(f, now)
+            self.files.open_waiting()
             self._update_gauges()
 
     def _update_gauges(self) -> None:
@@ -294,6 +295,7 @@ class Pipeline:
         m.absorb(c)
         m.files_watched.set(len(self.files.followers))
         m.open_files.set(sum(1 for f in self.files.followers.values() if f.fd is not None))
+        m.files_waiting.set(len(self.files.waiting))
         m.bytes_behind.set(sum(max(f.size - f.track.committed, 0) for f in self.files.followers.values()))
         m.buffered_bytes.set(self.buffered)
         m.checkpoint_age.set(time.time() - self.store.last_write if self.store.dirty else 0.0)
@@ -308,6 +310,7 @@ class Pipeline:
             if self._draining:
                 continue
             self.files.found(await asyncio.to_thread(self.matcher.scan))
+            self.files.find_moved()
             self.store.gc(self.s.checkpoint_retention_secs, keep=set(self.files.followers))
 
     async def _watch_loop(self) -> None:

@@ -82,6 +82,13 @@ class TailerSettings(SidecarSettings):
         gt=0,
         description="A deleted file with more unread bytes than this is closed at once; its rest is dropped.",
     )
+    max_open_files: int | None = Field(
+        None,
+        ge=1,
+        description="Most file handles held for followed files; beyond, files are read in turn (handles of "
+        "files read to their end and acknowledged are closed for the waiting ones). Unset: the soft "
+        "RLIMIT_NOFILE less a quarter (at least 64) kept for sockets and the rest.",
+    )
     fingerprint_bytes: int = Field(
         1024,
         ge=16,
