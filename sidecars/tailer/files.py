@@ -539,22 +539,27 @@ class FileSet:
         )
 
     def find_moved(self) -> None:
-        """Known files whose handle was closed (idle, or for the limit) and that were renamed since.
+        """Known files without a handle that have unread lines where the include globs do not look.
 
-        Rename+create while a file was closed leaves its last lines under the new name, which the
-        include glob may not match: it is found again by inode next to where it was, and read on from
-        its checkpoint.
+        Rename+create while a file was closed (idle, or for the handle limit) leaves its last lines
+        under the new name: it is found again by inode next to where it was, and read on from its
+        checkpoint; so is a rotated file or copy whose open failed.
         """
         by_dir: dict[str, list[Entry]] = {}
-        for e in self.store.entries.values():
+        for e in list(self.store.entries.values()):
             if e.key in self.followers or _CONTENT_RECORD in e.key:
                 continue
             try:
-                moved = file_key(os.lstat(e.path)) != e.key
+                st = os.lstat(e.path)
             except OSError:
-                moved = True
-            if moved:
                 by_dir.setdefault(os.path.dirname(e.path), []).append(e)
+                continue
+            if file_key(st) != e.key:
+                by_dir.setdefault(os.path.dirname(e.path), []).append(e)
+            elif st.st_size > e.offset and not self.matcher(e.path) and e.path not in self.waiting:
+                # A rotated file or copy with unread lines and no handle (its open failed or raced a
+                # rename): the glob never names it, so nothing else would read it before a restart.
+                self._resume_rotated(e.path, e.path, "reading on a rotated file with unread lines")
         for directory, entries in by_dir.items():
             try:
                 names = os.listdir(directory)

