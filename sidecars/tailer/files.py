@@ -30,10 +30,13 @@ _RESERVED_FDS = 64
 
 def default_max_open_files() -> int:
     """Handles for followed files: the soft RLIMIT_NOFILE less a reserve (a quarter, at least 64)."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft <= 0:
-        soft = 65536
+    soft = _soft_nofile()
     return max(soft - max(_RESERVED_FDS, soft // 4), 8)
+
+
+def _soft_nofile() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 65536 if soft == resource.RLIM_INFINITY or soft <= 0 else soft
 
 
 # The warning that files wait for a handle, at most this often (files may wait and get one in turns).
@@ -76,6 +79,15 @@ class FileSet:
         self._unopenable: set[str] = set()
         self.confine = matcher.confinement
         self.max_open = settings.max_open_files or default_max_open_files()
+        if self.max_open > _soft_nofile() - _RESERVED_FDS:
+            # Honoured as set, but opens past the real limit fail (counted as open errors) and take
+            # the sink's sockets and checkpoint writes with them.
+            log.warning(
+                "max_open_files leaves too few descriptors under RLIMIT_NOFILE for sockets and checkpoints",
+                max_open_files=self.max_open,
+                rlimit_nofile=_soft_nofile(),
+                reserve=_RESERVED_FDS,
+            )
         # Paths that found no free handle, in the order they asked: path -> (label path, identity key).
         self.waiting: dict[str, tuple[str | None, str]] = {}
         self._limit_logged_at: float | None = None
@@ -266,6 +278,8 @@ class FileSet:
         if st.st_size == offset and not held:
             return None
         try:
+            # Not subject to max_open_files: the copy's rest exists nowhere else (logrotate deletes it
+            # in time), so it is read now, on a descriptor of the reserve, and closed once read.
             fd = self.confine.open(path)
             st = os.fstat(fd)
         except (OSError, RefusedError):

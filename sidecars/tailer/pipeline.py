@@ -311,7 +311,10 @@ class Pipeline:
                 continue
             self.files.found(await asyncio.to_thread(self.matcher.scan))
             self.files.find_moved()
-            self.store.gc(self.s.checkpoint_retention_secs, keep=set(self.files.followers))
+            # A file waiting for a handle keeps its entry however long it waits: it is how it is found
+            # again if it is renamed before its turn.
+            keep = set(self.files.followers) | self.files.waiting_keys()
+            self.store.gc(self.s.checkpoint_retention_secs, keep=keep)
 
     async def _watch_loop(self) -> None:
         stop = asyncio.Event()

@@ -277,3 +277,48 @@ async def test_more_files_than_the_open_file_limit_are_read_in_turn_and_none_los
         # Found again by inode (at once, or once a handle was free), not by luck.
         assert "reading on a file renamed while its handle was closed" in out or "now that a handle is free" in out
     assert_exactly(receiver, expected)
+
+
+async def test_files_renamed_away_while_waiting_for_their_first_handle_lose_nothing(
+    receiver: NdjsonReceiver, tmp_path: Path
+) -> None:
+    """With the sink down no handle is freed (nothing is acknowledged), so most files wait for their
+    very first handle; each is then rotated (rename+create). The old contents, under names the include
+    glob does not match, are still read once handles free up, from their start."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    files = [logs / f"w{i:02d}.log" for i in range(40)]
+    expected: list[str] = []
+    for i, f in enumerate(files):
+        lines = numbered(f"w{i} old", 0, 20)
+        write_lines(f, lines)
+        expected += lines
+    settings: dict[str, Any] = {
+        **FAST,
+        "include": [f"{logs}/*.log"],
+        "checkpoint_dir": str(tmp_path / "cp"),
+        "sink": "http",
+        "sink_config": {"url": receiver.url},
+    }
+    receiver.fail_status = 503
+    # The soft limit of 64 leaves 8 handles for files (the rest is the reserve): 32 files wait.
+    command = ["prlimit", "--nofile=64:64", sys.executable, "-m", "sidecars.tailer"]
+    async with start_process("tailer", settings, command=command) as p:
+        await p.wait_http("/readyz")
+        for _ in range(400):
+            _, metrics = await http_get(p.admin_url + "/metrics")
+            if "\ntailer_files_waiting 32.0" in metrics:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("32 files never waited for a handle")
+        for i, f in enumerate(files):
+            os.rename(f, f.with_name(f.name + ".1"))
+            fresh = numbered(f"w{i} new", 0, 5)
+            write_lines(f, fresh)
+            expected += fresh
+        receiver.fail_status = None
+        await receiver.wait_for(len(expected), timeout_secs=60)
+        p.proc.send_signal(signal.SIGTERM)
+        assert await p.wait_exit(20) == 0
+    assert_exactly(receiver, expected)
