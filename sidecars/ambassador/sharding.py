@@ -30,7 +30,7 @@ import hashlib
 import math
 import random
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
 
 from sidecars.ambassador.hashing import HASHES, HashFunction
@@ -114,6 +114,7 @@ class Ring:
             self._build_ketama()
         elif distribution == "modula":
             self._owners = [i for i, s in enumerate(self.servers) for _ in range(s.weight)]
+        self.index: Callable[[bytes], int] = self._make_index()
 
     def _build_ketama(self) -> None:
         live = len(self.servers)
@@ -126,8 +127,9 @@ class Ring:
                 digest = hashlib.md5(label).digest()
                 points.extend((value, index) for value in struct.unpack("<4I", digest))
         points.sort(key=lambda p: p[0])  # equal values (1 in ~10^5 rings) keep build order
-        self._points = [p for p, _ in points]
-        self._owners = [i for _, i in points]
+        # A last point past every 32-bit hash, owned by the first: the wrap-around without a branch.
+        self._points = [p for p, _ in points] + [1 << 32]
+        self._owners = [i for _, i in points] + [points[0][1] if points else 0]
 
     def __len__(self) -> int:
         return len(self.servers)
@@ -146,20 +148,6 @@ class Ring:
         key = self.hashed_part(key)
         return self.hash(key) if key else 0
 
-    def index(self, key: bytes) -> int:
-        """Position in `servers` of the server holding `key`; -1 when no server is live."""
-        owners = self._owners
-        if not self.servers:
-            return -1
-        if self.single:
-            return 0
-        if self.distribution == "ketama":
-            i = bisect.bisect_left(self._points, self.key_hash(key))
-            return owners[i] if i < len(owners) else owners[0]
-        if self.distribution == "modula":
-            return owners[self.key_hash(key) % len(owners)]
-        return random.randrange(len(self.servers))
-
     def owner_of_hash(self, value: int) -> int:
         """The server of a hash value (for comparing rings); random rings have none: -1."""
         if not self.servers:
@@ -167,11 +155,33 @@ class Ring:
         if self.single:
             return 0
         if self.distribution == "ketama":
-            i = bisect.bisect_left(self._points, value)
-            return self._owners[i] if i < len(self._owners) else self._owners[0]
+            return self._owners[bisect.bisect_left(self._points, value)]
         if self.distribution == "modula":
             return self._owners[value % len(self._owners)]
         return -1
+
+    def _make_index(self) -> Callable[[bytes], int]:
+        """`index(key)`: position in `servers` of the server holding `key`, -1 when none is live.
+        Built per ring so the common cases (ketama, no hash tag) run without branches or calls."""
+        n = len(self.servers)
+        if not n:
+            return lambda key: -1
+        if self.single:
+            return lambda key: 0
+        if self.distribution == "random":
+            return lambda key: random.randrange(n)
+        owners, points = self._owners, self._points
+        hash_function = self.hash
+        bisect_left = bisect.bisect_left
+        if self.tag_open >= 0:
+            key_hash = self.key_hash
+            if self.distribution == "ketama":
+                return lambda key: owners[bisect_left(points, key_hash(key))]
+            return lambda key: owners[key_hash(key) % len(owners)]
+        if self.distribution == "ketama":
+            return lambda key: owners[bisect_left(points, hash_function(key) if key else 0)]
+        count = len(owners)
+        return lambda key: owners[(hash_function(key) if key else 0) % count]
 
 
 def moved_share(before: Ring, after: Ring, samples: int = 4096) -> float:
