@@ -93,6 +93,11 @@ class MemcachedClient(ShardedClient):
         pos = 0
         now = p.now
         while pos < end:
+            if self.skip:  # the data block of a refused command: dropped, never buffered
+                taken = min(self.skip, end - pos)
+                pos += taken
+                self.skip -= taken
+                continue
             if len(queue) >= p.max_pending:
                 self.pause(PAUSE_PENDING)
                 return pos, 0
@@ -124,10 +129,7 @@ class MemcachedClient(ShardedClient):
                     p.stats.error("value_too_large")
                     if not noreply:
                         self.queue_local(b"SERVER_ERROR object too large for cache\r\n")
-                    drop = size + 2
-                    taken = min(drop, end - pos)
-                    pos += taken
-                    self.skip = drop - taken
+                    self.skip = size + 2
                     continue
                 stop = pos + size + 2
                 if stop > end:

@@ -126,6 +126,15 @@ class Nutcracker(Peer):
         return [binary, "-c", str(self.conf), "-s", str(self.stats_port), "-a", "127.0.0.1", "-v", "4", *files]
 
 
+def stop_all(peers: Sequence[Peer]) -> None:
+    """Signal every peer first, then wait: memcached takes most of a second to exit."""
+    for peer in peers:
+        if peer.proc is not None and peer.proc.poll() is None:
+            peer.proc.terminate()
+    for peer in peers:
+        peer.stop()
+
+
 @contextlib.asynccontextmanager
 async def redis_servers(count: int, password: str | None = None) -> AsyncIterator[list[RedisServer]]:
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,8 +143,7 @@ async def redis_servers(count: int, password: str | None = None) -> AsyncIterato
             await asyncio.gather(*(s.start() for s in servers))
             yield servers
         finally:
-            for s in servers:
-                s.stop()
+            stop_all(servers)
 
 
 @contextlib.asynccontextmanager
@@ -153,8 +161,7 @@ async def memcached_servers(
             await asyncio.gather(*(s.start() for s in servers))
             yield servers
         finally:
-            for s in servers:
-                s.stop()
+            stop_all(servers)
 
 
 @contextlib.asynccontextmanager
