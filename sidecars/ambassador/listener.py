@@ -42,7 +42,7 @@ class Listener:
         self._http_proxy_class = http_proxy_class  # this source's class or its compiled twin (engine.py)
         self.log = log.bind(listener=config.name)
         self.stats = ListenerStats(config.name, config.name)
-        self.sharded = ShardedSetup(config) if config.mode in SHARDED_MODES else None
+        self.sharded = ShardedSetup(config, registry) if config.mode in SHARDED_MODES else None
         probe = self.sharded.probe if self.sharded is not None else health.probe
         self.cluster = Cluster(config.name, config.cluster, registry, self.log, probe=probe)
         self._collector = collector

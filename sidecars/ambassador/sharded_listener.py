@@ -11,7 +11,9 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sidecars.ambassador import health
+from prometheus_client import CollectorRegistry
+
+from sidecars.ambassador import health, shard_metrics
 from sidecars.ambassador.memcached_proxy import MemcachedProxy
 from sidecars.ambassador.redis_proxy import RedisProxy
 from sidecars.ambassador.sharded_proxy import ShardedProxy
@@ -35,8 +37,9 @@ def _read_secret(path: str | None, what: str) -> bytes | None:
 
 
 class ShardedSetup:
-    def __init__(self, config: ListenerConfig) -> None:
+    def __init__(self, config: ListenerConfig, registry: CollectorRegistry) -> None:
         self.config = config
+        self.registry = registry
         self.server_password: bytes | None = None
         self.client_password: bytes | None = None
 
@@ -51,6 +54,7 @@ class ShardedSetup:
     def proxy(self, cluster: Cluster, stats: ListenerStats, loop: asyncio.AbstractEventLoop, log: Any) -> ShardedProxy:
         cfg = self.config
         shards = ShardSet(cfg.name, cfg.sharding, cluster, log)
+        shard_metrics.attach(self.registry, shards)
         if cfg.mode == "redis":
             return RedisProxy(
                 cfg,
