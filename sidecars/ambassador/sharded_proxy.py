@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -152,7 +153,10 @@ class ShardLink:
                 await p.loop.create_connection(cast(Callable[[], asyncio.Protocol], lambda: self), ep.host, ep.port)
         except (OSError, TimeoutError) as exc:
             ep.end_request(Outcome.CONNECT_FAILURE, time.perf_counter() - t0)
-            reason = f"timeout after {p.connect_timeout}s" if isinstance(exc, TimeoutError) else exc.strerror or exc
+            if isinstance(exc, TimeoutError):
+                reason = f"timeout after {p.connect_timeout:g}s"
+            else:
+                reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
             self.fail("unavailable", f"unavailable (connect: {reason})")
             return
         except asyncio.CancelledError:

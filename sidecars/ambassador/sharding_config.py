@@ -41,7 +41,10 @@ def parse_server(text: str) -> ServerEntry:
         raise ValueError(f'{text!r} is not "host:port:weight [name]" with a weight of at least 1')
     if rest.startswith("/"):
         raise ValueError(f"{text!r}: unix sockets are not supported")
-    host, port = parse_address(rest)
+    try:
+        host, port = parse_address(rest)
+    except ValueError as exc:
+        raise ValueError(f'{text!r} is not "host:port:weight [name]": {exc}') from None
     return ServerEntry(host, port, int(weight_text), name or None)
 
 
