@@ -23,9 +23,8 @@ import hmac
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sidecars.ambassador import resp
+from sidecars.ambassador import engine, resp
 from sidecars.ambassador.endpoint import Outcome
-from sidecars.ambassador.resp import ProtocolError, parse_commands, reply_end
 from sidecars.ambassador.sharded_proxy import (
     PAUSE_PENDING,
     Command,
@@ -38,6 +37,13 @@ from sidecars.ambassador.sharded_proxy import (
 
 if TYPE_CHECKING:
     from sidecars.ambassador.shards import Shard
+
+# The compiled build of the parser when it is installed (setup.py); its ProtocolError is its own class.
+RESP = engine.fastest(resp, "sidecars.ambassador._resp_c")
+parse_commands = RESP.module.parse_commands
+reply_end = RESP.module.reply_end
+array_elements = RESP.module.array_elements
+ProtocolError: type[ValueError] = RESP.module.ProtocolError
 
 # Kinds of commands.
 SINGLE = 0  # the key is argument 1
@@ -427,7 +433,7 @@ def _merge_mget(count: int) -> Callable[[list[Command]], bytes]:
         values: list[bytes] = [resp.NIL] * count
         for part in parts:
             reply = part.reply or b""
-            items = resp.array_elements(reply)
+            items = array_elements(reply)
             if items is None or len(items) != len(part.tag):
                 return reply if reply[:1] == b"-" else resp.error("ERR unexpected MGET reply from a shard")
             for position, item in zip(part.tag, items, strict=True):

@@ -71,48 +71,67 @@ def _parse(
                 out.append((args, None))
                 max_count -= 1
             continue
-        nl = find(CRLF, pos)
-        if nl < 0:
-            if end - pos > MAX_HEADER_BYTES:
+        # Headers ("*<count>", "$<length>") are read digit by digit: a C loop in the compiled build.
+        q = pos + 1
+        count = 0
+        while q < end:
+            c = buf[q]
+            if c < 48 or c > 57:
+                break
+            count = count * 10 + c - 48
+            if count > MAX_ARGS:
                 raise ProtocolError("invalid multibulk length")
-            return start, end - start + 1
-        try:
-            count = int(buf[pos + 1 : nl])
-        except ValueError:
-            raise ProtocolError("invalid multibulk length") from None
-        pos = nl + 2
-        if count <= 0:
-            continue  # Redis ignores empty arrays
-        if count > MAX_ARGS:
+            q += 1
+        if q + 1 >= end:
+            if q - pos > MAX_HEADER_BYTES:
+                raise ProtocolError("invalid multibulk length")
+            return start, q + 2 - start
+        if buf[q] != 13 or buf[q + 1] != 10 or q == pos + 1:
+            if buf[pos + 1] == _MINUS:  # "*-1": Redis ignores it, as an empty array
+                nl = find(CRLF, pos)
+                if nl < 0:
+                    return start, end - start + 1
+                pos = nl + 2
+                continue
             raise ProtocolError("invalid multibulk length")
+        pos = q + 2
+        if count == 0:
+            continue  # Redis ignores empty arrays
         args = []
-        for _ in range(count):
+        while count:
             if pos >= end:
                 return start, pos - start + 4
             if buf[pos] != _DOLLAR:
                 raise ProtocolError(f"expected '$', got {chr(buf[pos])!r}")
-            nl = find(CRLF, pos)
-            if nl < 0:
-                if end - pos > MAX_HEADER_BYTES:
+            q = pos + 1
+            size = 0
+            while q < end:
+                c = buf[q]
+                if c < 48 or c > 57:
+                    break
+                size = size * 10 + c - 48
+                if size > max_value:
+                    while q + 1 < end and 48 <= buf[q + 1] <= 57 and q - pos < MAX_HEADER_BYTES:
+                        q += 1
+                        size = size * 10 + buf[q] - 48
+                    raise ProtocolError(f"value of {size} bytes exceeds max_value_bytes ({max_value})")
+                q += 1
+            if q + 1 >= end:
+                if q - pos > MAX_HEADER_BYTES:
                     raise ProtocolError("invalid bulk length")
-                return start, end - start + 1
-            try:
-                size = int(buf[pos + 1 : nl])
-            except ValueError:
-                raise ProtocolError("invalid bulk length") from None
-            if size < 0:
+                return start, q + 2 - start
+            if buf[q] != 13 or buf[q + 1] != 10 or q == pos + 1:
                 raise ProtocolError("invalid bulk length")
-            if size > max_value:
-                raise ProtocolError(f"value of {size} bytes exceeds max_value_bytes ({max_value})")
-            data_end = nl + 2 + size
+            data_end = q + 2 + size
             if data_end + 2 - start > max_command:
                 raise ProtocolError(f"command exceeds max_command_bytes ({max_command})")
             if data_end + 2 > end:
                 return start, data_end + 2 - start
-            if buf[data_end : data_end + 2] != CRLF:
+            if buf[data_end] != 13 or buf[data_end + 1] != 10:
                 raise ProtocolError("bulk string not terminated by CRLF")
-            args.append(buf[nl + 2 : data_end])
+            args.append(buf[q + 2 : data_end])
             pos = data_end + 2
+            count -= 1
         out.append((args, buf[start:pos]))
         max_count -= 1
     return pos, 0
@@ -124,39 +143,46 @@ def reply_end(buf: bytes, pos: int) -> int:
     Nested arrays are walked without recursion: `left` counts the elements still owed.
     """
     end = len(buf)
-    find = buf.find
     left = 1
     p = pos
     while left:
         if p >= end:
             return -(p - pos + 3)
         kind = buf[p]
-        nl = find(CRLF, p)
-        if nl < 0:
-            if end - p > MAX_INLINE_BYTES:
-                raise ProtocolError("reply line too long")
-            return -(end - pos + 1)
         left -= 1
-        if kind == _DOLLAR:
-            try:
-                size = int(buf[p + 1 : nl])
-            except ValueError:
-                raise ProtocolError("invalid bulk length in reply") from None
-            if size < 0:
-                p = nl + 2
-                continue
-            p = nl + 4 + size
-            if p > end:
-                return -(p - pos)
-        elif kind == _STAR:
-            try:
-                count = int(buf[p + 1 : nl])
-            except ValueError:
-                raise ProtocolError("invalid multibulk length in reply") from None
-            if count > 0:
-                left += count
-            p = nl + 2
+        if kind in (_DOLLAR, _STAR):  # Cython turns `in` over C ints into comparisons
+            q = p + 1
+            negative = q < end and buf[q] == _MINUS
+            if negative:
+                q += 1
+            size = 0
+            while q < end:
+                c = buf[q]
+                if c < 48 or c > 57:
+                    break
+                size = size * 10 + c - 48
+                q += 1
+                if q - p > MAX_HEADER_BYTES:
+                    raise ProtocolError("invalid length in reply")
+            if q + 1 >= end:
+                return -(q + 2 - pos)
+            if buf[q] != 13 or buf[q + 1] != 10 or q == p + 1 + negative:
+                raise ProtocolError("invalid length in reply")
+            p = q + 2
+            if negative:
+                continue  # nil bulk string or nil array
+            if kind == _DOLLAR:
+                p += size + 2
+                if p > end:
+                    return -(p - pos)
+            else:
+                left += size
         elif kind in (_PLUS, _MINUS, _COLON):
+            nl = buf.find(CRLF, p)
+            if nl < 0:
+                if end - p > MAX_INLINE_BYTES:
+                    raise ProtocolError("reply line too long")
+                return -(end - pos + 1)
             p = nl + 2
         else:
             raise ProtocolError(f"unexpected reply type {chr(kind)!r}")

@@ -15,8 +15,9 @@ from prometheus_client import CollectorRegistry
 
 from sidecars.ambassador import health, shard_metrics
 from sidecars.ambassador.memcached_proxy import MemcachedProxy
-from sidecars.ambassador.redis_proxy import RedisProxy
+from sidecars.ambassador.redis_proxy import RESP, RedisProxy
 from sidecars.ambassador.sharded_proxy import ShardedProxy
+from sidecars.ambassador.sharding import HASHING
 from sidecars.ambassador.shards import ShardSet
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ class ShardedSetup:
         cfg = self.config
         shards = ShardSet(cfg.name, cfg.sharding, cluster, log)
         shard_metrics.attach(self.registry, shards)
+        builds = {"hashing": HASHING} if cfg.mode == "memcached" else {"hashing": HASHING, "parser": RESP}
+        log.info("sharded request path", **{k: f"{b.name} ({b.reason})" for k, b in builds.items()})
         if cfg.mode == "redis":
             return RedisProxy(
                 cfg,

@@ -33,7 +33,12 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
 
-from sidecars.ambassador.hashing import HASHES, HashFunction
+from sidecars.ambassador import engine, hashing
+from sidecars.ambassador.hashing import HashFunction
+
+# The compiled build of the hashes when it is installed (setup.py): the same functions, in C.
+HASHING = engine.fastest(hashing, "sidecars.ambassador._hashing_c")
+HASHES: dict[str, HashFunction] = HASHING.module.HASHES
 
 Distribution = Literal["ketama", "modula", "random"]
 DISTRIBUTIONS: tuple[Distribution, ...] = ("ketama", "modula", "random")

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from sidecars.ambassador import hashing
-from sidecars.ambassador.sharding import Ring, Server, default_name, ketama_points, moved_share
+from sidecars.ambassador import engine, hashing
+from sidecars.ambassador.sharding import HASHING, Ring, Server, default_name, ketama_points, moved_share
+
+TWIN, WHY = engine.twin_of(hashing, "sidecars.ambassador._hashing_c")
+BUILDS = [hashing, TWIN] if TWIN is not None else [hashing]
 
 NAMES = [
     "one_at_a_time", "md5", "crc16", "crc32", "crc32a", "fnv1_64",
@@ -37,7 +40,13 @@ VECTORS = [
 @pytest.mark.parametrize("index", range(len(NAMES)), ids=NAMES)
 def test_hash_functions_match_twemproxy(index: int) -> None:
     name = NAMES[index]
-    assert [hashing.HASHES[name](key) for key in KEYS] == [row[index] for row in VECTORS]
+    for build in BUILDS:
+        assert [build.HASHES[name](key) for key in KEYS] == [row[index] for row in VECTORS], build.__name__
+
+
+def test_rings_use_the_compiled_hashes() -> None:
+    assert TWIN is not None, WHY  # the test environment installs with a compiler
+    assert HASHING.module is TWIN
 
 
 def test_every_twemproxy_hash_is_offered() -> None:
@@ -53,7 +62,8 @@ def test_fnv1a_64_long_ascii_and_binary_keys_agree_with_the_bytewise_definition(
         return h
 
     for key in (b"x" * 251, bytes(range(256)), b"k" * 7, b"k" * 8, b"k" * 9):
-        assert hashing.fnv1a_64(key) == reference(key)
+        for build in BUILDS:
+            assert build.fnv1a_64(key) == reference(key)
 
 
 def test_ketama_points_follow_weights_in_single_precision() -> None:
