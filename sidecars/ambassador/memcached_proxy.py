@@ -295,7 +295,7 @@ class MemcachedLink(ShardLink):
         fifo = self.fifo
         now = self.p.loop.time()
         shard = self.shard
-        touched: set[ShardedClient] = set()
+        touched = self.p.replied
         pos = 0
         end = len(data)
         find = data.find
@@ -332,8 +332,7 @@ class MemcachedLink(ShardLink):
             self.fail("protocol", "sent an invalid reply", _RESET)
             return
         finally:
-            for client in touched:
-                client.flush()
+            self.p.schedule()
         ep = shard.endpoint
         if ep.consecutive_errors:
             ep.start_request()  # answers again: end the failure streak the outlier detector counts

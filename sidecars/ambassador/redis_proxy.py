@@ -490,7 +490,7 @@ class RedisLink(ShardLink):
         fifo = self.fifo
         now = self.p.loop.time()
         shard = self.shard
-        touched: set[ShardedClient] = set()
+        touched = self.p.replied
         pos = 0
         end = len(data)
         try:
@@ -529,8 +529,7 @@ class RedisLink(ShardLink):
             self.fail("protocol", f"sent an invalid reply ({exc})", _RESET)
             return
         finally:
-            for client in touched:
-                client.flush()
+            self.p.schedule()
         ep = shard.endpoint
         if ep.consecutive_errors:
             ep.start_request()  # answers again: end the failure streak the outlier detector counts

@@ -11,8 +11,9 @@
   merged when the last part has its reply.
 
 Nothing here creates a task or a timer per command: links time out with one timer each (re-armed for
-the oldest command), writes to links are joined per read of the client, replies to a client joined
-per read of a link.
+the oldest command). Writes are joined per turn of the event loop: whatever all clients sent to a
+shard during one turn leaves in one write, and whatever replies a client got in one turn leave in
+one write (`ShardedProxy.schedule`), so under load the system calls per command shrink.
 
 Memory is bounded per client: `max_pending_per_client` commands in flight (then the client is not
 read until replies drain), at most one partial command buffered (`max_command_bytes`), replies held
@@ -119,9 +120,8 @@ class ShardLink:
         if self.timer is None:
             self.timer = self.p.loop.call_at(cmd.t0 + self.p.timeout, self._on_timer)
         fifo.append(cmd)
+        self.p.dirty.add(self)
         if self.state == _READY:
-            if not self.out:
-                self.p.dirty.append(self)
             self.out.append(raw)
         else:
             self.backlog.append(raw)
@@ -243,13 +243,12 @@ class ShardLink:
         if failed:
             self.p.log_failure(shard, reason, len(failed))
         reply = self.p.error_reply(f"shard {shard.name} {reason}")
-        touched = set()
+        replied = self.p.replied
         for cmd in failed:
             client = complete(cmd, reply)
             if client is not None:
-                touched.add(client)
-        for client in touched:
-            client.flush()
+                replied.add(client)
+        self.p.schedule()
         for client in self.waiters:
             client.resume(PAUSE_LINK)
         self.waiters = set()
@@ -339,19 +338,16 @@ class ShardedClient:
         if pos < len(data):
             self.buf = bytearray(data[pos:])
             self.need = need
-        self._flush_links()
-        self.flush()
-
-    def _flush_links(self) -> None:
-        dirty = self.p.dirty
-        if not dirty:
-            return
-        for link in dirty:
-            link.flush()
-            if link.paused:
-                link.waiters.add(self)
-                self.pause(PAUSE_LINK)
-        dirty.clear()
+        dirty = p.dirty
+        if dirty:
+            p.sending |= dirty
+            for link in dirty:
+                if link.paused:  # its socket buffer is full: read no more from this client for now
+                    link.waiters.add(self)
+                    self.pause(PAUSE_LINK)
+            dirty.clear()
+        p.replied.add(self)  # replies the proxy made itself, and anything completed meanwhile
+        p.schedule()
 
     def queue_local(self, reply: bytes, count: bool = True) -> None:
         """A reply the proxy makes itself (PING, an error), kept in order with the others."""
@@ -433,7 +429,10 @@ class ShardedProxy:
         self.clients: set[ShardedClient] = set()
         self.draining = False
         self.ids = itertools.count()
-        self.dirty: list[ShardLink] = []
+        self.dirty: set[ShardLink] = set()  # links the client being read sent to
+        self.sending: set[ShardLink] = set()  # links with commands to write this turn
+        self.replied: set[ShardedClient] = set()  # clients with replies to write this turn
+        self._scheduled = False
         self.now = loop.time()
         sh = config.sharding
         self.timeout = sh.timeout_secs
@@ -472,6 +471,21 @@ class ShardedProxy:
 
     def error_reply(self, message: str) -> bytes:
         raise NotImplementedError
+
+    def schedule(self) -> None:
+        """Write what this turn of the event loop produced, once, at its end."""
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self._write)
+
+    def _write(self) -> None:
+        self._scheduled = False
+        links, self.sending = self.sending, set()
+        for link in links:
+            link.flush()
+        clients, self.replied = self.replied, set()
+        for client in clients:
+            client.flush()
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
