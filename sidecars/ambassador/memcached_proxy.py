@@ -184,6 +184,17 @@ class MemcachedClient(ShardedClient):
     def _retrieval(self, tokens: list[bytes], first_key: int, raw: bytes, now: float) -> None:
         p = self.mp
         keys = tokens[first_key:]
+        if len(keys) == 1 and len(keys[0]) <= MAX_KEY_BYTES:
+            # The common case, without the grouping a multi-key get needs.
+            shard = p.shards.route(keys[0])
+            link = p.link(shard, self) if shard is not None else None
+            if link is None or isinstance(link, str):
+                self.queue_local(p.no_shard if shard is None else p.error_reply(f"shard {shard.name} {link}"))
+                return
+            cmd = Command(self, shard, now, VALUES)
+            self.queue.append(cmd)
+            link.send(cmd, raw)
+            return
         if not keys:
             self.queue_local(b"ERROR\r\n")
             return
