@@ -182,7 +182,7 @@ class AmbassadorSettings(SidecarSettings):
     listen_port: int | None = Field(
         None, ge=0, le=65535, description="Shorthand for one listener named 'default' on this port."
     )
-    listen_mode: Mode = Field("http", description="Mode of the shorthand listener.")
+    listen_mode: Mode = Field("http", description="Mode of the shorthand listener (http, tcp, redis, memcached).")
     upstreams: list[str] = Field(
         [], description='Endpoints ("host:port", comma-separated) of the shorthand listener\'s cluster.'
     )

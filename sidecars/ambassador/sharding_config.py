@@ -98,7 +98,10 @@ class ShardingConfig(BaseModel):
         "client until replies drain (backpressure, nothing is refused).",
     )
     max_value_bytes: int = Field(
-        8 * MIB, ge=1024, description="Largest value (one argument of a command); larger: error, connection closed."
+        8 * MIB,
+        ge=1024,
+        description="Largest value (one argument of a command). Larger: redis answers an error and closes the "
+        "connection (as Redis does); memcached answers SERVER_ERROR object too large for cache and skips it.",
     )
     max_command_bytes: int = Field(
         16 * MIB, ge=1024, description="Largest command, all its arguments together; larger: error, connection closed."
