@@ -54,7 +54,7 @@ class ShardCollector(Collector):
             "ambassador_shard_ejections", "Times the shard left the ring (on_shard_failure: eject).", labels=ls
         )
         reshards = CounterMetricFamily(
-            "ambassador_reshards", "Changes of the shard ring, by what changed it.", labels=["listener", "reason"]
+            "ambassador_reshards", "Rebuilds of the shard ring, by what changed it.", labels=["listener", "reason"]
         )
         for shard_set in list(self.sets):
             listener = shard_set.listener

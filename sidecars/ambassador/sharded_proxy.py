@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 PAUSE_PENDING = 1  # max_pending_per_client commands in flight
 PAUSE_OUTPUT = 2  # its transport's write buffer is above the high-water mark
 PAUSE_LINK = 4  # a shard connection it writes to is above its high-water mark
-PAUSE_DONE = 8  # closing (bad input, QUIT)
 
 _CONNECTING, _READY, _CLOSED = 0, 1, 2
 _ERRORS_LOGGED_PER_SEC = 10.0
@@ -93,7 +92,8 @@ def complete(cmd: Command, reply: bytes) -> ShardedClient | None:
 
 class ShardLink:
     """One connection to one shard; see the module docstring. Subclasses parse replies in
-    `data_received` and hand each to `self.deliver(reply_count, ...)` or `complete()`."""
+    `data_received`, pair each with the oldest command of `fifo` and record it with `complete()`
+    (the hot loops inline it), then `schedule()` the writes to the clients."""
 
     def __init__(self, proxy: ShardedProxy, shard: Shard, slot: int) -> None:
         self.p = proxy
@@ -103,14 +103,13 @@ class ShardLink:
         self.state = _CONNECTING
         self.fifo: deque[Command] = deque()
         self.backlog: list[bytes] = []  # written once connected
-        self.out: list[bytes] = []  # written at the end of the current client read
+        self.out: list[bytes] = []  # written at the end of this turn of the event loop
         self.buf: bytearray | None = None
         self.need = 0
         self.paused = False
         self.waiters: set[ShardedClient] = set()
         # One timer per link, for the oldest command; it re-arms itself lazily as replies come in.
         self.timer: asyncio.TimerHandle | None = None
-        self.connected_at = 0.0
         self._task: asyncio.Task[None] | None = proxy.loop.create_task(self._connect())
 
     # -- the hot path ------------------------------------------------------------------------------
@@ -174,7 +173,6 @@ class ShardLink:
         data = [raw for raw, _ in first] + self.backlog
         self.backlog = []
         self.state = _READY
-        self.connected_at = now
         if data and self.transport is not None:
             self.transport.write(b"".join(data))
         p.stats.upstream_opened(ep.key)
@@ -332,7 +330,7 @@ class ShardedClient:
         except ValueError as exc:  # the protocol's error type derives from ValueError
             self.p.stats.error("bad_request")
             self.p.log_bad_request(str(exc))
-            self.queue_local(self.p.error_reply(f"ERR Protocol error: {exc}"), count=False)
+            self.queue_local(self.p.error_reply(f"ERR Protocol error: {exc}"))
             self.closing = True
             pos, need = len(data), 0
         if pos < len(data):
@@ -349,7 +347,7 @@ class ShardedClient:
         p.replied.add(self)  # replies the proxy made itself, and anything completed meanwhile
         p.schedule()
 
-    def queue_local(self, reply: bytes, count: bool = True) -> None:
+    def queue_local(self, reply: bytes) -> None:
         """A reply the proxy makes itself (PING, an error), kept in order with the others."""
         cmd = Command(self, None, 0.0)
         cmd.reply = reply

@@ -49,7 +49,6 @@ class Shard:
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
         self.ejections = 0
-        self.removed = False
 
     def observe(self, latency_s: float) -> None:
         self.requests += 1
@@ -136,7 +135,6 @@ class ShardSet:
                 changes.append(("discovery", f"{shard.name} joined"))
         for key in [k for k in self.shards if k not in seen]:
             shard = self.shards.pop(key)
-            shard.removed = True
             if shard.in_ring:
                 changes.append(("discovery", f"{shard.name} removed"))
             for callback in self._removed_callbacks:
@@ -187,7 +185,7 @@ class ShardSet:
             self.log.info("shard ring built", listener=self.listener, shards=in_ring, out_of_ring=out)
             return
         moved = round(100.0 * moved_share(old, ring), 1)
-        for why, _ in changes:
+        for why in {why for why, _ in changes}:  # one reshard per rebuild, however many shards moved
             self.reshards[why] = self.reshards.get(why, 0) + 1
         # One line per ring change, naming every shard that moved in or out and why.
         self.log.warning(

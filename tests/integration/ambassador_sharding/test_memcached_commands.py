@@ -71,6 +71,12 @@ async def test_get_with_many_keys_is_fanned_out_and_merged_in_key_order(memcache
             b"VALUE %s %d %d\r\n%s\r\n" % (k, keys.index(k), len(k) + 1, k + b"!") for k in asked if k in keys
         )
         assert await raw_exchange(port, b"get " + b" ".join(asked) + b"\r\n", expected + b"END\r\n")
+        # gat: get-and-touch, fanned out the same way with its exptime in front of the keys
+        gat = b"gat 100 " + b" ".join(asked[:4]) + b"\r\n"
+        first = b"".join(
+            b"VALUE %s %d %d\r\n%s\r\n" % (k, keys.index(k), len(k) + 1, k + b"!") for k in asked[:4] if k in keys
+        )
+        assert await raw_exchange(port, gat, first + b"END\r\n") == first + b"END\r\n"
         # gets: the cas unique of each value, still in key order
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"gets " + b" ".join(keys[:3]) + b"\r\n")

@@ -200,3 +200,39 @@ async def test_a_hung_shard_times_out_with_its_name_and_the_others_go_on(redis3:
         assert sc.sample("ambassador_shard_errors_total", labels) >= 5
         assert len(sc.events("shard commands failed")) >= 1
         await c.aclose()
+
+
+async def test_shards_follow_discovery_and_each_change_is_one_reshard_line(
+    redis3: list[RedisServer], tmp_path: Any
+) -> None:
+    listing = tmp_path / "shards.txt"
+    listing.write_text("\n".join(s.address for s in redis3[:2]) + "\n")
+    cluster = {"endpoints": [], "endpoints_file": str(listing), "endpoints_file_poll_secs": 0.2}
+    sharding = {"servers": [f"{s.address}:1 cache-{i}" for i, s in enumerate(redis3)]}
+    async with sharded(redis3, cluster={**cluster, "health_check": FAST_CHECKS}, sharding=sharding) as (sc, port):
+        shards = sc.plugin.listeners[0].proxy.shards
+        assert [s.name for s in shards.ring.servers] == ["cache-0", "cache-1"]
+        c = client(port)
+        assert await c.set("before", "x")
+        listing.write_text("\n".join(s.address for s in redis3) + "\n")
+
+        async def three() -> bool:
+            return [s.name for s in shards.ring.servers] == ["cache-0", "cache-1", "cache-2"]
+
+        await eventually(three)
+        joined = sc.events("reshard")
+        assert len(joined) == 1 and joined[0]["changes"] == ["cache-2 joined"]
+        assert 15 < joined[0]["keys_moved_percent"] < 50  # about a third of the keys now belong to cache-2
+        listing.write_text(redis3[0].address + "\n")
+
+        async def one() -> bool:
+            return [s.name for s in shards.ring.servers] == ["cache-0"]
+
+        await eventually(one)
+        removed = sc.events("reshard")[1]
+        assert sorted(removed["changes"]) == ["cache-1 removed", "cache-2 removed"]
+        assert sc.sample("ambassador_reshards_total", {"listener": "cache", "reason": "discovery"}) == 2
+        for i in range(20):  # every key is served by the one shard left
+            assert await c.set(f"{i}:after", i)
+        assert await direct(redis3[0]).exists(*(f"{i}:after" for i in range(20))) == 20
+        await c.aclose()

@@ -120,3 +120,10 @@ def test_moved_share_of_removing_one_of_three_ketama_servers() -> None:
     share = moved_share(full, without)
     assert 0.2 < share < 0.45  # about the third s1 held; ketama moves nothing else
     assert moved_share(full, full) == 0.0
+
+
+def test_random_spreads_over_the_live_servers_whatever_the_key() -> None:
+    ring = Ring([Server(f"s{i}", 1) for i in range(3)], "random")
+    assert {ring.index(b"same key") for _ in range(300)} == {0, 1, 2}
+    assert ring.owner_of_hash(12345) == -1  # no key has a fixed place
+    assert Ring([Server("only", 1)], "random").index(b"k") == 0
