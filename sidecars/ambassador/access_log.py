@@ -2,6 +2,12 @@
 
 Logging a line costs more than proxying a small request, so the default logs only the requests the
 proxy itself failed, at most `ERRORS_PER_SEC` a second, each naming the failure reason.
+
+Request targets carry secrets (`?token=`, signed-URL signatures, `user:password@` in an absolute-form
+target), and log stores are read by more people than the app's secrets are. By default each query
+value is replaced by `REDACTED`, the names kept, so a line still tells which parameters were sent;
+a part without `=` may be a bare token and is replaced whole. Redaction runs on the whole target
+before it is cut to `MAX_PATH_CHARS`, so a cut never exposes the start of a value.
 """
 
 from __future__ import annotations
@@ -16,11 +22,16 @@ if TYPE_CHECKING:
     from sidecars.ambassador.http_proxy import Exchange
 
 ERRORS_PER_SEC = 10.0
+MAX_PATH_CHARS = 200
+REDACTED = b"REDACTED"
 
 
 class AccessLog:
-    def __init__(self, log: FilteringBoundLogger, listener: str, mode: str, sample_percent: float) -> None:
+    def __init__(
+        self, log: FilteringBoundLogger, listener: str, mode: str, sample_percent: float, query: str = "redact"
+    ) -> None:
         self.log = log
+        self.query = query
         self.listener = listener
         self.enabled = mode != "off"
         self.all = mode == "all"
@@ -48,7 +59,7 @@ class AccessLog:
         fields: dict[str, Any] = {
             "listener": self.listener,
             "method": ex.method.decode("latin-1"),
-            "path": _path(ex.head),
+            "path": shown_target(_target(ex.head), self.query),
             "status": status,
             "endpoint": endpoint or None,
             "tries": ex.tries,
@@ -67,11 +78,48 @@ class AccessLog:
     def bad_request(self, status: int, reason: str, url: bytes) -> None:
         if self.enabled and self._allow_error():
             self.log.warning(
-                "bad request", listener=self.listener, status=status, reason=reason, path=url[:200].decode("latin-1")
+                "bad request",
+                listener=self.listener,
+                status=status,
+                reason=reason,
+                path=shown_target(url, self.query),
             )
 
 
-def _path(head: bytes) -> str:
+def _target(head: bytes) -> bytes:
     line = head[: head.find(b"\r\n")]
     parts = line.split(b" ")
-    return parts[1][:200].decode("latin-1") if len(parts) > 1 else ""
+    return parts[1] if len(parts) > 1 else b""
+
+
+def shown_target(target: bytes, query: str) -> str:
+    """The request target as a log line shows it: query values redacted, dropped or kept (`query`)."""
+    if query != "full":
+        scheme = target.find(b"://")
+        if scheme > 0:
+            target = _without_userinfo(target, scheme + 3)
+        mark = target.find(b"?")
+        if mark >= 0:
+            target = target[:mark] if query == "drop" else target[: mark + 1] + _redacted(target[mark + 1 :])
+    return target[:MAX_PATH_CHARS].decode("latin-1")
+
+
+def _without_userinfo(target: bytes, start: int) -> bytes:
+    end = len(target)
+    for delimiter in b"/?#":
+        found = target.find(bytes((delimiter,)), start)
+        if 0 <= found < end:
+            end = found
+    at = target.rfind(b"@", start, end)
+    return target if at < 0 else target[:start] + REDACTED + target[at:]
+
+
+def _redacted(query: bytes) -> bytes:
+    out = []
+    for part in query.split(b"&"):
+        name, eq, value = part.partition(b"=")
+        if eq:
+            out.append(name + b"=" + REDACTED if value else part)
+        else:
+            out.append(REDACTED if part else part)
+    return b"&".join(out)

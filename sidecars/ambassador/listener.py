@@ -59,7 +59,7 @@ class Listener:
         loop = asyncio.get_running_loop()
         cfg = self.config
         if cfg.mode == "http":
-            access = AccessLog(self.log, cfg.name, cfg.access_log, cfg.access_log_sample_percent)
+            access = AccessLog(self.log, cfg.name, cfg.access_log, cfg.access_log_sample_percent, cfg.access_log_query)
             proxy: HttpProxy | TcpProxy = self._http_proxy_class(cfg, self.cluster, self.stats, access, loop)
             self.cluster.on_removed(proxy.on_endpoint_removed)  # type: ignore[union-attr]
         else:

@@ -110,6 +110,12 @@ class ListenerConfig(BaseModel):
     access_log_sample_percent: float = Field(
         100.0, gt=0, le=100, description='Share of requests logged when access_log is "all".'
     )
+    access_log_query: Literal["redact", "full", "drop"] = Field(
+        "redact",
+        description="The query string in access log lines: redact (parameter names kept, every value "
+        "and any user:password@ replaced by REDACTED: tokens and signatures travel there), full (as "
+        "sent), drop (the path only).",
+    )
 
     @field_validator("request_id_header", "hash_header")
     @classmethod

@@ -56,3 +56,10 @@ def test_every_option_is_documented() -> None:
     for model in (AmbassadorSettings, ListenerConfig):
         assert not [n for n, f in model.model_fields.items() if not f.description], model
     assert Ambassador.Settings is AmbassadorSettings
+
+
+def test_access_log_query_defaults_to_redact_and_refuses_unknown_modes() -> None:
+    cluster = {"endpoints": ["a:1"]}
+    assert ListenerConfig(name="h", port=1, cluster=cluster).access_log_query == "redact"
+    with pytest.raises(ValidationError, match="access_log_query"):
+        ListenerConfig(name="h", port=1, cluster=cluster, access_log_query="some")
