@@ -17,6 +17,9 @@ from sidecars.core.settings import SidecarSettings
 
 RetryOn = Literal["connect-failure", "reset", "5xx", "timeout"]
 
+HTTP_IDLE_TIMEOUT_SECS = 4.0
+TCP_IDLE_TIMEOUT_SECS = 3600.0
+
 
 class ListenerConfig(BaseModel):
     """One local port the app connects to, and how its traffic reaches the upstream cluster."""
@@ -45,12 +48,13 @@ class ListenerConfig(BaseModel):
         "included. Answered 504 deadline_exceeded when reached.",
     )
     idle_timeout_secs: float = Field(
-        4.0,
+        HTTP_IDLE_TIMEOUT_SECS,
         gt=0,
-        description="A pooled upstream connection unused this long is closed. Keep it below the upstream "
-        "server's keep-alive timeout (nginx 75 s, Node.js 5 s, uvicorn 5 s, gunicorn 2 s) so the "
-        "server never closes a connection the proxy is about to reuse. In tcp mode: a session with no "
-        "bytes either way this long is closed.",
+        description="http mode: a pooled upstream connection unused this long is closed (default 4 s). "
+        "Keep it below the upstream server's keep-alive timeout (nginx 75 s, Node.js 5 s, uvicorn 5 s, "
+        "gunicorn 2 s) so the server never closes a connection the proxy is about to reuse. tcp mode: a "
+        "session with no bytes either way this long is closed (default 3600 s, as Envoy's tcp_proxy: "
+        "database and cache clients keep connections idle in their pools for long).",
     )
     stream_idle_timeout_secs: float = Field(
         300.0,
@@ -116,6 +120,17 @@ class ListenerConfig(BaseModel):
         "and any user:password@ replaced by REDACTED: tokens and signatures travel there), full (as "
         "sent), drop (the path only).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _idle_default_by_mode(cls, data: Any) -> Any:
+        # An idle database connection is normal, an idle pooled HTTP connection is not: the default
+        # depends on the mode; an explicit value is kept in both.
+        if isinstance(data, dict) and data.get("idle_timeout_secs") is None:
+            data = {k: v for k, v in data.items() if k != "idle_timeout_secs"}
+            if data.get("mode") == "tcp":
+                data["idle_timeout_secs"] = TCP_IDLE_TIMEOUT_SECS
+        return data
 
     @field_validator("request_id_header", "hash_header")
     @classmethod

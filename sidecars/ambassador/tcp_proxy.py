@@ -4,7 +4,9 @@ The endpoint is picked when the app connects; a refused or timed-out connect mov
 endpoint (nothing was sent yet, so that is always safe). Bytes are passed on as they arrive, in both
 directions, with the peer's reading paused while a write buffer is full. A half-close travels to the
 other side (`write_eof`), so request/response protocols that signal the end of input by shutting down
-their sending side keep working. A session quiet for `idle_timeout_secs` either way is closed.
+their sending side keep working. A session quiet for `idle_timeout_secs` either way is closed; its
+default in tcp mode is an hour (Envoy's tcp_proxy default), since database and cache clients keep
+pooled connections idle for long, which the http default of a few seconds would cut.
 """
 
 from __future__ import annotations
