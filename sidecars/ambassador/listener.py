@@ -16,7 +16,9 @@ from typing import Any, cast
 from prometheus_client import CollectorRegistry
 
 from sidecars.ambassador.access_log import AccessLog
+from sidecars.ambassador.client_limit import ClientLimit
 from sidecars.ambassador.cluster import Cluster
+from sidecars.ambassador.headers import local_response
 from sidecars.ambassador.http_proxy import HttpProxy
 from sidecars.ambassador.settings import ListenerConfig
 from sidecars.ambassador.stats import ListenerStats, StatsCollector
@@ -32,6 +34,7 @@ class Listener:
         registry: CollectorRegistry,
         collector: StatsCollector,
         log: Any,
+        client_limit: ClientLimit,
         http_proxy_class: type[HttpProxy] = HttpProxy,
     ) -> None:
         self.config = config
@@ -40,6 +43,7 @@ class Listener:
         self.stats = ListenerStats(config.name, config.name)
         self.cluster = Cluster(config.name, config.cluster, registry, self.log)
         self._collector = collector
+        self._client_limit = client_limit
         self.proxy: HttpProxy | TcpProxy | None = None
         self.server: asyncio.Server | None = None
         self.port = config.port
@@ -62,12 +66,14 @@ class Listener:
             access = AccessLog(self.log, cfg.name, cfg.access_log, cfg.access_log_sample_percent, cfg.access_log_query)
             proxy: HttpProxy | TcpProxy = self._http_proxy_class(cfg, self.cluster, self.stats, access, loop)
             self.cluster.on_removed(proxy.on_endpoint_removed)  # type: ignore[union-attr]
+            refusal = local_response(503, "client_connection_limit", close=True)
         else:
             proxy = TcpProxy(cfg, self.cluster, self.stats, loop)
+            refusal = b""
         self.proxy = proxy
         try:
             self.server = await loop.create_server(
-                cast(Callable[[], asyncio.BaseProtocol], proxy),
+                self._client_limit.gate(cast(Callable[[], Any], proxy), self.stats, refusal),
                 cfg.host,
                 cfg.port,
                 backlog=BACKLOG,

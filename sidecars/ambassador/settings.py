@@ -167,6 +167,15 @@ class AmbassadorSettings(SidecarSettings):
     upstreams_dns: str | None = Field(
         None, description='"name:port" of a headless Service resolving to the shorthand listener\'s endpoints.'
     )
+    max_client_connections: int | None = Field(
+        None,
+        ge=1,
+        description="Client connections open at once across all listeners; beyond it a new connection is "
+        "closed at once (http: after a 503 client_connection_limit), counted and logged. Default: derived "
+        "from the open-file limit (RLIMIT_NOFILE): half of what is left after a reserve of max(64, limit/16) "
+        "descriptors, since each client connection may need an upstream one; the reserve keeps the admin "
+        "server answering.",
+    )
     http_engine: EngineName = Field(
         "auto",
         description="Build of the HTTP request path: auto (the compiled one when it is installed and "

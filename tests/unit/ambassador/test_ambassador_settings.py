@@ -85,3 +85,9 @@ def test_access_log_query_defaults_to_redact_and_refuses_unknown_modes() -> None
     assert ListenerConfig(name="h", port=1, cluster=cluster).access_log_query == "redact"
     with pytest.raises(ValidationError, match="access_log_query"):
         ListenerConfig(name="h", port=1, cluster=cluster, access_log_query="some")
+
+
+def test_max_client_connections_must_be_positive() -> None:
+    assert AmbassadorSettings().max_client_connections is None  # derived from the open-file limit at start
+    with pytest.raises(ValidationError, match="max_client_connections"):
+        AmbassadorSettings(max_client_connections=0)
