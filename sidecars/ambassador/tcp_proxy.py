@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import time
 from typing import TYPE_CHECKING
 
 from sidecars.ambassador.endpoint import Endpoint, Outcome
+
+# A connect failing with these says the process is out of descriptors or memory, nothing about the
+# endpoint: ejecting it would turn a local shortage into an outage of a healthy upstream.
+LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 if TYPE_CHECKING:
     from sidecars.ambassador.http_proxy import ClusterView
@@ -103,8 +108,13 @@ class TcpSession(asyncio.Protocol):
             try:
                 async with asyncio.timeout(cfg.connect_timeout_secs):
                     await p.loop.create_connection(lambda s=side: s, ep.host, ep.port)  # type: ignore[misc]
-            except (OSError, TimeoutError):
+            except (OSError, TimeoutError) as exc:
                 breaker.release_connection()
+                if exc.errno in LOCAL_ERRNOS:
+                    ep.end_request(Outcome.LOCAL_ERROR, time.perf_counter() - t0)
+                    p.stats.error("local_resources_exhausted")
+                    self.close()
+                    return
                 ep.end_request(Outcome.CONNECT_FAILURE, time.perf_counter() - t0)
                 tried.append(ep)
                 continue

@@ -17,8 +17,10 @@ from tests.integration.ambassador.conftest import read_response
 from tests.integration.ambassador.upstream_process import upstream_process
 
 OPEN_FILE_LIMIT = 256
-EXTRA = 10  # connections past the cap, on each listener
+EXTRA = OPEN_FILE_LIMIT // 2  # connections past the cap, on each listener: the whole limit together
 REFUSED_LOG = "client connection refused: max_client_connections reached"
+LOCAL = "local_resources_exhausted"
+OUTCOMES = "ambassador_endpoint_outcomes_total"
 
 
 async def _metrics(proc: Process) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -64,21 +66,22 @@ async def test_connections_past_the_cap_are_refused_and_the_admin_server_keeps_a
             web = [await asyncio.open_connection("127.0.0.1", http_port) for _ in range(cap // 2)]
             db = [await asyncio.open_connection("127.0.0.1", tcp_port) for _ in range(cap - cap // 2)]
 
-            await _until(
-                proc, "ambassador_client_connections", cap
-            )  # accepted in the background: all held before going on
+            await _until(proc, "ambassador_client_connections", cap)  # accepted in the background
 
-            # Past the cap: an http client is told why, a tcp client sees the close.
-            for _ in range(EXTRA):
-                reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
-                status, headers, _ = await asyncio.wait_for(read_response(reader), 5)
-                assert (status, headers["x-ambassador-reason"]) == (503, "client_connection_limit")
-                assert await asyncio.wait_for(reader.read(), 5) == b""
-                writer.close()
-                reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port)
-                assert await asyncio.wait_for(reader.read(), 5) == b""
-                writer.close()
+            # Past the cap, as many connections again as the process may hold descriptors, all kept
+            # open by this side: without the cap the process would be at its open-file limit, its
+            # admin server with it. Each is refused: an http client is told why, a tcp client sees
+            # the close.
+            extra = [
+                await asyncio.open_connection("127.0.0.1", port) for _ in range(EXTRA) for port in (http_port, tcp_port)
+            ]
             assert (await http_get(proc.admin_url + "/livez"))[0] == 200
+            for i, (reader, writer) in enumerate(extra):
+                if i % 2 == 0:
+                    status, headers, _ = await asyncio.wait_for(read_response(reader), 5)
+                    assert (status, headers["x-ambassador-reason"]) == (503, "client_connection_limit")
+                assert await asyncio.wait_for(reader.read(), 5) == b""
+                writer.close()
 
             # Every admitted connection is served at once, each through an upstream connection of its
             # own: the process then holds twice the cap, and the reserve is all that is left.
@@ -111,5 +114,51 @@ async def test_connections_past_the_cap_are_refused_and_the_admin_server_keeps_a
             assert await proc.wait_exit(15) == 0
             lines = [json.loads(line) for line in proc.read_output().splitlines() if line.startswith("{")]
     refusals = [line for line in lines if line["event"] == REFUSED_LOG]
-    assert len(refusals) == 1, refusals  # 20 refusals, one line
+    assert len(refusals) == 1, refusals  # 2 * EXTRA refusals, one line
     assert refusals[0]["max_client_connections"] == cap
+
+
+async def test_running_out_of_descriptors_does_not_eject_a_healthy_tcp_upstream() -> None:
+    """A cap set above what the open-file limit allows: the upstream connects that then fail for lack
+    of descriptors are the process's own failure, not the endpoint's."""
+    tcp_port = free_port()
+    async with upstream_process() as up:
+        cluster = {"endpoints": [up.address], "health_check": {"kind": "none"}}
+        settings = {
+            "listeners": [{"name": "db", "port": tcp_port, "mode": "tcp", "cluster": cluster}],
+            "max_client_connections": 1000,
+            "shutdown_timeout_secs": 5.0,
+        }
+        command = ["prlimit", "--nofile=64", sys.executable, "-m", "sidecars.ambassador"]
+        async with start_process("ambassador", settings, command=command) as proc:
+            await proc.wait_http("/readyz", 200)
+            # About 25 sessions (two descriptors each) exhaust 64 descriptors; 40 go well past it.
+            sessions = [await asyncio.open_connection("127.0.0.1", tcp_port) for _ in range(40)]
+            outcome = {"cluster": "db", "endpoint": up.address}
+            deadline = time.monotonic() + 10
+            while not [
+                o for o in ("local_error", "connect_failure") if await _sample(proc, OUTCOMES, **outcome, outcome=o)
+            ]:
+                assert time.monotonic() < deadline, "no upstream connect failed: the limit was not reached"
+                await asyncio.sleep(0.02)
+            refused_connects = await _sample(
+                proc, "ambassador_endpoint_outcomes_total", **outcome, outcome="connect_failure"
+            )
+            local = await _sample(proc, "ambassador_errors_total", listener="db", cluster="db", reason=LOCAL)
+            for _, writer in sessions:
+                writer.close()
+            await _until(proc, "ambassador_client_connections", 0)
+            ejections = await _sample(proc, "ambassador_endpoint_ejections_total", cluster="db", endpoint=up.address)
+            # Descriptors back: the endpoint serves the next session.
+            reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port)
+            writer.write(b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\n")
+            status, _, body = await asyncio.wait_for(read_response(reader), 5)
+            writer.close()
+            proc.proc.terminate()
+            assert await proc.wait_exit(15) == 0
+            output = proc.read_output()
+    assert (status, body) == (200, b"ok\n")
+    assert not ejections, output[-2000:]
+    assert not refused_connects  # not booked against the endpoint
+    assert local and local >= 1  # but counted, as the process's own failure
+    assert "max_client_connections leaves too few file descriptors" in output
