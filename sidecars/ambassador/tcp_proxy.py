@@ -13,15 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import time
 from typing import TYPE_CHECKING
 
-from sidecars.ambassador.endpoint import Endpoint, Outcome
-
-# A connect failing with these says the process is out of descriptors or memory, nothing about the
-# endpoint: ejecting it would turn a local shortage into an outage of a healthy upstream.
-LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+from sidecars.ambassador.endpoint import LOCAL_ERRNOS, Endpoint, Outcome
 
 if TYPE_CHECKING:
     from sidecars.ambassador.http_proxy import ClusterView

@@ -8,7 +8,9 @@ import asyncio
 import json
 import sys
 import time
+from collections import Counter
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecars.ambassador.client_limit import default_max_client_connections
@@ -162,3 +164,43 @@ async def test_running_out_of_descriptors_does_not_eject_a_healthy_tcp_upstream(
     assert not refused_connects  # not booked against the endpoint
     assert local and local >= 1  # but counted, as the process's own failure
     assert "max_client_connections leaves too few file descriptors" in output
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="http_proxy.py books a connect that failed for lack of descriptors (EMFILE) as the endpoint's "
+    "connect failure, which ejects it",
+)
+async def test_running_out_of_descriptors_does_not_eject_a_healthy_http_upstream() -> None:
+    http_port = free_port()
+    async with upstream_process() as up:
+        cluster = {"endpoints": [up.address], "health_check": {"kind": "none"}}
+        settings = {
+            "listeners": [{"name": "web", "port": http_port, "cluster": cluster}],
+            "max_client_connections": 1000,
+            "shutdown_timeout_secs": 5.0,
+        }
+        command = ["prlimit", "--nofile=64", sys.executable, "-m", "sidecars.ambassador"]
+        async with start_process("ambassador", settings, command=command) as proc:
+            await proc.wait_http("/readyz", 200)
+            clients = [await asyncio.open_connection("127.0.0.1", http_port) for _ in range(40)]
+            for _, writer in clients:  # each request holds an upstream connection for a while
+                writer.write(b"GET /sleep/1000 HTTP/1.1\r\nHost: a\r\n\r\n")
+            answers: Counter[object] = Counter()
+            for reader, _ in clients:  # the admin server cannot answer meanwhile: it shares the limit
+                try:
+                    status, headers, _ = await asyncio.wait_for(read_response(reader), 10)
+                    answers[(status, headers.get("x-ambassador-reason"))] += 1
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    answers["closed at accept"] += 1
+            for _, writer in clients:
+                writer.close()
+            await _until(proc, "ambassador_client_connections", 0)
+            endpoint = {"cluster": "web", "endpoint": up.address}
+            refused_connects = await _sample(proc, OUTCOMES, **endpoint, outcome="connect_failure")
+            ejections = await _sample(proc, "ambassador_endpoint_ejections_total", **endpoint)
+            proc.proc.terminate()
+            assert await proc.wait_exit(15) == 0
+    assert (503, "local_resources_exhausted") in answers, answers  # the limit was reached
+    assert not refused_connects
+    assert not ejections
