@@ -4,10 +4,12 @@ Logging a line costs more than proxying a small request, so the default logs onl
 proxy itself failed, at most `ERRORS_PER_SEC` a second, each naming the failure reason.
 
 Request targets carry secrets (`?token=`, signed-URL signatures, `user:password@` in an absolute-form
-target), and log stores are read by more people than the app's secrets are. By default each query
-value is replaced by `REDACTED`, the names kept, so a line still tells which parameters were sent;
-a part without `=` may be a bare token and is replaced whole. Redaction runs on the whole target
-before it is cut to `MAX_PATH_CHARS`, so a cut never exposes the start of a value.
+target), and log stores are read by more people than the app's secrets are. Every log line already
+masks what looks secret (`sidecars.core.redact`); an access log line goes further by default and
+replaces every query value with the same marker, the names kept, so a line still tells which
+parameters were sent; a part without `=` may be a bare token and is replaced whole. Redaction runs on
+the whole target (bounded by `max_header_bytes`) before it is cut to `MAX_PATH_CHARS`, so a cut never
+exposes the start of a value.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
+from sidecars.core.redact import MARKER, redact_text
+
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
@@ -23,7 +27,6 @@ if TYPE_CHECKING:
 
 ERRORS_PER_SEC = 10.0
 MAX_PATH_CHARS = 200
-REDACTED = b"REDACTED"
 
 
 class AccessLog:
@@ -94,32 +97,21 @@ def _target(head: bytes) -> bytes:
 
 def shown_target(target: bytes, query: str) -> str:
     """The request target as a log line shows it: query values redacted, dropped or kept (`query`)."""
+    text = target.decode("latin-1")
     if query != "full":
-        scheme = target.find(b"://")
-        if scheme > 0:
-            target = _without_userinfo(target, scheme + 3)
-        mark = target.find(b"?")
+        text = redact_text(text)  # the userinfo of an absolute-form target, secret path parameters
+        mark = text.find("?")
         if mark >= 0:
-            target = target[:mark] if query == "drop" else target[: mark + 1] + _redacted(target[mark + 1 :])
-    return target[:MAX_PATH_CHARS].decode("latin-1")
+            text = text[:mark] if query == "drop" else text[: mark + 1] + _values_replaced(text[mark + 1 :])
+    return text[:MAX_PATH_CHARS]
 
 
-def _without_userinfo(target: bytes, start: int) -> bytes:
-    end = len(target)
-    for delimiter in b"/?#":
-        found = target.find(bytes((delimiter,)), start)
-        if 0 <= found < end:
-            end = found
-    at = target.rfind(b"@", start, end)
-    return target if at < 0 else target[:start] + REDACTED + target[at:]
-
-
-def _redacted(query: bytes) -> bytes:
+def _values_replaced(query: str) -> str:
     out = []
-    for part in query.split(b"&"):
-        name, eq, value = part.partition(b"=")
+    for part in query.split("&"):
+        name, eq, value = part.partition("=")
         if eq:
-            out.append(name + b"=" + REDACTED if value else part)
+            out.append(f"{name}={MARKER}" if value else part)
         else:
-            out.append(REDACTED if part else part)
-    return b"&".join(out)
+            out.append(MARKER if part else part)
+    return "&".join(out)

@@ -117,8 +117,8 @@ class ListenerConfig(BaseModel):
     access_log_query: Literal["redact", "full", "drop"] = Field(
         "redact",
         description="The query string in access log lines: redact (parameter names kept, every value "
-        "and any user:password@ replaced by REDACTED: tokens and signatures travel there), full (as "
-        "sent), drop (the path only).",
+        "masked: tokens and signatures travel there), drop (the path only), full (as sent, but for what "
+        "every log line masks: credentials and secret-looking parameters).",
     )
 
     @model_validator(mode="before")

@@ -70,7 +70,7 @@ SECRET = "s3cr3t-token-value"
 @pytest.mark.parametrize(
     ("mode", "shown"),
     [
-        ("redact", "/hello?token=REDACTED&page=REDACTED&REDACTED"),
+        ("redact", "/hello?token=**********&page=**********&**********"),
         ("drop", "/hello"),
         ("full", f"/hello?token={SECRET}&page=2&{SECRET}"),
     ],
@@ -95,5 +95,5 @@ async def test_access_log_failure_lines_redact_the_query_too(proxy: Proxy) -> No
         ((status, _, _),) = await raw_request(port, f"GET /x?api_key={SECRET} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
         failed = sc.events("request failed")
     assert status == 502
-    assert [e["path"] for e in failed] == ["/x?api_key=REDACTED"]
+    assert [e["path"] for e in failed] == ["/x?api_key=**********"]
     assert SECRET not in repr(sc.logs)
