@@ -18,7 +18,9 @@ from prometheus_client import CollectorRegistry
 
 from sidecars.ambassador import health
 from sidecars.ambassador.access_log import AccessLog
+from sidecars.ambassador.client_limit import ClientLimit
 from sidecars.ambassador.cluster import Cluster
+from sidecars.ambassador.headers import local_response
 from sidecars.ambassador.http_proxy import HttpProxy
 from sidecars.ambassador.settings import SHARDED_MODES, ListenerConfig
 from sidecars.ambassador.sharded_listener import ShardedSetup
@@ -36,6 +38,7 @@ class Listener:
         registry: CollectorRegistry,
         collector: StatsCollector,
         log: Any,
+        client_limit: ClientLimit,
         http_proxy_class: type[HttpProxy] = HttpProxy,
     ) -> None:
         self.config = config
@@ -46,6 +49,7 @@ class Listener:
         probe = self.sharded.probe if self.sharded is not None else health.probe
         self.cluster = Cluster(config.name, config.cluster, registry, self.log, probe=probe)
         self._collector = collector
+        self._client_limit = client_limit
         self.proxy: HttpProxy | TcpProxy | ShardedProxy | None = None
         self.server: asyncio.Server | None = None
         self.port = config.port
@@ -68,19 +72,23 @@ class Listener:
         cfg = self.config
         proxy: HttpProxy | TcpProxy | ShardedProxy
         if cfg.mode == "http":
-            access = AccessLog(self.log, cfg.name, cfg.access_log, cfg.access_log_sample_percent)
+            access = AccessLog(self.log, cfg.name, cfg.access_log, cfg.access_log_sample_percent, cfg.access_log_query)
             proxy = self._http_proxy_class(cfg, self.cluster, self.stats, access, loop)
             self.cluster.on_removed(proxy.on_endpoint_removed)
+            refusal = local_response(503, "client_connection_limit", close=True)
         elif isinstance(self.proxy, ShardedProxy):
             proxy = self.proxy  # after a restart of `run`: its shard set already follows the cluster
+            refusal = b""
         elif self.sharded is not None:
             proxy = self.sharded.proxy(self.cluster, self.stats, loop, self.log)
+            refusal = b""
         else:
             proxy = TcpProxy(cfg, self.cluster, self.stats, loop)
+            refusal = b""
         self.proxy = proxy
         try:
             self.server = await loop.create_server(
-                cast(Callable[[], asyncio.BaseProtocol], proxy),
+                self._client_limit.gate(cast(Callable[[], Any], proxy), self.stats, refusal),
                 cfg.host,
                 cfg.port,
                 backlog=BACKLOG,

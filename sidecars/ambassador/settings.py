@@ -21,6 +21,9 @@ RetryOn = Literal["connect-failure", "reset", "5xx", "timeout"]
 Mode = Literal["http", "tcp", "redis", "memcached"]
 SHARDED_MODES = ("redis", "memcached")
 
+HTTP_IDLE_TIMEOUT_SECS = 4.0
+TCP_IDLE_TIMEOUT_SECS = 3600.0
+
 
 class ListenerConfig(BaseModel):
     """One local port the app connects to, and how its traffic reaches the upstream cluster."""
@@ -54,12 +57,13 @@ class ListenerConfig(BaseModel):
         "included. Answered 504 deadline_exceeded when reached.",
     )
     idle_timeout_secs: float = Field(
-        4.0,
+        HTTP_IDLE_TIMEOUT_SECS,
         gt=0,
-        description="A pooled upstream connection unused this long is closed. Keep it below the upstream "
-        "server's keep-alive timeout (nginx 75 s, Node.js 5 s, uvicorn 5 s, gunicorn 2 s) so the "
-        "server never closes a connection the proxy is about to reuse. In tcp mode: a session with no "
-        "bytes either way this long is closed.",
+        description="http mode: a pooled upstream connection unused this long is closed (default 4 s). "
+        "Keep it below the upstream server's keep-alive timeout (nginx 75 s, Node.js 5 s, uvicorn 5 s, "
+        "gunicorn 2 s) so the server never closes a connection the proxy is about to reuse. tcp mode: a "
+        "session with no bytes either way this long is closed (default 3600 s, as Envoy's tcp_proxy: "
+        "database and cache clients keep connections idle in their pools for long).",
     )
     stream_idle_timeout_secs: float = Field(
         300.0,
@@ -119,6 +123,23 @@ class ListenerConfig(BaseModel):
     access_log_sample_percent: float = Field(
         100.0, gt=0, le=100, description='Share of requests logged when access_log is "all".'
     )
+    access_log_query: Literal["redact", "full", "drop"] = Field(
+        "redact",
+        description="The query string in access log lines: redact (parameter names kept, every value "
+        "masked: tokens and signatures travel there), drop (the path only), full (as sent, but for what "
+        "every log line masks: credentials and secret-looking parameters).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _idle_default_by_mode(cls, data: Any) -> Any:
+        # An idle database connection is normal, an idle pooled HTTP connection is not: the default
+        # depends on the mode; an explicit value is kept in both.
+        if isinstance(data, dict) and data.get("idle_timeout_secs") is None:
+            data = {k: v for k, v in data.items() if k != "idle_timeout_secs"}
+            if data.get("mode") == "tcp":
+                data["idle_timeout_secs"] = TCP_IDLE_TIMEOUT_SECS
+        return data
 
     @field_validator("request_id_header", "hash_header")
     @classmethod
@@ -191,6 +212,15 @@ class AmbassadorSettings(SidecarSettings):
     )
     upstreams_dns: str | None = Field(
         None, description='"name:port" of a headless Service resolving to the shorthand listener\'s endpoints.'
+    )
+    max_client_connections: int | None = Field(
+        None,
+        ge=1,
+        description="Client connections open at once across all listeners; beyond it a new connection is "
+        "closed at once (http: after a 503 client_connection_limit), counted and logged. Default: derived "
+        "from the open-file limit (RLIMIT_NOFILE): half of what is left after a reserve of max(64, limit/16) "
+        "descriptors, since each client connection may need an upstream one; the reserve keeps the admin "
+        "server answering.",
     )
     http_engine: EngineName = Field(
         "auto",
