@@ -110,3 +110,25 @@ async def test_unreadable_item_is_sent_again(start_receiver, log, registry) -> N
     await sink.close()
     assert result.rejected == 0 and result.retry is not None
     assert result.retry.streams[0].lines == ["unknown-1", "unknown-2"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"<html><body>502 Bad Gateway</body></html>",  # a proxy's page under a 200
+        b"",
+        b"{}",
+        b'{"acknowledged": true}',
+        b'{"errors": "no", "items": []}',
+        b'{"errors": false, "items": [{"create": {"status": 201}}]}',  # one item for two documents
+    ],
+)
+async def test_a_2xx_that_is_not_a_bulk_answer_is_retried_not_an_ack(start_receiver, log, registry, answer) -> None:  # type: ignore[no-untyped-def]
+    rx = await start_receiver(validate_bulk, lambda rec, parsed: (200, {}, answer))
+    sink = Es(Es.Settings(url=rx.url), log, registry)
+    await sink.open()
+    with pytest.raises(RetryableError, match=r"not a _bulk answer|items for 2 documents"):
+        await sink.send(make_batch(("/l/a.log", ["a", "b"])))
+    await sink.close()
+    labels = {"sink": "elasticsearch", "outcome": "retryable"}
+    assert registry.get_sample_value("tailer_sink_requests_total", labels) == 1
