@@ -12,7 +12,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-ALL_TARGETS=(tailer ambassador adapter demo-app)
+ALL_TARGETS=(tailer ambassador adapter injector demo-app)
 VERSION="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' sidecars/__init__.py)"
 REVISION="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 SOURCE="${IMAGE_SOURCE:-https://github.com/sidecars/sidecars}"

@@ -26,6 +26,7 @@ from sidecars.adapter.scraper import Scrape, Scraper
 from sidecars.adapter.settings import AdapterSettings
 from sidecars.adapter.state import State
 from sidecars.core import Check, Context, Sidecar
+from sidecars.core.redact import redact_url
 
 # While a parse thread runs, the loop thread waits at most this long for the GIL (default 5 ms).
 SWITCH_INTERVAL_SECS = 0.0005
@@ -104,7 +105,7 @@ class Adapter(Sidecar[AdapterSettings]):
             self.log.info(
                 "adapter listening",
                 port=self.listen_port,
-                target=settings.target_url,
+                target=redact_url(settings.target_url),
                 rules=len(rules.rules),
                 outputs=settings.outputs,
             )

@@ -26,6 +26,7 @@ from sidecars.adapter.exposition import (
     SeriesSeen,
     parse_pieces,
 )
+from sidecars.core.redact import redact_text, redact_url
 
 # OpenMetrics first, then the classic text format; Prometheus sends the same preference.
 ACCEPT = f"{OPENMETRICS_CONTENT_TYPE};q=0.5,{TEXT_CONTENT_TYPE};q=0.4,*/*;q=0.1"
@@ -174,9 +175,9 @@ class Scraper:
             outcome.error = ScrapeError("timeout", f"no complete answer within {self.timeout.total} s")
         except aiohttp.ClientConnectorError as exc:
             reason = "refused" if isinstance(exc.os_error, ConnectionRefusedError) else "error"
-            outcome.error = ScrapeError(reason, f"cannot connect to {self.url}: {exc.os_error}")
+            outcome.error = ScrapeError(reason, f"cannot connect to {redact_url(self.url)}: {exc.os_error}")
         except (aiohttp.ClientError, OSError) as exc:
-            outcome.error = ScrapeError("error", f"{type(exc).__name__}: {exc}"[:200])
+            outcome.error = ScrapeError("error", redact_text(f"{type(exc).__name__}: {exc}")[:200])
         outcome.duration_secs = time.perf_counter() - started
         return outcome
 
@@ -200,7 +201,7 @@ class Scraper:
         headers = {"Accept": ACCEPT, "Accept-Encoding": "gzip", "User-Agent": "sidecars-adapter"}
         async with self.session.get(self.url, headers=headers, timeout=self.timeout) as response:
             if response.status != 200:
-                raise ScrapeError("http_status", f"HTTP {response.status} from {self.url}")
+                raise ScrapeError("http_status", f"HTTP {response.status} from {redact_url(self.url)}")
             if response.content_length is not None and response.content_length > self.max_body_bytes:
                 raise ScrapeError("too_large", f"Content-Length {response.content_length} > {self.max_body_bytes}")
             openmetrics = response.content_type == "application/openmetrics-text"

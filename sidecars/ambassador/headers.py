@@ -59,17 +59,60 @@ class RequestIds:
 
 
 _STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
+STATUS_LINE_CACHE_SIZE = 1024
+STATUS_LINE_CACHE_REASON = 64  # longer reason phrases are rare and not worth keeping
 
 
 def status_line(code: int, reason: bytes) -> bytes:
-    """`HTTP/1.1 <code> <reason>\\r\\n`, cached: a handful of distinct lines cover nearly all traffic."""
+    """`HTTP/1.1 <code> <reason>\\r\\n`, cached: a handful of distinct lines cover nearly all traffic.
+    Only short lines are kept, so an upstream inventing reasons holds at most about 100 KiB here."""
     key = (code, reason)
     line = _STATUS_LINES.get(key)
     if line is None:
         line = b"HTTP/1.1 %d %s\r\n" % (code, reason)
-        if len(_STATUS_LINES) < 1024:
+        if len(_STATUS_LINES) < STATUS_LINE_CACHE_SIZE and len(reason) <= STATUS_LINE_CACHE_REASON:
             _STATUS_LINES[key] = line
     return line
+
+
+def split_absolute_target(target: bytes) -> tuple[bytes, bytes] | None:
+    """`(authority, origin-form)` of an absolute-form request target (`http://host:port/path?query`),
+    or None when it is not a usable http(s) URI: no authority, or userinfo in it (RFC 9110 §4.2.4
+    deprecates it; a recipient should treat it as an error)."""
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return None
+    end = len(rest)
+    for delimiter in (b"/", b"?"):
+        at = rest.find(delimiter)
+        if 0 <= at < end:
+            end = at
+    authority, path = rest[:end], rest[end:]
+    if not authority or b"@" in authority:
+        return None
+    if not path.startswith(b"/"):
+        path = b"/" + path  # `http://host` or `http://host?q`: the origin-form of an empty path is "/"
+    return authority, path
+
+
+def forwarded_for(address: str, *, rfc7239: bool) -> bytes:
+    """The client address as X-Forwarded-For writes it, or as a `Forwarded` node: an IPv6 address
+    goes in brackets there (RFC 7239 §6), inside the quotes the caller adds."""
+    if rfc7239 and ":" in address:
+        return b"[" + address.encode() + b"]"
+    return address.encode()
+
+
+def transfer_codings(value: bytes) -> tuple[bool, bytes]:
+    """A response's `Transfer-Encoding` value as (framed by chunked, the codings to pass on).
+
+    Chunked frames the body only as the final coding (RFC 9112 §6.3); any other coding (gzip, ...)
+    stays applied to the bytes, so it must reach the client, whatever framing the proxy uses."""
+    codings = [t.strip() for t in value.split(b",") if t.strip()]
+    chunked = bool(codings) and codings[-1].lower() == b"chunked"
+    if chunked:
+        codings.pop()
+    return chunked, b", ".join(codings)
 
 
 def local_response(

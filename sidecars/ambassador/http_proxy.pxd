@@ -16,6 +16,7 @@ cdef class HttpProxy:
     cdef public bytes id_header
     cdef public object req_special
     cdef public int forwarded_mode
+    cdef public bint hash_host
     cdef public object hash_header, host_line
     cdef public dict req_plain
     cdef public bint retry_connect
@@ -36,18 +37,19 @@ cdef class ClientConnection:
     cdef public bytes url
     cdef public list hparts, special
     cdef public bint in_head
-    cdef public Py_ssize_t head_bytes, head_pending
+    cdef public Py_ssize_t head_bytes, head_pending, quiet
     cdef public double head_started, last_active
     cdef public int paused
-    cdef public bint write_paused, closed
+    cdef public bint write_paused, closed, eof
     cdef public int error_status
+    cdef public str failure
     cdef public object fatal
     cdef public UpstreamConnection tunnel
     cdef public object tunnel_buffer
     cdef public bytes peer
-    cdef public bint has_host
-    cdef public object http10
+    cdef public object host
 
+    cpdef _refuse(self, int status, str reason)
     cpdef pause(self, int bit)
     cpdef resume(self, int bit)
     cpdef bad_request(self, int status, str reason)
@@ -82,9 +84,9 @@ cdef class Exchange:
     cpdef send(self, UpstreamConnection conn)
     cpdef request_body(self, tuple pieces, Py_ssize_t size)
     cpdef request_complete(self)
-    cpdef bint response_head(self, UpstreamConnection conn, int code, list parts, object clen, bint chunked, object upgrade)
+    cpdef bint response_head(self, UpstreamConnection conn, int code, list parts, object clen, bytes codings, object upgrade)
     cpdef response_complete(self, UpstreamConnection conn, int status, bint reusable)
-    cpdef response_aborted(self, UpstreamConnection conn)
+    cpdef response_aborted(self, UpstreamConnection conn, str reason=*)
     cpdef _cancel_timer(self)
     cpdef upstream_lost(self, UpstreamConnection conn)
     cpdef bint _can_retry(self, bint never_reached)
@@ -101,19 +103,25 @@ cdef class UpstreamConnection:
     cdef public Exchange ex
     cdef public Py_ssize_t uses
     cdef public double idle_since
-    cdef public bint in_pool, closed, in_head
+    cdef public bint in_pool, closed, eof, in_head
+    cdef public Py_ssize_t head_bytes, head_pending, quiet
     cdef public list hparts
-    cdef public object clen
+    cdef public object clen, te
     cdef public bint chunked_in
     cdef public object upgrade
     cdef public list tokens
     cdef public bytes reason
+    cdef public list reason_more
     cdef public int status
-    cdef public bint informational, discard, head_only
+    cdef public bint informational, discard, head_only, finished, reusable
+    cdef public str failure
     cdef public int body_mode
     cdef public list out
     cdef public ClientConnection tunnel
 
+    cpdef _protocol_error(self, Exchange ex, str reason)
+    cpdef _fail(self, str reason)
+    cpdef _interim(self, Exchange ex, int code, bytes reason, list parts, list tokens)
     cpdef _flush(self, Exchange ex)
     cpdef _become_tunnel(self, Exchange ex, bytes rest)
     cpdef bint usable(self)

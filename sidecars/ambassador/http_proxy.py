@@ -25,11 +25,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, HttpResponseParser
 
-from sidecars.ambassador.endpoint import Endpoint, Outcome
+from sidecars.ambassador.endpoint import LOCAL_ERRNOS, Endpoint, Outcome
 from sidecars.ambassador.headers import (
     CONTINUE_100,
     CRLF,
@@ -38,8 +38,11 @@ from sidecars.ambassador.headers import (
     LAST_CHUNK,
     RequestIds,
     connection_tokens,
+    forwarded_for,
     local_response,
+    split_absolute_target,
     status_line,
+    transfer_codings,
 )
 from sidecars.ambassador.pool import Pool
 from sidecars.core.backoff import FULL_JITTER, jittered_backoff
@@ -92,6 +95,7 @@ _COMMON_REQUEST_FIELDS = (
 )
 
 _REQ_SPECIAL = HOP_BY_HOP | {b"expect", b"x-forwarded-for", b"forwarded"}
+_SLASH = ord("/")  # first byte of an origin-form request target
 
 # Response fields by how they are handled: 0 forwarded, 1 content-length, 2 transfer-encoding,
 # 3 connection, 4 upgrade, 5 dropped. Common spellings are listed as sent so most fields cost one
@@ -117,8 +121,8 @@ class ClusterView(Protocol):
     def breaker(self) -> Any: ...
 
 
-class _HeadTooLarge(Exception):
-    pass
+class _Refused(Exception):
+    """Raised in a parser callback to stop llhttp; the connection's `error_status`/`failure` say why."""
 
 
 class HttpProxy:
@@ -146,15 +150,16 @@ class HttpProxy:
         self.max_retry_body = config.max_retry_body_bytes
         self.id_header = config.request_id_header.encode()
         self.req_special = _REQ_SPECIAL | ({self.id_header} if self.id_header else set())
-        if config.host_rewrite:
-            self.req_special = self.req_special | {b"host"}
         self.forwarded_mode = ("none", "x-forwarded-for", "forwarded").index(config.forwarded)
-        self.hash_header = config.hash_header.encode() if config.hash_header else None
+        # Host is never a plain field: the proxy writes it (from host_rewrite, an absolute-form target
+        # or the client's one field), so it is hashed from there too.
+        self.hash_host = config.hash_header == "host"
+        self.hash_header = config.hash_header.encode() if config.hash_header and not self.hash_host else None
         if self.hash_header:
             self.req_special = self.req_special | {self.hash_header}
         self.host_line = b"host: " + config.host_rewrite.encode() + CRLF if config.host_rewrite else None
-        # Common request fields as usually spelled -> is it Host: these are forwarded without
-        # lower-casing the name; anything else (or special here) takes the general path.
+        # Common request fields as usually spelled -> is it Host: these are taken without lower-casing
+        # the name; anything else (or special here) takes the general path.
         self.req_plain = {
             spelling: lname == b"host"
             for lname in _COMMON_REQUEST_FIELDS
@@ -244,20 +249,22 @@ class ClientConnection:
         self.hparts: list[bytes] = []
         self.special: list[tuple[bytes, bytes]] = []
         self.in_head = False
-        self.head_bytes = 0
-        self.head_pending = 0
+        self.head_bytes = 0  # of the head being parsed: its target and complete fields
+        self.head_pending = 0  # bytes fed since the head began in an earlier read (0: it began in this one)
         self.head_started = 0.0
+        self.quiet = 0  # bytes of a chunked body fed since its last data: trailer fields, chunk framing
         self.last_active = proxy.clock
         self.paused = 0
         self.write_paused = False
         self.closed = False
-        self.error_status = 0
+        self.eof = False  # the app half-closed (in a tunnel: one direction is over)
+        self.error_status = 0  # set with `failure` by a callback that refuses the request
+        self.failure = ""
         self.fatal: bytes | None = None  # answer to write once earlier responses are out, then close
         self.tunnel: UpstreamConnection | None = None  # after a 101: bytes are spliced to it
         self.tunnel_buffer: list[bytes] | None = None  # bytes sent after an upgrade request, before 101
         self.peer = b""
-        self.has_host = False
-        self.http10: bool | None = None  # a connection keeps its version: read once
+        self.host: bytes | None = None  # the request's one Host field
 
     # -- transport events ------------------------------------------------------------------------
 
@@ -265,9 +272,9 @@ class ClientConnection:
         self.transport = transport  # type: ignore[assignment]
         self.p.clients.add(self)
         self.p.stats.client_connections += 1
-        if self.p.config.forwarded != "none":
+        if self.p.forwarded_mode:
             peer = transport.get_extra_info("peername")
-            self.peer = str(peer[0]).encode() if peer else b"unknown"
+            self.peer = forwarded_for(str(peer[0]), rfc7239=self.p.forwarded_mode == 2) if peer else b"unknown"
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -291,29 +298,57 @@ class ClientConnection:
         if self.paused & PAUSE_DONE:
             return
         self.last_active = self.p.clock
-        if self.in_head:
-            # llhttp keeps a field that spans reads; this bounds it before any callback sees it.
-            self.head_pending += len(data)
-            if self.head_pending > 2 * self.p.max_header_bytes:
-                self.bad_request(431, "header_too_large")
+        cur = self.cur
+        if cur is None:
+            if not self.head_started:
+                self.head_started = self.p.clock  # between messages: the head timeout runs from the first byte
+        elif cur.chunked:
+            # llhttp holds an unfinished trailer field as it holds a head field: a chunked body that
+            # yields no data for more than a head's worth of bytes is refused.
+            if self.quiet > self.p.max_header_bytes:
+                self.bad_request(431, "trailer_too_large")
                 return
+            self.quiet += len(data)
+        rest: bytes | None = None
+        if self.in_head:
+            # A head spans reads: llhttp holds its unfinished field until it ends, so feed no more
+            # than the head may still take; if it ends within that, the rest of the read follows.
+            room = self.p.max_header_bytes - self.head_pending
+            if len(data) > room:
+                rest = data[room:]
+                data = data[:room]
+            self.head_pending += len(data)
         try:
             self.parser.feed_data(data)
+            if rest is not None:
+                if self.head_pending:  # still the same head
+                    self.bad_request(431, "header_too_large")
+                    return
+                if self.paused & PAUSE_DONE:
+                    return
+                data, rest = rest, None
+                self.parser.feed_data(data)
         except HttpParserUpgrade as exc:
-            self.tunnel_buffer = [data[exc.args[0] :]] if exc.args[0] < len(data) else []
+            tail = data[exc.args[0] :] + rest if rest else data[exc.args[0] :]
+            self.tunnel_buffer = [tail] if tail else []
             self.pause(PAUSE_TUNNEL)
         except HttpParserError:
-            if self.error_status == 431:
-                self.bad_request(431, "header_too_large")
+            if self.error_status:
+                self.bad_request(self.error_status, self.failure)
             else:
                 self.bad_request(400, "bad_request")
 
     def eof_received(self) -> bool:
-        # The app half-closed: finish what is queued, then close (HTTP/1.1 has no use for half-open).
-        if self.tunnel is not None:
-            if self.tunnel.transport.can_write_eof():
-                self.tunnel.transport.write_eof()
+        self.eof = True
+        tunnel = self.tunnel
+        if tunnel is not None:
+            # One direction of the tunnel is over: pass the half-close on. Once both are, close both
+            # (connection_lost closes the other side), which frees the upstream connection's slot.
+            if tunnel.eof or not tunnel.transport.can_write_eof():
+                return False
+            tunnel.transport.write_eof()
             return True
+        # The app half-closed: finish what is queued, then close (HTTP/1.1 has no use for half-open).
         if self.queue:
             self.fatal = b""
             self.pause(PAUSE_DONE)
@@ -338,7 +373,7 @@ class ClientConnection:
         # The first callback of every request (llhttp needs a target), so it also starts the message:
         # one Python call less per request than a separate on_message_begin.
         if self.in_head:
-            self.url += url  # the target arrived in pieces
+            self.url += url  # the target arrived in pieces (bounded: data_received feeds at most a head)
             self.head_bytes += len(url)
             return
         self.in_head = True
@@ -346,7 +381,7 @@ class ClientConnection:
         self.head_bytes = len(url)
         self.hparts = []
         self.special = []
-        self.has_host = False
+        self.host = None
         if not self.head_started:
             self.head_started = self.p.clock
 
@@ -355,21 +390,27 @@ class ClientConnection:
             return  # a trailer field: dropped with the re-framing
         self.head_bytes += len(name) + len(value) + 4
         if self.head_bytes > self.p.max_header_bytes:
-            self.error_status = 431
-            raise _HeadTooLarge
+            self._refuse(431, "header_too_large")
         is_host = self.p.req_plain.get(name)
-        if is_host is not None:
+        if is_host is None:
+            lname = name.lower()
+            if lname in self.p.req_special:
+                self.special.append((lname, value))
+                return
+            if lname[:6] == b"proxy-":
+                return
+            is_host = lname == b"host"
+        if not is_host:
             self.hparts += (name, b": ", value, CRLF)
-            if is_host:
-                self.has_host = True
-            return
-        lname = name.lower()
-        if lname in self.p.req_special:
-            self.special.append((lname, value))
-        elif lname[:6] != b"proxy-":
-            self.hparts += (name, b": ", value, CRLF)
-            if lname == b"host":
-                self.has_host = True
+        elif self.host is None:
+            self.host = value
+        else:
+            self._refuse(400, "duplicate_host")  # RFC 9112 §3.2: which one would route the request?
+
+    def _refuse(self, status: int, reason: str) -> NoReturn:
+        self.error_status = status
+        self.failure = reason
+        raise _Refused
 
     def on_headers_complete(self) -> None:
         p = self.p
@@ -379,6 +420,17 @@ class ClientConnection:
         self.head_started = 0.0
         parser = self.parser
         method = parser.get_method()
+        url = self.url
+        host = self.host
+        if url[0] != _SLASH or method == b"CONNECT":
+            if method == b"CONNECT":
+                self._refuse(405, "connect_not_supported")  # a tunnel to anywhere: not on an HTTP listener
+            if url != b"*":
+                # Absolute form: the target names the host (RFC 9112 §3.2.2), the upstream gets origin-form.
+                split = split_absolute_target(url)
+                if split is None:
+                    self._refuse(400, "bad_request_target")
+                host, url = split
         chunked = False
         clen: bytes | None = None
         expect = False
@@ -387,12 +439,16 @@ class ClientConnection:
         rid: bytes | None = None
         hash_key: bytes | None = None
         prior_fwd: bytes | None = None
-        for lname, value in self.special:  # usually empty: a plain GET has no special field
+        special = self.special
+        for lname, value in special:  # usually empty: a plain GET has no special field
             if lname == b"content-length":
                 clen = value
             elif lname == p.id_header:
                 rid = value
             elif lname == b"transfer-encoding":
+                # Only chunked is decoded here; dropping another coding would corrupt the body (nginx: 501).
+                if chunked or value.strip().lower() != b"chunked":
+                    self._refuse(501, "unsupported_transfer_coding")
                 chunked = True
             elif lname == b"connection":
                 tokens = connection_tokens(value)
@@ -407,13 +463,22 @@ class ClientConnection:
                 hash_key = value
                 if lname not in _REQ_SPECIAL:
                     self.hparts += (lname, b": ", value, CRLF)
+        if p.hash_host:
+            hash_key = host
         parts = self.hparts
         if tokens and not _PLAIN_TOKENS.issuperset(tokens):
             parts = _drop_listed(parts, tokens)
+        has_body = chunked or (clen is not None and clen.strip() != b"0")
         upgrading = upgrade is not None and parser.should_upgrade()
-        head = [method, b" ", self.url, b" HTTP/1.1\r\n"]
+        if upgrading and has_body:
+            # llhttp hands every byte after an upgrade request's head to the new protocol, the upstream
+            # would read a body first: the two would disagree about where the tunnel starts.
+            self._refuse(400, "upgrade_with_body")
+        head = [method, b" ", url, b" HTTP/1.1\r\n"]
         if p.host_line is not None:
             head.append(p.host_line)
+        elif host is not None:
+            head += (b"host: ", host, CRLF)
         head += parts
         if p.id_header:
             if rid is None:
@@ -433,22 +498,22 @@ class ClientConnection:
         elif clen is not None:
             head += (b"content-length: ", clen, CRLF)
         head.append(CRLF)
-        has_body = chunked or (clen is not None and clen.strip() != b"0")
-        http10 = self.http10
-        if http10 is None:
-            http10 = self.http10 = parser.get_http_version() == "1.0"
+        keep_alive = parser.should_keep_alive()
+        # The version, per request: an HTTP/1.0 request keeps its connection only with a Connection (or
+        # Proxy-Connection) field, both special, so a plain keep-alive request is HTTP/1.1 unasked.
+        http10 = bool(special or not keep_alive) and parser.get_http_version() != "1.1"
         ex = Exchange(
             self,
             b"".join(head),
             method,
             has_body,
             chunked,
-            parser.should_keep_alive(),
+            keep_alive,
             http10,
             expect and has_body,
             upgrading,
             rid,
-            not self.has_host and p.host_line is None,
+            host is None and p.host_line is None,
             hash_key,
         )
         self.cur = ex
@@ -460,6 +525,7 @@ class ClientConnection:
             self.pause(PAUSE_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
+        self.quiet = 0
         ex = self.cur
         if ex is not None and not ex.done:
             if ex.chunked:
@@ -470,6 +536,7 @@ class ClientConnection:
     def on_message_complete(self) -> None:
         ex = self.cur
         self.cur = None
+        self.quiet = 0
         if ex is not None and not ex.request_done and not ex.done:  # a request without body is done already
             ex.request_complete()
 
@@ -531,6 +598,8 @@ class ClientConnection:
         self.tunnel_buffer = None
         if pending:
             upstream.transport.writelines(pending)
+        if self.eof and upstream.transport.can_write_eof():
+            upstream.transport.write_eof()  # the app half-closed while the upgrade was answered
         self.resume(PAUSE_TUNNEL)
 
     def check_timeouts(self, now: float, cfg: ListenerConfig) -> None:
@@ -688,9 +757,16 @@ class Exchange:
         try:
             async with asyncio.timeout(p.connect_timeout):
                 await p.loop.create_connection(lambda: cast(asyncio.Protocol, conn), ep.host, ep.port)
-        except (OSError, TimeoutError):
+        except (OSError, TimeoutError) as exc:
             self.connecting = None
-            if not self.done:
+            if self.done:
+                return
+            if exc.errno in LOCAL_ERRNOS:
+                # Out of descriptors or memory: the process's failure, not the endpoint's.
+                ep.end_request(Outcome.LOCAL_ERROR, perf_counter() - self.try_t0)
+                self.endpoint = None
+                self.fail(503, "local_resources_exhausted")
+            else:
                 self.try_failed(Outcome.CONNECT_FAILURE, "connect_failed", never_reached=True)
             return
         finally:
@@ -755,13 +831,15 @@ class Exchange:
         code: int,
         parts: list[bytes],
         clen: bytes | None,
-        chunked: bool,
+        codings: bytes,
         upgrade: bytes | None,
     ) -> bool:
-        """The upstream's response head arrived; False when it is discarded for a retry."""
+        """The upstream's final response head arrived; False when it is discarded for a retry.
+        `codings`: transfer codings other than chunked, which stay on the body."""
         self._cancel_timer()
         if code >= 500 and "5xx" in self.p.retry_on and self._can_retry(False):
-            self.try_failed(Outcome.HTTP_5XX, "upstream_5xx", never_reached=False)
+            # Decided here, and the budget spent: try_failed must not ask the budget a second time.
+            self.try_failed(Outcome.HTTP_5XX, "upstream_5xx", never_reached=False, retry=True)
             return False
         self.responded = True
         close = not self.keep_alive or not self.request_done or self.p.draining or (self.upgrading and code != 101)
@@ -770,9 +848,12 @@ class Exchange:
             conn.body_mode = BODY_NONE
             return True
         if self.method == b"HEAD" or code == 204 or code == 304:
-            if clen is not None:
+            if clen is not None and code != 204:  # a 204 has no length to describe (RFC 9110 §8.6)
                 parts += (b"content-length: ", clen, CRLF)
             conn.body_mode = BODY_NONE
+        elif codings:  # HTTP/1.1 only (checked by the caller): the codings stay, chunked goes last
+            parts += (b"transfer-encoding: ", codings, b", chunked\r\n")
+            conn.body_mode = BODY_CHUNKED
         elif clen is not None:
             parts += (b"content-length: ", clen, CRLF)
             conn.body_mode = BODY_RAW
@@ -804,11 +885,12 @@ class Exchange:
         self.finish(status, ep.key, now=now)
         self.client.exchange_done(self, self.close_client or not self.request_done)
 
-    def response_aborted(self, conn: UpstreamConnection) -> None:
-        """The upstream went away mid-response: the client can only be told by closing."""
+    def response_aborted(self, conn: UpstreamConnection, reason: str = "upstream_reset_mid_response") -> None:
+        """The upstream went away (or broke the protocol) mid-response: the client can only be told
+        by closing."""
         conn.endpoint.end_request(Outcome.RESET, perf_counter() - self.try_t0)
         self.upstream = None
-        self.p.stats.error("upstream_reset_mid_response")
+        self.p.stats.error(reason)
         self.finish(502, conn.endpoint.key)
         self.client.abort()
 
@@ -847,7 +929,7 @@ class Exchange:
             return p.retry_connect
         return self.idempotent and bool(p.cluster.retry_budget.can_retry())
 
-    def try_failed(self, outcome: Outcome, reason: str, *, never_reached: bool) -> None:
+    def try_failed(self, outcome: Outcome, reason: str, *, never_reached: bool, retry: bool = False) -> None:
         """This try is over without a usable response: retry if safe, else answer with the reason."""
         p = self.p
         self._cancel_timer()
@@ -872,9 +954,12 @@ class Exchange:
             Outcome.HTTP_5XX: "5xx",
             Outcome.TIMEOUT: "timeout",
         }.get(outcome, "")
-        if reason != "deadline_exceeded" and (
-            (never_reached and self._can_retry(True))
-            or (not never_reached and kind in p.retry_on and self._can_retry(False))
+        if retry or (
+            reason != "deadline_exceeded"
+            and (
+                (never_reached and self._can_retry(True))
+                or (not never_reached and kind in p.retry_on and self._can_retry(False))
+            )
         ):
             p.stats.retry(reason)
             if self.body_sent:
@@ -958,7 +1043,12 @@ class Exchange:
 
 
 class UpstreamConnection:
-    """One keep-alive connection to an endpoint: parses responses and streams them to the client."""
+    """One keep-alive connection to an endpoint: parses responses and streams them to the client.
+
+    It goes back to the pool only when the response ended cleanly at a message boundary with
+    nothing after it: any byte the upstream sends while no request is outstanding (a body after a
+    HEAD or 204 response, part of another head) closes it and reaches no client. A response
+    therefore completes after llhttp has parsed the whole read, never inside a parser callback."""
 
     def __init__(self, proxy: HttpProxy, endpoint: Endpoint) -> None:
         self.p = proxy
@@ -970,17 +1060,26 @@ class UpstreamConnection:
         self.idle_since = 0.0
         self.in_pool = False
         self.closed = False
-        self.in_head = True  # the first response's head comes next
+        self.eof = False  # the upstream half-closed a tunnel
+        self.in_head = False  # a response head is being parsed
+        self.head_bytes = 0  # of that head: its reason phrase and complete fields
+        self.head_pending = 0  # bytes fed since the head began in an earlier read (0: it began in this one)
+        self.quiet = 0  # bytes of a chunked body fed since its last data: trailer fields, chunk framing
         self.hparts: list[bytes] = []
         self.clen: bytes | None = None
+        self.te: bytes | None = None
         self.chunked_in = False
         self.upgrade: bytes | None = None
         self.tokens: list[bytes] = _NO_TOKENS
         self.reason = b""
+        self.reason_more: list[bytes] = []  # the rest of a reason phrase that spans reads
         self.status = 0
         self.informational = False
         self.discard = False
-        self.head_only = False  # a response to HEAD: llhttp would wait for a body that never comes
+        self.head_only = False  # a response to HEAD: complete at its head, whatever llhttp expects
+        self.finished = False  # the final response is complete; the exchange is told after the read
+        self.reusable = False  # ... and the upstream keeps the connection open
+        self.failure = ""  # why a callback stopped llhttp
         self.body_mode = BODY_NONE
         self.out: list[bytes] = []
         self.tunnel: ClientConnection | None = None
@@ -1013,9 +1112,12 @@ class UpstreamConnection:
         ex.upstream_lost(self)
 
     def eof_received(self) -> bool:
-        if self.tunnel is not None:
-            if self.tunnel.transport.can_write_eof():
-                self.tunnel.transport.write_eof()
+        self.eof = True
+        client = self.tunnel
+        if client is not None:
+            if client.eof or not client.transport.can_write_eof():
+                return False  # both directions are over: close, connection_lost closes the client
+            client.transport.write_eof()
             return True
         return False  # close our side too; connection_lost does the bookkeeping
 
@@ -1026,38 +1128,78 @@ class UpstreamConnection:
             return
         ex = self.ex
         if ex is None:
-            self.close()  # bytes on an idle connection: the stream is out of step, drop it
+            # Bytes while no request is outstanding answer nothing: the stream is out of step.
+            self.p.stats.error("upstream_bytes_while_idle")
+            self.close()
             return
+        rest: bytes | None = None
+        if self.in_head:
+            # As on the client side: a head spanning reads is fed no further than its bound.
+            room = self.p.max_header_bytes - self.head_pending
+            if len(data) > room:
+                rest = data[room:]
+                data = data[:room]
+            self.head_pending += len(data)
+        elif self.chunked_in:
+            if self.quiet > self.p.max_header_bytes:  # trailer fields, bounded as on the client side
+                self._protocol_error(ex, "upstream_trailer_too_large")
+                return
+            self.quiet += len(data)
         try:
             self.parser.feed_data(data)
+            if rest is not None and self.ex is ex:
+                if self.head_pending:  # still the same head
+                    self._protocol_error(ex, "upstream_head_too_large")
+                    return
+                data, rest = rest, None
+                self.parser.feed_data(data)
         except HttpParserUpgrade as exc:
+            # Only after a 101 to a request that asked for this upgrade (on_headers_complete refuses others).
+            tail = data[exc.args[0] :] + rest if rest else data[exc.args[0] :]
             self._flush(ex)
             self.ex = None
-            self._become_tunnel(ex, data[exc.args[0] :])
+            self._become_tunnel(ex, tail)
             return
         except HttpParserError:
             if self.ex is ex:
-                self.ex = None
-                self.out = []
-                if ex.responded:
-                    ex.response_aborted(self)
-                else:
-                    ex.try_failed(Outcome.RESET, "upstream_protocol_error", never_reached=False)
-                self.close()
+                self._protocol_error(ex, self.failure or "upstream_protocol_error")
             return
-        if self.ex is ex:
+        if self.ex is not ex:
+            return  # the response was discarded for a retry
+        if self.finished:
+            self.finished = False
             if self.head_only:
                 self.head_only = False
-                self.in_head = True
-                self.clen = None
-                self.parser = HttpResponseParser(self)
-                self._flush(ex)
-                self.ex = None
-                ex.response_complete(self, self.status, reusable=True)
-                return
-            if self.out:
-                self._flush(ex)
-            ex.client.last_active = self.p.clock
+                self.parser = HttpResponseParser(self)  # llhttp still waits for the body HEAD announced
+            self._flush(ex)
+            self.ex = None
+            ex.response_complete(self, self.status, self.reusable)
+            return
+        if self.out:
+            self._flush(ex)
+        ex.client.last_active = self.p.clock
+
+    def _protocol_error(self, ex: Exchange, reason: str) -> None:
+        """The upstream broke HTTP/1.1: the connection is closed, its response never pooled."""
+        self.ex = None
+        if self.finished:
+            # Bytes after a complete response: that response stands, the connection does not.
+            self.finished = False
+            self.p.stats.error(reason)
+            self._flush(ex)
+            ex.response_complete(self, self.status, reusable=False)
+            self.close()
+            return
+        self.out = []
+        if ex.responded:
+            ex.response_aborted(self, reason)
+        else:
+            ex.try_failed(Outcome.RESET, reason, never_reached=False)
+        self.close()
+
+    def _fail(self, reason: str) -> NoReturn:
+        self.failure = reason
+        raise _Refused
 
     def _flush(self, ex: Exchange) -> None:
         out = self.out
@@ -1087,12 +1229,29 @@ class UpstreamConnection:
 
     # -- parser callbacks -----------------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        # One request is outstanding at a time, so a second message after its response answers
+        # nobody (a HEAD or 204 body, a smuggled response): refuse it before it is parsed.
+        if self.ex is None or self.finished:
+            self._fail("upstream_bytes_after_response")
+        self.in_head = True
+        self.head_bytes = 0
+
     def on_status(self, status: bytes) -> None:
-        self.reason += status  # in pieces when the status line spans two reads
+        self.head_bytes += len(status)
+        if self.head_bytes > self.p.max_header_bytes:
+            self._fail("upstream_head_too_large")
+        if self.reason:
+            self.reason_more.append(status)  # the phrase spans reads: joined once, at the head's end
+        else:
+            self.reason = status
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self.in_head:
             return
+        self.head_bytes += len(name) + len(value) + 4
+        if self.head_bytes > self.p.max_header_bytes:
+            self._fail("upstream_head_too_large")
         kind = _RESP_KIND.get(name)
         if kind is None:
             lname = name.lower()
@@ -1102,63 +1261,100 @@ class UpstreamConnection:
         elif kind == 1:
             self.clen = value
         elif kind == 2:
-            self.chunked_in = True
+            self.te = value if self.te is None else self.te + b"," + value
         elif kind == 3:
             self.tokens = connection_tokens(value)
         elif kind == 4:
             self.upgrade = value
 
     def on_headers_complete(self) -> None:
-        # No on_message_begin callback (one Python call less per response): the head's fields are
-        # taken and reset here, the framing fields (read until the body ends) in on_message_complete.
+        # The head's fields are taken and reset here, the framing fields (read until the body ends)
+        # in on_message_complete.
         parts, tokens, reason, upgrade = self.hparts, self.tokens, self.reason, self.upgrade
         self.hparts = []
         self.tokens = _NO_TOKENS
         self.reason = b""  # llhttp calls on_status only for a non-empty reason phrase
         self.upgrade = None
         self.in_head = False
+        self.head_pending = 0
+        if self.reason_more:
+            reason = b"".join([reason, *self.reason_more])
+            self.reason_more = []
         ex = self.ex
         if ex is None:
             return
         code = self.status = self.parser.get_status_code()
-        if 100 <= code < 200 and code != 101:
-            self.informational = True  # 100 Continue was answered by us already; 103 hints are dropped
-            return
+        codings = b""
+        if self.te is not None:
+            self.chunked_in, codings = transfer_codings(self.te)
+        if code < 200 or code > 599:
+            if code < 100 or code > 599:
+                self._fail("upstream_invalid_status")  # llhttp takes any three digits
+            if code == 101:
+                if not ex.upgrading:
+                    self._fail("upstream_unsolicited_upgrade")  # RFC 9110 §15.2.2, as HAProxy
+            else:
+                self._interim(ex, code, reason, parts, tokens)
+                return
+        if codings and ex.http10 and not (ex.method == b"HEAD" or code == 204 or code == 304):
+            self._fail("upstream_transfer_coding")  # HTTP/1.0 has no transfer codings to pass it on
         if tokens and not _PLAIN_TOKENS.issuperset(tokens):
             parts = _drop_listed(parts, tokens)
         parts.insert(0, status_line(code, reason))
-        if not ex.response_head(self, code, parts, self.clen, self.chunked_in, upgrade):
+        if not ex.response_head(self, code, parts, self.clen, codings, upgrade):
             self.discard = True
             return
         self.out.append(b"".join(parts))
         if ex.method == b"HEAD":
+            # Complete now (RFC 9112 §6.3); llhttp cannot be told, so whatever it parses next is
+            # treated as bytes after the response. Its keep-alive verdict would count on a body that
+            # never comes: only the upstream's version and `close` decide.
             self.head_only = True
+            self.finished = True
+            self.reusable = b"close" not in tokens and self.parser.get_http_version() == "1.1"
+
+    def _interim(self, ex: Exchange, code: int, reason: bytes, parts: list[bytes], tokens: list[bytes]) -> None:
+        """A 1xx before the final response: passed to an HTTP/1.1 client (103 Early Hints, 102) as it
+        arrives; a 100 is not, the proxy answers `Expect` itself."""
+        if self.clen is not None or self.te is not None:
+            self._fail("upstream_protocol_error")  # a 1xx has no content (RFC 9110 §15.2)
+        self.informational = True
+        if code == 100 or ex.http10 or ex.client.closed:
+            return
+        if tokens and not _PLAIN_TOKENS.issuperset(tokens):
+            parts = _drop_listed(parts, tokens)
+        parts.insert(0, status_line(code, reason))
+        parts.append(CRLF)
+        ex.client.transport.write(b"".join(parts))
 
     def on_body(self, body: bytes) -> None:
+        self.quiet = 0
         if self.discard or self.ex is None:
             return
+        if self.finished:
+            self._fail("upstream_bytes_after_response")  # the body of a HEAD response
         if self.body_mode == BODY_CHUNKED:
             self.out += (b"%x\r\n" % len(body), body, CRLF)
         else:
             self.out.append(body)
 
     def on_message_complete(self) -> None:
-        self.in_head = True  # the next response's head comes next
         self.clen = None
+        self.te = None
         self.chunked_in = False
+        self.quiet = 0
         if self.informational:
             self.informational = False
             return
         ex = self.ex
         if ex is None or self.discard or self.head_only:
             return
-        if self.status == 101 and ex.upgrading:
+        if self.status == 101:
             return  # HttpParserUpgrade follows: the tunnel takes over
         if self.body_mode == BODY_CHUNKED:
             self.out.append(LAST_CHUNK)
-        self._flush(ex)
-        self.ex = None
-        ex.response_complete(self, self.status, self.parser.should_keep_alive())
+        self.finished = True
+        self.reusable = self.parser.should_keep_alive()  # valid only inside this callback
 
     # -- flow control and the pool ------------------------------------------------------------------
 
@@ -1173,7 +1369,7 @@ class UpstreamConnection:
             client.resume(PAUSE_UPSTREAM)
 
     def usable(self) -> bool:
-        return not self.closed and not self.discard and not self.transport.is_closing()
+        return not self.closed and not self.discard and self.tunnel is None and not self.transport.is_closing()
 
     def release(self) -> None:
         """Back to the pool; reading resumes so a close by the server is noticed while idle."""

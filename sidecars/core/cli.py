@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sidecars import __version__
-from sidecars.core import config, logs
+from sidecars.core import config, logs, redact
 from sidecars.core.plugin import Sidecar
 from sidecars.core.plugins import PluginLoadError, discover, load
 from sidecars.core.runtime import EXIT_CONFIG, EXIT_FATAL, EXIT_OK, Runtime, run
@@ -68,13 +68,19 @@ def run_main(plugin_cls: PluginClass, argv: Sequence[str] | None = None, prog: s
         print(f"{plugin_cls.name}: configuration is valid")
         return EXIT_OK
     settings = loaded.settings
+    redact.register_secrets(config.secret_values(settings))
     logs.configure(settings.log_level, settings.log_format)
     logs.bind_process_context(plugin_cls.name)
     runtime = Runtime(plugin_cls, settings)
     for warning in loaded.warnings:
         runtime.log.warning(warning)
     runtime.log.info("starting", version=__version__, config_sources=sorted(loaded.sources.values()))
-    return run(runtime)
+    try:
+        return run(runtime)
+    except Exception as exc:
+        # A bug past the runtime's own handling: one redacted log line, not the interpreter's traceback.
+        runtime.log.critical("fatal error", error=str(exc), exc_info=True)
+        return EXIT_FATAL
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_parser = sub.add_parser("run", help="run an installed sidecar: sidecars run NAME [options]", add_help=False)
     run_parser.add_argument("name")
     sub.add_parser("demo", help="start a demo app and the three sidecars on localhost", add_help=False)
+    sub.add_parser("inject", help="add the sidecars to workload YAML: sidecars inject -f FILE", add_help=False)
     if not argv:
         parser.print_help()
         return EXIT_CONFIG
@@ -106,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"sidecars run: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         return run_main(plugin_cls, rest[1:], prog=f"sidecars run {rest[0]}")
+    if command == "inject":
+        from sidecars.injector.command import main as inject
+
+        return inject(rest)
     if command == "demo":
         import importlib
 

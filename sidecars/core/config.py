@@ -29,11 +29,12 @@ import yaml
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 
+from sidecars.core.redact import MARKER as _REDACTED
+from sidecars.core.redact import SECRET_KEY as _SECRET_KEY
+from sidecars.core.redact import redact_text
 from sidecars.core.settings import SidecarSettings
 
 CONFIG_ENV = "SIDECAR_CONFIG"
-_REDACTED = "**********"
-_SECRET_KEY = re.compile(r"(?i)(password|passwd|secret|token|api[_-]?key|authorization|credential|private[_-]?key)")
 
 
 class Kind(enum.Enum):
@@ -77,7 +78,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.message}"
+        # A message may quote a URL the user gave (a validator's "got ..."): shown without its credentials.
+        return redact_text(f"{self.where}: {self.message}")
 
 
 class ConfigError(Exception):
@@ -414,7 +416,58 @@ def _redact_keys(value: Any) -> Any:
         }
     if isinstance(value, list):
         return [_redact_keys(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)  # URLs: userinfo and secret query parameters
     return value
+
+
+def secret_values(settings: BaseModel) -> set[str]:
+    """Every secret value the settings hold, for the logs to mask should one ever be quoted.
+
+    The values `redacted` hides by where they are: secret options, `SecretStr` fields at any depth and
+    values under secret-looking keys of free-form mappings. Credentials inside URLs need no listing:
+    `redact_text` recognises them by their place in the URL.
+    """
+    found: set[str] = set()
+    for name, info in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if _is_secret(info):
+            _collect_all(value, found)
+        else:
+            _collect_secrets(value, found)
+    return found
+
+
+def _collect_secrets(value: Any, found: set[str]) -> None:
+    if isinstance(value, SecretStr):
+        found.add(value.get_secret_value())
+    elif isinstance(value, BaseModel):
+        found |= secret_values(value)
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            if isinstance(k, str) and _SECRET_KEY.search(k):
+                _collect_all(v, found)
+            else:
+                _collect_secrets(v, found)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for v in value:
+            _collect_secrets(v, found)
+
+
+def _collect_all(value: Any, found: set[str]) -> None:
+    """Every text under a secret: a secret mapping's values, a secret list's items."""
+    if isinstance(value, SecretStr):
+        found.add(value.get_secret_value())
+    elif isinstance(value, str):
+        found.add(value)
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            _collect_all(v, found)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for v in value:
+            _collect_all(v, found)
+    elif isinstance(value, BaseModel):
+        _collect_all(value.model_dump(), found)
 
 
 def render(loaded: Loaded) -> str:

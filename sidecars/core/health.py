@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from sidecars.core.plugin import Check
+from sidecars.core.redact import redact_text
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,9 @@ def _run(check: Check) -> str | None:
     try:
         reason = check.probe()
     except Exception as exc:  # a broken check reports, it does not crash the endpoint
-        return f"check raised {type(exc).__name__}: {exc}"
-    return None if reason is None else str(reason)
+        return redact_text(f"check raised {type(exc).__name__}: {exc}")
+    # Reasons quote errors, and errors quote URLs: the page is served on the Pod IP.
+    return None if reason is None else redact_text(str(reason))
 
 
 def render(endpoint: str, results: Sequence[Result], verbose: bool) -> tuple[bool, str]:

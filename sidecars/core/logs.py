@@ -2,7 +2,12 @@
 
 Every line carries the sidecar's name and the Pod metadata the Downward API puts in the environment,
 so lines from three sidecars of many Pods can be told apart in one log store. Records of the stdlib
-`logging` module (aiohttp, asyncio) go through the same renderer.
+`logging` module (aiohttp, asyncio) and `warnings` go through the same renderer.
+
+No line may carry a secret. Tracebacks are rendered without local variables in both formats (a
+frame's locals hold headers, tokens and whole settings objects), and every field of every line, the
+message, the error text and the traceback included, passes through `sidecars.core.redact` just before
+it is rendered: URL credentials, secret query parameters and the registered secret values are masked.
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
+
+from sidecars.core.redact import MARKER, is_secret_key, redact_text
 
 # Downward API env var -> field on every line. Pod specs set these with `fieldRef`.
 POD_FIELDS = {
@@ -37,10 +45,44 @@ def _orjson_dumps(event: EventDict, **_: Any) -> bytes:
     return orjson.dumps(event, default=repr, option=orjson.OPT_NON_STR_KEYS)
 
 
-def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
-    """Configure structlog and route stdlib logging through it; call once per process."""
-    stream = stream or sys.stdout
-    console = fmt == "console" or (fmt == "auto" and stream.isatty())
+# structlog's defaults show locals: its dict tracebacks always, its console renderer when rich is
+# installed. Both renderers get a formatter that cannot.
+json_tracebacks = structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
+# The stdlib's own traceback text, which never includes locals; rendered before `redact` sees the line.
+text_tracebacks = structlog.processors.ExceptionRenderer()
+
+
+# Fields the processors above fill in themselves: nothing a caller passed, nothing to look at.
+_OWN_FIELDS = frozenset({"timestamp", "level"})
+
+
+def redact(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """Masks secrets in every field of a line; the last processor before the renderer."""
+    for key, value in event.items():
+        if key not in _OWN_FIELDS:
+            event[key] = _redacted(key, value)
+    return event
+
+
+def _redacted(key: Any, value: Any) -> Any:
+    if isinstance(value, str):  # most fields: checked first, the line's cost is per field
+        return MARKER if value and isinstance(key, str) and is_secret_key(key) else redact_text(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(key, str) and value and is_secret_key(key):
+        return MARKER
+    if isinstance(value, dict):
+        return {k: _redacted(k, v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(None, v) for v in value]
+    # Anything else is shown by its repr (both renderers do so): keep the object unless that hid a secret.
+    text = repr(value)
+    masked = redact_text(text)
+    return value if masked == text else masked
+
+
+def processors(console: bool) -> list[Processor]:
+    """The processor chain of each format, ending in its renderer."""
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -48,17 +90,21 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         structlog.processors.StackInfoRenderer(),
     ]
     if console:
-        processors: list[Processor] = [*shared, structlog.dev.ConsoleRenderer()]
+        renderer: Processor = structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+        return [*shared, text_tracebacks, redact, renderer]
+    return [*shared, json_tracebacks, redact, structlog.processors.JSONRenderer(serializer=_orjson_dumps)]
+
+
+def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Configure structlog and route stdlib logging and warnings through it; call once per process."""
+    stream = stream or sys.stdout
+    console = fmt == "console" or (fmt == "auto" and stream.isatty())
+    if console:
         factory: Any = structlog.PrintLoggerFactory(file=stream)
     else:
-        processors = [
-            *shared,
-            structlog.processors.dict_tracebacks,
-            structlog.processors.JSONRenderer(serializer=_orjson_dumps),
-        ]
         factory = structlog.BytesLoggerFactory(file=stream.buffer if hasattr(stream, "buffer") else None)
     structlog.configure(
-        processors=processors,
+        processors=processors(console),
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
         logger_factory=factory,
         cache_logger_on_first_use=True,
@@ -66,6 +112,8 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     root = logging.getLogger()
     root.handlers[:] = [_StructlogHandler()]
     root.setLevel(LEVELS[level])
+    # A warning's text would otherwise go to stderr past the redaction and in neither format.
+    logging.captureWarnings(True)
 
 
 def bind_process_context(sidecar: str, environ: Mapping[str, str] | None = None) -> None:

@@ -162,7 +162,18 @@ class Runtime:
 
     async def _serve(self) -> int:
         name = self.plugin.name
-        await self.admin.start()
+        try:
+            await self.admin.start()
+        except OSError as exc:  # port taken, address not local: the reason says it all, no traceback
+            self.log.error(
+                "start-up failed: the admin server cannot listen",
+                host=self.settings.admin_host,
+                port=self.settings.admin_port,
+                error=str(exc),
+            )
+            self.metrics.errors.labels(type="startup").inc()
+            await self.admin.stop()
+            return EXIT_FATAL
         self.log.info("admin server listening", host=self.settings.admin_host, port=self.admin.port)
         try:
             async with contextlib.AsyncExitStack() as stack:

@@ -13,7 +13,7 @@ import pytest
 import sidecars
 
 ROOT = Path(__file__).resolve().parents[2]
-TARGETS = {"tailer": 9801, "ambassador": 9802, "adapter": 9803, "demo-app": 8080}
+TARGETS = {"tailer": 9801, "ambassador": 9802, "adapter": 9803, "injector": 9804, "demo-app": 8080}
 
 
 def inspect(image: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ import aiohttp
 from pydantic import Field, SecretStr, field_validator, model_validator
 from yarl import URL
 
+from sidecars.core.redact import redact_text, redact_url, register_secret
 from sidecars.tailer.sinks.base import PermanentError, RetryableError, Sink, SinkSettings, TooLargeError
 
 # Compressing a big body takes milliseconds: do it off the event loop above this size.
@@ -77,7 +78,7 @@ class HttpSinkSettings(SinkSettings):
     def _http_url(cls, value: str) -> str:
         url = URL(value)
         if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"must be an http:// or https:// URL with a host, got {url.with_user(None)}")
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {redact_url(value)}")
         if url.user is not None or url.password is not None:
             # Errors and logs name the URL: credentials in it would be printed there.
             raise ValueError("must not hold credentials; use basic_auth_username and basic_auth_password(_file)")
@@ -150,6 +151,8 @@ class HttpSink(Sink[H]):
             headers["Authorization"] = f"Bearer {token}"
         if s.gzip:
             headers["Content-Encoding"] = "gzip"
+        for name in (*s.secret_headers, "Authorization"):
+            register_secret(headers.get(name))
         self._headers = headers
         ssl_arg: ssl.SSLContext | bool = True
         if URL(s.url).scheme == "https":
@@ -225,7 +228,7 @@ class HttpSink(Sink[H]):
                 retry_after = resp.headers.get("Retry-After")
                 location = resp.headers.get("Location")
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
-            raise RetryableError(f"{target}: {type(e).__name__}: {e}") from e
+            raise RetryableError(redact_text(f"{redact_url(target)}: {type(e).__name__}: {e}")) from e
         self.metrics.add_bytes(len(data))
         if ok:
             if not wanted:
@@ -240,6 +243,8 @@ class HttpSink(Sink[H]):
         message = f"{target}: HTTP {status}: {text}"
         if 300 <= status < 400:
             message += f" (redirects to {location}: configure that URL)"
+        # The receiver's answer may quote the request URL and its key back.
+        message = redact_text(message)
         if status in self.retryable_statuses:
             raise RetryableError(message, parse_retry_after(retry_after))
         if status == 413:
@@ -287,7 +292,9 @@ def _secret(value: SecretStr | None, path: Path | None) -> str | None:
         return value.get_secret_value()
     if path is not None:
         try:
-            return path.read_text().strip()
+            text = path.read_text().strip()
+            register_secret(text)
+            return text
         except OSError as e:
             raise ValueError(f"cannot read the secret file {path}: {e.strerror}") from e
     return None

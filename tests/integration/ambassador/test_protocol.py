@@ -277,20 +277,6 @@ async def test_response_without_reason_phrase_and_split_heads(proxy: Proxy) -> N
         writer.close()
 
 
-async def test_interim_1xx_responses_from_upstream_are_not_forwarded(proxy: Proxy) -> None:
-    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            await read_head(reader)
-            writer.write(
-                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
-                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal"
-            )
-
-    async with tcp_server(upstream) as up, proxy([f"127.0.0.1:{up}"]) as (_, port):
-        responses = await raw_request(port, b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n", 2)
-    assert [(s, b) for s, _, b in responses] == [(200, b"final"), (200, b"final")]
-
-
 async def test_a_client_that_stops_reading_does_not_make_the_proxy_buffer_the_body(proxy: Proxy) -> None:
     payload = os.urandom(32 * 1024 * 1024)
     async with nginx("n1", files={"big.bin": payload}) as n1, proxy([n1.address]) as (sc, port):

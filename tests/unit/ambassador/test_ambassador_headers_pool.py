@@ -3,7 +3,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sidecars.ambassador.headers import RequestIds, connection_tokens, is_hop_by_hop, local_response, status_line
+from sidecars.ambassador import headers
+from sidecars.ambassador.headers import (
+    RequestIds,
+    connection_tokens,
+    forwarded_for,
+    is_hop_by_hop,
+    local_response,
+    split_absolute_target,
+    status_line,
+    transfer_codings,
+)
 from sidecars.ambassador.pool import Pool
 
 
@@ -25,6 +35,37 @@ def test_local_response_names_the_reason_and_frames_itself() -> None:
     assert b"content-length: %d" % len(body) in head
     assert b"connection: close" in local_response(502, "connect_failed", close=True)
     assert status_line(200, b"OK") == b"HTTP/1.1 200 OK\r\n"
+
+
+def test_status_line_cache_keeps_only_short_lines() -> None:
+    headers._STATUS_LINES.clear()
+    for i in range(2000):
+        assert status_line(200, b"r%d" % i + b"x" * 100) == b"HTTP/1.1 200 r%d%s\r\n" % (i, b"x" * 100)
+    assert not headers._STATUS_LINES  # long reasons are answered, never kept
+    for i in range(2000):
+        status_line(200, b"r%d" % i)
+    assert len(headers._STATUS_LINES) == headers.STATUS_LINE_CACHE_SIZE
+
+
+def test_absolute_form_targets_split_into_authority_and_origin_form() -> None:
+    assert split_absolute_target(b"http://admin.internal/secret?x=1") == (b"admin.internal", b"/secret?x=1")
+    assert split_absolute_target(b"HTTPS://a.b:8443") == (b"a.b:8443", b"/")
+    assert split_absolute_target(b"http://a.b?q=/x") == (b"a.b", b"/?q=/x")
+    for bad in (b"http:///path", b"http://user:pw@a.b/", b"ftp://a.b/", b"a.b:443", b"*"):
+        assert split_absolute_target(bad) is None, bad
+
+
+def test_forwarded_for_brackets_ipv6_only_in_forwarded() -> None:
+    assert forwarded_for("::1", rfc7239=True) == b"[::1]"  # RFC 7239 §6: for="[::1]"
+    assert forwarded_for("::1", rfc7239=False) == b"::1"  # X-Forwarded-For writes it bare
+    assert forwarded_for("127.0.0.1", rfc7239=True) == b"127.0.0.1"
+
+
+def test_transfer_codings_keep_everything_but_a_final_chunked() -> None:
+    assert transfer_codings(b"chunked") == (True, b"")
+    assert transfer_codings(b"gzip, chunked") == (True, b"gzip")
+    assert transfer_codings(b"gzip") == (False, b"gzip")
+    assert transfer_codings(b"chunked, gzip") == (False, b"chunked, gzip")  # close-delimited (RFC 9112 §6.3)
 
 
 def test_request_ids_are_unique() -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import Field, SecretStr, field_validator
 
 from sidecars.core import SidecarSettings, secret
-from sidecars.core.config import ConfigError, load, redacted, render
+from sidecars.core.config import ConfigError, load, redacted, render, secret_values
 
 
 class Demo(SidecarSettings):
@@ -133,3 +134,51 @@ def test_errors_never_echo_a_mapping_that_may_hold_credentials() -> None:
     assert "abc123" not in str(info.value) and "bearer_tokn: unknown option" in str(info.value)
     shown = redacted(load(WithSink, flags={"sink_config": ["X-Api-Key=k9,Private-Key=p1,team=a"]}, environ={}).settings)
     assert shown["sink_config"] == {"X-Api-Key": "**********", "Private-Key": "**********", "team": "a"}
+
+
+class WithUrls(SidecarSettings):
+    env_prefix = "URLS_"
+    target_url: str = Field("http://127.0.0.1/metrics", description="a URL")
+    mirrors: list[str] = Field([], description="more URLs")
+    sink_config: dict[str, Any] = Field({}, description="free-form sink options")
+    token: SecretStr | None = secret(description="bearer token")
+    retries: int = Field(3, ge=0, description="a number")
+
+    @field_validator("target_url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith("http"):
+            raise ValueError(f"must be an http URL, got {value}")
+        return value
+
+
+def test_print_config_shows_urls_without_credentials_or_secret_parameters() -> None:
+    flags = {
+        "target_url": ["https://user:pw-1@app:8443/metrics?token=tk-1&format=text"],
+        "mirrors": ["http://m1/?X-Amz-Signature=sg-1&X-Amz-Date=20240101,http://m2/?page=2"],
+        "sink_config": ['{"url": "https://logs/push?api_key=ak-1", "headers": {"X-Team": "a"}}'],
+    }
+    text = render(load(WithUrls, flags=flags, environ={}))
+    for secret_text in ("pw-1", "tk-1", "sg-1", "ak-1", "user:"):
+        assert secret_text not in text, secret_text
+    assert "target_url: https://**********@app:8443/metrics?token=**********&format=text  # from --target-url" in text
+    assert "- http://m1/?X-Amz-Signature=**********&X-Amz-Date=20240101" in text
+    assert "- http://m2/?page=2" in text
+    assert "url: https://logs/push?api_key=**********" in text and "X-Team: a" in text
+
+
+def test_configuration_errors_show_urls_redacted() -> None:
+    with pytest.raises(ConfigError) as info:
+        load(WithUrls, flags={"target_url": ["ftp://u:pw-2@h/?sig=sg-2"], "retries": ["x?token=tk-2"]}, environ={})
+    shown = str(info.value)
+    assert "pw-2" not in shown and "sg-2" not in shown and "tk-2" not in shown
+    assert "--target-url: must be an http URL, got ftp://**********@h/?sig=**********" in shown
+    assert "--retries: Input should be a valid integer" in shown and "(got 'x?token=**********')" in shown
+
+
+def test_secret_values_lists_what_the_logs_must_mask() -> None:
+    flags = {
+        "token": ["tok-999"],
+        "sink_config": ['{"bearer_token": "bt-999", "secret_headers": {"X-Key": "sh-999"}, "url": "http://h"}'],
+    }
+    assert secret_values(load(WithUrls, flags=flags, environ={}).settings) == {"tok-999", "bt-999", "sh-999"}

@@ -52,3 +52,17 @@ def test_a_warn_check_is_listed_but_never_fails_its_endpoint() -> None:
     assert ok and "[+]reload warn: last reload rejected" in body and body.endswith("readyz check passed\n")
     state["reload"] = None
     assert "[+]reload ok" in render("readyz", health.evaluate("readyz"), verbose=True)[1]
+
+
+def test_check_reasons_show_urls_redacted() -> None:
+    def broken() -> str | None:
+        raise OSError("cannot reach https://h/?api_key=ak-77")
+
+    health, lifecycle = _health(
+        [Check("sink", lambda: "https://u:pw-77@h/push: HTTP 503"), Check("scrape", broken, warn=True)]
+    )
+    lifecycle.started = True
+    _, body = render("readyz", health.evaluate("readyz"), verbose=True)
+    assert "pw-77" not in body and "ak-77" not in body
+    assert "[-]sink failed: https://**********@h/push: HTTP 503" in body
+    assert "[+]scrape warn: check raised OSError: cannot reach https://h/?api_key=**********" in body
