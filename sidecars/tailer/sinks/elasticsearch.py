@@ -17,6 +17,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field, field_validator
 
+from sidecars.core.redact import redact_text, redact_url
 from sidecars.tailer.sinks.base import Batch, RetryableError, SendResult, Stream
 from sidecars.tailer.sinks.encode import encoded_documents, joined_documents
 from sidecars.tailer.sinks.http_base import DEFAULT_ANSWER_BYTES, HttpSink, HttpSinkSettings
@@ -112,8 +113,9 @@ class ElasticsearchSink(HttpSink[ElasticsearchSettings]):
         except orjson.JSONDecodeError:
             answer = None
         if not isinstance(answer, dict) or not isinstance(answer.get("errors"), bool):
-            excerpt = payload[:100].decode("utf-8", "replace")
-            raise RetryableError(f"{self._bulk_url}: a 2xx answer that is not a _bulk answer: {excerpt!r}")
+            # The answer may quote the request back, its credentials included.
+            excerpt = redact_text(payload[:100].decode("utf-8", "replace"))
+            raise RetryableError(f"{redact_url(self._bulk_url)}: a 2xx answer that is not a _bulk answer: {excerpt!r}")
         items = answer.get("items")
         if not answer["errors"]:
             if items is None or (isinstance(items, list) and len(items) == len(batch)):

@@ -235,8 +235,8 @@ class HttpSink(Sink[H]):
                 return status, b""
             if not complete:
                 raise RetryableError(
-                    f"{target}: HTTP {status} with an answer longer than {wanted} bytes (or in an unknown "
-                    "encoding): not the receiver's acknowledgement"
+                    f"{redact_url(target)}: HTTP {status} with an answer longer than {wanted} bytes (or in an "
+                    "unknown encoding): not the receiver's acknowledgement"
                 )
             return status, payload
         text = payload[:_ERROR_BODY_CHARS].decode("utf-8", "replace").strip()

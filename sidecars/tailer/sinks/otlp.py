@@ -16,6 +16,7 @@ import orjson
 from pydantic import Field, field_validator
 
 from sidecars import __version__
+from sidecars.core.redact import redact_text, redact_url
 from sidecars.tailer.sinks.base import Batch, RetryableError, SendResult
 from sidecars.tailer.sinks.http_base import HttpSink, HttpSinkSettings
 
@@ -161,8 +162,10 @@ class OtlpSink(HttpSink[OtlpSettings]):
         partial = answer.get("partialSuccess", {}) if isinstance(answer, dict) else None
         rejected = _count(partial.get("rejectedLogRecords")) if isinstance(partial, dict) else None
         if partial is None or rejected is None or rejected > sent:
-            excerpt = payload[:100].decode("utf-8", "replace")
-            raise RetryableError(f"{self.settings.url}: a 2xx answer that is not an OTLP logs response: {excerpt!r}")
+            # The answer may quote the request back, its credentials included.
+            excerpt = redact_text(payload[:100].decode("utf-8", "replace"))
+            url = redact_url(self.settings.url)
+            raise RetryableError(f"{url}: a 2xx answer that is not an OTLP logs response: {excerpt!r}")
         if rejected:
             assert isinstance(partial, dict)
             message = str(partial.get("errorMessage") or "")[:300]

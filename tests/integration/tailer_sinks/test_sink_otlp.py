@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sidecars.core.redact import MARKER
 from sidecars.tailer.sinks import PermanentError, RetryableError, load_sink
 from tests.integration.tailer_sinks.sink_receivers import make_batch, otlp_answer, validate_otlp
 
@@ -95,3 +96,15 @@ async def test_empty_or_full_success_answers_are_acks(start_receiver, log, regis
     result = await sink.send(make_batch(("/l/a.log", ["a"])))
     await sink.close()
     assert result.rejected == 0 and result.retry is None
+
+
+async def test_a_non_otlp_answer_quoting_a_secret_is_shown_redacted(start_receiver, log, registry) -> None:  # type: ignore[no-untyped-def]
+    token = "s3cr3t-otlp-token-0123456789"
+    answer = f"<pre>echo of your request: Authorization: Bearer {token}</pre>".encode()
+    rx = await start_receiver(validate_otlp, lambda rec, parsed: (200, {}, answer))
+    sink = make(log, registry, rx.url, bearer_token=token)
+    await sink.open()
+    with pytest.raises(RetryableError, match="not an OTLP logs response") as raised:
+        await sink.send(make_batch(("/l/a.log", ["a"])))
+    await sink.close()
+    assert token not in str(raised.value) and MARKER in str(raised.value)
