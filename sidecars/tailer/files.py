@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import heapq
 import os
-import resource
 import stat
 import time
 from collections.abc import Callable
 
 from structlog.typing import FilteringBoundLogger
 
+from sidecars.core.limits import open_file_limit
 from sidecars.tailer.checkpoint import CheckpointStore, Entry, Track
 from sidecars.tailer.confine import RefusedError
 from sidecars.tailer.discovery import Matcher, Scan
@@ -30,13 +30,8 @@ _RESERVED_FDS = 64
 
 def default_max_open_files() -> int:
     """Handles for followed files: the soft RLIMIT_NOFILE less a reserve (a quarter, at least 64)."""
-    soft = _soft_nofile()
+    soft = open_file_limit()
     return max(soft - max(_RESERVED_FDS, soft // 4), 8)
-
-
-def _soft_nofile() -> int:
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return 65536 if soft == resource.RLIM_INFINITY or soft <= 0 else soft
 
 
 # The warning that files wait for a handle, at most this often (files may wait and get one in turns).
@@ -79,13 +74,13 @@ class FileSet:
         self._unopenable: set[str] = set()
         self.confine = matcher.confinement
         self.max_open = settings.max_open_files or default_max_open_files()
-        if self.max_open > _soft_nofile() - _RESERVED_FDS:
+        if self.max_open > open_file_limit() - _RESERVED_FDS:
             # Honoured as set, but opens past the real limit fail (counted as open errors) and take
             # the sink's sockets and checkpoint writes with them.
             log.warning(
                 "max_open_files leaves too few descriptors under RLIMIT_NOFILE for sockets and checkpoints",
                 max_open_files=self.max_open,
-                rlimit_nofile=_soft_nofile(),
+                rlimit_nofile=open_file_limit(),
                 reserve=_RESERVED_FDS,
             )
         # Paths that found no free handle, in the order they asked: path -> (label path, identity key).
