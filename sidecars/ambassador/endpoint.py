@@ -8,6 +8,7 @@ float arithmetic on slotted attributes and call back into the cluster only on th
 from __future__ import annotations
 
 import enum
+import errno
 import math
 import time
 from typing import Protocol
@@ -37,6 +38,11 @@ class Outcome(enum.Enum):
 
 
 _OK, _LOCAL_ERROR, _CONNECT_FAILURE = Outcome.OK, Outcome.LOCAL_ERROR, Outcome.CONNECT_FAILURE
+
+# A connect failing with these says the process is out of descriptors or memory, nothing about the
+# endpoint: a LOCAL_ERROR, since ejecting it would turn a local shortage into an outage of a healthy
+# upstream.
+LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 def endpoint_key(host: str, port: int) -> str:

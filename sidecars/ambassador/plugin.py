@@ -14,10 +14,12 @@ import gc
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from sidecars.ambassador import engine
+from sidecars.ambassador.client_limit import ClientLimit, default_max_client_connections, reserved_fds
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.settings import AmbassadorSettings
 from sidecars.ambassador.stats import StatsCollector, register
 from sidecars.core import Check, Sidecar
+from sidecars.core.limits import open_file_limit
 
 TICK_SECS = 0.25
 
@@ -28,6 +30,7 @@ class Ambassador(Sidecar[AmbassadorSettings]):
     Settings = AmbassadorSettings
 
     listeners: list[Listener]
+    client_limit: ClientLimit
     _collector: StatsCollector | None = None
 
     @contextlib.asynccontextmanager
@@ -39,8 +42,11 @@ class Ambassador(Sidecar[AmbassadorSettings]):
         self._collector.http_engine = chosen.name
         if any(cfg.mode == "http" for cfg in configs):
             self.log.info("http request path", engine=chosen.name, why=chosen.reason)
+        self.client_limit = self._client_limit()
+        self._collector.max_client_connections = self.client_limit.max_connections
         self.listeners = [
-            Listener(cfg, registry, self._collector, self.log, chosen.module.HttpProxy) for cfg in configs
+            Listener(cfg, registry, self._collector, self.log, self.client_limit, chosen.module.HttpProxy)
+            for cfg in configs
         ]
         self._served = (0, 0)
         try:
@@ -50,6 +56,25 @@ class Ambassador(Sidecar[AmbassadorSettings]):
                 with contextlib.suppress(Exception):
                     await listener.stop()
             registry.unregister(self._collector)
+
+    def _client_limit(self) -> ClientLimit:
+        fds = open_file_limit()
+        derived = default_max_client_connections(fds)
+        chosen = self.settings.max_client_connections or derived
+        fields = {"max_client_connections": chosen, "open_file_limit": fds}
+        if chosen > derived:
+            self.log.warning(
+                "max_client_connections leaves too few file descriptors: at the limit, upstream connects "
+                "and the admin server fail",
+                **fields,
+                derived_max=derived,
+                reserved=reserved_fds(fds),
+            )
+        else:
+            self.log.info(
+                "client connection limit", **fields, source="set" if self.settings.max_client_connections else "derived"
+            )
+        return ClientLimit(chosen, self.log)
 
     async def run(self, ready: Callable[[], None]) -> None:
         if not self.listeners:
@@ -92,6 +117,7 @@ class Ambassador(Sidecar[AmbassadorSettings]):
             Check("listeners", self._listeners_status),
             Check("clusters", self._clusters_status),
             Check("configured", self._configured, warn=True),
+            Check("client_connections", self._client_connections_status, warn=True),
         ]
 
     def _configured(self) -> str | None:
@@ -99,6 +125,10 @@ class Ambassador(Sidecar[AmbassadorSettings]):
         if getattr(self, "listeners", None):
             return None
         return "no listeners configured: set --listen-port and --upstreams, or listeners in --config"
+
+    def _client_connections_status(self) -> str | None:
+        limit = getattr(self, "client_limit", None)
+        return limit.status() if limit is not None else None
 
     def _listeners_status(self) -> str | None:
         unbound = [li.config.name for li in getattr(self, "listeners", []) if not li.bound]

@@ -6,16 +6,23 @@ common case of one HTTP listener needs no list: `--listen-port 7001 --upstreams 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sidecars.ambassador import engine
-from sidecars.ambassador.cluster_config import ClusterConfig
+from sidecars.ambassador.cluster_config import ClusterConfig, HealthCheckConfig
 from sidecars.ambassador.engine import EngineName
+from sidecars.ambassador.sharding_config import ShardingConfig, parse_server
 from sidecars.core.settings import SidecarSettings
 
 RetryOn = Literal["connect-failure", "reset", "5xx", "timeout"]
+Mode = Literal["http", "tcp", "redis", "memcached"]
+SHARDED_MODES = ("redis", "memcached")
+
+HTTP_IDLE_TIMEOUT_SECS = 4.0
+TCP_IDLE_TIMEOUT_SECS = 3600.0
 
 
 class ListenerConfig(BaseModel):
@@ -30,10 +37,15 @@ class ListenerConfig(BaseModel):
         "the ambassador speaks for the app, nobody else should reach it.",
     )
     port: int = Field(..., ge=0, le=65535, description="Port to bind; 0 picks a free one (tests).")
-    mode: Literal["http", "tcp"] = Field(
-        "http", description="http: HTTP/1.1 aware (retries, per-request balancing); tcp: opaque byte streams."
+    mode: Mode = Field(
+        "http",
+        description="http: HTTP/1.1 aware (retries, per-request balancing); tcp: opaque byte streams; "
+        "redis, memcached: the cluster's endpoints are shards, each key goes to its shard (see sharding).",
     )
     cluster: ClusterConfig = Field(..., description="The upstream cluster behind this listener.")
+    sharding: ShardingConfig = Field(
+        default_factory=ShardingConfig, description="redis and memcached modes: how keys map to shards, and limits."
+    )
     connect_timeout_secs: float = Field(1.0, gt=0, description="Time to establish one upstream connection.")
     per_try_timeout_secs: float = Field(
         10.0, gt=0, description="Time one try may take until the response head arrives (then the body streams)."
@@ -45,12 +57,13 @@ class ListenerConfig(BaseModel):
         "included. Answered 504 deadline_exceeded when reached.",
     )
     idle_timeout_secs: float = Field(
-        4.0,
+        HTTP_IDLE_TIMEOUT_SECS,
         gt=0,
-        description="A pooled upstream connection unused this long is closed. Keep it below the upstream "
-        "server's keep-alive timeout (nginx 75 s, Node.js 5 s, uvicorn 5 s, gunicorn 2 s) so the "
-        "server never closes a connection the proxy is about to reuse. In tcp mode: a session with no "
-        "bytes either way this long is closed.",
+        description="http mode: a pooled upstream connection unused this long is closed (default 4 s). "
+        "Keep it below the upstream server's keep-alive timeout (nginx 75 s, Node.js 5 s, uvicorn 5 s, "
+        "gunicorn 2 s) so the server never closes a connection the proxy is about to reuse. tcp mode: a "
+        "session with no bytes either way this long is closed (default 3600 s, as Envoy's tcp_proxy: "
+        "database and cache clients keep connections idle in their pools for long).",
     )
     stream_idle_timeout_secs: float = Field(
         300.0,
@@ -110,6 +123,23 @@ class ListenerConfig(BaseModel):
     access_log_sample_percent: float = Field(
         100.0, gt=0, le=100, description='Share of requests logged when access_log is "all".'
     )
+    access_log_query: Literal["redact", "full", "drop"] = Field(
+        "redact",
+        description="The query string in access log lines: redact (parameter names kept, every value "
+        "masked: tokens and signatures travel there), drop (the path only), full (as sent, but for what "
+        "every log line masks: credentials and secret-looking parameters).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _idle_default_by_mode(cls, data: Any) -> Any:
+        # An idle database connection is normal, an idle pooled HTTP connection is not: the default
+        # depends on the mode; an explicit value is kept in both.
+        if isinstance(data, dict) and data.get("idle_timeout_secs") is None:
+            data = {k: v for k, v in data.items() if k != "idle_timeout_secs"}
+            if data.get("mode") == "tcp":
+                data["idle_timeout_secs"] = TCP_IDLE_TIMEOUT_SECS
+        return data
 
     @field_validator("request_id_header", "hash_header")
     @classmethod
@@ -118,8 +148,45 @@ class ListenerConfig(BaseModel):
             raise ValueError(f"{value!r} is not a header name")
         return value.lower() if value else value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sharded_defaults(cls, data: Any) -> Any:
+        """redis/memcached: endpoints from `sharding.servers` when the cluster names none, and the
+        protocol's own health check (PING, version) unless one is configured."""
+        if not isinstance(data, dict) or data.get("mode") not in SHARDED_MODES:
+            return data
+        data = dict(data)
+        cluster = data.get("cluster", {})
+        sharding = data.get("sharding") or {}
+        servers = sharding.servers if isinstance(sharding, ShardingConfig) else sharding.get("servers", [])
+        if isinstance(cluster, ClusterConfig):
+            if "health_check" not in cluster.model_fields_set:
+                check = HealthCheckConfig(kind=data["mode"])
+                data["cluster"] = cluster.model_copy(update={"health_check": check})
+            return data
+        if not isinstance(cluster, dict):
+            return data
+        cluster = dict(cluster)
+        sources = ("endpoints", "dns", "endpoints_file", "discovery_plugin")
+        if servers and isinstance(servers, list) and not any(cluster.get(k) for k in sources):
+            with contextlib.suppress(ValueError, TypeError):  # reported by ShardingConfig's own validation
+                cluster["endpoints"] = [parse_server(s).address for s in servers]
+        given = cluster.get("health_check")
+        if given is None:
+            cluster["health_check"] = {"kind": data["mode"]}
+        elif isinstance(given, dict) and "kind" not in given:
+            cluster["health_check"] = {**given, "kind": data["mode"]}
+        data["cluster"] = cluster
+        return data
+
     @model_validator(mode="after")
     def _coherent(self) -> ListenerConfig:
+        if self.mode not in SHARDED_MODES and "sharding" in self.model_fields_set:
+            raise ValueError("sharding applies to redis and memcached listeners only")
+        if self.mode == "memcached":
+            sh = self.sharding
+            if sh.server_password_file or sh.client_password_file or sh.database:
+                raise ValueError("passwords and database are redis settings; memcached's text protocol has none")
         if self.per_try_timeout_secs > self.overall_timeout_secs:
             raise ValueError("per_try_timeout_secs must not exceed overall_timeout_secs")
         if self.retry_backoff_base_secs > self.retry_backoff_max_secs:
@@ -139,12 +206,21 @@ class AmbassadorSettings(SidecarSettings):
     listen_port: int | None = Field(
         None, ge=0, le=65535, description="Shorthand for one listener named 'default' on this port."
     )
-    listen_mode: Literal["http", "tcp"] = Field("http", description="Mode of the shorthand listener.")
+    listen_mode: Mode = Field("http", description="Mode of the shorthand listener (http, tcp, redis, memcached).")
     upstreams: list[str] = Field(
         [], description='Endpoints ("host:port", comma-separated) of the shorthand listener\'s cluster.'
     )
     upstreams_dns: str | None = Field(
         None, description='"name:port" of a headless Service resolving to the shorthand listener\'s endpoints.'
+    )
+    max_client_connections: int | None = Field(
+        None,
+        ge=1,
+        description="Client connections open at once across all listeners; beyond it a new connection is "
+        "closed at once (http: after a 503 client_connection_limit), counted and logged. Default: derived "
+        "from the open-file limit (RLIMIT_NOFILE): half of what is left after a reserve of max(64, limit/16) "
+        "descriptors, since each client connection may need an upstream one; the reserve keeps the admin "
+        "server answering.",
     )
     http_engine: EngineName = Field(
         "auto",

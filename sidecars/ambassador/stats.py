@@ -34,6 +34,7 @@ class ListenerStats:
         self.retries: dict[str, int] = {}
         self.errors: dict[str, int] = {}
         self.client_connections = 0
+        self.connections_refused: dict[str, int] = {}  # reason -> client connections closed at once
         self.upstream_connections: dict[str, int] = {}
         self.bytes_in = 0  # TCP mode: client -> upstream
         self.bytes_out = 0  # TCP mode: upstream -> client
@@ -50,6 +51,9 @@ class ListenerStats:
 
     def error(self, reason: str) -> None:
         self.errors[reason] = self.errors.get(reason, 0) + 1
+
+    def refused(self, reason: str) -> None:
+        self.connections_refused[reason] = self.connections_refused.get(reason, 0) + 1
 
     def upstream_opened(self, endpoint: str) -> None:
         self.upstream_connections[endpoint] = self.upstream_connections.get(endpoint, 0) + 1
@@ -68,6 +72,7 @@ class StatsCollector(Collector):
     def __init__(self) -> None:
         self.listeners: list[ListenerStats] = []
         self.http_engine = ""  # "compiled" or "python", once the plugin has chosen
+        self.max_client_connections = 0  # the process-wide cap, once the plugin has set it
 
     def add(self, stats: ListenerStats) -> None:
         self.listeners.append(stats)
@@ -95,6 +100,11 @@ class StatsCollector(Collector):
             "ambassador_errors", "Failures answered or seen by the proxy, by reason.", labels=[*lc, "reason"]
         )
         clients = GaugeMetricFamily("ambassador_client_connections", "Open client connections.", labels=lc)
+        refused = CounterMetricFamily(
+            "ambassador_client_connections_refused",
+            "Client connections closed as soon as they were accepted, by reason.",
+            labels=[*lc, "reason"],
+        )
         upstreams = GaugeMetricFamily(
             "ambassador_upstream_connections", "Open upstream connections (busy and pooled).", labels=[*lc, "endpoint"]
         )
@@ -116,12 +126,20 @@ class StatsCollector(Collector):
             for reason, n in list(s.errors.items()):
                 errors.add_metric([*base, reason], n)
             clients.add_metric(base, s.client_connections)
+            for reason, n in list(s.connections_refused.items()):
+                refused.add_metric([*base, reason], n)
             for endpoint, n in list(s.upstream_connections.items()):
                 upstreams.add_metric([*base, endpoint], n)
             tcp_bytes.add_metric([*base, "upstream"], s.bytes_in)
             tcp_bytes.add_metric([*base, "client"], s.bytes_out)
             tcp_sessions.add_metric(base, s.tcp_sessions)
-        yield from (requests, latency, retries, errors, clients, upstreams, tcp_bytes, tcp_sessions)
+        yield from (requests, latency, retries, errors, clients, refused, upstreams, tcp_bytes, tcp_sessions)
+        if self.max_client_connections:
+            yield GaugeMetricFamily(
+                "ambassador_max_client_connections",
+                "Client connections allowed open at once across all listeners (max_client_connections).",
+                value=self.max_client_connections,
+            )
         if self.http_engine:
             yield InfoMetricFamily(
                 "ambassador_http_engine", "Build of the HTTP request path in use.", value={"engine": self.http_engine}

@@ -4,7 +4,9 @@ The endpoint is picked when the app connects; a refused or timed-out connect mov
 endpoint (nothing was sent yet, so that is always safe). Bytes are passed on as they arrive, in both
 directions, with the peer's reading paused while a write buffer is full. A half-close travels to the
 other side (`write_eof`), so request/response protocols that signal the end of input by shutting down
-their sending side keep working. A session quiet for `idle_timeout_secs` either way is closed.
+their sending side keep working. A session quiet for `idle_timeout_secs` either way is closed; its
+default in tcp mode is an hour (Envoy's tcp_proxy default), since database and cache clients keep
+pooled connections idle for long, which the http default of a few seconds would cut.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING
 
-from sidecars.ambassador.endpoint import Endpoint, Outcome
+from sidecars.ambassador.endpoint import LOCAL_ERRNOS, Endpoint, Outcome
 
 if TYPE_CHECKING:
     from sidecars.ambassador.http_proxy import ClusterView
@@ -101,8 +103,13 @@ class TcpSession(asyncio.Protocol):
             try:
                 async with asyncio.timeout(cfg.connect_timeout_secs):
                     await p.loop.create_connection(lambda s=side: s, ep.host, ep.port)  # type: ignore[misc]
-            except (OSError, TimeoutError):
+            except (OSError, TimeoutError) as exc:
                 breaker.release_connection()
+                if exc.errno in LOCAL_ERRNOS:
+                    ep.end_request(Outcome.LOCAL_ERROR, time.perf_counter() - t0)
+                    p.stats.error("local_resources_exhausted")
+                    self.close()
+                    return
                 ep.end_request(Outcome.CONNECT_FAILURE, time.perf_counter() - t0)
                 tried.append(ep)
                 continue

@@ -1,9 +1,11 @@
-"""What operators see and set: metrics per status class, access log lines with the failure reason,
-optional forwarding headers and Host rewriting."""
+"""What operators see and set: metrics per status class, access log lines with the failure reason and
+no secret from the query string, optional forwarding headers and Host rewriting."""
 
 from __future__ import annotations
 
 import asyncio
+
+import pytest
 
 from sidecars.testing import http_get
 from tests.integration.ambassador.conftest import Proxy, raw_request
@@ -60,3 +62,38 @@ async def test_forwarded_for_and_host_rewrite(proxy: Proxy) -> None:
     lowered = body.lower()
     assert b"x-forwarded-for: 127.0.0.1" in lowered
     assert b"host: users.internal" in lowered and b"localhost:7001" not in lowered
+
+
+SECRET = "s3cr3t-token-value"
+
+
+@pytest.mark.parametrize(
+    ("mode", "shown"),
+    [
+        ("redact", "/hello?token=**********&page=**********&**********"),
+        ("drop", "/hello"),
+        ("full", f"/hello?token={SECRET}&page=2&{SECRET}"),
+    ],
+)
+async def test_access_log_query_values_are_redacted_unless_asked_otherwise(proxy: Proxy, mode: str, shown: str) -> None:
+    target = f"/hello?token={SECRET}&page=2&{SECRET}".encode()
+    options = {"access_log": "all"} if mode == "redact" else {"access_log": "all", "access_log_query": mode}
+    async with nginx("n1") as n1, proxy([n1.address], **options) as (sc, port):
+        ((status, _, _),) = await raw_request(port, b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+        # A malformed request after its target: logged as a bad request, with the same rule.
+        ((bad, _, _),) = await raw_request(port, b"GET " + target + b" HTTP/1.1\r\nno colon here\r\n\r\n")
+        lines = {e["event"]: e for e in sc.logs if e.get("event") in ("request", "bad request")}
+    assert (status, bad) == (200, 400)
+    assert lines["request"]["path"] == shown
+    assert lines["bad request"]["path"] == shown
+    if mode != "full":
+        assert SECRET not in repr(sc.logs)
+
+
+async def test_access_log_failure_lines_redact_the_query_too(proxy: Proxy) -> None:
+    async with proxy(["127.0.0.1:9"], retries=0) as (sc, port):  # discard port: nothing listens
+        ((status, _, _),) = await raw_request(port, f"GET /x?api_key={SECRET} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        failed = sc.events("request failed")
+    assert status == 502
+    assert [e["path"] for e in failed] == ["/x?api_key=**********"]
+    assert SECRET not in repr(sc.logs)

@@ -1,4 +1,4 @@
-"""TCP mode: opaque bytes both ways with flow control, half-close, failover on connect, idle timeout."""
+"""TCP mode: opaque bytes both ways with flow control, half-close, failover on connect, idle timeouts."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ import asyncio
 import hashlib
 import os
 
+from sidecars.ambassador.plugin import TICK_SECS
+from sidecars.ambassador.settings import HTTP_IDLE_TIMEOUT_SECS
 from tests.integration.ambassador.conftest import Proxy
 from tests.integration.ambassador.peers import tcp_server
+
+LABELS = {"listener": "web", "cluster": "web"}
 
 
 async def _digest_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -70,3 +74,22 @@ async def test_idle_session_is_closed(proxy: Proxy) -> None:
         writer.write(b"hello")
         assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the proxy, not by us
         writer.close()
+
+
+async def test_an_idle_session_outlives_the_http_idle_timeout(proxy: Proxy) -> None:
+    """A database or Redis client keeps pooled connections idle for minutes: the tcp default is hours."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+
+    async with tcp_server(echo) as up, proxy([f"127.0.0.1:{up}"], mode="tcp") as (sc, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"PING\r\n")
+        assert await asyncio.wait_for(reader.readexactly(6), 5) == b"PING\r\n"
+        # Quiet past the http default; the idle sweep runs every TICK_SECS meanwhile.
+        await asyncio.sleep(HTTP_IDLE_TIMEOUT_SECS + 4 * TICK_SECS)
+        writer.write(b"PING\r\n")
+        assert await asyncio.wait_for(reader.readexactly(6), 5) == b"PING\r\n"
+        writer.close()
+        assert not sc.sample("ambassador_errors_total", {**LABELS, "reason": "idle_timeout"})

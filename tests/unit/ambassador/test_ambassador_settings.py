@@ -6,7 +6,12 @@ import pytest
 from pydantic import ValidationError
 
 from sidecars.ambassador.plugin import Ambassador
-from sidecars.ambassador.settings import AmbassadorSettings, ListenerConfig
+from sidecars.ambassador.settings import (
+    HTTP_IDLE_TIMEOUT_SECS,
+    TCP_IDLE_TIMEOUT_SECS,
+    AmbassadorSettings,
+    ListenerConfig,
+)
 from sidecars.core import config
 
 
@@ -56,3 +61,33 @@ def test_every_option_is_documented() -> None:
     for model in (AmbassadorSettings, ListenerConfig):
         assert not [n for n, f in model.model_fields.items() if not f.description], model
     assert Ambassador.Settings is AmbassadorSettings
+
+
+def test_the_idle_timeout_default_depends_on_the_mode() -> None:
+    cluster = {"endpoints": ["a:1"]}
+    http = ListenerConfig(name="h", port=1, cluster=cluster)
+    tcp = ListenerConfig(name="t", port=1, mode="tcp", cluster=cluster)
+    assert (http.idle_timeout_secs, tcp.idle_timeout_secs) == (HTTP_IDLE_TIMEOUT_SECS, TCP_IDLE_TIMEOUT_SECS)
+    assert TCP_IDLE_TIMEOUT_SECS >= 3600  # idle database and cache clients are normal: hours, not seconds
+    explicit = [ListenerConfig(name="x", port=1, mode=m, cluster=cluster, idle_timeout_secs=7) for m in ("http", "tcp")]
+    assert [li.idle_timeout_secs for li in explicit] == [7, 7]
+    (shorthand,) = AmbassadorSettings(listen_port=1, listen_mode="tcp", upstreams="a:1").all_listeners()
+    assert shorthand.idle_timeout_secs == TCP_IDLE_TIMEOUT_SECS
+    loaded = config.load(
+        AmbassadorSettings,
+        environ={"AMBASSADOR_LISTENERS": json.dumps([{"name": "db", "port": 1, "mode": "tcp", "cluster": cluster}])},
+    )
+    assert loaded.settings.listeners[0].idle_timeout_secs == TCP_IDLE_TIMEOUT_SECS  # type: ignore[attr-defined]
+
+
+def test_access_log_query_defaults_to_redact_and_refuses_unknown_modes() -> None:
+    cluster = {"endpoints": ["a:1"]}
+    assert ListenerConfig(name="h", port=1, cluster=cluster).access_log_query == "redact"
+    with pytest.raises(ValidationError, match="access_log_query"):
+        ListenerConfig(name="h", port=1, cluster=cluster, access_log_query="some")
+
+
+def test_max_client_connections_must_be_positive() -> None:
+    assert AmbassadorSettings().max_client_connections is None  # derived from the open-file limit at start
+    with pytest.raises(ValidationError, match="max_client_connections"):
+        AmbassadorSettings(max_client_connections=0)
