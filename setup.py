@@ -1,9 +1,10 @@
-"""Build hook: compiles the ambassador's HTTP request path with Cython where a C compiler is present.
+"""Build hook: compiles the ambassador's hot paths with Cython where a C compiler is present.
 
-`sidecars/ambassador/http_proxy.py` stays the one source and is always installed. Its compiled twin,
-`sidecars.ambassador._http_proxy_c`, is built from a copy that records the source's SHA-256, and
-`sidecars/ambassador/engine.py` uses the twin only while that digest matches the installed source:
-an edited `http_proxy.py` in an editable install is never shadowed by a stale build.
+Each source in `TWINS` (the HTTP request path, the RESP parser, the key hashes) stays the one source
+and is always installed. Its compiled twin (`sidecars.ambassador._http_proxy_c`, ...) is built from a
+copy that records the source's SHA-256, and `sidecars/ambassador/engine.py` uses a twin only while
+that digest matches the installed source: an edited source in an editable install is never shadowed
+by a stale build.
 
 The extension is optional: without a compiler or Python headers the build warns and the pure Python
 path is used. SIDECARS_NO_COMPILE=1 skips the extension on purpose.
@@ -20,8 +21,12 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).parent
-SOURCE = Path("sidecars/ambassador/http_proxy.py")
-TWIN = "_http_proxy_c"
+# source -> module name of its compiled twin (beside it, same package)
+TWINS = {
+    Path("sidecars/ambassador/http_proxy.py"): "_http_proxy_c",
+    Path("sidecars/ambassador/resp.py"): "_resp_c",
+    Path("sidecars/ambassador/hashing.py"): "_hashing_c",
+}
 
 
 def extensions() -> list[Extension]:
@@ -31,21 +36,20 @@ def extensions() -> list[Extension]:
         from Cython.Build import cythonize
     except ImportError:
         return []
-    source = HERE / SOURCE
     root = HERE / "build" / "cython"
-    out = root / SOURCE.parent
-    out.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    twin = out / f"{TWIN}.py"
-    twin.write_text(source.read_text() + f'\nSOURCE_SHA256 = "{digest}"\n')
-    shutil.copyfile(source.with_suffix(".pxd"), out / f"{TWIN}.pxd")
-    ext = Extension(
-        f"{'.'.join(SOURCE.parent.parts)}.{TWIN}",
-        [str(twin.relative_to(HERE))],
-    )
+    exts = []
+    for relative, name in TWINS.items():
+        source = HERE / relative
+        out = root / relative.parent
+        out.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()
+        twin = out / f"{name}.py"
+        twin.write_text(source.read_text() + f'\nSOURCE_SHA256 = "{digest}"\n')
+        shutil.copyfile(source.with_suffix(".pxd"), out / f"{name}.pxd")
+        exts.append(Extension(f"{'.'.join(relative.parent.parts)}.{name}", [str(twin.relative_to(HERE))]))
     return list(
         cythonize(
-            [ext],
+            exts,
             language_level=3,
             quiet=True,
             include_path=[str(root)],  # where Cython finds the twin's .pxd by its dotted module name

@@ -131,10 +131,11 @@ def tailer() -> list[Panel]:
         ),
         Panel("Rotations by kind", ((f"sum by (kind) (increase(tailer_rotations_total{{{s}}}[{RATE}]))", "{{kind}}"),)),
         Panel(
-            "Files watched and open",
+            "Files watched, open and waiting for a handle",
             (
                 (f"sum(tailer_files_watched{{{s}}})", "watched"),
                 (f"sum(tailer_open_files{{{s}}})", "open"),
+                (f"sum(tailer_files_waiting{{{s}}})", "waiting (max_open_files reached)"),
             ),
         ),
         Panel(

@@ -9,6 +9,7 @@ The data plane codes against this module only:
     cluster.retry_budget.on_request() / .can_retry()
     cluster.breaker.try_acquire_pending() / .release_pending()
     cluster.on_removed(callback)          # discovery removed an endpoint: close its idle connections
+    cluster.on_change(callback)           # after any state change (discovery, health, ejection)
     await cluster.stop()
 
 State changes (discovery, health, ejection) are rare; each rebuilds the candidate list the balancer
@@ -22,7 +23,7 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -51,6 +52,9 @@ from sidecars.ambassador.discovery import (
 from sidecars.ambassador.endpoint import Endpoint, Outcome, endpoint_key
 from sidecars.ambassador.outlier import OutlierDetector
 from sidecars.core.backoff import EQUAL_JITTER, jittered_backoff
+
+# One active check of one endpoint: None when it passes, else the reason (`health.probe`'s contract).
+Probe = Callable[[HealthCheckConfig, Endpoint], Awaitable[str | None]]
 
 __all__ = [
     "CircuitBreaker",
@@ -86,8 +90,10 @@ class Cluster:
         log: Any,
         *,
         resolver: Resolver | None = None,
+        probe: Probe = health.probe,
     ) -> None:
         self.name = name
+        self._probe = probe
         self.config = config
         self.log = log.bind(cluster=name) if hasattr(log, "bind") else log
         self.retry_budget = RetryBudget(config.retry_budget)
@@ -110,6 +116,7 @@ class Cluster:
         self._last_error: dict[str, str] = {}
         self._next_expiry = math.inf
         self._removed_callbacks: list[Callable[[Endpoint], None]] = []
+        self._change_callbacks: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._hc_tasks: dict[Endpoint, asyncio.Task[None]] = {}
         self._sources: list[Source] = []
@@ -158,6 +165,10 @@ class Cluster:
     def on_removed(self, callback: Callable[[Endpoint], None]) -> None:
         """Call `callback(endpoint)` when discovery removes an endpoint (it drains from then on)."""
         self._removed_callbacks.append(callback)
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` after every change of endpoint states (discovery, health, ejection)."""
+        self._change_callbacks.append(callback)
 
     @property
     def endpoints(self) -> Sequence[Endpoint]:
@@ -236,7 +247,7 @@ class Cluster:
         await asyncio.gather(*(ev.wait() for ev in self._first_update.values()))
         if self.config.health_check.kind != "none":
             live = list(self._live)
-            results = await asyncio.gather(*(health.probe(self.config.health_check, ep) for ep in live))
+            results = await asyncio.gather(*(self._probe(self.config.health_check, ep) for ep in live))
             for ep, reason in zip(live, results, strict=True):
                 self._on_check(ep, reason)
             for ep in self._live:
@@ -387,6 +398,11 @@ class Cluster:
         sole = len(self._candidates) == 1 and self._builtin_balancer
         self._sole = self._candidates[0] if sole else None
         self._next_expiry = self.outlier.next_expiry(live)
+        for callback in self._change_callbacks:
+            try:
+                callback()
+            except Exception:
+                self.log.exception("on_change callback failed")
 
     def _on_errors(self, endpoint: Endpoint, outcome: Outcome) -> None:
         """An endpoint's failure streak reached a threshold: eject it if the cap allows."""
@@ -431,7 +447,7 @@ class Cluster:
         while True:
             await asyncio.sleep(delay)
             try:
-                reason = await health.probe(self.config.health_check, endpoint)
+                reason = await self._probe(self.config.health_check, endpoint)
             except Exception as exc:  # a probe bug counts as a failed check, never kills the loop
                 reason = f"check error: {exc!r}"
             if endpoint.draining:

@@ -38,10 +38,12 @@ class _Section(BaseModel):
 class HealthCheckConfig(_Section):
     """Active checks: each endpoint is probed on its own timer, results counted against thresholds."""
 
-    kind: Literal["none", "tcp", "http"] = Field(
+    kind: Literal["none", "tcp", "http", "redis", "memcached"] = Field(
         "tcp",
         description="none: no active checks (endpoints count as up until outlier detection says "
-        "otherwise); tcp: a connect succeeds; http: a GET of `path` answers one of `expected_statuses`.",
+        "otherwise); tcp: a connect succeeds; http: a GET of `path` answers one of `expected_statuses`; "
+        "redis: PING answers PONG (after AUTH when the listener has a server password); memcached: "
+        "version answers VERSION. redis and memcached listeners default to their own.",
     )
     path: str = Field("/healthz", description="Path requested by http checks.")
     host_header: str | None = Field(None, description="Host header of http checks; default the endpoint's host:port.")

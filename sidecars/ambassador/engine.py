@@ -1,4 +1,5 @@
 """Which build of the HTTP request path runs: `http_proxy.py` compiled (Cython) or as it is.
+(`fastest` makes the same choice, automatically, for the other compiled modules: resp, hashing.)
 
 Both are the same source (see `setup.py`); the compiled twin takes about a sixth off each request's
 CPU time. It is used only when it was built from the installed `http_proxy.py` (same SHA-256), so an
@@ -25,16 +26,29 @@ TWIN = "sidecars.ambassador._http_proxy_c"
 @functools.cache
 def compiled() -> tuple[ModuleType | None, str]:
     """The usable compiled twin, or None and the reason it cannot be used."""
+    return twin_of(http_proxy, TWIN)
+
+
+def twin_of(module: ModuleType, twin_name: str) -> tuple[ModuleType | None, str]:
+    """The compiled twin of `module` (built by setup.py from that very source), or None and why not."""
     try:
-        twin = importlib.import_module(TWIN)
+        twin = importlib.import_module(twin_name)
     except ImportError as exc:
         return None, f"not built ({exc}); install with a C compiler and Python headers present"
-    source = Path(http_proxy.__file__)
+    source = Path(module.__file__ or "")
     if source.suffix == ".py" and source.is_file():
         digest = hashlib.sha256(source.read_bytes()).hexdigest()
         if getattr(twin, "SOURCE_SHA256", None) != digest:
             return None, f"built from another version of {source.name}; reinstall the package to rebuild it"
     return twin, "compiled"
+
+
+def fastest(module: ModuleType, twin_name: str) -> Engine:
+    """`module`'s compiled twin when it is usable, else `module` itself, with the reason."""
+    twin, reason = twin_of(module, twin_name)
+    if twin is not None:
+        return Engine(twin, "compiled", "built from this source")
+    return Engine(module, "python", f"compiled build {reason}")
 
 
 class Engine(NamedTuple):

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, HttpResponseParser
 
-from sidecars.ambassador.endpoint import Endpoint, Outcome
+from sidecars.ambassador.endpoint import LOCAL_ERRNOS, Endpoint, Outcome
 from sidecars.ambassador.headers import (
     CONTINUE_100,
     CRLF,
@@ -757,9 +757,16 @@ class Exchange:
         try:
             async with asyncio.timeout(p.connect_timeout):
                 await p.loop.create_connection(lambda: cast(asyncio.Protocol, conn), ep.host, ep.port)
-        except (OSError, TimeoutError):
+        except (OSError, TimeoutError) as exc:
             self.connecting = None
-            if not self.done:
+            if self.done:
+                return
+            if exc.errno in LOCAL_ERRNOS:
+                # Out of descriptors or memory: the process's failure, not the endpoint's.
+                ep.end_request(Outcome.LOCAL_ERROR, perf_counter() - self.try_t0)
+                self.endpoint = None
+                self.fail(503, "local_resources_exhausted")
+            else:
                 self.try_failed(Outcome.CONNECT_FAILURE, "connect_failed", never_reached=True)
             return
         finally:
@@ -831,7 +838,8 @@ class Exchange:
         `codings`: transfer codings other than chunked, which stay on the body."""
         self._cancel_timer()
         if code >= 500 and "5xx" in self.p.retry_on and self._can_retry(False):
-            self.try_failed(Outcome.HTTP_5XX, "upstream_5xx", never_reached=False)
+            # Decided here, and the budget spent: try_failed must not ask the budget a second time.
+            self.try_failed(Outcome.HTTP_5XX, "upstream_5xx", never_reached=False, retry=True)
             return False
         self.responded = True
         close = not self.keep_alive or not self.request_done or self.p.draining or (self.upgrading and code != 101)
@@ -921,7 +929,7 @@ class Exchange:
             return p.retry_connect
         return self.idempotent and bool(p.cluster.retry_budget.can_retry())
 
-    def try_failed(self, outcome: Outcome, reason: str, *, never_reached: bool) -> None:
+    def try_failed(self, outcome: Outcome, reason: str, *, never_reached: bool, retry: bool = False) -> None:
         """This try is over without a usable response: retry if safe, else answer with the reason."""
         p = self.p
         self._cancel_timer()
@@ -946,9 +954,12 @@ class Exchange:
             Outcome.HTTP_5XX: "5xx",
             Outcome.TIMEOUT: "timeout",
         }.get(outcome, "")
-        if reason != "deadline_exceeded" and (
-            (never_reached and self._can_retry(True))
-            or (not never_reached and kind in p.retry_on and self._can_retry(False))
+        if retry or (
+            reason != "deadline_exceeded"
+            and (
+                (never_reached and self._can_retry(True))
+                or (not never_reached and kind in p.retry_on and self._can_retry(False))
+            )
         ):
             p.stats.retry(reason)
             if self.body_sent:

@@ -1,4 +1,5 @@
-"""One listener: its cluster, its proxy (HTTP or TCP) and its listening socket, started and drained together.
+"""One listener: its cluster, its proxy (HTTP, TCP, redis or memcached) and its listening socket, started and
+drained together.
 
 Order matters for readiness: the cluster starts first (discovery loaded, first health check done), the
 socket is bound after, so a connection the app makes once we report ready always finds endpoints.
@@ -15,12 +16,15 @@ from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 
+from sidecars.ambassador import health
 from sidecars.ambassador.access_log import AccessLog
 from sidecars.ambassador.client_limit import ClientLimit
 from sidecars.ambassador.cluster import Cluster
 from sidecars.ambassador.headers import local_response
 from sidecars.ambassador.http_proxy import HttpProxy
-from sidecars.ambassador.settings import ListenerConfig
+from sidecars.ambassador.settings import SHARDED_MODES, ListenerConfig
+from sidecars.ambassador.sharded_listener import ShardedSetup
+from sidecars.ambassador.sharded_proxy import ShardedProxy
 from sidecars.ambassador.stats import ListenerStats, StatsCollector
 from sidecars.ambassador.tcp_proxy import TcpProxy
 
@@ -41,10 +45,12 @@ class Listener:
         self._http_proxy_class = http_proxy_class  # this source's class or its compiled twin (engine.py)
         self.log = log.bind(listener=config.name)
         self.stats = ListenerStats(config.name, config.name)
-        self.cluster = Cluster(config.name, config.cluster, registry, self.log)
+        self.sharded = ShardedSetup(config, registry) if config.mode in SHARDED_MODES else None
+        probe = self.sharded.probe if self.sharded is not None else health.probe
+        self.cluster = Cluster(config.name, config.cluster, registry, self.log, probe=probe)
         self._collector = collector
         self._client_limit = client_limit
-        self.proxy: HttpProxy | TcpProxy | None = None
+        self.proxy: HttpProxy | TcpProxy | ShardedProxy | None = None
         self.server: asyncio.Server | None = None
         self.port = config.port
         self._cluster_started = False
@@ -56,17 +62,26 @@ class Listener:
     async def start(self) -> None:
         """Start the cluster, then bind; safe to call again after a restart of `run`."""
         if not self._cluster_started:
+            if self.sharded is not None:
+                self.sharded.load()  # the password files, before the first (authenticated) health check
             await self.cluster.start()
             self._cluster_started = True
         if self.server is not None:
             return
         loop = asyncio.get_running_loop()
         cfg = self.config
+        proxy: HttpProxy | TcpProxy | ShardedProxy
         if cfg.mode == "http":
             access = AccessLog(self.log, cfg.name, cfg.access_log, cfg.access_log_sample_percent, cfg.access_log_query)
-            proxy: HttpProxy | TcpProxy = self._http_proxy_class(cfg, self.cluster, self.stats, access, loop)
-            self.cluster.on_removed(proxy.on_endpoint_removed)  # type: ignore[union-attr]
+            proxy = self._http_proxy_class(cfg, self.cluster, self.stats, access, loop)
+            self.cluster.on_removed(proxy.on_endpoint_removed)
             refusal = local_response(503, "client_connection_limit", close=True)
+        elif isinstance(self.proxy, ShardedProxy):
+            proxy = self.proxy  # after a restart of `run`: its shard set already follows the cluster
+            refusal = b""
+        elif self.sharded is not None:
+            proxy = self.sharded.proxy(self.cluster, self.stats, loop, self.log)
+            refusal = b""
         else:
             proxy = TcpProxy(cfg, self.cluster, self.stats, loop)
             refusal = b""

@@ -6,16 +6,20 @@ common case of one HTTP listener needs no list: `--listen-port 7001 --upstreams 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sidecars.ambassador import engine
-from sidecars.ambassador.cluster_config import ClusterConfig
+from sidecars.ambassador.cluster_config import ClusterConfig, HealthCheckConfig
 from sidecars.ambassador.engine import EngineName
+from sidecars.ambassador.sharding_config import ShardingConfig, parse_server
 from sidecars.core.settings import SidecarSettings
 
 RetryOn = Literal["connect-failure", "reset", "5xx", "timeout"]
+Mode = Literal["http", "tcp", "redis", "memcached"]
+SHARDED_MODES = ("redis", "memcached")
 
 HTTP_IDLE_TIMEOUT_SECS = 4.0
 TCP_IDLE_TIMEOUT_SECS = 3600.0
@@ -33,10 +37,15 @@ class ListenerConfig(BaseModel):
         "the ambassador speaks for the app, nobody else should reach it.",
     )
     port: int = Field(..., ge=0, le=65535, description="Port to bind; 0 picks a free one (tests).")
-    mode: Literal["http", "tcp"] = Field(
-        "http", description="http: HTTP/1.1 aware (retries, per-request balancing); tcp: opaque byte streams."
+    mode: Mode = Field(
+        "http",
+        description="http: HTTP/1.1 aware (retries, per-request balancing); tcp: opaque byte streams; "
+        "redis, memcached: the cluster's endpoints are shards, each key goes to its shard (see sharding).",
     )
     cluster: ClusterConfig = Field(..., description="The upstream cluster behind this listener.")
+    sharding: ShardingConfig = Field(
+        default_factory=ShardingConfig, description="redis and memcached modes: how keys map to shards, and limits."
+    )
     connect_timeout_secs: float = Field(1.0, gt=0, description="Time to establish one upstream connection.")
     per_try_timeout_secs: float = Field(
         10.0, gt=0, description="Time one try may take until the response head arrives (then the body streams)."
@@ -139,8 +148,45 @@ class ListenerConfig(BaseModel):
             raise ValueError(f"{value!r} is not a header name")
         return value.lower() if value else value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sharded_defaults(cls, data: Any) -> Any:
+        """redis/memcached: endpoints from `sharding.servers` when the cluster names none, and the
+        protocol's own health check (PING, version) unless one is configured."""
+        if not isinstance(data, dict) or data.get("mode") not in SHARDED_MODES:
+            return data
+        data = dict(data)
+        cluster = data.get("cluster", {})
+        sharding = data.get("sharding") or {}
+        servers = sharding.servers if isinstance(sharding, ShardingConfig) else sharding.get("servers", [])
+        if isinstance(cluster, ClusterConfig):
+            if "health_check" not in cluster.model_fields_set:
+                check = HealthCheckConfig(kind=data["mode"])
+                data["cluster"] = cluster.model_copy(update={"health_check": check})
+            return data
+        if not isinstance(cluster, dict):
+            return data
+        cluster = dict(cluster)
+        sources = ("endpoints", "dns", "endpoints_file", "discovery_plugin")
+        if servers and isinstance(servers, list) and not any(cluster.get(k) for k in sources):
+            with contextlib.suppress(ValueError, TypeError):  # reported by ShardingConfig's own validation
+                cluster["endpoints"] = [parse_server(s).address for s in servers]
+        given = cluster.get("health_check")
+        if given is None:
+            cluster["health_check"] = {"kind": data["mode"]}
+        elif isinstance(given, dict) and "kind" not in given:
+            cluster["health_check"] = {**given, "kind": data["mode"]}
+        data["cluster"] = cluster
+        return data
+
     @model_validator(mode="after")
     def _coherent(self) -> ListenerConfig:
+        if self.mode not in SHARDED_MODES and "sharding" in self.model_fields_set:
+            raise ValueError("sharding applies to redis and memcached listeners only")
+        if self.mode == "memcached":
+            sh = self.sharding
+            if sh.server_password_file or sh.client_password_file or sh.database:
+                raise ValueError("passwords and database are redis settings; memcached's text protocol has none")
         if self.per_try_timeout_secs > self.overall_timeout_secs:
             raise ValueError("per_try_timeout_secs must not exceed overall_timeout_secs")
         if self.retry_backoff_base_secs > self.retry_backoff_max_secs:
@@ -160,7 +206,7 @@ class AmbassadorSettings(SidecarSettings):
     listen_port: int | None = Field(
         None, ge=0, le=65535, description="Shorthand for one listener named 'default' on this port."
     )
-    listen_mode: Literal["http", "tcp"] = Field("http", description="Mode of the shorthand listener.")
+    listen_mode: Mode = Field("http", description="Mode of the shorthand listener (http, tcp, redis, memcached).")
     upstreams: list[str] = Field(
         [], description='Endpoints ("host:port", comma-separated) of the shorthand listener\'s cluster.'
     )

@@ -6,10 +6,15 @@ Start-up: admin server up (`/livez` 200, `/startupz` 503), the plugin's `lifespa
 Shutdown, on SIGTERM/SIGINT, when `run` returns, or when a task crashes past the restart budget:
 `/readyz` turns 503, `drain()` runs within what is left of the budget, supervised tasks are cancelled,
 the lifespan exits (releasing resources in reverse order), the admin server stops. A second signal
-exits at once; if the whole sequence overruns the budget the process exits anyway.
+exits at once; if the whole sequence overruns the budget the process exits anyway: a watchdog armed
+when shutdown begins ends the process `shutdown_timeout_secs` + 1 s later, from a thread of its own,
+so neither a blocked event loop nor a worker thread that never finishes (asyncio waits for its
+executor's threads on the way out) can keep it alive. It stays armed until the process exits.
 
-Exit codes: 0 clean stop, 1 fatal (start-up failed, restart budget spent, budget overrun),
-2 bad configuration (from the CLI), 128+N on a second signal N.
+Exit codes: 0 clean stop, 1 fatal (start-up failed, restart budget spent), 2 bad configuration
+(from the CLI), 3 the shutdown watchdog ended the process (the shutdown sequence overran its budget),
+128+N on a second signal N; 142 (SIGALRM) when even the watchdog thread could not run (a thread
+holding the interpreter lock for good): the kernel's alarm is the last resort.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -38,6 +44,9 @@ from sidecars.core.settings import SidecarSettings
 EXIT_OK = 0
 EXIT_FATAL = 1
 EXIT_CONFIG = 2
+EXIT_WATCHDOG = 3
+# After the watchdog's deadline: the kernel's SIGALRM ends a process whose threads cannot run at all.
+ALARM_AFTER_WATCHDOG_SECS = 2
 BACKOFF_CAP_SECS = 30.0
 
 
@@ -115,7 +124,7 @@ class Runtime:
         self._pending: list[tuple[str, Callable[[], Awaitable[None]], bool]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._signals = 0
-        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog: Watchdog | None = None
 
     # ------------------------------------------------------------------------------------ public
 
@@ -195,8 +204,6 @@ class Runtime:
             self._exit_code = EXIT_FATAL
         finally:
             await self.admin.stop()
-            if self._watchdog is not None:
-                self._watchdog.cancel()
         self.log.info("stopped", exit_code=self._exit_code)
         return self._exit_code
 
@@ -225,10 +232,12 @@ class Runtime:
     async def _shutdown(self) -> None:
         budget = self.settings.shutdown_timeout_secs
         deadline = time.monotonic() + budget
-        if self._handle_signals:
-            # A hard stop in case anything up to the admin server's stop overruns (the kubelet would
-            # SIGKILL us anyway); in-process runs (tests) must not take their host process down.
-            self._watchdog = asyncio.get_running_loop().call_later(budget + 1.0, self._overrun)
+        if self._handle_signals and self._watchdog is None:
+            # A hard stop in case anything up to the process's exit overruns (the kubelet would
+            # SIGKILL us anyway, with no log line saying why); in-process runs (tests) must not take
+            # their host process down.
+            self._watchdog = Watchdog(budget + 1.0, self.log)
+            self._watchdog.start()
         self.lifecycle.draining = True
         self.metrics.set_state("draining")
         self.log.info("draining", budget_secs=budget)
@@ -245,10 +254,6 @@ class Runtime:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0.1))
-
-    def _overrun(self) -> None:
-        self.log.error("shutdown overran its budget: exiting now")
-        _hard_exit(EXIT_FATAL)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals += 1
@@ -288,6 +293,32 @@ class Runtime:
                     return  # shutting down meanwhile: do not restart
                 except TimeoutError:
                     pass
+
+
+class Watchdog:
+    """Ends the process `secs` after `start()`, independently of the event loop.
+
+    A daemon thread waits out the budget, logs and exits with EXIT_WATCHDOG; it needs only a slice of
+    the interpreter lock, which Python hands around every few milliseconds even while another thread
+    spins. `signal.alarm` is armed a little later as the backstop for a thread that never lets go of
+    the lock (a C extension looping): SIGALRM's default action ends the process with no Python code.
+    """
+
+    def __init__(self, secs: float, log: FilteringBoundLogger) -> None:
+        self.secs = secs
+        self.log = log
+
+    def start(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.alarm(int(self.secs) + 1 + ALARM_AFTER_WATCHDOG_SECS)
+        threading.Thread(target=self._wait, name="shutdown-watchdog", daemon=True).start()
+
+    def _wait(self) -> None:
+        time.sleep(self.secs)
+        with contextlib.suppress(Exception):
+            self.log.error("shutdown overran its budget: the watchdog ends the process", budget_secs=self.secs)
+        _hard_exit(EXIT_WATCHDOG)
 
 
 def _hard_exit(code: int) -> None:

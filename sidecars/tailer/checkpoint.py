@@ -174,7 +174,7 @@ class Track:
         self.store = store
         self.entry = entry
         self._pending: deque[list[int]] = deque()  # [batch seq, end offset, acked]
-        self.dead = False  # content gone (truncated without a copy, or deleted): acks change nothing
+        self.dead = False  # set when acks must no longer move the entry
 
     @property
     def committed(self) -> int:

@@ -9,14 +9,17 @@ never lines. Where inotify is unavailable (NFS, instance limit reached) polling 
 from __future__ import annotations
 
 import asyncio
-import glob
 import logging
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from structlog.typing import FilteringBoundLogger
+
+from sidecars.tailer.confine import Confinement
 
 _MAGIC = re.compile(r"[*?\[]")
 
@@ -77,8 +80,17 @@ def base_dir(pattern: str) -> str:
 class Matcher:
     """Include/exclude decisions for one path; an exclude without `/` applies to the file name."""
 
-    def __init__(self, include: Iterable[str], exclude: Iterable[str]) -> None:
+    def __init__(
+        self,
+        include: Iterable[str],
+        exclude: Iterable[str],
+        *,
+        follow_symlinks: bool = False,
+        max_depth: int = 32,
+    ) -> None:
         self.include = list(include)
+        self.confinement = Confinement((base_dir(p) for p in self.include), follow_symlinks)
+        self.max_depth = max_depth
         self._inc = [compile_glob(p) for p in self.include]
         exclude = list(exclude)
         self._exc_path = [compile_glob(p) for p in exclude if "/" in p]
@@ -112,14 +124,119 @@ class Matcher:
             out.append(d)
         return out
 
-    def scan(self) -> list[str]:
+    def scan(self) -> Scan:
         """Every regular file matching now (a snapshot; files may come and go meanwhile)."""
-        found: set[str] = set()
+        scan = Scan()
         for pattern in self.include:
-            for path in glob.iglob(pattern, recursive=True):
-                if self(path):
-                    found.add(path)
-        return sorted(p for p in found if os.path.isfile(p))
+            _walk(pattern, self.confinement, self.max_depth, scan)
+        scan.files = sorted(p for p in set(scan.files) if self(p))
+        return scan
+
+
+@dataclass(slots=True)
+class Scan:
+    files: list[str] = field(default_factory=list)
+    refused: list[tuple[str, str, str]] = field(default_factory=list)  # (path, reason, detail)
+
+
+def _segment(part: str) -> re.Pattern[str] | None:
+    """One path component of a pattern as a regex; None for `**`."""
+    return None if part == "**" else compile_glob(part)
+
+
+def _walk(pattern: str, confinement: Confinement, max_depth: int, scan: Scan) -> None:
+    """Expand one include pattern, component by component, the way glob does but bounded.
+
+    A directory is entered at most once per set of pattern positions (keyed by device and inode),
+    never below `max_depth` levels, and never through a symlink unless `follow_symlinks` allows it
+    and it stays inside the include roots: a volume full of links to `.` costs one pass over it, not
+    one per path through it. As with glob, `*` does not match a leading dot and `**` does not enter
+    hidden directories.
+    """
+    base = base_dir(pattern)
+    rest = pattern[len(base) :].lstrip("/")
+    if not rest:
+        return
+    parts = rest.split("/")
+    segments = [_segment(p) for p in parts]
+    dotted = [p.startswith(".") for p in parts]
+    last = len(parts) - 1
+
+    def closure(states: set[int]) -> frozenset[int]:
+        out = set(states)
+        todo = list(states)
+        while todo:
+            i = todo.pop()
+            if i <= last and segments[i] is None and i + 1 not in out:
+                out.add(i + 1)
+                todo.append(i + 1)
+        return frozenset(out)
+
+    try:
+        st = os.stat(base)
+    except OSError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        return
+    seen: set[tuple[int, int, frozenset[int]]] = set()
+    stack: list[tuple[str, frozenset[int], int]] = [(base, closure({0}), 0)]
+    seen.add((st.st_dev, st.st_ino, stack[0][1]))
+    follow = confinement.follow_symlinks
+    while stack:
+        directory, states, depth = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            name = entry.name
+            hidden = name.startswith(".")
+            files = False
+            below: set[int] = set()
+            for i in states:
+                if i > last:
+                    continue
+                seg = segments[i]
+                if seg is None:
+                    if not hidden:
+                        below.add(i)
+                    continue
+                if (hidden and not dotted[i]) or not seg.match(name):
+                    continue
+                if i == last:
+                    files = True
+                else:
+                    below.add(i + 1)
+            if not files and not below:
+                continue
+            path = os.path.join(directory, name)
+            try:
+                is_link = entry.is_symlink()
+                if is_link:
+                    if not follow:
+                        scan.refused.append((path, "symlink", "a symlink (follow_symlinks is off)"))
+                        continue
+                    real = os.path.realpath(path)
+                    why = confinement.target_allowed(real)
+                    if why is not None:
+                        scan.refused.append((path, why, f"leads to {real}, outside the include roots"))
+                        continue
+                    target = os.stat(path)
+                else:
+                    target = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if files and stat.S_ISREG(target.st_mode):
+                scan.files.append(path)
+            if below and stat.S_ISDIR(target.st_mode):
+                if depth >= max_depth:
+                    scan.refused.append((path, "too_deep", f"deeper than max_depth={max_depth}"))
+                    continue
+                next_states = closure(below)
+                key = (target.st_dev, target.st_ino, next_states)
+                if key not in seen:
+                    seen.add(key)
+                    stack.append((path, next_states, depth + 1))
 
 
 class Watcher:

@@ -7,6 +7,7 @@ rotated content held open even while reading is paused behind a sink outage.
 
 from __future__ import annotations
 
+import heapq
 import os
 import stat
 import time
@@ -14,12 +15,31 @@ from collections.abc import Callable
 
 from structlog.typing import FilteringBoundLogger
 
+from sidecars.core.limits import open_file_limit
 from sidecars.tailer.checkpoint import CheckpointStore, Entry, Track
-from sidecars.tailer.discovery import Matcher
+from sidecars.tailer.confine import RefusedError
+from sidecars.tailer.discovery import Matcher, Scan
 from sidecars.tailer.follower import Chunk, Counts, Follower, Options
 from sidecars.tailer.identity import Fingerprint, file_key
 from sidecars.tailer.metrics import TailerMetrics
 from sidecars.tailer.settings import TailerSettings
+
+# Descriptors kept for everything but files (sockets, the watcher, the checkpoint, the runtime's own).
+_RESERVED_FDS = 64
+
+
+def default_max_open_files() -> int:
+    """Handles for followed files: the soft RLIMIT_NOFILE less a reserve (a quarter, at least 64)."""
+    soft = open_file_limit()
+    return max(soft - max(_RESERVED_FDS, soft // 4), 8)
+
+
+# The warning that files wait for a handle, at most this often (files may wait and get one in turns).
+_LIMIT_LOG_EVERY_SECS = 600.0
+# In a checkpoint key, what follows the inode of a content truncated away from it: "dev:ino@digest".
+_CONTENT_RECORD = "@"
+# Refused paths remembered for logging once; past this many the memory is cleared.
+_MAX_REFUSED_REMEMBERED = 10_000
 
 
 class FileSet:
@@ -52,19 +72,57 @@ class FileSet:
         self.initial_scan = False
         self.first_start = not store.existed
         self._unopenable: set[str] = set()
+        self.confine = matcher.confinement
+        self.max_open = settings.max_open_files or default_max_open_files()
+        if self.max_open > open_file_limit() - _RESERVED_FDS:
+            # Honoured as set, but opens past the real limit fail (counted as open errors) and take
+            # the sink's sockets and checkpoint writes with them.
+            log.warning(
+                "max_open_files leaves too few descriptors under RLIMIT_NOFILE for sockets and checkpoints",
+                max_open_files=self.max_open,
+                rlimit_nofile=open_file_limit(),
+                reserve=_RESERVED_FDS,
+            )
+        # Paths that found no free handle, in the order they asked: path -> (label path, identity key).
+        self.waiting: dict[str, tuple[str | None, str]] = {}
+        self._limit_logged_at: float | None = None
+        self._refused: dict[str, str] = {}  # path -> reason, so each refusal is counted and logged once
+
+    def _lstat(self, path: str) -> os.stat_result:
+        """What a path names, symlinks followed only where they may be."""
+        return os.stat(path) if self.confine.follow_symlinks else os.lstat(path)
+
+    def refuse(self, path: str, reason: str, detail: str) -> None:
+        """A path not read for where it leads: counted and logged once per path and reason."""
+        if self._refused.get(path) == reason:
+            return
+        if len(self._refused) >= _MAX_REFUSED_REMEMBERED:
+            self._refused.clear()  # a hostile volume with endless links costs repeated logs, not memory
+        self._refused[path] = reason
+        self.metrics.refused_files.labels(reason=reason).inc()
+        self.log.warning("file not followed", path=path, reason=reason, detail=detail)
 
     def _labels(self, path: str) -> dict[str, str]:
         labels = dict(self.base_labels)
         labels["path"] = path
         return labels
 
+    def found(self, scan: Scan, rescan: bool = True) -> None:
+        """Take the result of a discovery walk: refusals reported (once), matching files looked at."""
+        for path, reason, detail in scan.refused:
+            self.refuse(path, reason, detail)
+        for path in scan.files:
+            self.check_path(path, rescan=rescan)
+
     def check_path(self, path: str, rescan: bool = False) -> None:
         """Look at a matching path: new file, the same file grown, or a new file under an old name."""
         try:
-            st = os.stat(path)
+            st = self._lstat(path)
         except OSError:
             return  # gone (renamed or deleted): the poller notices on the open file
         if not stat.S_ISREG(st.st_mode):
+            if stat.S_ISLNK(st.st_mode):
+                self.refuse(path, "symlink", "a symlink (follow_symlinks is off)")
             return
         key = file_key(st)
         now = time.monotonic()
@@ -99,8 +157,16 @@ class FileSet:
         self._open(path)
 
     def _open(self, path: str, label_path: str | None = None) -> Follower | None:
+        if len(self.followers) >= self.max_open:
+            self._wait_for_handle(path, label_path)
+            return None
+        self.waiting.pop(path, None)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            fd = self.confine.open(path)
+        except RefusedError as exc:
+            if exc.reason != "not_regular":
+                self.refuse(path, exc.reason, exc.detail)
+            return None
         except OSError as exc:
             self.metrics.errors.labels(type="open").inc()
             if path not in self._unopenable:  # logged once, not at every rescan
@@ -129,8 +195,7 @@ class FileSet:
             if entry is not None:
                 # Its inode now holds other content: truncated in place while we were away (find the
                 # copy logrotate made) or reused by a new file.
-                self.store.remove(key)
-                self._adopt_copy(entry, entry.offset, b"", None)
+                self._continue_content(entry, entry.offset, b"", None)
             offset = st.st_size if (self.initial_scan and self.first_start and self.s.start_at == "end") else 0
             fingerprint = Fingerprint.of(head)
             entry = Entry(key, fingerprint, offset, path)
@@ -154,11 +219,10 @@ class FileSet:
         self._wake()
         return f
 
-    def _adopt_copy(self, entry: Entry, offset: int, held: bytes, donor: Follower | None) -> Follower | None:
-        """Find the copy `copytruncate` made of a content (same head, another inode) and read its rest.
-
-        Lines written between our last read and the truncation exist only in that copy.
-        """
+    def _find_copy(self, entry: Entry, offset: int) -> tuple[str, os.stat_result] | None:
+        """The copy `copytruncate` made of `entry`'s content: a sibling with its head, at least `offset` long."""
+        if not entry.fingerprint.identifies:
+            return None
         directory, base = os.path.split(entry.path)
         best: tuple[float, str, os.stat_result] | None = None
         try:
@@ -172,31 +236,52 @@ class FileSet:
             if not self.matcher.name_allowed(name):
                 continue
             try:
-                st = os.stat(path)
+                st = self._lstat(path)
             except OSError:
                 continue
             if not stat.S_ISREG(st.st_mode) or file_key(st) in self.followers or st.st_size < offset:
                 continue
             try:
-                with open(path, "rb") as fh:
-                    head = fh.read(entry.fingerprint.length)
-            except OSError:
+                head = self.confine.read_head(path, entry.fingerprint.length)
+            except (OSError, RefusedError):
                 continue
             if entry.fingerprint.matches(head) and (best is None or st.st_mtime > best[0]):
                 best = (st.st_mtime, path, st)
-        if best is None:
+        return None if best is None else (best[1], best[2])
+
+    def _continue_content(self, entry: Entry, offset: int, held: bytes, donor: Follower | None) -> Follower | None:
+        """`entry`'s content left its inode (truncated in place): carry on where the content lives now.
+
+        Lines written between our last read and the truncation exist only in the copy logrotate made
+        (same head, another inode): it is read from `offset` on. A copy with nothing more is claimed
+        all the same (the entry moves to its inode), and with no copy the entry stays as the content's
+        own record: either way a restart that finds the copy resumes it at the acknowledged offset, as
+        it was read through the original, instead of sending it again from its start. Returns the
+        follower of the copy when there is more to read.
+        """
+        self.store.remove(entry.key)
+        found = self._find_copy(entry, offset)
+        if found is None:
+            entry.key = f"{entry.key}{_CONTENT_RECORD}{entry.fingerprint.digest}"
+            self.store.put(entry)
             return None
-        _, path, st = best
+        path, st = found
+        label_path = donor.label_path if donor is not None else entry.path
+        entry.key, entry.path = file_key(st), path
+        self.store.put(entry)
+        self.metrics.rotations.labels(kind="copy_found").inc()
         if st.st_size == offset and not held:
             return None
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+            # Not subject to max_open_files: the copy's rest exists nowhere else (logrotate deletes it
+            # in time), so it is read now, on a descriptor of the reserve, and closed once read.
+            fd = self.confine.open(path)
+            st = os.fstat(fd)
+        except (OSError, RefusedError):
             return None
-        key = file_key(st)
-        self.store.remove(entry.key)
-        entry.key, entry.path = key, path
-        self.store.put(entry)
+        if file_key(st) != entry.key:
+            os.close(fd)  # replaced since we looked: the entry stays the record of the content
+            return None
         track = donor.track if donor is not None else Track(self.store, entry)
         f = Follower(
             path,
@@ -205,18 +290,17 @@ class FileSet:
             entry.fingerprint,
             track,
             offset - len(held),
-            self._labels(donor.label_path if donor else entry.path),
+            self._labels(label_path),
             self.options,
             self.counts,
         )
+        f.label_path = label_path
         f.buf = held
         f.rotated_at = time.monotonic()
         if donor is not None:
-            f.label_path = donor.label_path
             f.skipping = donor.skipping
             f.grouper = donor.grouper
-        self.followers[key] = f
-        self.metrics.rotations.labels(kind="copy_found").inc()
+        self.followers[entry.key] = f
         self.log.info("reading the rest of a copy-truncated file from its copy", path=path, offset=offset)
         self._wake()
         return f
@@ -227,7 +311,8 @@ class FileSet:
         A known file renamed while we were down is resumed at its checkpoint (found by inode); a file
         we never knew, written after our last checkpoint write, was created and rotated away while we
         were down and is read from its start. A file whose head is a known content's head is a
-        copytruncate copy: it is read on from its checkpoint when its original is opened, never twice.
+        copytruncate copy, read once: resumed at the checkpoint of a content that left its inode, or,
+        while the original still holds that content, read on from the original instead.
         """
         since = self.store.loaded_mtime
         if since is None:
@@ -237,7 +322,8 @@ class FileSet:
             d, b = os.path.split(e.path)
             by_dir.setdefault(d, set()).add(b)
         known = {e.key: e for e in self.store.entries.values()}
-        fingerprints = [e.fingerprint for e in self.store.entries.values()]
+        contents = [e for e in known.values() if _CONTENT_RECORD in e.key and e.fingerprint.identifies]
+        fingerprints = [e.fingerprint for e in known.values() if e.fingerprint.identifies and e not in contents]
         for directory, bases in by_dir.items():
             try:
                 names = os.listdir(directory)
@@ -251,7 +337,7 @@ class FileSet:
                 if self.matcher(path):
                     continue  # followed under its own name anyway
                 try:
-                    st = os.stat(path)
+                    st = self._lstat(path)
                 except OSError:
                     continue
                 key = file_key(st)
@@ -260,24 +346,32 @@ class FileSet:
                 entry = known.get(key)
                 if entry is not None:
                     if st.st_size > entry.offset:
-                        self._resume_rotated(path, os.path.join(directory, base), entry.offset)
+                        self._resume_rotated(path, os.path.join(directory, base))
                     continue
                 if st.st_mtime <= since:
                     continue  # not written since our last checkpoint: not ours to read
                 try:
-                    with open(path, "rb") as fh:
-                        head = fh.read(self.s.fingerprint_bytes)
-                except OSError:
+                    head = self.confine.read_head(path, self.s.fingerprint_bytes)
+                except (OSError, RefusedError):
+                    continue
+                record = next((e for e in contents if e.fingerprint.matches(head)), None)
+                if record is not None:  # the copy of a content we read through its original
+                    contents.remove(record)
+                    self.store.remove(record.key)
+                    record.key, record.path = key, path
+                    self.store.put(record)
+                    if st.st_size > record.offset:
+                        self._resume_rotated(path, os.path.join(directory, base))
                     continue
                 if any(fp.matches(head) for fp in fingerprints):
                     continue
-                self._resume_rotated(path, os.path.join(directory, base), 0)
+                self._resume_rotated(path, os.path.join(directory, base))
 
-    def _resume_rotated(self, path: str, label_path: str, offset: int) -> None:
+    def _resume_rotated(self, path: str, label_path: str, event: str = "reading a file rotated while stopped") -> None:
         f = self._open(path, label_path=label_path)
         if f is not None:
             f.rotated_at = time.monotonic()
-            self.log.info("reading a file rotated while stopped", path=path, offset=offset)
+            self.log.info(event, path=path, offset=f.read_offset)
 
     def _truncated(self, f: Follower, now: float) -> None:
         """`f`'s content was replaced in place (copytruncate): finish the old content, restart at zero."""
@@ -285,15 +379,13 @@ class FileSet:
         self.metrics.rotations.labels(kind="truncated").inc()
         old_track = f.track
         held = f.buf[f.pos :]
-        copy = self._adopt_copy(old_track.entry, f.read_offset, held, f)
+        copy = self._continue_content(old_track.entry, f.read_offset, held, f)
         if copy is None:
-            # What was read goes out (a held partial line or multi-line record included); its acks no
-            # longer move a checkpoint.
+            # What was read goes out (a held partial line or multi-line record included); its acks
+            # move the old content's record, which its copy, when found after a restart, resumes from.
             for held_chunk in (f.flush_partial(now, force=True), f.flush_multiline(now, force=True)):
                 if held_chunk is not None:
                     self._stash(held_chunk)
-            old_track.dead = True
-            self.store.remove(f.key)
             self.log.warning(
                 "file truncated in place; reading it again from the start", path=f.path, was_at=f.read_offset
             )
@@ -384,6 +476,120 @@ class FileSet:
                 self.close(f, "rotated")
         elif done and now - f.last_growth >= self.s.close_inactive_secs:
             self.close(f, "inactive")
+
+    def _wait_for_handle(self, path: str, label_path: str | None) -> None:
+        """No handle free for `path`: it waits its turn, its identity and start offset recorded now.
+
+        The checkpoint entry made here is what lets a waiting file be found again by inode when it is
+        renamed away before its turn (`find_moved`), and keeps `start_at: end` meaning the end as of
+        the initial scan, not as of whenever a handle frees up.
+        """
+        try:
+            st = self._lstat(path)
+        except OSError:
+            return
+        if not stat.S_ISREG(st.st_mode):
+            return
+        key = file_key(st)
+        if self.store.get(key) is None:
+            try:
+                head = self.confine.read_head(path, self.s.fingerprint_bytes)
+            except (OSError, RefusedError):
+                head = b""  # fingerprinted when opened (an empty fingerprint matches any head)
+            offset = st.st_size if (self.initial_scan and self.first_start and self.s.start_at == "end") else 0
+            self.store.put(Entry(key, Fingerprint.of(head), offset, path))
+        self.waiting[path] = (label_path, key)
+        now = time.monotonic()
+        if self._limit_logged_at is None or now - self._limit_logged_at >= _LIMIT_LOG_EVERY_SECS:
+            self._limit_logged_at = now
+            self.log.warning(
+                "more matching files than file handles: reading them in turn",
+                max_open_files=self.max_open,
+                open=len(self.followers),
+            )
+
+    def open_waiting(self) -> None:
+        """Give handles to the files waiting for one, oldest request first (run once per poll).
+
+        Handles are freed here in bulk, not per open: the files read to their end and acknowledged,
+        idle longest first. Per open that would be one pass over every follower for each waiting
+        file; here it is one pass per poll.
+        """
+        if not self.waiting or self.draining:
+            return
+        need = len(self.waiting) - (self.max_open - len(self.followers))
+        if need > 0:
+            closable = (
+                f
+                for f in self.followers.values()
+                if f.deleted_at is None and f.rotated_at is None and f.settled and f.track.idle
+            )
+            for f in heapq.nsmallest(need, closable, key=lambda f: f.last_growth):
+                self.close(f, "handle_limit")
+        waiting, self.waiting = self.waiting, {}
+        for path, (label_path, key) in waiting.items():
+            if len(self.followers) >= self.max_open:
+                self.waiting[path] = (label_path, key)  # keeps its place in the queue
+            elif label_path is None:
+                self.check_path(path, rescan=True)  # nothing new since its checkpoint: no handle taken
+            else:
+                self._resume_rotated(path, label_path, "reading a rotated file now that a handle is free")
+
+    def waiting_keys(self) -> set[str]:
+        """Checkpoint entries of waiting files: kept, however long they wait."""
+        return {key for _, key in self.waiting.values()}
+
+    def waiting_check(self) -> str | None:
+        if not self.waiting:
+            return None
+        return (
+            f"{len(self.waiting)} matching files wait for a file handle (max_open_files={self.max_open}); "
+            "they are read in turn"
+        )
+
+    def find_moved(self) -> None:
+        """Known files without a handle that have unread lines where the include globs do not look.
+
+        Rename+create while a file was closed (idle, or for the handle limit) leaves its last lines
+        under the new name: it is found again by inode next to where it was, and read on from its
+        checkpoint; so is a rotated file or copy whose open failed.
+        """
+        by_dir: dict[str, list[Entry]] = {}
+        for e in list(self.store.entries.values()):
+            if e.key in self.followers or _CONTENT_RECORD in e.key:
+                continue
+            try:
+                st = os.lstat(e.path)
+            except OSError:
+                by_dir.setdefault(os.path.dirname(e.path), []).append(e)
+                continue
+            if file_key(st) != e.key:
+                by_dir.setdefault(os.path.dirname(e.path), []).append(e)
+            elif st.st_size > e.offset and not self.matcher(e.path) and e.path not in self.waiting:
+                # A rotated file or copy with unread lines and no handle (its open failed or raced a
+                # rename): the glob never names it, so nothing else would read it before a restart.
+                self._resume_rotated(e.path, e.path, "reading on a rotated file with unread lines")
+        for directory, entries in by_dir.items():
+            try:
+                names = os.listdir(directory)
+            except OSError:
+                continue
+            wanted = {e.key: e for e in entries}
+            for name in names:
+                path = os.path.join(directory, name)
+                try:
+                    st = self._lstat(path)
+                except OSError:
+                    continue
+                moved_entry = wanted.pop(file_key(st), None)
+                if moved_entry is None or not stat.S_ISREG(st.st_mode):
+                    continue
+                label_path = moved_entry.path
+                moved_entry.path = path
+                if st.st_size > moved_entry.offset and not self.draining:
+                    self._resume_rotated(path, label_path, "reading on a file renamed while its handle was closed")
+                if not wanted:
+                    break
 
     def close(self, f: Follower, reason: str) -> None:
         f.close()

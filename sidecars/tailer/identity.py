@@ -32,6 +32,11 @@ class Fingerprint:
     def of(cls, head: bytes) -> Fingerprint:
         return cls(len(head), head_hash(head))
 
+    @property
+    def identifies(self) -> bool:
+        """Whether it can tell contents apart: the head of an empty file is every file's head."""
+        return self.length > 0
+
     def matches(self, head: bytes) -> bool:
         """Whether `head` (at least as long as the file's first `length` bytes) starts the same file."""
         if len(head) < self.length:

@@ -14,6 +14,9 @@ class TailerMetrics:
         self.base = base
         self.files_watched = Gauge("tailer_files_watched", "Files followed now (open or known).", registry=r)
         self.open_files = Gauge("tailer_open_files", "File handles held now.", registry=r)
+        self.files_waiting = Gauge(
+            "tailer_files_waiting", "Matching files waiting for a file handle (max_open_files reached).", registry=r
+        )
         self.lines_read = Counter("tailer_lines_read", "Lines read from files.", registry=r)
         self.bytes_read = Counter("tailer_bytes_read", "Bytes read from files.", registry=r)
         self.records_sent = Counter("tailer_records_sent", "Records the sink acknowledged.", registry=r)
@@ -46,6 +49,13 @@ class TailerMetrics:
             "tailer_rotations",
             "Rotations seen, by kind (renamed, truncated, copy_found, deleted).",
             ["kind"],
+            registry=r,
+        )
+        self.refused_files = Counter(
+            "tailer_refused_files",
+            "Paths not read for where they lead, by reason (symlink, outside_roots, proc_sys, too_deep); "
+            "each path counted once.",
+            ["reason"],
             registry=r,
         )
         self.retries = Counter("tailer_retries", "Batches sent again after a failure.", registry=r)

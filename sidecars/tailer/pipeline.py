@@ -49,7 +49,7 @@ class Pipeline:
         self.store = store
         self.metrics = metrics
         self.log = log
-        self.matcher = Matcher(s.include, s.exclude)
+        self.matcher = Matcher(s.include, s.exclude, follow_symlinks=s.follow_symlinks, max_depth=s.max_depth)
         self.counts = Counts()
         self.options = Options(
             max_line_bytes=s.max_line_bytes,
@@ -99,8 +99,7 @@ class Pipeline:
     async def run(self, ready: Callable[[], None]) -> None:
         try:
             self.files.initial_scan = True
-            for path in await asyncio.to_thread(self.matcher.scan):
-                self.files.check_path(path, rescan=True)
+            self.files.found(await asyncio.to_thread(self.matcher.scan))
             self.files.initial_scan = False
             self.files.recover_rotated()
             await self._write_checkpoint()  # from now on this is not the very first start
@@ -128,8 +127,7 @@ class Pipeline:
         """Read every file to its end, deliver, persist checkpoints; within `budget_secs`."""
         deadline = time.monotonic() + budget_secs
         with contextlib.suppress(OSError):  # a last look for files no event told us about yet
-            for path in await asyncio.to_thread(self.matcher.scan):
-                self.files.check_path(path)
+            self.files.found(await asyncio.to_thread(self.matcher.scan), rescan=False)
         self._draining = self.files.draining = True
         for f in list(self.files.followers.values()):
             self.files.check(f, time.monotonic())
@@ -279,6 +277,7 @@ class Pipeline:
             now = time.monotonic()
             for f in list(self.files.followers.values()):
                 self.files.check(f, now)
+            self.files.open_waiting()
             self._update_gauges()
 
     def _update_gauges(self) -> None:
@@ -296,6 +295,7 @@ class Pipeline:
         m.absorb(c)
         m.files_watched.set(len(self.files.followers))
         m.open_files.set(sum(1 for f in self.files.followers.values() if f.fd is not None))
+        m.files_waiting.set(len(self.files.waiting))
         m.bytes_behind.set(sum(max(f.size - f.track.committed, 0) for f in self.files.followers.values()))
         m.buffered_bytes.set(self.buffered)
         m.checkpoint_age.set(time.time() - self.store.last_write if self.store.dirty else 0.0)
@@ -309,9 +309,12 @@ class Pipeline:
             self._rescan_now.clear()
             if self._draining:
                 continue
-            for path in await asyncio.to_thread(self.matcher.scan):
-                self.files.check_path(path, rescan=True)
-            self.store.gc(self.s.checkpoint_retention_secs, keep=set(self.files.followers))
+            self.files.found(await asyncio.to_thread(self.matcher.scan))
+            self.files.find_moved()
+            # A file waiting for a handle keeps its entry however long it waits: it is how it is found
+            # again if it is renamed before its turn.
+            keep = set(self.files.followers) | self.files.waiting_keys()
+            self.store.gc(self.s.checkpoint_retention_secs, keep=keep)
 
     async def _watch_loop(self) -> None:
         stop = asyncio.Event()

@@ -78,4 +78,6 @@ class Tailer(Sidecar[TailerSettings]):
         return [
             Check("sink", lambda: self.pipeline.checks_sink() if self.pipeline else None),
             Check("checkpoint", lambda: self.pipeline.checks_checkpoint() if self.pipeline else None),
+            # Shown, not failing: every file is still read, only later.
+            Check("files", lambda: self.pipeline.files.waiting_check() if self.pipeline else None, warn=True),
         ]

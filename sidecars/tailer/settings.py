@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from sidecars.core import SidecarSettings
+from sidecars.tailer.confine import FORBIDDEN_TREES
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -29,6 +30,18 @@ class TailerSettings(SidecarSettings):
     exclude: list[str] = Field(
         ["*.gz", "*.zip", "*.bz2", "*.xz", "*.zst"],
         description="Glob patterns of files never followed; a pattern without `/` matches the file name.",
+    )
+    follow_symlinks: bool = Field(
+        False,
+        description="Follow symlinks (to files and directories) found below the include patterns' base "
+        "directories, but only to targets inside those directories; off: a symlink is never followed. "
+        "Files of /proc and /sys are never read.",
+    )
+    max_depth: int = Field(
+        32,
+        ge=1,
+        le=1024,
+        description="How many directory levels below a pattern's base directory discovery descends (`**`).",
     )
     watch_mode: Literal["inotify", "poll"] = Field(
         "inotify",
@@ -68,6 +81,13 @@ class TailerSettings(SidecarSettings):
         1024 * MiB,
         gt=0,
         description="A deleted file with more unread bytes than this is closed at once; its rest is dropped.",
+    )
+    max_open_files: int | None = Field(
+        None,
+        ge=1,
+        description="Most file handles held for followed files; beyond, files are read in turn (handles of "
+        "files read to their end and acknowledged are closed for the waiting ones). Unset: the soft "
+        "RLIMIT_NOFILE less a quarter (at least 64) kept for sockets and the rest.",
     )
     fingerprint_bytes: int = Field(
         1024,
@@ -201,6 +221,8 @@ class TailerSettings(SidecarSettings):
         for p in self.include:
             if not p.startswith("/"):
                 raise ValueError(f"include pattern {p!r} must be an absolute path")
+            if any(p == t or p.startswith(t + "/") for t in FORBIDDEN_TREES):
+                raise ValueError(f"include pattern {p!r}: files of /proc and /sys are never read")
         return self
 
     @field_validator("sink")

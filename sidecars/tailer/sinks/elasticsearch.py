@@ -2,7 +2,9 @@
 
 A 200 may still hold per-item failures (`"errors": true`): items failing with 429 or 5xx are handed
 back in `SendResult.retry` to be sent again, any other failing item (a mapping error, say) is
-rejected for good and counted with the error type as the reason.
+rejected for good and counted with the error type as the reason. A 2xx whose body is not a `_bulk`
+answer (not JSON, no boolean `errors`, not one item per document) acknowledges nothing: the batch
+is sent again, as the proxy or stand-in that answered it did not index it.
 """
 
 from __future__ import annotations
@@ -15,15 +17,18 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field, field_validator
 
+from sidecars.core.redact import redact_text, redact_url
 from sidecars.tailer.sinks.base import Batch, RetryableError, SendResult, Stream
 from sidecars.tailer.sinks.encode import encoded_documents, joined_documents
-from sidecars.tailer.sinks.http_base import HttpSink, HttpSinkSettings
+from sidecars.tailer.sinks.http_base import DEFAULT_ANSWER_BYTES, HttpSink, HttpSinkSettings
 
 _DAY_NS = 86_400 * 1_000_000_000
 # Index names change at most once a day: one name per day is computed and cached.
 _DAY_DIRECTIVES = frozenset("YymdjGVUW%")
 # Only what the per-item check needs comes back: big batches otherwise get big answers.
 _FILTER_PATH = "errors,items.*.status,items.*.error.type,items.*.error.reason"
+# Room per document in that answer: a status, an error type and a reason (cut at 300 characters).
+_ANSWER_BYTES_PER_ITEM = 512
 
 
 class ElasticsearchSettings(HttpSinkSettings):
@@ -96,8 +101,9 @@ class ElasticsearchSink(HttpSink[ElasticsearchSettings]):
 
     async def send(self, batch: Batch) -> SendResult:
         with self.metrics.request() as req:
+            room = DEFAULT_ANSWER_BYTES + _ANSWER_BYTES_PER_ITEM * len(batch)
             _, payload = await self.post(self.encode(batch), "application/x-ndjson", url=self._bulk_url,
-                                         params=self._params)  # fmt: skip
+                                         params=self._params, answer_bytes=room)  # fmt: skip
             req.result = self._items(batch, payload)
             return req.result
 
@@ -105,10 +111,17 @@ class ElasticsearchSink(HttpSink[ElasticsearchSettings]):
         try:
             answer = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            return SendResult()  # a 200 without a readable body: nothing says any item failed
-        if not isinstance(answer, dict) or not answer.get("errors"):
-            return SendResult()
+            answer = None
+        if not isinstance(answer, dict) or not isinstance(answer.get("errors"), bool):
+            # The answer may quote the request back, its credentials included.
+            excerpt = redact_text(payload[:100].decode("utf-8", "replace"))
+            raise RetryableError(f"{redact_url(self._bulk_url)}: a 2xx answer that is not a _bulk answer: {excerpt!r}")
         items = answer.get("items")
+        if not answer["errors"]:
+            if items is None or (isinstance(items, list) and len(items) == len(batch)):
+                return SendResult()
+            count = len(items) if isinstance(items, list) else 0
+            raise RetryableError(f"_bulk answered {count} items for {len(batch)} documents")
         if not isinstance(items, list) or len(items) != len(batch):
             # Without one answer per document we cannot tell which failed: send the batch again.
             count = len(items) if isinstance(items, list) else 0

@@ -3,6 +3,12 @@
 A sink subclass encodes a batch into one body and calls `post`; the answer is classified once here:
 2xx is an acknowledgement, 408/429/5xx and connection errors or timeouts are retryable (with the
 receiver's `Retry-After`, in seconds or as an HTTP date), any other status is permanent.
+
+The receiver is a peer like any other: only a bounded prefix of its answer is ever read, and a
+compressed answer is inflated only up to that bound (no automatic decompression), so a 200 with an
+endless body or a gzip bomb costs a closed connection, not the tailer's memory. A sink that parses
+the answer says how much it may need (`answer_bytes`); an answer longer than that cannot be the
+protocol's answer and is retried, never taken as an acknowledgement.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import email.utils
 import gzip
 import ssl
 import time
+import zlib
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +35,13 @@ from sidecars.tailer.sinks.base import PermanentError, RetryableError, Sink, Sin
 _GZIP_IN_THREAD_BYTES = 256 * 1024
 # Enough of an error body to say why, never a whole page in a log line.
 _ERROR_BODY_CHARS = 300
+# What a sink that parses answers reads at most unless it says otherwise.
+DEFAULT_ANSWER_BYTES = 64 * 1024
+# A 2xx answer nobody parses is still read this far, so a short "ok" keeps the connection reusable.
+_IGNORED_ANSWER_BYTES = 4 * 1024
+_READ_BYTES = 16 * 1024
+# zlib window bits: gzip or zlib header detected automatically.
+_GZIP_OR_ZLIB = 32 + zlib.MAX_WBITS
 
 
 class HttpSinkSettings(SinkSettings):
@@ -114,6 +128,8 @@ class HttpSink(Sink[H]):
 
     # Statuses worth sending again; a subclass narrows this where its protocol says so (OTLP).
     retryable_statuses: Collection[int] = RETRYABLE_STATUSES
+    # How much of a 2xx answer `post` reads by default; 0 where the status alone acknowledges.
+    answer_bytes: int = DEFAULT_ANSWER_BYTES
 
     def __init__(self, settings: H, log: Any, registry: Any) -> None:
         super().__init__(settings, log, registry)
@@ -122,7 +138,9 @@ class HttpSink(Sink[H]):
 
     async def open(self) -> None:
         s = self.settings
-        headers = dict(s.headers)
+        # Answers are small: asking for them uncompressed spares inflating them (a hostile receiver
+        # may compress anyway; `read_answer` bounds that too).
+        headers = {"Accept-Encoding": "identity", **s.headers}
         headers.update({k: v.get_secret_value() for k, v in s.secret_headers.items()})
         if s.basic_auth_username is not None:
             password = _secret(s.basic_auth_password, s.basic_auth_password_file)
@@ -150,7 +168,8 @@ class HttpSink(Sink[H]):
             timeout=timeout,
             # As many connections as the tailer may send batches at once (its send_concurrency).
             connector=aiohttp.TCPConnector(ssl=ssl_arg, limit=64),
-            auto_decompress=True,
+            # Inflated here, bounded (`read_answer`): aiohttp's own would inflate a bomb whole.
+            auto_decompress=False,
             # No cookies, no environment proxies: a sidecar talks to exactly what it was told.
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
@@ -178,8 +197,14 @@ class HttpSink(Sink[H]):
         url: str | None = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        answer_bytes: int | None = None,
     ) -> tuple[int, bytes]:
-        """POST one body; return (status, response body) for a 2xx, raise a classified error otherwise."""
+        """POST one body; return (status, response body) for a 2xx, raise a classified error otherwise.
+
+        At most `answer_bytes` (default: the class's `answer_bytes`) of a 2xx answer are read, after
+        decompression; a longer or undecodable answer raises RetryableError. With 0 the status alone
+        acknowledges: the answer is skipped (b"" returned) whatever it holds.
+        """
         if self._session is None:
             raise RuntimeError(f"sink {self.name!r} used before open()")
         data = await self.compress(body)
@@ -188,19 +213,31 @@ class HttpSink(Sink[H]):
         if headers:
             req_headers.update(headers)
         target = url or self.settings.url
+        wanted = self.answer_bytes if answer_bytes is None else answer_bytes
         try:
             # No redirects: a 301/302/303 would turn the POST into a GET, whose 200 is no acknowledgement.
             async with self._session.post(
                 target, data=data, headers=req_headers, params=params, allow_redirects=False
             ) as resp:
-                payload = await resp.read()
                 status = resp.status
+                ok = 200 <= status < 300
+                limit = (wanted or _IGNORED_ANSWER_BYTES) if ok else _ERROR_BODY_CHARS
+                payload, complete = await read_answer(resp, limit)
+                if not complete:
+                    resp.close()  # the rest is never read: this connection is not reused
                 retry_after = resp.headers.get("Retry-After")
                 location = resp.headers.get("Location")
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise RetryableError(redact_text(f"{redact_url(target)}: {type(e).__name__}: {e}")) from e
         self.metrics.add_bytes(len(data))
-        if 200 <= status < 300:
+        if ok:
+            if not wanted:
+                return status, b""
+            if not complete:
+                raise RetryableError(
+                    f"{redact_url(target)}: HTTP {status} with an answer longer than {wanted} bytes (or in an "
+                    "unknown encoding): not the receiver's acknowledgement"
+                )
             return status, payload
         text = payload[:_ERROR_BODY_CHARS].decode("utf-8", "replace").strip()
         message = f"{target}: HTTP {status}: {text}"
@@ -213,6 +250,41 @@ class HttpSink(Sink[H]):
         if status == 413:
             raise TooLargeError(message, reason="http_413")
         raise PermanentError(message, reason=f"http_{status}")
+
+
+async def read_answer(resp: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    """At most `limit` bytes of the answer, inflated when gzip or deflate; and whether that was all.
+
+    The compressed bytes read are bounded too (a stream of empty deflate blocks inflates to nothing
+    forever). An encoding other than gzip/deflate is not read at all.
+    """
+    encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        inflate = None
+    elif encoding in ("gzip", "x-gzip", "deflate"):
+        inflate = zlib.decompressobj(_GZIP_OR_ZLIB)
+    else:
+        return b"", False
+    out = bytearray()
+    raw_budget = limit + _READ_BYTES  # compression that works makes the raw answer smaller still
+    while True:
+        chunk = await resp.content.read(min(_READ_BYTES, raw_budget + 1))
+        if not chunk:
+            if inflate is not None and not inflate.eof:
+                return bytes(out), False  # ended inside the compressed stream
+            return bytes(out), True
+        raw_budget -= len(chunk)
+        if inflate is None:
+            out += chunk
+        else:
+            try:
+                out += inflate.decompress(chunk, limit + 1 - len(out))
+            except zlib.error:
+                return bytes(out), False
+            if inflate.unconsumed_tail:
+                return bytes(out[:limit]), False
+        if len(out) > limit or raw_budget < 0:
+            return bytes(out[:limit]), False
 
 
 def _secret(value: SecretStr | None, path: Path | None) -> str | None:

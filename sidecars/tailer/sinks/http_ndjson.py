@@ -23,6 +23,7 @@ class HttpNdjsonSink(HttpSink[HttpNdjsonSettings]):
     name = "http"
     description = "POST each batch as newline-delimited JSON to an HTTP endpoint; 2xx is the acknowledgement."
     Settings = HttpNdjsonSettings
+    answer_bytes = 0  # the status is the acknowledgement; whatever the body says is not read
 
     async def send(self, batch: Batch) -> SendResult:
         with self.metrics.request() as req:

@@ -69,6 +69,7 @@ class LokiSink(HttpSink[LokiSettings]):
     name = "loki"
     description = "Push to Grafana Loki (push API, JSON), one stream per file with its labels."
     Settings = LokiSettings
+    answer_bytes = 0  # the status is the acknowledgement (Loki answers 204, no body)
 
     def __init__(self, settings: LokiSettings, log: Any, registry: Any) -> None:
         super().__init__(settings, log, registry)

@@ -4,6 +4,8 @@ Streams with the same labels share one `resourceLogs` entry; labels become resou
 renamed to OpenTelemetry's semantic conventions where one is known (`pod` -> `k8s.pod.name`), the
 file path becomes the record attribute `log.file.path`. Following the OTLP specification only
 429, 502, 503 and 504 are retried; a partial success (`rejectedLogRecords`) counts the lines rejected.
+A 2xx answer must be an `ExportLogsServiceResponse` (empty, or a JSON object whose `partialSuccess`
+is readable): anything else acknowledges nothing and the batch is sent again.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import orjson
 from pydantic import Field, field_validator
 
 from sidecars import __version__
-from sidecars.tailer.sinks.base import Batch, SendResult
+from sidecars.core.redact import redact_text, redact_url
+from sidecars.tailer.sinks.base import Batch, RetryableError, SendResult
 from sidecars.tailer.sinks.http_base import HttpSink, HttpSinkSettings
 
 # Label names the tailer and Downward API set-ups commonly use, and their semantic convention.
@@ -55,6 +58,19 @@ class OtlpSettings(HttpSinkSettings):
         if not value.rstrip("/").endswith("/v1/logs"):
             raise ValueError(f"must end with /v1/logs, got {value!r}")
         return value
+
+
+def _count(value: Any) -> int | None:
+    """A non-negative int64 as the JSON mapping writes it (a number or a decimal string; absent is 0)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
 
 
 def any_value(value: Any) -> dict[str, Any]:
@@ -133,25 +149,25 @@ class OtlpSink(HttpSink[OtlpSettings]):
     async def send(self, batch: Batch) -> SendResult:
         with self.metrics.request() as req:
             _, payload = await self.post(self.encode(batch), "application/json")
-            req.result = self._partial(payload)
+            req.result = self._partial(payload, len(batch))
             return req.result
 
-    def _partial(self, payload: bytes) -> SendResult:
+    def _partial(self, payload: bytes, sent: int) -> SendResult:
         if not payload.strip():
-            return SendResult()
+            return SendResult()  # an empty ExportLogsServiceResponse: everything accepted
         try:
             answer = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            return SendResult()  # a 2xx acknowledges even with a body we cannot read
-        partial = answer.get("partialSuccess") if isinstance(answer, dict) else None
-        if not isinstance(partial, dict):
-            return SendResult()
-        try:
-            rejected = int(partial.get("rejectedLogRecords") or 0)
-        except (TypeError, ValueError):
-            self.warn_limited("otlp_partial_success_unreadable", value=str(partial)[:200])
-            return SendResult()
+            answer = None
+        partial = answer.get("partialSuccess", {}) if isinstance(answer, dict) else None
+        rejected = _count(partial.get("rejectedLogRecords")) if isinstance(partial, dict) else None
+        if partial is None or rejected is None or rejected > sent:
+            # The answer may quote the request back, its credentials included.
+            excerpt = redact_text(payload[:100].decode("utf-8", "replace"))
+            url = redact_url(self.settings.url)
+            raise RetryableError(f"{url}: a 2xx answer that is not an OTLP logs response: {excerpt!r}")
         if rejected:
+            assert isinstance(partial, dict)
             message = str(partial.get("errorMessage") or "")[:300]
             self.warn_limited("otlp_partial_success", rejected=rejected, error=message)
             return SendResult(rejected=rejected, reason="otlp_rejected")

@@ -10,7 +10,6 @@ import sys
 import time
 from collections import Counter
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecars.ambassador.client_limit import default_max_client_connections
@@ -166,11 +165,6 @@ async def test_running_out_of_descriptors_does_not_eject_a_healthy_tcp_upstream(
     assert "max_client_connections leaves too few file descriptors" in output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="http_proxy.py books a connect that failed for lack of descriptors (EMFILE) as the endpoint's "
-    "connect failure, which ejects it",
-)
 async def test_running_out_of_descriptors_does_not_eject_a_healthy_http_upstream() -> None:
     http_port = free_port()
     async with upstream_process() as up:

@@ -142,11 +142,6 @@ async def test_an_exhausted_retry_budget_stops_retries(proxy: Proxy) -> None:
     assert denied == 5  # the first GET's second retry and the first retry of each later GET
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="http_proxy.py asks the budget twice per 5xx retry (response_head, then try_failed) and answers "
-    "502 upstream_5xx, dropping the upstream's response, when the second ask is refused",
-)
 async def test_a_5xx_retry_spends_the_budget_once_and_a_refused_one_passes_the_upstreams_answer(
     proxy: Proxy,
 ) -> None:

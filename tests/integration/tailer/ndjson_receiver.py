@@ -24,6 +24,7 @@ class NdjsonReceiver:
     fail_status: int | None = None  # answer this instead of 200 while set
     retry_after: str | None = None
     jitter_secs: float = 0.0  # answer each request after a random delay up to this (reorders acks)
+    fail_every: int = 0  # answer every n-th request 503 (some batches acknowledged, others not)
     url: str = ""
     port: int = 0
     _runner: web.AppRunner | None = None
@@ -58,6 +59,8 @@ class NdjsonReceiver:
         self.requests += 1
         if self.jitter_secs:
             await asyncio.sleep(random.uniform(0, self.jitter_secs))
+        if self.fail_every and self.requests % self.fail_every == 0:
+            return web.Response(status=503, text="failing this one on purpose")
         if self.fail_status is not None:
             headers = {"Retry-After": self.retry_after} if self.retry_after else {}
             return web.Response(status=self.fail_status, text="failing on purpose", headers=headers)

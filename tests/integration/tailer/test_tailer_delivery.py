@@ -207,12 +207,49 @@ async def test_checkpoints_are_written_per_interval_not_per_batch(
 async def test_concurrent_sends_acknowledged_out_of_order_commit_only_the_acked_prefix(
     tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path, tmp_path: Path
 ) -> None:
+    """At no moment does the checkpoint on disk pass a line the receiver has not acknowledged."""
     app = logs / "app.log"
-    lines = numbered("c", 0, 5000)
+    lines = numbered("c", 0, 20000)
+    size = len(lines[0]) + 1
     write_lines(app, lines)
-    receiver.jitter_secs = 0.03
-    async with tailer(batch_max_lines=100, send_concurrency=4, max_in_flight_batches=8):
-        await receiver.wait_for(5000)
+    key = f"{app.stat().st_dev}:{app.stat().st_ino}"
+    receiver.jitter_secs = 0.08  # concurrent sends answered out of order
+    receiver.fail_every = 3  # and a third of the requests fail: their batches are sent again later
+    violations: list[str] = []
+    offsets: list[int] = []
+
+    async def sample() -> None:
+        path = tmp_path / "checkpoints" / "checkpoints.json"
+        while True:
+            try:
+                entry = orjson.loads(path.read_bytes())["files"].get(key)
+            except (OSError, orjson.JSONDecodeError):
+                entry = None
+            # Read after the checkpoint: the receiver records a line before answering, so every line
+            # the tailer could have committed by then is in this set.
+            acked = set(receiver.messages)
+            if entry is not None:
+                offset = int(entry["offset"])
+                offsets.append(offset)
+                unacked = [m for m in lines[: offset // size] if m not in acked]
+                if unacked:
+                    violations.append(f"checkpoint at {offset} passes {len(unacked)} unacked lines: {unacked[:2]}")
+            await asyncio.sleep(0.005)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        async with tailer(batch_max_lines=100, send_concurrency=4, max_in_flight_batches=8):
+            await receiver.wait_for(20000)
+            for _ in range(100):
+                if offset_of(tmp_path, app) == app.stat().st_size:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        sampler.cancel()
+    assert not violations, violations[:3]
+    moments = {o for o in offsets if 0 < o < app.stat().st_size}
+    assert len(moments) >= 2, f"too few checkpoints observed in between to say anything: {sorted(moments)}"
+    assert receiver.requests >= 2 * receiver.fail_every  # some batches failed and were sent again
     assert_exactly(receiver, lines)
     assert offset_of(tmp_path, app) == app.stat().st_size
 

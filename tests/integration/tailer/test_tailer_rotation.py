@@ -110,3 +110,26 @@ async def test_glob_does_not_match_rotated_siblings_and_restart_sends_nothing_tw
         await receiver.wait_for(300)
         await asyncio.sleep(0.5)
     assert_exactly(receiver, numbered("a", 0, 100) + numbered("b", 0, 100) + numbered("c", 0, 100))
+
+
+@pytest.mark.parametrize("written_after", [0, 20])
+@pytest.mark.parametrize("read_before", [0, 100])
+async def test_copytruncate_while_stopped_reads_the_rest_from_the_copy(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path, tmp_path: Path, read_before: int, written_after: int
+) -> None:
+    app = logs / "app.log"
+    app.touch()  # with read_before=0 the checkpoint knows an empty file: a head of nothing identifies nothing
+    first = [f"{m} {PAD}" for m in numbered("first", 0, read_before)]
+    write_lines(app, first)
+    async with tailer() as sc:
+        await wait_sample(sc, "tailer_checkpoint_writes_total", None, 1)
+        await receiver.wait_for(read_before)
+    more = [f"{m} {PAD}" for m in numbered("more", 0, 50)]  # after the last checkpoint, before the rotation
+    write_lines(app, more)
+    logrotate(f"{app} {{\n  rotate 5\n  copytruncate\n  missingok\n}}\n", tmp_path)
+    after = numbered("after", 0, written_after)
+    write_lines(app, after)
+    async with tailer():
+        await receiver.wait_for(read_before + 50 + written_after)
+        await asyncio.sleep(0.5)
+    assert_exactly(receiver, first + more + after)

@@ -1,10 +1,14 @@
-"""Soak: a fast writer, real logrotate alternating rename+create and copytruncate, the tailer as a real
-process killed with `kill -9` twice, and the sink down for a while in the middle.
+"""Soak: a rotation storm with the real logrotate (every 0.7 s, rename+create, copytruncate, or the two
+in turn) under a writer of 5k lines/s for 20 s, the tailer as a real process killed with `kill -9`
+twice (the second time for long enough that rotations happen while no tailer runs), and the sink
+down for 4 s in the middle.
 
 The oracle is line by line: every sequence number found in the log files at the end (the current
 file and every rotated one; rotation keeps them all) must have reached the receiver. Lines that
 copytruncate itself destroys (written between its copy and its truncate) are in no file and cannot
-be asked for. Duplicates may only come from the crashes, bounded by what was in flight then.
+be asked for. Duplicates may only come from the crashes: per kill, what was read but not yet
+checkpointed, which the settings bound (the in-flight batches plus a checkpoint interval of acks),
+in either rotation style. A copy read again from its start would pass that bound several times over.
 """
 
 from __future__ import annotations
@@ -51,11 +55,16 @@ print(seq)
 """
 
 SEQ = re.compile(r"seq (\d{9}) ")
-RATE = 8000  # lines per second
-WRITE_SECS = 45.0
-BATCH_LINES = 1000
-IN_FLIGHT = 4
-CHECKPOINT_SECS = 0.5
+RATE = 5000  # lines per second
+WRITE_SECS = 20.0
+ROTATE_SECS = 0.7
+BATCH_LINES = 500
+IN_FLIGHT = 2
+CHECKPOINT_SECS = 0.1
+# Read but not checkpointed at a kill: the batches queued, the one being sent and the one being
+# filled, plus what was acknowledged since the last checkpoint write (two intervals at the write
+# rate: the write itself takes a moment under load).
+REPLAYED_PER_KILL = (IN_FLIGHT + 2) * BATCH_LINES + int(RATE * 2 * CHECKPOINT_SECS)
 
 
 def start_tailer(config: Path, out: Path) -> subprocess.Popen[bytes]:
@@ -84,17 +93,16 @@ async def kill9_and_restart(
     return tailer
 
 
-async def rotate_forever(app: Path, tmp: Path, stop: asyncio.Event) -> int:
-    """Rotate every few seconds, alternating styles, whether the tailer runs or not."""
-    styles = ["create", "copytruncate"]
+async def rotate_forever(app: Path, tmp: Path, stop: asyncio.Event, styles: list[str], rotated: asyncio.Event) -> int:
+    """Rotate every ROTATE_SECS in the given styles (in turn), whether the tailer runs or not."""
     n = 0
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 3.0)
+            await asyncio.wait_for(stop.wait(), ROTATE_SECS)
         if stop.is_set():
             break
         conf = tmp / f"rotate-{n}.conf"
-        conf.write_text(f"{app} {{\n  rotate 1000\n  {styles[n % 2]}\n  missingok\n  nocompress\n}}\n")
+        conf.write_text(f"{app} {{\n  rotate 1000\n  {styles[n % len(styles)]}\n  missingok\n  nocompress\n}}\n")
         proc = await asyncio.create_subprocess_exec(
             "logrotate", "-f", "-s", str(tmp / "logrotate.state"), str(conf),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
@@ -102,10 +110,13 @@ async def rotate_forever(app: Path, tmp: Path, stop: asyncio.Event) -> int:
         _, err = await proc.communicate()
         assert proc.returncode == 0, err
         n += 1
+        rotated.set()
     return n
 
 
-async def test_soak_rotation_kill9_and_sink_outage_lose_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("style", ["create", "copytruncate", "both"])
+async def test_soak_rotation_kill9_and_sink_outage_lose_nothing(tmp_path: Path, style: str) -> None:
+    styles = ["create", "copytruncate"] if style == "both" else [style]
     logs = tmp_path / "logs"
     logs.mkdir()
     app = logs / "app.log"
@@ -127,7 +138,7 @@ async def test_soak_rotation_kill9_and_sink_outage_lose_nothing(tmp_path: Path) 
                 "batch_max_lines": BATCH_LINES,
                 "batch_wait_secs": 0.2,
                 "max_in_flight_batches": IN_FLIGHT,
-                "max_buffer_bytes": 2 * 1024 * 1024,
+                "max_buffer_bytes": 8 * 1024 * 1024,  # the in-flight batches bound reading, not this
                 "poll_interval_secs": 0.25,
                 "rescan_interval_secs": 1.0,
                 "rotate_wait_secs": 2.0,
@@ -148,34 +159,44 @@ async def test_soak_rotation_kill9_and_sink_outage_lose_nothing(tmp_path: Path) 
             sys.executable, "-c", WRITER, str(app), str(WRITE_SECS), str(RATE), stdout=asyncio.subprocess.PIPE
         )
         stop_rotating = asyncio.Event()
-        rotations = asyncio.ensure_future(rotate_forever(app, tmp_path, stop_rotating))
+        rotated = asyncio.Event()
+        rotations = asyncio.ensure_future(rotate_forever(app, tmp_path, stop_rotating, styles, rotated))
         t0 = time.monotonic()
 
         async def at(secs: float) -> None:
             await asyncio.sleep(max(t0 + secs - time.monotonic(), 0))
 
+        async def just_rotated() -> None:
+            """Right after a rotation: its copy is younger than the last checkpoint write, the hard case."""
+            rotated.clear()
+            await rotated.wait()
+
         kills = 0
-        await at(9)
+        await at(4)
+        await just_rotated()
         tailer = await kill9_and_restart(tailer, config, out, admin, 0.5)  # no drain, no last checkpoint
         kills += 1
-        await at(17)
+        await at(7)
         await receiver.down()  # the log store goes away
-        await at(27)
+        await at(11)
         await receiver.up()
-        await at(33)
+        await at(15)
+        await just_rotated()
         # Down for longer than the rotation period: rotations happen while no tailer runs.
-        tailer = await kill9_and_restart(tailer, config, out, admin, 7.0)
+        tailer = await kill9_and_restart(tailer, config, out, admin, 2.5)
         kills += 1
         written = int((await writer.communicate())[0])
         stop_rotating.set()
         n_rotations = await rotations
-        assert n_rotations >= 8
+        assert n_rotations >= WRITE_SECS / ROTATE_SECS / 2
 
         # The oracle: every line present in any file now.
         in_files: set[int] = set()
         for f in logs.iterdir():
             in_files.update(int(m) for m in SEQ.findall(f.read_text()))
-        assert len(in_files) > written * 0.95, "the files themselves lost more than copytruncate can"
+        # copytruncate itself loses what is written between its copy and its truncation (more on a busy
+        # machine); this only checks the run still holds most of what was written.
+        assert len(in_files) > written * 0.9, "the files themselves lost more than copytruncate can"
 
         def received() -> Counter[int]:
             return Counter(int(m[4:13]) for m in receiver.messages)
@@ -191,10 +212,12 @@ async def test_soak_rotation_kill9_and_sink_outage_lose_nothing(tmp_path: Path) 
         assert not missing, f"{len(missing)} lines lost, e.g. {missing[:5]} (log: {out})"
         assert got.keys() <= set(range(written)), "received lines nobody wrote"
         duplicates = sum(n - 1 for n in got.values())
-        # Per crash: the batches in flight plus what was acknowledged since the last checkpoint write.
-        bound = kills * ((IN_FLIGHT + 2) * BATCH_LINES + int(RATE * (CHECKPOINT_SECS + 0.5)))
-        print(f"written={written} in files={len(in_files)} received={len(got)} duplicates={duplicates}")
-        assert duplicates <= bound, f"{duplicates} duplicates for {kills} crashes (bound {bound})"
+        bound = kills * REPLAYED_PER_KILL
+        print(
+            f"{style}: written={written} in files={len(in_files)} received={len(got)} rotations={n_rotations} "
+            f"duplicates={duplicates} ({100 * duplicates / len(got):.1f}%, bound {bound})"
+        )
+        assert duplicates <= bound, f"{duplicates} duplicates for {kills} crashes (bound {bound}; log: {out})"
     finally:
         if tailer.poll() is None:
             tailer.kill()

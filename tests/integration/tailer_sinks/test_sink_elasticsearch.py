@@ -8,6 +8,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
+from sidecars.core.redact import MARKER
 from sidecars.tailer.sinks import PermanentError, RetryableError, load_sink
 from tests.integration.tailer_sinks.sink_receivers import bulk_answer, make_batch, validate_bulk
 
@@ -110,3 +111,37 @@ async def test_unreadable_item_is_sent_again(start_receiver, log, registry) -> N
     await sink.close()
     assert result.rejected == 0 and result.retry is not None
     assert result.retry.streams[0].lines == ["unknown-1", "unknown-2"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"<html><body>502 Bad Gateway</body></html>",  # a proxy's page under a 200
+        b"",
+        b"{}",
+        b'{"acknowledged": true}',
+        b'{"errors": "no", "items": []}',
+        b'{"errors": false, "items": [{"create": {"status": 201}}]}',  # one item for two documents
+    ],
+)
+async def test_a_2xx_that_is_not_a_bulk_answer_is_retried_not_an_ack(start_receiver, log, registry, answer) -> None:  # type: ignore[no-untyped-def]
+    rx = await start_receiver(validate_bulk, lambda rec, parsed: (200, {}, answer))
+    sink = Es(Es.Settings(url=rx.url), log, registry)
+    await sink.open()
+    with pytest.raises(RetryableError, match=r"not a _bulk answer|items for 2 documents"):
+        await sink.send(make_batch(("/l/a.log", ["a", "b"])))
+    await sink.close()
+    labels = {"sink": "elasticsearch", "outcome": "retryable"}
+    assert registry.get_sample_value("tailer_sink_requests_total", labels) == 1
+
+
+async def test_a_non_bulk_answer_quoting_a_secret_is_shown_redacted(start_receiver, log, registry) -> None:  # type: ignore[no-untyped-def]
+    key = "s3cr3t-es-key-0123456789"
+    answer = f"<pre>echo of your request: X-Api-Key: {key}</pre>".encode()  # a debugging proxy's page
+    rx = await start_receiver(validate_bulk, lambda rec, parsed: (200, {}, answer))
+    sink = Es(Es.Settings(url=rx.url, secret_headers={"X-Api-Key": key}), log, registry)
+    await sink.open()
+    with pytest.raises(RetryableError, match="not a _bulk answer") as raised:
+        await sink.send(make_batch(("/l/a.log", ["a", "b"])))
+    await sink.close()
+    assert key not in str(raised.value) and MARKER in str(raised.value)

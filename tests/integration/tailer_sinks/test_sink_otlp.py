@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import structlog
 
+from sidecars.core.redact import MARKER
 from sidecars.tailer.sinks import PermanentError, RetryableError, load_sink
 from tests.integration.tailer_sinks.sink_receivers import make_batch, otlp_answer, validate_otlp
 
@@ -65,15 +65,46 @@ async def test_statuses_follow_the_otlp_spec(start_receiver, log, registry, stat
     assert rx.violations == []
 
 
-async def test_unreadable_partial_success_is_an_ack_and_logged(start_receiver, registry) -> None:
-    def odd(rec, parsed):  # type: ignore[no-untyped-def]
-        return 200, {}, b'{"partialSuccess": {"rejectedLogRecords": "many"}}'
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b'{"partialSuccess": {"rejectedLogRecords": "many"}}',
+        b'{"partialSuccess": {"rejectedLogRecords": 5}}',  # more than were sent
+        b'{"partialSuccess": {"rejectedLogRecords": -1}}',
+        b'{"partialSuccess": "none"}',
+        b"<html><body>Welcome to nginx!</body></html>",
+        b"[]",
+    ],
+)
+async def test_a_2xx_that_is_not_an_otlp_response_is_retried_not_an_ack(start_receiver, log, registry, answer) -> None:  # type: ignore[no-untyped-def]
+    rx = await start_receiver(validate_otlp, lambda rec, parsed: (200, {}, answer))
+    sink = make(log, registry, rx.url)
+    await sink.open()
+    with pytest.raises(RetryableError, match="not an OTLP logs response"):
+        await sink.send(make_batch(("/l/a.log", ["a"])))
+    await sink.close()
+    assert registry.get_sample_value("tailer_sink_requests_total", {"sink": "otlp", "outcome": "retryable"}) == 1
 
-    rx = await start_receiver(validate_otlp, odd)
-    with structlog.testing.capture_logs() as logs:
-        sink = make(structlog.get_logger(), registry, rx.url)
-        await sink.open()
-        result = await sink.send(make_batch(("/l/a.log", ["a"])))
-        await sink.close()
-    assert result.rejected == 0
-    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["otlp_partial_success_unreadable"]
+
+@pytest.mark.parametrize(
+    "answer", [b"", b"{}", b'{"partialSuccess": {}}', b'{"partialSuccess": {"rejectedLogRecords": "0"}}']
+)
+async def test_empty_or_full_success_answers_are_acks(start_receiver, log, registry, answer) -> None:  # type: ignore[no-untyped-def]
+    rx = await start_receiver(validate_otlp, lambda rec, parsed: (200, {}, answer))
+    sink = make(log, registry, rx.url)
+    await sink.open()
+    result = await sink.send(make_batch(("/l/a.log", ["a"])))
+    await sink.close()
+    assert result.rejected == 0 and result.retry is None
+
+
+async def test_a_non_otlp_answer_quoting_a_secret_is_shown_redacted(start_receiver, log, registry) -> None:  # type: ignore[no-untyped-def]
+    token = "s3cr3t-otlp-token-0123456789"
+    answer = f"<pre>echo of your request: Authorization: Bearer {token}</pre>".encode()
+    rx = await start_receiver(validate_otlp, lambda rec, parsed: (200, {}, answer))
+    sink = make(log, registry, rx.url, bearer_token=token)
+    await sink.open()
+    with pytest.raises(RetryableError, match="not an OTLP logs response") as raised:
+        await sink.send(make_batch(("/l/a.log", ["a"])))
+    await sink.close()
+    assert token not in str(raised.value) and MARKER in str(raised.value)

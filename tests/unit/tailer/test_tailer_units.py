@@ -4,6 +4,7 @@ framing."""
 from __future__ import annotations
 
 import os
+import resource
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from sidecars.tailer.checkpoint import CheckpointLockedError, CheckpointStore, Entry, Track
 from sidecars.tailer.delivery import backoff_delay
 from sidecars.tailer.discovery import Matcher, base_dir, compile_glob
+from sidecars.tailer.files import default_max_open_files
 from sidecars.tailer.follower import Counts, Follower, Options, _nth_newline
 from sidecars.tailer.identity import Fingerprint
 from sidecars.tailer.records import Grouper, decode_block, parse_json_fields, parse_time_ns, record_times
@@ -188,3 +190,13 @@ def test_parse_time_ns(value: object, expected: int | None) -> None:
 def test_record_times_fall_back_to_the_read_time() -> None:
     stamps, bad = record_times([{"ts": 1714564800}, {}, {"ts": "garbage"}], "ts", 7)
     assert stamps == [1714564800 * 10**9, 7, 7] and bad == 1
+
+
+@pytest.mark.parametrize(("soft", "handles"), [(64, 8), (100, 36), (1024, 768), (4096, 3072)])
+def test_file_handles_default_to_the_soft_nofile_limit_less_a_reserve(soft: int, handles: int) -> None:
+    old_soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        assert default_max_open_files() == handles
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (old_soft, hard))
