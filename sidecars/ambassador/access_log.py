@@ -97,9 +97,10 @@ def _target(head: bytes) -> bytes:
 
 def shown_target(target: bytes, query: str) -> str:
     """The request target as a log line shows it: query values redacted, dropped or kept (`query`)."""
-    text = target.decode("latin-1")
+    # What every log line masks (userinfo, secret parameters) is masked here already, in every mode:
+    # after the cut a long userinfo would have lost the `@` that the core's rule looks for.
+    text = redact_text(target.decode("latin-1"))
     if query != "full":
-        text = redact_text(text)  # the userinfo of an absolute-form target, secret path parameters
         mark = text.find("?")
         if mark >= 0:
             text = text[:mark] if query == "drop" else text[: mark + 1] + _values_replaced(text[mark + 1 :])

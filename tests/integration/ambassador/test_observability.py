@@ -4,12 +4,16 @@ no secret from the query string, optional forwarding headers and Host rewriting.
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 
 import pytest
 
-from sidecars.testing import http_get
+from sidecars.core.redact import MARKER
+from sidecars.testing import free_port, http_get, start_process
 from tests.integration.ambassador.conftest import Proxy, raw_request
 from tests.integration.ambassador.peers import nginx, tcp_server
+from tests.integration.ambassador.upstream_process import upstream_process
 
 LABELS = {"listener": "web", "cluster": "web"}
 
@@ -72,7 +76,7 @@ SECRET = "s3cr3t-token-value"
     [
         ("redact", "/hello?token=**********&page=**********&**********"),
         ("drop", "/hello"),
-        ("full", f"/hello?token={SECRET}&page=2&{SECRET}"),
+        ("full", f"/hello?token=**********&page=2&{SECRET}"),  # as every log line masks it
     ],
 )
 async def test_access_log_query_values_are_redacted_unless_asked_otherwise(proxy: Proxy, mode: str, shown: str) -> None:
@@ -97,3 +101,39 @@ async def test_access_log_failure_lines_redact_the_query_too(proxy: Proxy) -> No
     assert status == 502
     assert [e["path"] for e in failed] == ["/x?api_key=**********"]
     assert SECRET not in repr(sc.logs)
+
+
+@pytest.mark.parametrize(
+    ("mode", "shown"),
+    [
+        (None, f"/hello?page={MARKER}&token={MARKER}&{MARKER}"),
+        ("drop", "/hello"),
+        # What every log line masks stays masked: the secret-looking parameter, not the others.
+        ("full", f"/hello?page=2&token={MARKER}&bare-{SECRET}"),
+    ],
+)
+async def test_the_access_log_of_a_real_process_shows_what_its_mode_allows(mode: str | None, shown: str) -> None:
+    """The JSON lines on stdout, with the core's redaction of every line on top of the access log's."""
+    port = free_port()
+    async with upstream_process() as up:
+        listener = {
+            "name": "web",
+            "port": port,
+            "cluster": {"endpoints": [up.address], "health_check": {"kind": "none"}},
+            "access_log": "all",
+            **({"access_log_query": mode} if mode else {}),
+        }
+        settings = {"listeners": [listener], "shutdown_timeout_secs": 5.0}
+        async with start_process("ambassador", settings, command=[sys.executable, "-m", "sidecars.ambassador"]) as proc:
+            await proc.wait_http("/readyz", 200)
+            target = f"/hello?page=2&token={SECRET}&bare-{SECRET}".encode()
+            ((status, _, _),) = await raw_request(port, b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+            proc.proc.terminate()
+            assert await proc.wait_exit(15) == 0
+            output = proc.read_output()
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert status == 200
+    assert [line["path"] for line in lines if line["event"] == "request"] == [shown]
+    assert f"token={SECRET}" not in output
+    if mode != "full":
+        assert SECRET not in output

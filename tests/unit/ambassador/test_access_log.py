@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sidecars.ambassador.access_log import MAX_PATH_CHARS, shown_target
+from sidecars.core.redact import MARKER, redact_text
 
 
 @pytest.mark.parametrize(
@@ -24,7 +25,7 @@ from sidecars.ambassador.access_log import MAX_PATH_CHARS, shown_target
 def test_query_values_and_userinfo_are_redacted_or_dropped(target: bytes, redact: str, drop: str) -> None:
     assert shown_target(target, "redact") == redact
     assert shown_target(target, "drop") == drop
-    assert shown_target(target, "full") == target.decode()
+    assert shown_target(target, "full") == redact_text(target.decode())  # what every log line masks
 
 
 def test_a_long_target_is_cut_without_showing_any_part_of_a_value() -> None:
@@ -33,3 +34,11 @@ def test_a_long_target_is_cut_without_showing_any_part_of_a_value() -> None:
     assert len(shown) == MAX_PATH_CHARS
     assert "s3cr3t" not in shown and "=v" not in shown
     assert len(shown_target(b"/" + b"x" * 10_000, "full")) == MAX_PATH_CHARS
+
+
+@pytest.mark.parametrize("query", ["redact", "drop", "full"])
+def test_a_userinfo_longer_than_the_cut_is_masked_in_every_mode(query: str) -> None:
+    token = "t0ken" * 60  # the `@` after it lies past MAX_PATH_CHARS
+    shown = shown_target(f"http://{token}@host/p?k=v".encode(), query)
+    assert shown.startswith(f"http://{MARKER}@host/p")
+    assert "t0ken" not in shown
