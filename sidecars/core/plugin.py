@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
     from sidecars.core.metrics import SidecarMetrics
+    from sidecars.core.telemetry import Telemetry
 
 S = TypeVar("S", bound=SidecarSettings)
 
@@ -51,6 +52,11 @@ class Context(Protocol):
 
     @property
     def metrics(self) -> SidecarMetrics: ...
+
+    @property
+    def telemetry(self) -> Telemetry:
+        """Book what was dropped and what failed: the base series and the rate-limited log line."""
+        ...
 
     @property
     def draining(self) -> bool:
