@@ -19,13 +19,14 @@ from aiohttp import web
 from sidecars.adapter.evaluator import Evaluator, ScrapeReport
 from sidecars.adapter.exposition import SampleTuple, family_names
 from sidecars.adapter.metrics import AdapterMetrics
-from sidecars.adapter.outputs import Output, OutputLoadError, load_output
+from sidecars.adapter.outputs import Output, load_output
 from sidecars.adapter.rules import RulesError, RuleSet, RulesWatcher, load_rules
 from sidecars.adapter.scraper import Scrape, Scraper, new_session
 from sidecars.adapter.settings import AdapterSettings
 from sidecars.adapter.state import State
 from sidecars.core import Check, Context, Sidecar
 from sidecars.core.redact import redact_url, register_secrets
+from sidecars.core.registry import PluginError
 
 # While a parse thread runs, the loop thread waits at most this long for the GIL (default 5 ms).
 SWITCH_INTERVAL_SECS = 0.0005
@@ -79,7 +80,7 @@ class Adapter(Sidecar[AdapterSettings]):
         self.evaluator = Evaluator(rules)
         try:
             self.outputs = [load_output(name)(self.state, settings) for name in settings.outputs]
-        except OutputLoadError as exc:
+        except PluginError as exc:
             raise ValueError(f"outputs: {exc}") from exc
         previous_interval = sys.getswitchinterval()
         async with contextlib.AsyncExitStack() as stack:

@@ -9,7 +9,8 @@ receiver acknowledged it; it classifies failures precisely instead of retrying b
 - `PermanentError`: it will never succeed as sent (other 4xx);
 - `SendResult`: accepted, possibly in part (lines rejected for good, lines to send again).
 
-Company sinks subclass `Sink` and register under the entry-point group `sidecars.tailer.sinks`.
+Company sinks subclass `Sink` and register under the entry-point group `sidecars.tailer.sinks`,
+under a name of their own (a built-in's name cannot be taken: see `sidecars.core.registry`).
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ import time
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from importlib import import_module
-from importlib.metadata import entry_points
 from typing import Any, ClassVar, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel, ConfigDict
+
+from sidecars.core.registry import Registry
 
 ENTRY_POINT_GROUP = "sidecars.tailer.sinks"
 
@@ -252,30 +253,16 @@ class Sink(abc.ABC, Generic[S]):
         """Deliver the whole batch; return once acknowledged, or raise RetryableError/PermanentError."""
 
 
+SINKS: Registry[Sink[Any]] = Registry(ENTRY_POINT_GROUP, Sink, BUILTIN_SINKS, kind="sink")
+
+
 def known_sinks() -> list[str]:
-    names = set(BUILTIN_SINKS)
-    names.update(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
-    return sorted(names)
+    return sorted(SINKS.names())
 
 
 def load_sink(name: str) -> type[Sink[Any]]:
     """The sink class registered under `name`: a built-in, or one from the entry-point group.
 
-    Entry points win over built-ins of the same name, so a company can replace one.
+    PluginError (a LookupError) for an unknown name, a name claimed twice, or a failing plugin.
     """
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name == name:
-            try:
-                cls = ep.load()
-            except Exception as e:
-                raise LookupError(f"sink {name!r} ({ep.value}) failed to load: {type(e).__name__}: {e}") from e
-            if not (isinstance(cls, type) and issubclass(cls, Sink)):
-                raise TypeError(f"sink {name!r} ({ep.value}) is not a subclass of {Sink.__module__}.Sink")
-            return cls
-    target = BUILTIN_SINKS.get(name)
-    if target is None:
-        raise LookupError(f"unknown sink {name!r}; known sinks: {', '.join(known_sinks())}")
-    module, _, attr = target.partition(":")
-    cls = getattr(import_module(module), attr)
-    assert issubclass(cls, Sink)
-    return cls  # type: ignore[no-any-return]
+    return SINKS.load(name)
