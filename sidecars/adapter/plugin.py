@@ -20,13 +20,14 @@ from sidecars.adapter.evaluator import Evaluator, ScrapeReport
 from sidecars.adapter.exposition import SampleTuple, family_names
 from sidecars.adapter.metrics import AdapterMetrics
 from sidecars.adapter.outputs import Output, load_output
-from sidecars.adapter.rules import RulesError, RuleSet, RulesWatcher, load_rules
+from sidecars.adapter.rules import RulesError, RuleSet, rules_watcher
 from sidecars.adapter.scraper import Scrape, Scraper, new_session
 from sidecars.adapter.settings import AdapterSettings
 from sidecars.adapter.state import State
 from sidecars.core import Check, Context, Sidecar
 from sidecars.core.redact import redact_url, register_secrets
 from sidecars.core.registry import PluginError
+from sidecars.core.watch import MountedFiles
 
 # While a parse thread runs, the loop thread waits at most this long for the GIL (default 5 ms).
 SWITCH_INTERVAL_SECS = 0.0005
@@ -56,7 +57,7 @@ class Adapter(Sidecar[AdapterSettings]):
         self.evaluator: Evaluator | None = None
         self.scraper: Scraper | None = None
         self.listen_port: int | None = None
-        self.rules_error: str | None = None
+        self.rules: MountedFiles[RuleSet] | None = None
         self.scrape_attempted = False
         self.last_loop_at = time.monotonic()
         self._metrics: AdapterMetrics | None = None
@@ -74,7 +75,14 @@ class Adapter(Sidecar[AdapterSettings]):
         self._metrics = AdapterMetrics(self.context.metrics.registry)
         rules = RuleSet()
         if settings.rules_file is not None:
-            rules = load_rules(settings.rules_file)  # a bad file at start-up stops the sidecar
+            self.rules = rules_watcher(
+                settings.rules_file,
+                poll_secs=settings.rules_poll_secs,
+                log=self.log,
+                on_rules=self.set_rules,
+                on_error=self.reject_rules,
+            )
+            rules = self.rules.load()  # a bad file at start-up stops the sidecar
         self.state.rules = rules
         self.metrics.rules.set(len(rules.rules))
         self.evaluator = Evaluator(rules)
@@ -138,11 +146,8 @@ class Adapter(Sidecar[AdapterSettings]):
         return frozenset(wanted), rule_families
 
     async def run(self, ready: Callable[[], None]) -> None:
-        if self.settings.rules_file is not None:
-            watcher = RulesWatcher(
-                self.settings.rules_file, self.set_rules, self.reject_rules, self.settings.rules_poll_secs
-            )
-            self.context.spawn("rules-watcher", watcher.run)
+        if self.rules is not None:
+            self.context.spawn("rules-watcher", self.rules.run)
         interval = self.settings.scrape_interval_secs
         next_at = time.monotonic()
         while not self._stopping:
@@ -219,17 +224,16 @@ class Adapter(Sidecar[AdapterSettings]):
         assert self.evaluator is not None
         self.evaluator.set_rules(rules)
         self.state.rules = rules
-        self.rules_error = None
         self.metrics.rules.set(len(rules.rules))
         self.metrics.rule_reloads.labels(result="ok").inc()
         self.metrics.forget_checks({r.name for r in rules.rules} | {"scrape"})
         self.log.info("rules reloaded", source=rules.source, rules=len(rules.rules))
 
-    def reject_rules(self, error: RulesError) -> None:
-        self.rules_error = "; ".join(error.problems)[:500]
+    def reject_rules(self, error: Exception) -> None:
+        problems = error.problems if isinstance(error, RulesError) else [str(error)]
         self.metrics.rule_reloads.labels(result="rejected").inc()
         self.log.error(
-            "rules rejected; the last good rules stay in force", source=error.source, problems=error.problems
+            "rules rejected; the last good rules stay in force", source=str(self.settings.rules_file), problems=problems
         )
 
     async def drain(self) -> None:
@@ -253,6 +257,5 @@ class Adapter(Sidecar[AdapterSettings]):
         ]
 
     def _rules_reload(self) -> str | None:
-        if self.rules_error is None:
-            return None
-        return f"last reload rejected, previous rules in force: {self.rules_error}"
+        error = self.rules.error if self.rules is not None else None
+        return None if error is None else f"last reload rejected, previous rules in force: {error}"

@@ -56,7 +56,13 @@ class Injector(Sidecar[InjectorSettings]):
     async def lifespan(self) -> AsyncIterator[None]:
         settings = self.settings
         self._metrics = InjectorMetrics(self.context.metrics.registry)
-        self.reloader = CertificateReloader(settings.tls_cert_file, settings.tls_key_file, self._on_reload)
+        self.reloader = CertificateReloader(
+            settings.tls_cert_file,
+            settings.tls_key_file,
+            poll_secs=settings.tls_poll_secs,
+            log=self.log,
+            on_reload=self._on_reload,
+        )
         self.metrics.certificate_loaded.set_to_current_time()
         async with contextlib.AsyncExitStack() as stack:
             app = web.Application(client_max_size=settings.max_review_bytes)
@@ -83,7 +89,7 @@ class Injector(Sidecar[InjectorSettings]):
     async def run(self, ready: Callable[[], None]) -> None:
         reloader = self.reloader
         assert reloader is not None
-        self.context.spawn("certificate-watcher", lambda: reloader.watch(self.settings.tls_poll_secs))
+        self.context.spawn("certificate-watcher", reloader.watch)
         ready()
         await self._stopped.wait()
 
