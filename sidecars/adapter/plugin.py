@@ -25,6 +25,7 @@ from sidecars.adapter.scraper import Scrape, Scraper, new_session
 from sidecars.adapter.settings import AdapterSettings
 from sidecars.adapter.state import State
 from sidecars.core import Check, Context, Sidecar
+from sidecars.core.http import start_server
 from sidecars.core.redact import redact_url, register_secrets
 from sidecars.core.registry import PluginError
 from sidecars.core.watch import MountedFiles
@@ -112,14 +113,9 @@ class Adapter(Sidecar[AdapterSettings]):
             app = web.Application()
             for output in self.outputs:
                 app.add_routes(output.routes())
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await runner.setup()
-            stack.push_async_callback(runner.cleanup)
-            site = web.TCPSite(runner, settings.listen_host, settings.listen_port, reuse_address=True)
-            await site.start()
-            server = site._server
-            sockets = getattr(server, "sockets", None) or []
-            self.listen_port = sockets[0].getsockname()[1] if sockets else settings.listen_port
+            server = await start_server(app, settings.listen_host, settings.listen_port)
+            stack.push_async_callback(server.close)
+            self.listen_port = server.port
             sys.setswitchinterval(min(previous_interval, SWITCH_INTERVAL_SECS))
             stack.callback(sys.setswitchinterval, previous_interval)
             self.log.info(

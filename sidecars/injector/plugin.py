@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from aiohttp import web
 
 from sidecars.core import Check, Context, Sidecar
+from sidecars.core.http import start_server
 from sidecars.injector.inject import Options
 from sidecars.injector.metrics import InjectorMetrics
 from sidecars.injector.review import Answer, answer
@@ -67,19 +68,11 @@ class Injector(Sidecar[InjectorSettings]):
         async with contextlib.AsyncExitStack() as stack:
             app = web.Application(client_max_size=settings.max_review_bytes)
             app.router.add_post(PATH, self._review)
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await runner.setup()
-            stack.push_async_callback(runner.cleanup)
-            site = web.TCPSite(
-                runner,
-                settings.listen_host,
-                settings.listen_port,
-                ssl_context=self.reloader.server_context,
-                reuse_address=True,
+            server = await start_server(
+                app, settings.listen_host, settings.listen_port, ssl_context=self.reloader.server_context
             )
-            await site.start()
-            sockets = getattr(site._server, "sockets", None) or []
-            self.listen_port = sockets[0].getsockname()[1] if sockets else settings.listen_port
+            stack.push_async_callback(server.close)
+            self.listen_port = server.port
             self.log.info("webhook listening", port=self.listen_port, path=PATH, mode=self._mode())
             yield
 
