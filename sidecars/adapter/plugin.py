@@ -28,6 +28,7 @@ from sidecars.core import Check, Context, Sidecar
 from sidecars.core.http import start_server
 from sidecars.core.redact import redact_url, register_secrets
 from sidecars.core.registry import PluginError
+from sidecars.core.telemetry import LogLimiter
 from sidecars.core.watch import MountedFiles
 
 # While a parse thread runs, the loop thread waits at most this long for the GIL (default 5 ms).
@@ -63,7 +64,10 @@ class Adapter(Sidecar[AdapterSettings]):
         self.last_loop_at = time.monotonic()
         self._metrics: AdapterMetrics | None = None
         self._stopping = False
-        self._logged_errors: dict[str, str] = {}
+        # A failing scrape or rule is logged when it starts, then at most every ten minutes while it
+        # lasts (the metrics count every one); a good scrape resets the scrape's lines.
+        self._lines = LogLimiter(self.log, 600.0)
+        self._outages = 0
 
     @property
     def metrics(self) -> AdapterMetrics:
@@ -201,20 +205,20 @@ class Adapter(Sidecar[AdapterSettings]):
             metrics.set_check(check.name, check.group, check.severity, check.state, check.failing)
         for name, error in self.evaluator.errors.items():
             metrics.evaluation_errors.labels(check=name).inc()
-            if self._logged_errors.get(name) != error:  # logged once, not every interval
-                self.log.warning("rule evaluation failed", check=name, error=error)
-        self._logged_errors = dict(self.evaluator.errors)
+            self._lines.warning("rule evaluation failed", key=f"rule:{name}:{error}", check=name, error=error)
         self.context.metrics.events_out.inc()
         if garbage:
             await asyncio.to_thread(_release, garbage)
         return scrape
 
     def _log_failure(self, scrape: Scrape) -> None:
-        # Logged when the reason changes, not on every interval of a long outage.
         assert scrape.error is not None
         last = self.state.last_scrape
-        if last is None or last.error is None or last.error.reason != scrape.error.reason:
-            self.log.warning("scrape failed", reason=scrape.error.reason, detail=scrape.error.detail)
+        if last is not None and last.error is None:
+            self._outages += 1  # a new outage: its lines are keyed afresh, so said at once
+        reason = scrape.error.reason
+        key = f"scrape:{self._outages}:{reason}"
+        self._lines.warning("scrape failed", key=key, reason=reason, detail=scrape.error.detail)
 
     def set_rules(self, rules: RuleSet) -> None:
         assert self.evaluator is not None

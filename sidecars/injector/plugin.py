@@ -10,7 +10,6 @@ The certificate comes from a mounted Secret and is reloaded when it changes (see
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -19,6 +18,7 @@ from aiohttp import web
 
 from sidecars.core import Check, Context, Sidecar
 from sidecars.core.http import start_server
+from sidecars.core.telemetry import LogLimiter
 from sidecars.injector.inject import Options
 from sidecars.injector.metrics import InjectorMetrics
 from sidecars.injector.review import Answer, answer
@@ -26,7 +26,6 @@ from sidecars.injector.settings import InjectorSettings
 from sidecars.injector.tls import CertificateReloader
 
 PATH = "/mutate"
-LOGGED_PROBLEMS = 256  # distinct refusals remembered, so each is logged once and memory stays bounded
 
 
 class Injector(Sidecar[InjectorSettings]):
@@ -46,7 +45,8 @@ class Injector(Sidecar[InjectorSettings]):
         self.reloader: CertificateReloader | None = None
         self._metrics: InjectorMetrics | None = None
         self._stopped = asyncio.Event()
-        self._logged: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # Each distinct refusal logged once (the core bounds how many it remembers).
+        self._refusals = LogLimiter(self.log, None)
 
     @property
     def metrics(self) -> InjectorMetrics:
@@ -129,11 +129,9 @@ class Injector(Sidecar[InjectorSettings]):
             return
         self.metrics.refused.labels(reason=result.reason).inc()
         self.context.metrics.events_dropped.labels(reason=result.reason).inc()
-        key = f"{result.reason}:{result.detail}"
-        if key in self._logged:
-            self._logged.move_to_end(key)
-            return
-        self._logged[key] = None
-        if len(self._logged) > LOGGED_PROBLEMS:
-            self._logged.popitem(last=False)
-        self.log.warning("review refused: the Pod is admitted unchanged", reason=result.reason, detail=result.detail)
+        self._refusals.warning(
+            "review refused: the Pod is admitted unchanged",
+            key=f"{result.reason}:{result.detail}",
+            reason=result.reason,
+            detail=result.detail,
+        )

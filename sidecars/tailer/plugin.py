@@ -42,7 +42,7 @@ class Tailer(Sidecar[TailerSettings]):
     async def lifespan(self) -> AsyncIterator[None]:
         s = self.settings
         async with contextlib.AsyncExitStack() as stack:
-            self._metrics = TailerMetrics(self.context.metrics)
+            self._metrics = TailerMetrics(self.context.metrics, self.context.telemetry)
             store = CheckpointStore(s.checkpoint_dir)
             store.open()
             stack.callback(store.close)

@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel, ConfigDict
 
 from sidecars.core.registry import Registry
+from sidecars.core.telemetry import LogLimiter
 
 ENTRY_POINT_GROUP = "sidecars.tailer.sinks"
 
@@ -227,20 +228,17 @@ class Sink(abc.ABC, Generic[S]):
         self.settings = settings
         self.log = log.bind(sink=self.name) if hasattr(log, "bind") else log
         self.metrics = SinkMetrics(registry, self.name)
-        self._warned: dict[str, tuple[float, int]] = {}
+        self._limiters: dict[float, LogLimiter] = {}
 
     def warn_limited(self, event: str, interval_secs: float = 60.0, **kw: Any) -> None:
         """Log a recurring problem once, then at most once per interval with how often it recurred.
 
         The metrics count every occurrence; the log only has to say that (and why) it happens.
         """
-        now = time.monotonic()
-        last, suppressed = self._warned.get(event, (-interval_secs, 0))
-        if now - last < interval_secs:
-            self._warned[event] = (last, suppressed + 1)
-            return
-        self._warned[event] = (now, 0)
-        self.log.warning(event, suppressed_since_last=suppressed, **kw)
+        limiter = self._limiters.get(interval_secs)
+        if limiter is None:
+            limiter = self._limiters[interval_secs] = LogLimiter(self.log, interval_secs)
+        limiter.warning(event, **kw)
 
     async def open(self) -> None:
         """Acquire connections or files; called once before the first `send`."""
