@@ -4,6 +4,9 @@ A sidecar subclasses `Sidecar`, names itself, declares a typed `Settings` model 
 `run(ready)`. Construction does no I/O; resources are acquired in `lifespan()` and released in reverse
 order when it exits, also when start-up fails halfway. The runtime owns the loop, signals, the task
 group, supervision and the shutdown sequence (see `sidecars.core.runtime`).
+
+A `Command` is the other kind of plugin: a one-shot program of the `sidecars` command line
+(`sidecars demo`, `sidecars inject`), found the same way, through its own entry-point group.
 """
 
 from __future__ import annotations
@@ -121,3 +124,17 @@ class Sidecar(abc.ABC, Generic[S]):
     def admin_routes(self) -> Sequence[web.RouteDef]:
         """Extra routes served by the admin server, collected once before it starts."""
         return ()
+
+
+class Command(abc.ABC):
+    """A one-shot program run as `sidecars NAME args...`, registered in the group `sidecars.commands`.
+
+    Unlike a sidecar it has no lifecycle: `main` gets the remaining arguments and returns the exit code.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    @staticmethod
+    @abc.abstractmethod
+    def main(argv: list[str]) -> int: ...
