@@ -96,12 +96,7 @@ class HttpSinkSettings(SinkSettings):
 
     def tls(self) -> TlsClientSettings:
         """The TLS options as the core's TLS client model (used for https URLs)."""
-        return tls_client(
-            ca_file=self.tls_ca_file,
-            cert_file=self.tls_cert_file,
-            key_file=self.tls_key_file,
-            insecure_skip_verify=not self.tls_verify,
-        )
+        return tls_client(self)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

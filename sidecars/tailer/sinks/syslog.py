@@ -100,12 +100,7 @@ class SyslogSettings(SinkSettings):
 
     def tls_client(self) -> TlsClientSettings:
         """The tls_* options as the core's TLS client model (used when `tls` is on)."""
-        return tls_client(
-            ca_file=self.tls_ca_file,
-            cert_file=self.tls_cert_file,
-            key_file=self.tls_key_file,
-            insecure_skip_verify=not self.tls_verify,
-        )
+        return tls_client(self)
 
 
 def sd_param_name(name: str) -> str:

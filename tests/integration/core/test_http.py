@@ -8,6 +8,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import aiohttp
 import pytest
@@ -262,7 +263,9 @@ def test_tls_material_problems_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cert_file and key_file go together"):
         TlsClientSettings(cert_file=bad)
     with pytest.raises(ValueError, match=r"^tls_cert_file and tls_key_file go together$"):
-        tls_client(cert_file=bad)
+        tls_client(SimpleNamespace(tls_cert_file=bad, tls_verify=True))
+    flat = tls_client(SimpleNamespace(tls_ca_file=bad, tls_verify=False))
+    assert flat.ca_file == bad and flat.insecure_skip_verify
 
 
 async def test_https_through_the_session_with_the_tls_settings_context(ca: trustme.CA, tmp_path: Path) -> None:
