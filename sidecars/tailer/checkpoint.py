@@ -207,9 +207,3 @@ class Track:
             self.entry.offset = end
             self.entry.seen = time.time()
             self.store.dirty = True
-
-    def commit_now(self, end: int) -> None:
-        """Move the offset with no batch in between (nothing pending before it)."""
-        if not self._pending and not self.dead and end > self.entry.offset:
-            self.entry.offset = end
-            self.store.dirty = True
