@@ -170,16 +170,21 @@ class Adapter(Sidecar[AdapterSettings]):
             if scrape.result.duplicates:
                 metrics.duplicate_series.inc(scrape.result.duplicates)
             report = ScrapeReport(
-                scrape.t_ms, True, scrape.rule_samples, scrape.duration_secs,
+                t_ms=scrape.t_ms,
+                ok=True,
+                samples=scrape.rule_samples,
+                duration_secs=scrape.duration_secs,
                 samples_scraped=len(scrape.result.samples),
-            )  # fmt: skip
+            )
         else:
             assert scrape.error is not None
             metrics.scrape_failures.labels(reason=scrape.error.reason).inc()
             if scrape.error.reason == "parse_error":
                 metrics.parse_errors.inc()
             self._log_failure(scrape)
-            report = ScrapeReport(scrape.t_ms, False, (), scrape.duration_secs, str(scrape.error))
+            report = ScrapeReport(
+                t_ms=scrape.t_ms, ok=False, duration_secs=scrape.duration_secs, reason=str(scrape.error)
+            )
         # In a thread: a rule over a big family appends and reads many series; pure Python, so the
         # loop gets the GIL back every switch interval and keeps answering probes meanwhile.
         verdict = await asyncio.to_thread(self.evaluator.observe, report)

@@ -115,7 +115,10 @@ class Injector(Sidecar[InjectorSettings]):
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            self._count(Answer(413, {}, "refused", "too_large", detail="review larger than max_review_bytes"))
+            too_large = Answer(
+                status=413, body={}, outcome="refused", reason="too_large", detail="review larger than max_review_bytes"
+            )
+            self._count(too_large)
             return web.Response(status=413, text=f"review larger than {self.settings.max_review_bytes} bytes\n")
         result = answer(raw, self.options)
         self._count(result)
