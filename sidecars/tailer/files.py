@@ -439,14 +439,14 @@ class FileSet:
                 return
             if fp.length < self.s.fingerprint_bytes and len(head) > fp.length:
                 f.fingerprint = f.track.entry.fingerprint = Fingerprint.of(head)
-                self.store.dirty = True
+                self.store.changed()
         elif not fp.length and size > 0 and size != f.size:
             try:
                 head = os.pread(f.fd, self.s.fingerprint_bytes, 0)
             except OSError:
                 head = b""
             f.fingerprint = f.track.entry.fingerprint = Fingerprint.of(head)
-            self.store.dirty = True
+            self.store.changed()
         if size > f.read_offset and not self.draining:  # a drain reads up to the sizes it started with
             f.at_eof = False
             self._wake()

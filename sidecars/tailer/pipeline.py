@@ -298,7 +298,7 @@ class Pipeline:
         m.files_waiting.set(len(self.files.waiting))
         m.bytes_behind.set(sum(max(f.size - f.track.committed, 0) for f in self.files.followers.values()))
         m.buffered_bytes.set(self.buffered)
-        m.checkpoint_age.set(time.time() - self.store.last_write if self.store.dirty else 0.0)
+        m.checkpoint_age.set(self.store.age_secs)
         since = self.sender.failing_since
         m.sink_failing.set(time.monotonic() - since if since is not None else 0.0)
 
@@ -349,26 +349,19 @@ class Pipeline:
             await self._write_checkpoint()
 
     async def _write_checkpoint(self) -> None:
-        if not self.store.dirty and self.store.existed:
-            return
-        data = self.store.snapshot()
-        self.store.dirty = False
         try:
-            await asyncio.to_thread(self.store.write, data)
-            self.metrics.checkpoint_writes.inc()
-            self.store.existed = True
-            self._checkpoint_failures = 0
+            if not await self.store.flush():
+                return
         except OSError as exc:
-            self.store.dirty = True
             self._checkpoint_failures += 1
             self.metrics.errors.labels(type="checkpoint").inc()
             self.log.error("checkpoint write failed", path=str(self.store.path), error=str(exc))
+            return
+        self.metrics.checkpoint_writes.inc()
+        self._checkpoint_failures = 0
 
     def _write_checkpoint_sync(self) -> None:
-        if not self.store.dirty:
-            return
         try:
-            self.store.write(self.store.snapshot())
-            self.store.dirty = False
+            self.store.flush_blocking()
         except OSError as exc:
             self.log.error("checkpoint write failed", path=str(self.store.path), error=str(exc))

@@ -7,6 +7,7 @@ import os
 import resource
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -122,6 +123,42 @@ def test_checkpoint_store_is_atomic_locked_and_rejects_corruption(tmp_path: Path
     assert broken.existed and not broken.entries
     broken.close()
     assert list((tmp_path / "cp").glob("checkpoints.corrupt-*"))
+
+
+async def test_checkpoint_flush_writes_once_after_open_then_only_what_changed(tmp_path: Path) -> None:
+    directory = tmp_path / "cp"
+    store = CheckpointStore(directory)
+    store.open()
+    path = directory / "checkpoints.json"
+    assert await store.flush() and path.exists()  # the first flush marks a start that is not the first
+    assert store.existed and not await store.flush()  # nothing changed: no write
+    entry = Entry("1:2", Fingerprint.of(b"abc"), 42, "/var/log/app.log")
+    store.put(entry)
+    assert store.age_secs >= 0 and store.dirty
+    assert await store.flush()
+    assert store.age_secs == 0
+    entry.fingerprint = Fingerprint.of(b"abcdef")  # extended in place, then marked
+    store.changed()
+    assert await store.flush()
+    assert orjson.loads(path.read_bytes())["files"]["1:2"]["fp_len"] == 6
+
+    for name in os.listdir(directory):
+        os.unlink(directory / name)
+    os.rmdir(directory)  # the next write cannot create its temporary file
+    entry.offset = 50
+    store.changed()
+    with pytest.raises(OSError):
+        await store.flush()
+    assert store.dirty  # still to be written: nothing lost
+    directory.mkdir()
+    assert await store.flush()
+    assert orjson.loads(path.read_bytes())["files"]["1:2"]["offset"] == 50
+    store.flush_blocking()  # nothing changed since
+    entry.offset = 60
+    store.changed()
+    store.flush_blocking()
+    assert not store.dirty and orjson.loads(path.read_bytes())["files"]["1:2"]["offset"] == 60
+    store.close()
 
 
 def test_fingerprint_compares_only_the_stored_length() -> None:
