@@ -51,19 +51,7 @@ class Pipeline:
         self.log = log
         self.matcher = Matcher(s.include, s.exclude, follow_symlinks=s.follow_symlinks, max_depth=s.max_depth)
         self.counts = Counts()
-        self.options = Options(
-            max_line_bytes=s.max_line_bytes,
-            read_chunk_bytes=s.read_chunk_bytes,
-            fingerprint_bytes=s.fingerprint_bytes,
-            partial_line_flush_secs=s.partial_line_flush_secs,
-            parse_json=s.parse_json,
-            json_timestamp_key=s.json_timestamp_key,
-            multiline=s.multiline,
-            multiline_start_pattern=s.multiline_start_pattern,
-            multiline_flush_secs=s.multiline_flush_secs,
-            multiline_max_lines=s.multiline_max_lines,
-            multiline_max_bytes=s.multiline_max_bytes,
-        )
+        self.options = Options.from_settings(s)
         base = dict(pod_metadata()) if s.pod_labels else {}
         base.update(s.labels)
         self._stash: list[Chunk] = []  # records produced outside the reader (at a truncation)

@@ -3,6 +3,7 @@ framing."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 from pathlib import Path
@@ -19,6 +20,7 @@ from sidecars.tailer.files import default_max_open_files
 from sidecars.tailer.follower import Counts, Follower, Options, _nth_newline
 from sidecars.tailer.identity import Fingerprint
 from sidecars.tailer.records import Grouper, decode_block, parse_json_fields, parse_time_ns, record_times
+from sidecars.tailer.settings import TailerSettings
 
 
 @pytest.mark.parametrize(
@@ -159,6 +161,24 @@ async def test_checkpoint_flush_writes_once_after_open_then_only_what_changed(tm
     store.flush_blocking()
     assert not store.dirty and orjson.loads(path.read_bytes())["files"]["1:2"]["offset"] == 60
     store.close()
+
+
+def test_framing_options_are_the_settings_of_the_same_name() -> None:
+    values = {
+        "max_line_bytes": 1000,
+        "read_chunk_bytes": 8192,
+        "fingerprint_bytes": 64,
+        "partial_line_flush_secs": 2.5,
+        "parse_json": True,
+        "json_timestamp_key": "ts",
+        "multiline": "pattern",
+        "multiline_start_pattern": "^START",
+        "multiline_flush_secs": 3.0,
+        "multiline_max_lines": 7,
+        "multiline_max_bytes": 4096,
+    }
+    assert set(values) == {f.name for f in dataclasses.fields(Options)}, "a value for every option"
+    assert dataclasses.asdict(Options.from_settings(TailerSettings(**values))) == values  # type: ignore[arg-type]
 
 
 def test_fingerprint_compares_only_the_stored_length() -> None:
