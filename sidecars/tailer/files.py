@@ -45,6 +45,7 @@ _MAX_REFUSED_REMEMBERED = 10_000
 class FileSet:
     def __init__(
         self,
+        *,
         settings: TailerSettings,
         store: CheckpointStore,
         matcher: Matcher,
@@ -208,15 +209,15 @@ class FileSet:
             entry = Entry(key, fingerprint, offset, path)
             self.store.put(entry)
         f = Follower(
-            path,
-            fd,
-            st,
-            fingerprint,
-            Track(self.store, entry),
-            offset,
-            self._labels(label_path or path),
-            self.options,
-            self.counts,
+            path=path,
+            fd=fd,
+            st=st,
+            fingerprint=fingerprint,
+            track=Track(self.store, entry),
+            offset=offset,
+            labels=self._labels(label_path or path),
+            options=self.options,
+            counts=self.counts,
         )
         if label_path is not None:
             f.label_path = label_path
@@ -291,15 +292,15 @@ class FileSet:
             return None
         track = donor.track if donor is not None else Track(self.store, entry)
         f = Follower(
-            path,
-            fd,
-            st,
-            entry.fingerprint,
-            track,
-            offset - len(held),
-            self._labels(label_path),
-            self.options,
-            self.counts,
+            path=path,
+            fd=fd,
+            st=st,
+            fingerprint=entry.fingerprint,
+            track=track,
+            offset=offset - len(held),
+            labels=self._labels(label_path),
+            options=self.options,
+            counts=self.counts,
         )
         f.label_path = label_path
         f.buf = held

@@ -83,6 +83,7 @@ class Follower:
 
     def __init__(
         self,
+        *,
         path: str,
         fd: int,
         st: os.stat_result,

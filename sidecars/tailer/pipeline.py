@@ -56,7 +56,16 @@ class Pipeline:
         base.update(s.labels)
         self._stash: list[Chunk] = []  # records produced outside the reader (at a truncation)
         self.files = FileSet(
-            s, store, self.matcher, self.options, self.counts, base, metrics, log, self._wake_reader, self._stash.append
+            settings=s,
+            store=store,
+            matcher=self.matcher,
+            options=self.options,
+            counts=self.counts,
+            base_labels=base,
+            metrics=metrics,
+            log=log,
+            wake=self._wake_reader,
+            stash=self._stash.append,
         )
         self.batcher = Batcher(s.batch_max_lines, s.batch_max_bytes, s.parse_json)
         self.queue: asyncio.Queue[Sealed] = asyncio.Queue(maxsize=s.max_in_flight_batches)

@@ -202,7 +202,17 @@ async def test_follower_frames_within_the_room_given(tmp_path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     store = CheckpointStore(tmp_path)
     entry = Entry("k", Fingerprint.of(b""), 0, str(path))
-    f = Follower(str(path), fd, os.fstat(fd), entry.fingerprint, Track(store, entry), 0, {}, Options(), Counts())
+    f = Follower(
+        path=str(path),
+        fd=fd,
+        st=os.fstat(fd),
+        fingerprint=entry.fingerprint,
+        track=Track(store, entry),
+        offset=0,
+        labels={},
+        options=Options(),
+        counts=Counts(),
+    )
     try:
         assert await f.fill()
         first = f.frame(room_lines=10, room_bytes=10_000)
