@@ -22,10 +22,12 @@ import time
 import zlib
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiohttp
+from prometheus_client import CollectorRegistry
 from pydantic import Field, SecretStr, field_validator, model_validator
+from structlog.typing import FilteringBoundLogger
 from yarl import URL
 
 from sidecars.core.redact import redact_text, redact_url, register_secret
@@ -131,7 +133,7 @@ class HttpSink(Sink[H]):
     # How much of a 2xx answer `post` reads by default; 0 where the status alone acknowledges.
     answer_bytes: int = DEFAULT_ANSWER_BYTES
 
-    def __init__(self, settings: H, log: Any, registry: Any) -> None:
+    def __init__(self, settings: H, log: FilteringBoundLogger, registry: CollectorRegistry) -> None:
         super().__init__(settings, log, registry)
         self._session: aiohttp.ClientSession | None = None
         self._headers: dict[str, str] = {}
