@@ -13,6 +13,7 @@ import contextlib
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -21,7 +22,7 @@ from sidecars.adapter.exposition import SampleTuple, family_names
 from sidecars.adapter.metrics import AdapterMetrics
 from sidecars.adapter.outputs import Output, OutputLoadError, load_output
 from sidecars.adapter.rules import RulesError, RuleSet, RulesWatcher, load_rules
-from sidecars.adapter.scraper import Scrape, Scraper, new_session
+from sidecars.adapter.scraper import Scrape, ScrapeError, Scraper, new_session
 from sidecars.adapter.settings import AdapterSettings
 from sidecars.adapter.state import State
 from sidecars.core import Check, Context, Sidecar
@@ -35,6 +36,16 @@ def _release(lists: list[list[SampleTuple]]) -> None:
     for items in lists:
         while items:
             del items[-20_000:]
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What `lifespan()` built and opened, for the scrapes, the reloads and the listener."""
+
+    evaluator: Evaluator
+    scraper: Scraper
+    outputs: tuple[Output, ...]
+    listen_port: int
 
 
 class Adapter(Sidecar[AdapterSettings]):
@@ -51,34 +62,37 @@ class Adapter(Sidecar[AdapterSettings]):
     def __init__(self, settings: AdapterSettings, context: Context) -> None:
         super().__init__(settings, context)
         self.state = State()
-        self.outputs: list[Output] = []
-        self.evaluator: Evaluator | None = None
-        self.scraper: Scraper | None = None
-        self.listen_port: int | None = None
+        self.metrics = AdapterMetrics(context.metrics.registry)
         self.rules_error: str | None = None
         self.scrape_attempted = False
         self.last_loop_at = time.monotonic()
-        self._metrics: AdapterMetrics | None = None
+        self._serving: Serving | None = None
         self._stopping = False
         self._logged_errors: dict[str, str] = {}
 
     @property
-    def metrics(self) -> AdapterMetrics:
-        assert self._metrics is not None, "lifespan not entered"
-        return self._metrics
+    def serving(self) -> Serving:
+        """What `lifespan()` opened: `run()`, its scrapes and the rules reloads happen only within it."""
+        if self._serving is None:
+            raise RuntimeError("the adapter's lifespan() has not been entered")
+        return self._serving
+
+    @property
+    def listen_port(self) -> int:
+        """The port the listener is bound to (the one chosen when `listen_port` is 0)."""
+        return self.serving.listen_port
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         settings = self.settings
-        self._metrics = AdapterMetrics(self.context.metrics.registry)
         rules = RuleSet()
         if settings.rules_file is not None:
             rules = load_rules(settings.rules_file)  # a bad file at start-up stops the sidecar
         self.state.rules = rules
         self.metrics.rules.set(len(rules.rules))
-        self.evaluator = Evaluator(rules)
+        evaluator = Evaluator(rules)
         try:
-            self.outputs = [load_output(name)(self.state, settings) for name in settings.outputs]
+            outputs = tuple(load_output(name)(self.state, settings) for name in settings.outputs)
         except OutputLoadError as exc:
             raise ValueError(f"outputs: {exc}") from exc
         previous_interval = sys.getswitchinterval()
@@ -90,7 +104,7 @@ class Adapter(Sidecar[AdapterSettings]):
                 # The header holds the secret in another form (base64 of user:password): masked too,
                 # wherever text is shown, should a library ever quote it.
                 register_secrets((authorization, authorization.partition(" ")[2]))
-            self.scraper = Scraper(
+            scraper = Scraper(
                 session,
                 settings.target_url,
                 settings.scrape_timeout_secs,
@@ -99,9 +113,9 @@ class Adapter(Sidecar[AdapterSettings]):
                 authorization=authorization,
             )
             del authorization  # not left in this frame, which lives as long as the process
-            stack.callback(self.scraper.close)
+            stack.callback(scraper.close)
             app = web.Application()
-            for output in self.outputs:
+            for output in outputs:
                 app.add_routes(output.routes())
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
@@ -110,12 +124,13 @@ class Adapter(Sidecar[AdapterSettings]):
             await site.start()
             server = site._server
             sockets = getattr(server, "sockets", None) or []
-            self.listen_port = sockets[0].getsockname()[1] if sockets else settings.listen_port
+            listen_port: int = sockets[0].getsockname()[1] if sockets else settings.listen_port
+            self._serving = Serving(evaluator, scraper, outputs, listen_port)
             sys.setswitchinterval(min(previous_interval, SWITCH_INTERVAL_SECS))
             stack.callback(sys.setswitchinterval, previous_interval)
             self.log.info(
                 "adapter listening",
-                port=self.listen_port,
+                port=listen_port,
                 target=redact_url(settings.target_url),
                 rules=len(rules.rules),
                 outputs=settings.outputs,
@@ -129,7 +144,7 @@ class Adapter(Sidecar[AdapterSettings]):
             return None, None
         rule_families = family_names(names)
         wanted = set(rule_families)
-        for output in self.outputs:
+        for output in self.serving.outputs:
             extra = output.families()
             if extra is None:
                 return None, rule_families
@@ -158,9 +173,8 @@ class Adapter(Sidecar[AdapterSettings]):
             await asyncio.sleep(next_at - now)
 
     async def scrape_once(self) -> Scrape:
-        assert self.scraper is not None and self.evaluator is not None
-        metrics = self.metrics
-        scrape = await self.scraper.scrape(*self.wanted_families())
+        serving, metrics = self.serving, self.metrics
+        scrape = await serving.scraper.scrape(*self.wanted_families())
         metrics.scrapes.inc()
         self.context.metrics.events_in.inc()
         metrics.scrape_duration.observe(scrape.duration_secs)
@@ -177,24 +191,23 @@ class Adapter(Sidecar[AdapterSettings]):
                 samples_scraped=len(scrape.result.samples),
             )
         else:
-            assert scrape.error is not None
-            metrics.scrape_failures.labels(reason=scrape.error.reason).inc()
-            if scrape.error.reason == "parse_error":
+            failure = scrape.error
+            assert failure is not None  # a scrape has a result or an error
+            metrics.scrape_failures.labels(reason=failure.reason).inc()
+            if failure.reason == "parse_error":
                 metrics.parse_errors.inc()
-            self._log_failure(scrape)
-            report = ScrapeReport(
-                t_ms=scrape.t_ms, ok=False, duration_secs=scrape.duration_secs, reason=str(scrape.error)
-            )
+            self._log_failure(failure)
+            report = ScrapeReport(t_ms=scrape.t_ms, ok=False, duration_secs=scrape.duration_secs, reason=str(failure))
         # In a thread: a rule over a big family appends and reads many series; pure Python, so the
         # loop gets the GIL back every switch interval and keeps answering probes meanwhile.
-        verdict = await asyncio.to_thread(self.evaluator.observe, report)
+        verdict = await asyncio.to_thread(serving.evaluator.observe, report)
         self.state.last_scrape = scrape
         garbage: list[list[SampleTuple]] = []
         if scrape.ok:
             previous, self.state.last_good = self.state.last_good, scrape
-            for output in self.outputs:
+            for output in serving.outputs:
                 output.on_scrape(scrape)
-            in_use = previous is not None and any(o.reading(previous) for o in self.outputs)
+            in_use = previous is not None and any(o.reading(previous) for o in serving.outputs)
             if previous is not None and previous.result is not None and not in_use:
                 # Freeing a big page's samples is one long C call; done piecewise in a thread below.
                 garbage = [previous.result.samples, previous.rule_samples]
@@ -202,26 +215,24 @@ class Adapter(Sidecar[AdapterSettings]):
         self.state.verdict = verdict
         for check in verdict.checks:
             metrics.set_check(check.name, check.group, check.severity, check.state, check.failing)
-        for name, error in self.evaluator.errors.items():
+        for name, error in serving.evaluator.errors.items():
             metrics.evaluation_errors.labels(check=name).inc()
             if self._logged_errors.get(name) != error:  # logged once, not every interval
                 self.log.warning("rule evaluation failed", check=name, error=error)
-        self._logged_errors = dict(self.evaluator.errors)
+        self._logged_errors = dict(serving.evaluator.errors)
         self.context.metrics.events_out.inc()
         if garbage:
             await asyncio.to_thread(_release, garbage)
         return scrape
 
-    def _log_failure(self, scrape: Scrape) -> None:
+    def _log_failure(self, error: ScrapeError) -> None:
         # Logged when the reason changes, not on every interval of a long outage.
-        assert scrape.error is not None
         last = self.state.last_scrape
-        if last is None or last.error is None or last.error.reason != scrape.error.reason:
-            self.log.warning("scrape failed", reason=scrape.error.reason, detail=scrape.error.detail)
+        if last is None or last.error is None or last.error.reason != error.reason:
+            self.log.warning("scrape failed", reason=error.reason, detail=error.detail)
 
     def set_rules(self, rules: RuleSet) -> None:
-        assert self.evaluator is not None
-        self.evaluator.set_rules(rules)
+        self.serving.evaluator.set_rules(rules)
         self.state.rules = rules
         self.rules_error = None
         self.metrics.rules.set(len(rules.rules))

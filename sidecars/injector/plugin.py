@@ -14,6 +14,7 @@ import collections
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -26,6 +27,14 @@ from sidecars.injector.tls import CertificateReloader
 
 PATH = "/mutate"
 LOGGED_PROBLEMS = 256  # distinct refusals remembered, so each is logged once and memory stays bounded
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What `lifespan()` loaded and opened: the certificate in use and the listener's port."""
+
+    reloader: CertificateReloader
+    listen_port: int
 
 
 class Injector(Sidecar[InjectorSettings]):
@@ -41,22 +50,27 @@ class Injector(Sidecar[InjectorSettings]):
             image_tag=settings.image_tag,
             images=dict(settings.images),
         )
-        self.listen_port: int | None = None
-        self.reloader: CertificateReloader | None = None
-        self._metrics: InjectorMetrics | None = None
+        self.metrics = InjectorMetrics(context.metrics.registry)
+        self._serving: Serving | None = None
         self._stopped = asyncio.Event()
         self._logged: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     @property
-    def metrics(self) -> InjectorMetrics:
-        assert self._metrics is not None, "lifespan not entered"
-        return self._metrics
+    def serving(self) -> Serving:
+        """What `lifespan()` opened: `run()` and the reviews happen only within it."""
+        if self._serving is None:
+            raise RuntimeError("the injector's lifespan() has not been entered")
+        return self._serving
+
+    @property
+    def listen_port(self) -> int:
+        """The port the webhook is bound to (the one chosen when `listen_port` is 0)."""
+        return self.serving.listen_port
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         settings = self.settings
-        self._metrics = InjectorMetrics(self.context.metrics.registry)
-        self.reloader = CertificateReloader(settings.tls_cert_file, settings.tls_key_file, self._on_reload)
+        reloader = CertificateReloader(settings.tls_cert_file, settings.tls_key_file, self._on_reload)
         self.metrics.certificate_loaded.set_to_current_time()
         async with contextlib.AsyncExitStack() as stack:
             app = web.Application(client_max_size=settings.max_review_bytes)
@@ -68,21 +82,21 @@ class Injector(Sidecar[InjectorSettings]):
                 runner,
                 settings.listen_host,
                 settings.listen_port,
-                ssl_context=self.reloader.server_context,
+                ssl_context=reloader.server_context,
                 reuse_address=True,
             )
             await site.start()
             sockets = getattr(site._server, "sockets", None) or []
-            self.listen_port = sockets[0].getsockname()[1] if sockets else settings.listen_port
-            self.log.info("webhook listening", port=self.listen_port, path=PATH, mode=self._mode())
+            listen_port: int = sockets[0].getsockname()[1] if sockets else settings.listen_port
+            self._serving = Serving(reloader, listen_port)
+            self.log.info("webhook listening", port=listen_port, path=PATH, mode=self._mode())
             yield
 
     def _mode(self) -> str:
         return "classic" if self.options.classic else "native"
 
     async def run(self, ready: Callable[[], None]) -> None:
-        reloader = self.reloader
-        assert reloader is not None
+        reloader = self.serving.reloader
         self.context.spawn("certificate-watcher", lambda: reloader.watch(self.settings.tls_poll_secs))
         ready()
         await self._stopped.wait()
@@ -94,7 +108,7 @@ class Injector(Sidecar[InjectorSettings]):
 
     def checks(self) -> Sequence[Check]:
         def certificate() -> str | None:
-            error = self.reloader.last_error if self.reloader else None
+            error = self._serving.reloader.last_error if self._serving is not None else None
             return f"the new certificate was rejected, the previous one is in use: {error}" if error else None
 
         return [Check("certificate", certificate, readiness=True, warn=True)]

@@ -242,7 +242,7 @@ async def test_a_30_mb_page_is_parsed_while_probes_keep_answering(app: MetricsAp
         assert (sc.sample("adapter_scrape_series") or 0) >= 290_000
         assert await http_get(url(sc, "/healthz")) == (200, "ok")
         # Beyond the size limit: a clear failure, nothing crashes.
-        sc.plugin.scraper.max_body_bytes = 1_000_000
+        sc.plugin.serving.scraper.max_body_bytes = 1_000_000
         await wait_for(lambda: (sc.sample("adapter_scrape_failures_total", {"reason": "too_large"}) or 0) >= 1, 15)
 
 
