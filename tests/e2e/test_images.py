@@ -209,6 +209,8 @@ print(json.dumps({
 
 def _sidecar_env(target: str, admin_port: int) -> dict[str, str]:
     env = {"SIDECAR_ADMIN_HOST": "127.0.0.1", "SIDECAR_ADMIN_PORT": str(admin_port)}
+    if target == "injector":
+        env |= {"INJECTOR_LISTEN_HOST": "127.0.0.1", "INJECTOR_LISTEN_PORT": str(free_port())}
     if target == "ambassador":
         listener = {
             "name": "web",
@@ -240,11 +242,22 @@ def _livez(port: int, deadline: float) -> tuple[int, str]:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("target", ["tailer", "ambassador", "adapter"])
-def test_every_sidecar_image_starts_and_answers_livez(images: None, target: str) -> None:
+@pytest.mark.parametrize("target", ["tailer", "ambassador", "adapter", "injector"])
+def test_every_sidecar_image_starts_and_answers_livez(images: None, target: str, tmp_path: Path) -> None:
     """As the examples run them: read-only root, no capabilities, the image's user; on 127.0.0.1 only."""
     port = free_port()
     env = [arg for k, v in _sidecar_env(target, port).items() for arg in ("-e", f"{k}={v}")]
+    mounts: list[str] = []
+    if target == "injector":  # its webhook serves HTTPS: a certificate as a Secret would mount it
+        import trustme
+
+        cert = trustme.CA().issue_cert("127.0.0.1")
+        cert.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
+        cert.cert_chain_pems[0].write_to_path(str(tmp_path / "tls.crt"))
+        for f in tmp_path.iterdir():
+            f.chmod(0o644)
+        tmp_path.chmod(0o755)
+        mounts = ["-v", f"{tmp_path}:/etc/sidecars/tls:ro"]
     name = f"e2e-livez-{target}-{os.getpid()}"
     subprocess.run(
         [
@@ -260,6 +273,7 @@ def test_every_sidecar_image_starts_and_answers_livez(images: None, target: str)
             "ALL",
             "--tmpfs",
             "/tmp",
+            *mounts,
             *env,
             image(target),
         ],
