@@ -83,6 +83,12 @@ def collect() -> dict[str, set[str]]:
                         found["type"].update(_strings(kw.value))
             elif isinstance(node, ast.Assign | ast.AnnAssign):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                # A module's fixed vocabulary: REASONS = ("malformed", ...), SHARD_ERRORS = (...).
+                if isinstance(node.value, ast.Tuple | ast.List) and any(
+                    isinstance(t, ast.Name) and (t.id.endswith("REASONS") or t.id.endswith("_ERRORS")) for t in targets
+                ):
+                    for element in node.value.elts:
+                        found["reason"].update(_strings(element))
                 if node.value is not None and any(
                     (isinstance(t, ast.Name) and t.id == "reason")
                     or (isinstance(t, ast.Attribute) and t.attr == "failure")
@@ -106,6 +112,7 @@ def test_the_collector_finds_what_it_should() -> None:
     assert {"no_healthy_upstream", "upstream_reset_mid_response", "header_too_large"} <= found["reason"]
     assert {"dead_letter_full", "deleted_file", "overlong_line", "invalid_utf8"} <= found["reason"]
     assert {"timeout", "too_large", "refused", "http_status"} <= found["reason"]
+    assert {"malformed", "connection_lost"} <= found["reason"]  # the injector's and the shards' vocabularies
     assert {"startup", "task_crash"} <= found["type"]
     assert {"scrape failed", "sink failing: retrying", "endpoint unhealthy"} <= found["event"]
     assert {"ping", "shutdown", "sink", "first-scrape", "listeners"} <= found["check"]
