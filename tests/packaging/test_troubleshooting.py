@@ -18,7 +18,7 @@ PAGE = ROOT / "docs" / "troubleshooting.md"
 LABEL = re.compile(r"^[a-z][a-z0-9_]*$")  # reasons and types are metric label values
 # Calls whose string arguments are failure reasons: the ambassador's refusals and failed tries
 # (they become `x-ambassador-reason` and `ambassador_errors_total{reason}`), its stats, and the
-# adapter's scrape failures (`adapter_scrape_failures_total{reason}`).
+# adapter's scrape failures (`adapter_scrape_failures_total{reason}`), the tailer's refused files.
 REASON_CALLS = {
     "fail",
     "_fail",
@@ -29,6 +29,8 @@ REASON_CALLS = {
     "response_aborted",
     "local_response",
     "ScrapeError",
+    "RefusedError",
+    "refuse",
 }
 STATS_CALLS = {"error", "retry"}  # on a `stats` object, not on a logger
 LOG_LEVELS = {"warning", "error", "exception", "critical"}
