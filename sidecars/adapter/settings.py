@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from yarl import URL
@@ -79,7 +78,7 @@ class AdapterSettings(SidecarSettings):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_credentials_in_url(cls, data: Any) -> Any:
+    def _no_credentials_in_url(cls, data: object) -> object:
         # Checked on the raw input, before the field: a field error would echo the URL, password
         # included, and the URL is shown by --print-config, the logs and the probe outputs.
         url = data.get("target_url") if isinstance(data, dict) else None

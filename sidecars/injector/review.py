@@ -115,7 +115,7 @@ def answer(raw: bytes, options: Options) -> Answer:
     )
 
 
-def _describe(pod: Mapping[str, Any], namespace: Any) -> str:
+def _describe(pod: Mapping[str, Any], namespace: object) -> str:
     metadata = pod.get("metadata")
     name = None
     if isinstance(metadata, Mapping):

@@ -43,7 +43,7 @@ class DocumentResult:
     reports: list[Report] = field(default_factory=list)
 
 
-def describe(doc: Any, label: str) -> str:
+def describe(doc: object, label: str) -> str:
     if isinstance(doc, Mapping):
         kind = doc.get("kind")
         metadata = doc.get("metadata")
@@ -55,7 +55,7 @@ def describe(doc: Any, label: str) -> str:
     return label
 
 
-def inject_document(doc: Any, options: Options, label: str, depth: int = 0) -> DocumentResult:
+def inject_document(doc: object, options: Options, label: str, depth: int = 0) -> DocumentResult:
     """Inject into every Pod template of one document; raises InjectionError naming each problem."""
     where = describe(doc, label)
     if not isinstance(doc, MutableMapping):

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from sidecars.core import SidecarSettings
 from sidecars.tailer.confine import FORBIDDEN_TREES
+
+if TYPE_CHECKING:
+    from sidecars.tailer.sinks.base import Sink
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -262,8 +265,7 @@ class TailerSettings(SidecarSettings):
         return config.settings
 
 
-def _sink_class(name: str) -> Any:
+def _sink_class(name: str) -> type[Sink[Any]]:
     from sidecars.tailer.sinks.base import load_sink
 
     return load_sink(name)
-

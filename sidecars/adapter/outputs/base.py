@@ -6,7 +6,7 @@ import abc
 import asyncio
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar, TypeVar, TypeVarTuple
 
 from aiohttp import web
 
@@ -16,6 +16,7 @@ from sidecars.adapter.state import State
 
 ENTRY_POINT_GROUP = "sidecars.adapter.outputs"
 T = TypeVar("T")
+Args = TypeVarTuple("Args")
 
 
 class OutputLoadError(LookupError):
@@ -50,7 +51,7 @@ class Output(abc.ABC):
         """True while a request is still computing from `scrape` (its samples must not be released)."""
         return id(scrape) in self._reading
 
-    async def compute_off_loop(self, scrape: Scrape, fn: Callable[..., T], *args: Any) -> T:
+    async def compute_off_loop(self, scrape: Scrape, fn: Callable[[*Args], T], *args: *Args) -> T:
         """`fn(*args)` in a thread, `scrape` marked as being read meanwhile.
 
         A page of many megabytes must not hold the loop (and the probes) while it is encoded.

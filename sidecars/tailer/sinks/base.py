@@ -229,7 +229,7 @@ class Sink(abc.ABC, Generic[S]):
         self.metrics = SinkMetrics(registry, self.name)
         self._warned: dict[str, tuple[float, int]] = {}
 
-    def warn_limited(self, event: str, interval_secs: float = 60.0, **kw: Any) -> None:
+    def warn_limited(self, event: str, interval_secs: float = 60.0, **kw: object) -> None:
         """Log a recurring problem once, then at most once per interval with how often it recurred.
 
         The metrics count every occurrence; the log only has to say that (and why) it happens.

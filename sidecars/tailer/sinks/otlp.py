@@ -63,7 +63,7 @@ class OtlpSettings(HttpSinkSettings):
         return value
 
 
-def _count(value: Any) -> int | None:
+def _count(value: object) -> int | None:
     """A non-negative int64 as the JSON mapping writes it (a number or a decimal string; absent is 0)."""
     if value is None:
         return 0
