@@ -134,7 +134,7 @@ class CheckpointStore:
 
     @property
     def age_secs(self) -> float:
-        """How long changes have waited for a write: 0 while the file holds every entry as it is."""
+        """Seconds since the last write while changes wait for the next; 0 while the file is current."""
         return time.time() - self.last_write if self.dirty else 0.0
 
     def gc(self, retention_secs: float, keep: set[str]) -> int:
