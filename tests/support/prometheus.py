@@ -114,6 +114,18 @@ async def query(
     }
 
 
+async def query_ordered(
+    session: aiohttp.ClientSession, url: str, expr: str, t_ms: int
+) -> list[tuple[Any, float]] | str:
+    """Prometheus' answer at `t_ms` as [(sorted labels, value)] in the order it gave them, or "error: ..."."""
+    params = {"query": expr, "time": f"{t_ms / 1000:.3f}"}
+    async with session.get(f"{url}/api/v1/query", params=params) as resp:
+        body = await resp.json()
+    if body["status"] != "success":
+        return f"error: {body.get('error')}"
+    return [(tuple(sorted(item["metric"].items())), float(item["value"][1])) for item in body["data"]["result"]]
+
+
 def close(a: float, b: float) -> bool:
     """Equal to 1e-9 relative; NaN equals NaN, an infinity only itself."""
     if math.isnan(a) or math.isnan(b):
@@ -134,6 +146,7 @@ ERROR_CLASSES = (
     ("duplicate labelset", "vector cannot contain metrics with the same labelset"),
     ("smoothing factor", "invalid smoothing factor"),
     ("trend factor", "invalid trend factor"),
+    ("label_join source", "invalid source label name in label_join()"),
 )
 
 
