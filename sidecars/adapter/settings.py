@@ -11,6 +11,8 @@ from yarl import URL
 
 from sidecars.core import SidecarSettings
 
+DEFAULT_SCRAPE_TIMEOUT_SECS = 5.0
+
 
 class AdapterSettings(SidecarSettings):
     env_prefix = "ADAPTER_"
@@ -47,7 +49,10 @@ class AdapterSettings(SidecarSettings):
     listen_port: int = Field(8086, ge=0, le=65535, description="Port of that listener; 0 picks a free one.")
     scrape_interval_secs: float = Field(10.0, gt=0, description="Time between two scrapes of the target.")
     scrape_timeout_secs: float = Field(
-        5.0, gt=0, description="A scrape (connect, response, body) must finish within this; at most the interval."
+        DEFAULT_SCRAPE_TIMEOUT_SECS,
+        gt=0,
+        description="A scrape (connect, response, body) must finish within this; at most the interval. "
+        "Unset, 5 s, or the interval when that is shorter (as Prometheus' default timeout).",
     )
     # The two limits bound the memory (docs/adapter.md, Memory): the Pod examples' 192Mi holds the
     # worst page the defaults allow, scraped every 2 s, with five minutes of history per series.
@@ -76,6 +81,21 @@ class AdapterSettings(SidecarSettings):
     rules_poll_secs: float = Field(
         5.0, gt=0, description="Interval of the modification-time check of the rules file (besides inotify)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _timeout_defaults_to_a_shorter_interval(cls, data: Any) -> Any:
+        # `--scrape-interval-secs 1` alone is valid: an unset timeout follows an interval shorter than its
+        # default, as in Prometheus. A timeout given explicitly above the interval is still refused below.
+        if not isinstance(data, dict) or data.get("scrape_timeout_secs") is not None:
+            return data
+        try:
+            interval = float(data.get("scrape_interval_secs", 10.0))
+        except (TypeError, ValueError):
+            return data  # reported by the field's own validation
+        if 0 < interval < DEFAULT_SCRAPE_TIMEOUT_SECS:
+            return {**data, "scrape_timeout_secs": interval}
+        return data
 
     @model_validator(mode="before")
     @classmethod
