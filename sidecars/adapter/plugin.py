@@ -167,6 +167,7 @@ class Adapter(Sidecar[AdapterSettings]):
         if scrape.result is not None:
             metrics.series.set(len(scrape.result.samples))
             metrics.page_bytes.set(scrape.bytes)
+            metrics.unchecked_lines.set(scrape.result.unchecked_lines)
             if scrape.result.duplicates:
                 metrics.duplicate_series.inc(scrape.result.duplicates)
             report = ScrapeReport(
