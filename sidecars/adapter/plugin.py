@@ -45,8 +45,9 @@ class Adapter(Sidecar[AdapterSettings]):
     @classmethod
     def commands(cls) -> Mapping[str, Callable[[list[str]], int]]:
         from sidecars.adapter.check import main as check
+        from sidecars.adapter.ruletest import main as test
 
-        return {"check": check}
+        return {"check": check, "test": test}
 
     def __init__(self, settings: AdapterSettings, context: Context) -> None:
         super().__init__(settings, context)
