@@ -82,6 +82,8 @@ class Adapter(Sidecar[AdapterSettings]):
             self.outputs = [load_output(name)(self.state, settings) for name in settings.outputs]
         except OutputLoadError as exc:
             raise ValueError(f"outputs: {exc}") from exc
+        for output in self.outputs:
+            output.start(self.context)
         previous_interval = sys.getswitchinterval()
         async with contextlib.AsyncExitStack() as stack:
             session = new_session()
@@ -99,7 +101,10 @@ class Adapter(Sidecar[AdapterSettings]):
                 max_series=settings.max_series,
                 authorization=authorization,
             )
-            del authorization  # not left in this frame, which lives as long as the process
+            push_authorization = settings.push_authorization()
+            if push_authorization is not None:
+                register_secrets((push_authorization, push_authorization.partition(" ")[2]))
+            del authorization, push_authorization  # not left in this frame, which lives as long as the process
             stack.callback(self.scraper.close)
             app = web.Application()
             for output in self.outputs:
@@ -182,6 +187,8 @@ class Adapter(Sidecar[AdapterSettings]):
                 metrics.parse_errors.inc()
             self._log_failure(scrape)
             report = ScrapeReport(scrape.t_ms, False, (), scrape.duration_secs, str(scrape.error))
+            for output in self.outputs:
+                output.on_scrape_failed(scrape)
         # In a thread: a rule over a big family appends and reads many series; pure Python, so the
         # loop gets the GIL back every switch interval and keeps answering probes meanwhile.
         verdict = await asyncio.to_thread(self.evaluator.observe, report)
