@@ -105,7 +105,7 @@ def has_marker(template: Mapping[str, Any]) -> bool:
     return isinstance(metadata, Mapping) and ann.INJECTED in (metadata.get("annotations") or {})
 
 
-def plain(value: Any) -> Any:
+def plain(value: object) -> Any:
     """Plain dicts and lists, for comparisons that must not depend on key order or YAML types."""
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}

@@ -113,7 +113,7 @@ def _inject_list(doc: MutableMapping[str, Any], options: Options, where: str, de
     return DocumentResult(document=new, changed=True, reports=reports)
 
 
-def _replace(doc: MutableMapping[str, Any], keys: Sequence[str], value: Any) -> Any:
+def _replace(doc: MutableMapping[str, Any], keys: Sequence[str], value: object) -> Any:
     """A deep copy of `doc` (its comments and key order kept) with the node at `keys` replaced."""
     new = copy.deepcopy(doc)
     node = new
