@@ -14,10 +14,10 @@ import gc
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from sidecars.ambassador import engine
-from sidecars.ambassador.client_limit import ClientLimit, default_max_client_connections, reserved_fds
-from sidecars.ambassador.listener import Listener
+from sidecars.ambassador.proxy.client_limit import ClientLimit, default_max_client_connections, reserved_fds
+from sidecars.ambassador.proxy.listener import Listener
+from sidecars.ambassador.proxy.stats import StatsCollector, register
 from sidecars.ambassador.settings import AmbassadorSettings
-from sidecars.ambassador.stats import StatsCollector, register
 from sidecars.core import Check, Sidecar
 from sidecars.core.limits import open_file_limit
 

@@ -12,9 +12,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sidecars.ambassador import engine
-from sidecars.ambassador.cluster_config import ClusterConfig, HealthCheckConfig
+from sidecars.ambassador.cluster.config import ClusterConfig, HealthCheckConfig
+from sidecars.ambassador.cluster.sharding_config import ShardingConfig, parse_server
 from sidecars.ambassador.engine import EngineName
-from sidecars.ambassador.sharding_config import ShardingConfig, parse_server
 from sidecars.core.settings import SidecarSettings
 
 RetryOn = Literal["connect-failure", "reset", "5xx", "timeout"]

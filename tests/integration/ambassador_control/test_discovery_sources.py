@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from sidecars.ambassador import discovery
-from sidecars.ambassador.cluster import Cluster, ClusterConfig
-from sidecars.ambassador.discovery import Apply, ReportError, Source
-from sidecars.ambassador.endpoint import Endpoint, Outcome
+from sidecars.ambassador.cluster import discovery
+from sidecars.ambassador.cluster.cluster import Cluster, ClusterConfig
+from sidecars.ambassador.cluster.discovery import Apply, ReportError, Source
+from sidecars.ambassador.cluster.endpoint import Endpoint, Outcome
 from tests.integration.ambassador_control.support import MakeCluster, MakeUpstreams, events, eventually
 
 NO_CHECKS = {"kind": "none"}

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from sidecars.ambassador.cluster.sharding_config import ServerEntry, parse_server
 from sidecars.ambassador.settings import AmbassadorSettings, ListenerConfig
-from sidecars.ambassador.sharding_config import ServerEntry, parse_server
 from sidecars.core import config
 
 

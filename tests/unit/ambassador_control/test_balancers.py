@@ -10,10 +10,10 @@ from importlib.metadata import EntryPoint
 import pytest
 from pydantic import ValidationError
 
-from sidecars.ambassador import balancer as balancer_module
-from sidecars.ambassador.balancer import BALANCERS, Balancer, ConsistentHash, make_balancer
-from sidecars.ambassador.cluster_config import ClusterConfig
-from sidecars.ambassador.endpoint import Endpoint, Outcome
+from sidecars.ambassador.cluster import balancer as balancer_module
+from sidecars.ambassador.cluster.balancer import BALANCERS, Balancer, ConsistentHash, make_balancer
+from sidecars.ambassador.cluster.config import ClusterConfig
+from sidecars.ambassador.cluster.endpoint import Endpoint, Outcome
 from tests.unit.ambassador_control.conftest import FakeClock, MakeCluster
 
 

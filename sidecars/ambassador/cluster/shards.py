@@ -22,13 +22,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sidecars.ambassador.sharding import Ring, Server, default_name, moved_share
-from sidecars.ambassador.stats import LATENCY_BUCKETS
+from sidecars.ambassador.cluster.metrics import LATENCY_BUCKETS
+from sidecars.ambassador.cluster.sharding import Ring, Server, default_name, moved_share
 
 if TYPE_CHECKING:
-    from sidecars.ambassador.cluster import Cluster
-    from sidecars.ambassador.endpoint import Endpoint
-    from sidecars.ambassador.sharding_config import ShardingConfig
+    from sidecars.ambassador.cluster.cluster import Cluster
+    from sidecars.ambassador.cluster.endpoint import Endpoint
+    from sidecars.ambassador.cluster.sharding_config import ShardingConfig
 
 # Reasons a shard's command failed, the `reason` label of ambassador_shard_errors_total.
 SHARD_ERRORS = ("unavailable", "timeout", "connection_lost", "reply_too_large", "protocol", "auth")

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sidecars.ambassador.balancer import balancer_class
+from sidecars.ambassador.cluster.balancer import balancer_class
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -191,7 +191,7 @@ class ClusterConfig(_Section):
     @classmethod
     def _known_discovery_plugin(cls, value: str | None) -> str | None:
         if value is not None:
-            from sidecars.ambassador.discovery import source_class  # discovery imports this module
+            from sidecars.ambassador.cluster.discovery import source_class  # discovery imports this module
 
             source_class(value)  # ValueError naming the installed plugins
         return value

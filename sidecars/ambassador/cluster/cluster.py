@@ -28,10 +28,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from sidecars.ambassador import cluster_metrics, health
-from sidecars.ambassador.balancer import BALANCERS, Balancer, make_balancer
-from sidecars.ambassador.budget import CircuitBreaker, RetryBudget
-from sidecars.ambassador.cluster_config import (
+from sidecars.ambassador.cluster import health
+from sidecars.ambassador.cluster import metrics as cluster_metrics
+from sidecars.ambassador.cluster.balancer import BALANCERS, Balancer, make_balancer
+from sidecars.ambassador.cluster.budget import CircuitBreaker, RetryBudget
+from sidecars.ambassador.cluster.config import (
     CircuitBreakerConfig,
     ClusterConfig,
     HealthCheckConfig,
@@ -39,7 +40,7 @@ from sidecars.ambassador.cluster_config import (
     RetryBudgetConfig,
     parse_address,
 )
-from sidecars.ambassador.discovery import (
+from sidecars.ambassador.cluster.discovery import (
     Address,
     DnsSource,
     FileSource,
@@ -49,8 +50,8 @@ from sidecars.ambassador.discovery import (
     source_class,
     system_resolver,
 )
-from sidecars.ambassador.endpoint import Endpoint, Outcome, endpoint_key
-from sidecars.ambassador.outlier import OutlierDetector
+from sidecars.ambassador.cluster.endpoint import Endpoint, Outcome, endpoint_key
+from sidecars.ambassador.cluster.outlier import OutlierDetector
 from sidecars.core.backoff import EQUAL_JITTER, jittered_backoff
 
 # One active check of one endpoint: None when it passes, else the reason (`health.probe`'s contract).

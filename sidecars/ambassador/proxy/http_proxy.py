@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, HttpResponseParser
 
-from sidecars.ambassador.endpoint import LOCAL_ERRNOS, Endpoint, Outcome
-from sidecars.ambassador.headers import (
+from sidecars.ambassador.cluster.endpoint import LOCAL_ERRNOS, Endpoint, Outcome
+from sidecars.ambassador.proxy.headers import (
     CONTINUE_100,
     CRLF,
     HOP_BY_HOP,
@@ -44,13 +44,13 @@ from sidecars.ambassador.headers import (
     status_line,
     transfer_codings,
 )
-from sidecars.ambassador.pool import Pool
+from sidecars.ambassador.proxy.pool import Pool
 from sidecars.core.backoff import FULL_JITTER, jittered_backoff
 
 if TYPE_CHECKING:
-    from sidecars.ambassador.access_log import AccessLog
+    from sidecars.ambassador.proxy.access_log import AccessLog
+    from sidecars.ambassador.proxy.stats import ListenerStats
     from sidecars.ambassador.settings import ListenerConfig
-    from sidecars.ambassador.stats import ListenerStats
 
 perf_counter = time.perf_counter
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sidecars import __version__
-from sidecars.ambassador.endpoint import Outcome
-from sidecars.ambassador.sharded_proxy import (
+from sidecars.ambassador.cluster.endpoint import Outcome
+from sidecars.ambassador.proxy.sharded_proxy import (
     PAUSE_PENDING,
     Command,
     Fanout,
@@ -30,7 +30,7 @@ from sidecars.ambassador.sharded_proxy import (
 )
 
 if TYPE_CHECKING:
-    from sidecars.ambassador.shards import Shard
+    from sidecars.ambassador.cluster.shards import Shard
 
 CRLF = b"\r\n"
 END = b"END\r\n"

@@ -33,13 +33,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from sidecars.ambassador.endpoint import Outcome
-from sidecars.ambassador.shards import Shard, ShardSet
+from sidecars.ambassador.cluster.endpoint import Outcome
+from sidecars.ambassador.cluster.shards import Shard, ShardSet
 
 if TYPE_CHECKING:
-    from sidecars.ambassador.cluster import Cluster
+    from sidecars.ambassador.cluster.cluster import Cluster
+    from sidecars.ambassador.proxy.stats import ListenerStats
     from sidecars.ambassador.settings import ListenerConfig
-    from sidecars.ambassador.stats import ListenerStats
 
 # Why a client connection stopped reading (bits: several may hold at once).
 PAUSE_PENDING = 1  # max_pending_per_client commands in flight

@@ -23,9 +23,10 @@ import hmac
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sidecars.ambassador import engine, resp
-from sidecars.ambassador.endpoint import Outcome
-from sidecars.ambassador.sharded_proxy import (
+from sidecars.ambassador import engine
+from sidecars.ambassador.cluster.endpoint import Outcome
+from sidecars.ambassador.proxy import resp
+from sidecars.ambassador.proxy.sharded_proxy import (
     PAUSE_PENDING,
     Command,
     Fanout,
@@ -36,10 +37,10 @@ from sidecars.ambassador.sharded_proxy import (
 )
 
 if TYPE_CHECKING:
-    from sidecars.ambassador.shards import Shard
+    from sidecars.ambassador.cluster.shards import Shard
 
 # The compiled build of the parser when it is installed (setup.py); its ProtocolError is its own class.
-RESP = engine.fastest(resp, "sidecars.ambassador._resp_c")
+RESP = engine.fastest(resp, "sidecars.ambassador.proxy._resp_c")
 parse_commands = RESP.module.parse_commands
 reply_end = RESP.module.reply_end
 array_elements = RESP.module.array_elements

@@ -16,17 +16,17 @@ from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 
-from sidecars.ambassador import health
-from sidecars.ambassador.access_log import AccessLog
-from sidecars.ambassador.client_limit import ClientLimit
-from sidecars.ambassador.cluster import Cluster
-from sidecars.ambassador.headers import local_response
-from sidecars.ambassador.http_proxy import HttpProxy
+from sidecars.ambassador.cluster import health
+from sidecars.ambassador.cluster.cluster import Cluster
+from sidecars.ambassador.proxy.access_log import AccessLog
+from sidecars.ambassador.proxy.client_limit import ClientLimit
+from sidecars.ambassador.proxy.headers import local_response
+from sidecars.ambassador.proxy.http_proxy import HttpProxy
+from sidecars.ambassador.proxy.sharded_listener import ShardedSetup
+from sidecars.ambassador.proxy.sharded_proxy import ShardedProxy
+from sidecars.ambassador.proxy.stats import ListenerStats, StatsCollector
+from sidecars.ambassador.proxy.tcp_proxy import TcpProxy
 from sidecars.ambassador.settings import SHARDED_MODES, ListenerConfig
-from sidecars.ambassador.sharded_listener import ShardedSetup
-from sidecars.ambassador.sharded_proxy import ShardedProxy
-from sidecars.ambassador.stats import ListenerStats, StatsCollector
-from sidecars.ambassador.tcp_proxy import TcpProxy
 
 BACKLOG = 1024
 

@@ -13,19 +13,19 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
-from sidecars.ambassador import health, shard_metrics
-from sidecars.ambassador.memcached_proxy import MemcachedProxy
-from sidecars.ambassador.redis_proxy import RESP, RedisProxy
-from sidecars.ambassador.sharded_proxy import ShardedProxy
-from sidecars.ambassador.sharding import HASHING
-from sidecars.ambassador.shards import ShardSet
+from sidecars.ambassador.cluster import health, shard_metrics
+from sidecars.ambassador.cluster.sharding import HASHING
+from sidecars.ambassador.cluster.shards import ShardSet
+from sidecars.ambassador.proxy.memcached_proxy import MemcachedProxy
+from sidecars.ambassador.proxy.redis_proxy import RESP, RedisProxy
+from sidecars.ambassador.proxy.sharded_proxy import ShardedProxy
 
 if TYPE_CHECKING:
-    from sidecars.ambassador.cluster import Cluster
-    from sidecars.ambassador.cluster_config import HealthCheckConfig
-    from sidecars.ambassador.endpoint import Endpoint
+    from sidecars.ambassador.cluster.cluster import Cluster
+    from sidecars.ambassador.cluster.config import HealthCheckConfig
+    from sidecars.ambassador.cluster.endpoint import Endpoint
+    from sidecars.ambassador.proxy.stats import ListenerStats
     from sidecars.ambassador.settings import ListenerConfig
-    from sidecars.ambassador.stats import ListenerStats
 
 
 def _read_secret(path: str | None, what: str) -> bytes | None:

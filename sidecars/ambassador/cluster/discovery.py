@@ -19,7 +19,7 @@ from typing import Literal
 
 import yaml
 
-from sidecars.ambassador.cluster_config import parse_address
+from sidecars.ambassador.cluster.config import parse_address
 
 Address = tuple[str, int]
 Apply = Callable[[str, frozenset[Address]], None]

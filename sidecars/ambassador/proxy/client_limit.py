@@ -29,7 +29,7 @@ from sidecars.core.limits import open_file_limit
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
-    from sidecars.ambassador.stats import ListenerStats
+    from sidecars.ambassador.proxy.stats import ListenerStats
 
 # Descriptors kept out of the client cap: the admin server and its probes, health checks, DNS,
 # the endpoints-file watcher, listening sockets, the event loop and the interpreter's own.

@@ -16,7 +16,7 @@ from collections.abc import Collection, Sequence
 from importlib.metadata import entry_points
 from typing import ClassVar
 
-from sidecars.ambassador.endpoint import Endpoint
+from sidecars.ambassador.cluster.endpoint import Endpoint
 
 
 class Balancer:
