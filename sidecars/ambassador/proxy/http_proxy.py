@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast
+from typing import TYPE_CHECKING, NoReturn, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, HttpResponseParser
 
@@ -48,6 +48,7 @@ from sidecars.ambassador.proxy.pool import Pool
 from sidecars.core.backoff import FULL_JITTER, jittered_backoff
 
 if TYPE_CHECKING:
+    from sidecars.ambassador.cluster.view import ClusterView
     from sidecars.ambassador.proxy.access_log import AccessLog
     from sidecars.ambassador.proxy.stats import ListenerStats
     from sidecars.ambassador.settings import ListenerConfig
@@ -107,18 +108,6 @@ for _name in HOP_BY_HOP - {b"content-length", b"transfer-encoding", b"connection
     _RESP_KIND[_name] = _RESP_KIND[_name.title()] = 5
 for _name in (b"Server", b"Date", b"Content-Type", b"Cache-Control", b"Etag", b"ETag", b"Last-Modified", b"Vary"):
     _RESP_KIND[_name] = 0
-
-
-class ClusterView(Protocol):
-    """What the request path uses of `sidecars.ambassador.cluster.Cluster`."""
-
-    def pick(self, hash_key: bytes | None = None, exclude: Any = ()) -> Endpoint | None: ...
-
-    @property
-    def retry_budget(self) -> Any: ...
-
-    @property
-    def breaker(self) -> Any: ...
 
 
 class _Refused(Exception):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from sidecars.ambassador.cluster.endpoint import LOCAL_ERRNOS, Endpoint, Outcome
 
 if TYPE_CHECKING:
-    from sidecars.ambassador.proxy.http_proxy import ClusterView
+    from sidecars.ambassador.cluster.view import ClusterView
     from sidecars.ambassador.proxy.stats import ListenerStats
     from sidecars.ambassador.settings import ListenerConfig
 
