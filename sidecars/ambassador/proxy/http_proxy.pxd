@@ -102,7 +102,6 @@ cdef class UpstreamConnection:
     cdef public HttpProxy p
     cdef public object endpoint, transport, parser
     cdef public Exchange ex
-    cdef public Py_ssize_t uses
     cdef public double idle_since
     cdef public bint in_pool, closed, eof, in_head
     cdef public Py_ssize_t head_bytes, head_pending, quiet

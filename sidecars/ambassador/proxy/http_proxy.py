@@ -840,7 +840,6 @@ class Exchange:
     def send(self, conn: UpstreamConnection) -> None:
         self.upstream = conn
         conn.ex = self
-        conn.uses += 1
         head = self.head
         if self.needs_host:
             line_end = head.index(CRLF) + 2
@@ -1114,7 +1113,6 @@ class UpstreamConnection:
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = HttpResponseParser(self)
         self.ex: Exchange | None = None
-        self.uses = 0
         self.idle_since = 0.0
         self.in_pool = False
         self.closed = False
