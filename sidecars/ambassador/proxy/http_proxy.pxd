@@ -89,6 +89,7 @@ cdef class Exchange:
     cpdef response_complete(self, UpstreamConnection conn, int status, bint reusable)
     cpdef response_aborted(self, UpstreamConnection conn, str reason=*)
     cpdef _cancel_timer(self)
+    cpdef _release_try(self)
     cpdef upstream_lost(self, UpstreamConnection conn)
     cpdef bint _can_retry(self, bint never_reached)
     cpdef fail(self, int status, str reason)

@@ -959,6 +959,21 @@ class Exchange:
             self.timer.cancel()
             self.timer = None
 
+    def _release_try(self) -> None:
+        """Let go of what the current try holds: its timer, its connect, its upstream connection. The
+        connection is closed, not pooled: the try ended mid-message."""
+        self._cancel_timer()
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        conn = self.upstream
+        if conn is not None:
+            self.upstream = None
+            conn.ex = None
+            conn.close()
+            if self.client.paused & PAUSE_UPSTREAM:
+                self.client.resume(PAUSE_UPSTREAM)  # the buffer that was full belongs to a closed connection
+
     def on_timeout(self) -> None:
         self.timer = None
         self.timer_token = 0
@@ -989,17 +1004,7 @@ class Exchange:
     def try_failed(self, outcome: Outcome, reason: str, *, never_reached: bool, retry: bool = False) -> None:
         """This try is over without a usable response: retry if safe, else answer with the reason."""
         p = self.p
-        self._cancel_timer()
-        if self.connecting is not None:
-            self.connecting.cancel()
-            self.connecting = None
-        conn = self.upstream
-        if conn is not None:
-            self.upstream = None
-            conn.ex = None
-            conn.close()
-            if self.client.paused & PAUSE_UPSTREAM:
-                self.client.resume(PAUSE_UPSTREAM)
+        self._release_try()
         ep = self.endpoint
         if ep is not None:
             ep.end_request(outcome, perf_counter() - self.try_t0)
@@ -1069,15 +1074,7 @@ class Exchange:
         """The client is gone: release everything this exchange holds."""
         if self.done:
             return
-        self._cancel_timer()
-        if self.connecting is not None:
-            self.connecting.cancel()
-            self.connecting = None
-        conn = self.upstream
-        if conn is not None:
-            self.upstream = None
-            conn.ex = None
-            conn.close()
+        self._release_try()
         if self.endpoint is not None and self.started:
             self.endpoint.end_request(Outcome.LOCAL_ERROR, perf_counter() - self.try_t0)
             self.endpoint = None

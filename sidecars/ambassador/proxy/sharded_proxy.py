@@ -283,10 +283,7 @@ class ShardedClient:
         self.p.stats.client_connections += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed:
-            self.closed = True
-            self.p.clients.discard(self)
-            self.p.stats.client_connections -= 1
+        self._forget()
         self.queue.clear()  # commands in flight still complete on their links; their replies are dropped
         self.buf = None
 
@@ -367,9 +364,7 @@ class ShardedClient:
             if transport.get_write_buffer_size() > self.p.max_client_buffer:
                 self.p.stats.error("client_buffer_full")
                 self.p.log_bad_request("client does not read its replies: disconnected")
-                self.closed = True
-                self.p.clients.discard(self)
-                self.p.stats.client_connections -= 1
+                self._forget()
                 transport.abort()
                 return
         if self.paused & PAUSE_PENDING and len(q) <= self.p.resume_pending:
@@ -395,11 +390,17 @@ class ShardedClient:
             self._process(bytes(buf))
 
     def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.p.clients.discard(self)
-            self.p.stats.client_connections -= 1
+        if self._forget():
             self.transport.close()
+
+    def _forget(self) -> bool:
+        """Leave the proxy's client set and count, once; True the first time."""
+        if self.closed:
+            return False
+        self.closed = True
+        self.p.clients.discard(self)
+        self.p.stats.client_connections -= 1
+        return True
 
 
 class ShardedProxy:
