@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from structlog.typing import FilteringBoundLogger
 
 from sidecars.ambassador.cluster import health
 from sidecars.ambassador.cluster import metrics as cluster_metrics
@@ -88,7 +89,7 @@ class Cluster:
         name: str,
         config: ClusterConfig,
         registry: CollectorRegistry,
-        log: Any,
+        log: FilteringBoundLogger,
         *,
         resolver: Resolver | None = None,
         probe: Probe = health.probe,
@@ -96,7 +97,7 @@ class Cluster:
         self.name = name
         self._probe = probe
         self.config = config
-        self.log = log.bind(cluster=name) if hasattr(log, "bind") else log
+        self.log = log.bind(cluster=name)
         self.retry_budget = RetryBudget(config.retry_budget)
         self.breaker = CircuitBreaker(config.circuit_breaker)
         self.ready = False

@@ -23,8 +23,6 @@ from sidecars.ambassador.cluster.endpoint import Outcome
 if TYPE_CHECKING:
     from sidecars.ambassador.cluster.cluster import Cluster
 
-# Upper bounds of every latency histogram of the ambassador: requests, commands, shards.
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ENDPOINT_STATES = ("healthy", "unhealthy", "pending", "ejected", "draining")
 OUTCOMES = tuple(o.name.lower() for o in Outcome)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sidecars.core.limits import open_file_limit
 
@@ -69,7 +69,7 @@ class ClientLimit:
         return f"at max_client_connections ({self.max_connections}): new client connections are refused"
 
     def gate(
-        self, factory: Callable[[], Any], stats: ListenerStats, refusal: bytes = b""
+        self, factory: Callable[[], asyncio.BaseProtocol], stats: ListenerStats, refusal: bytes = b""
     ) -> Callable[[], asyncio.BaseProtocol]:
         """The protocol factory to serve with: `factory`'s protocols while under the cap; beyond it,
         `refusal` is written and the connection closed."""
@@ -102,7 +102,9 @@ class _Gate(asyncio.Protocol):
 
     __slots__ = ("factory", "limit", "refusal", "stats")
 
-    def __init__(self, limit: ClientLimit, factory: Callable[[], Any], stats: ListenerStats, refusal: bytes) -> None:
+    def __init__(
+        self, limit: ClientLimit, factory: Callable[[], asyncio.BaseProtocol], stats: ListenerStats, refusal: bytes
+    ) -> None:
         self.limit = limit
         self.factory = factory
         self.stats = stats

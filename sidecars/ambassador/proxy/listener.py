@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 
 from prometheus_client import CollectorRegistry
+from structlog.typing import FilteringBoundLogger
 
 from sidecars.ambassador.cluster import health
 from sidecars.ambassador.cluster.cluster import Cluster
@@ -37,7 +38,7 @@ class Listener:
         config: ListenerConfig,
         registry: CollectorRegistry,
         collector: StatsCollector,
-        log: Any,
+        log: FilteringBoundLogger,
         client_limit: ClientLimit,
         http_proxy_class: type[HttpProxy] = HttpProxy,
     ) -> None:
@@ -88,7 +89,9 @@ class Listener:
         self.proxy = proxy
         try:
             self.server = await loop.create_server(
-                self._client_limit.gate(cast(Callable[[], Any], proxy), self.stats, refusal),
+                # The request paths' protocols are asyncio protocols by their methods: a compiled
+                # (extension) type cannot inherit from asyncio.Protocol.
+                self._client_limit.gate(cast(Callable[[], asyncio.BaseProtocol], proxy), self.stats, refusal),
                 cfg.host,
                 cfg.port,
                 backlog=BACKLOG,

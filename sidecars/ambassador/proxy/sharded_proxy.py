@@ -34,9 +34,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from sidecars.ambassador.cluster.endpoint import Outcome
-from sidecars.ambassador.cluster.shards import Shard, ShardSet
+from sidecars.ambassador.proxy.shards import Shard, ShardSet
 
 if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
     from sidecars.ambassador.cluster.cluster import Cluster
     from sidecars.ambassador.proxy.stats import ListenerStats
     from sidecars.ambassador.settings import ListenerConfig
@@ -133,12 +135,12 @@ class ShardLink:
 
     # -- connection -----------------------------------------------------------------------------------
 
-    def handshake(self) -> list[tuple[bytes, Any]]:
-        """(raw command, tag) pairs sent first on a new connection; their replies are checked by
+    def handshake(self) -> list[tuple[bytes, str]]:
+        """(raw command, its name) pairs sent first on a new connection; their replies are checked by
         `handshake_reply`, never sent to a client."""
         return []
 
-    def handshake_reply(self, tag: Any, reply: bytes) -> str | None:
+    def handshake_reply(self, tag: str, reply: bytes) -> str | None:
         """None if a handshake reply is as expected, else the reason the link fails."""
         return None
 
@@ -415,7 +417,7 @@ class ShardedProxy:
         cluster: Cluster,
         stats: ListenerStats,
         loop: asyncio.AbstractEventLoop,
-        log: Any,
+        log: FilteringBoundLogger,
         shards: ShardSet,
     ) -> None:
         self.config = config
