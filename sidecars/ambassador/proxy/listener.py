@@ -130,9 +130,9 @@ class Listener:
             await asyncio.sleep(0)
             self.server = None
         self._collector.remove(self.stats)
-        if self._cluster_started:
-            await self.cluster.stop()
-            self._cluster_started = False
+        # Also a cluster never started: its series were attached when it was built.
+        await self.cluster.stop()
+        self._cluster_started = False
 
 
 def _family(host: str) -> socket.AddressFamily:
