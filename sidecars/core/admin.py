@@ -1,8 +1,9 @@
 """The admin HTTP server every sidecar gets: probes and the sidecar's own metrics.
 
-`/startupz`, `/readyz`, `/livez` (each with `?verbose`, `?exclude=name` and `/<endpoint>/<check>`)
-and `/metrics`. It starts before the plugin's set-up, so `/livez` answers while the sidecar starts
-and `/readyz` answers 503 through the whole drain, and it stops last.
+`/startupz`, `/readyz`, `/livez` (each with `?verbose`, `?exclude=name`, `/<endpoint>/<check>` and
+the health+json variant, rendered by `sidecars.core.health`) and `/metrics`. It starts before the
+plugin's set-up, so `/livez` answers while the sidecar starts and `/readyz` answers 503 through the
+whole drain, and it stops last.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from sidecars.core import health
+from sidecars.core.http import HttpServer, start_server
 from sidecars.core.metrics import SidecarMetrics
 
 ENDPOINTS = ("startupz", "readyz", "livez")
@@ -31,7 +33,7 @@ class AdminServer:
         self._health = checks
         self._metrics = metrics
         self._extra_routes = extra_routes
-        self._runner: web.AppRunner | None = None
+        self._server: HttpServer | None = None
         self.port: int | None = None
 
     def _app(self) -> web.Application:
@@ -44,28 +46,24 @@ class AdminServer:
         return app
 
     async def start(self) -> None:
-        # No access log: probes arrive every few seconds and would drown the sidecar's own lines.
-        self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self._port
+        self._server = await start_server(self._app(), self._host, self._port)
+        self.port = self._server.port
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
 
     async def _probe(self, request: web.Request) -> web.Response:
         endpoint = request.path.strip("/").split("/", 1)[0]
         only = request.match_info.get("check")
-        results = self._health.evaluate(endpoint, request.query.getall("exclude", []), only)
+        exclude = request.query.getall("exclude", [])
+        results = self._health.evaluate(endpoint, exclude, only)
         if only is not None and not results:
             return web.Response(status=404, text=f"no check named {only!r} on /{endpoint}\n")
-        healthy, body = health.render(endpoint, results, "verbose" in request.query)
-        return web.Response(status=200 if healthy else 503, text=body, headers={"Cache-Control": "no-store"})
+        known = {check.name for check in self._health.checks(endpoint)}
+        excluded = [name for name in exclude if name in known] if only is None else []
+        return health.respond(request, endpoint, results, excluded=excluded)
 
     async def _metrics_page(self, request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))

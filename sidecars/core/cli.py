@@ -12,7 +12,7 @@ from typing import Any
 from sidecars import __version__
 from sidecars.core import config, logs, redact
 from sidecars.core.plugin import Sidecar
-from sidecars.core.plugins import PluginLoadError, discover, load
+from sidecars.core.plugins import PluginError, discover, load
 from sidecars.core.runtime import EXIT_CONFIG, EXIT_FATAL, EXIT_OK, Runtime, run
 
 PluginClass = type[Sidecar[Any]]
@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_CONFIG
         try:
             plugin_cls = load(rest[0])
-        except PluginLoadError as exc:
+        except PluginError as exc:
             print(f"sidecars run: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         return run_main(plugin_cls, rest[1:], prog=f"sidecars run {rest[0]}")
@@ -137,11 +137,11 @@ def _list() -> int:
         print("no sidecars installed")
         return EXIT_OK
     width = max(len(name) for name in found)
-    for name, entry in sorted(found.items()):
+    for name, providers in sorted(found.items()):
         try:
             plugin_cls = load(name)
             line = plugin_cls.description
-        except PluginLoadError as exc:
+        except PluginError as exc:
             line = f"(cannot be loaded: {exc})"
-        print(f"{name:<{width}}  {line}   [{entry.value}]")
+        print(f"{name:<{width}}  {line}   [{', '.join(p.target for p in providers)}]")
     return EXIT_OK

@@ -1,32 +1,26 @@
-"""Finding sidecars: the entry-point group `sidecars.plugins`, so installing a package adds one."""
+"""Finding sidecars: the entry-point group `sidecars.plugins`, so installing a package adds one.
+
+The core ships no sidecar of its own: the package's tailer, ambassador, adapter and injector are
+entry points of this group like any company's (see `sidecars.core.registry` for the one-provider rule).
+"""
 
 from __future__ import annotations
 
-from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from sidecars.core.plugin import Sidecar
+from sidecars.core.registry import PluginError, Provider, Registry
+
+__all__ = ["GROUP", "SIDECARS", "PluginError", "discover", "load"]
 
 GROUP = "sidecars.plugins"
+SIDECARS: Registry[Sidecar[Any]] = Registry(GROUP, Sidecar, kind="sidecar")
 
 
-class PluginLoadError(Exception):
-    pass
-
-
-def discover() -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=GROUP)}
+def discover() -> dict[str, list[Provider]]:
+    """Every installed sidecar name with what provides it (more than one provider is an error on load)."""
+    return SIDECARS.providers()
 
 
 def load(name: str) -> type[Sidecar[Any]]:
-    found = discover()
-    if name not in found:
-        known = ", ".join(sorted(found)) or "none"
-        raise PluginLoadError(f"no sidecar named {name!r} is installed (installed: {known})")
-    try:
-        obj = found[name].load()
-    except Exception as exc:
-        raise PluginLoadError(f"{found[name].value}: {type(exc).__name__}: {exc}") from exc
-    if not (isinstance(obj, type) and issubclass(obj, Sidecar)):
-        raise PluginLoadError(f"{found[name].value} is not a Sidecar subclass")
-    return obj
+    return SIDECARS.load(name)

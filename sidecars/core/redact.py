@@ -29,6 +29,7 @@ __all__ = [
     "is_secret_param",
     "redact_text",
     "redact_url",
+    "refuse_url_credentials",
     "register_secret",
     "register_secrets",
 ]
@@ -131,6 +132,21 @@ def redact_text(text: str) -> str:
         if secret in text:
             text = text.replace(secret, MARKER)
     return text
+
+
+def refuse_url_credentials(url: str, option: str, instead: str) -> None:
+    """ValueError when `url` carries credentials (`user:password@`), quoting neither.
+
+    Errors, logs, probe pages and `--print-config` name URLs, so a password inside one would be
+    shown there; it belongs in an option of its own (`instead` says which). A text that does not
+    parse as a URL is left to the URL's own validation.
+    """
+    try:
+        parsed = URL(url)
+    except ValueError:
+        return
+    if parsed.user is not None or parsed.password is not None:
+        raise ValueError(f"{option} must not hold credentials (user:password@); {instead}")
 
 
 def register_secret(value: str | None) -> None:

@@ -102,7 +102,8 @@ def test_sidecars_list_and_run_use_installed_plugins() -> None:
     assert {"tailer", "ambassador", "adapter", "portwatch"} <= names
     assert "exports whether the app's TCP port accepts connections" in listed.stdout
     missing = cli(sys.executable, "-m", "sidecars", "run", "no-such-sidecar")
-    assert missing.returncode == 2 and "no sidecar named 'no-such-sidecar' is installed" in missing.stderr
+    assert missing.returncode == 2
+    assert "unknown sidecar 'no-such-sidecar'; installed: adapter, ambassador" in missing.stderr
 
 
 async def test_third_party_plugin_runs_through_its_entry_point() -> None:

@@ -1,0 +1,153 @@
+"""HTTP for every sidecar: serving an aiohttp app, and talking to one peer as a client.
+
+Serving: `start_server(app, host, port)` sets up the runner and the site and reads the bound port
+from the runner's public `addresses` (port 0 picks a free one); `HttpServer.close()` releases both.
+No access log (probes every few seconds would drown the sidecar's own lines), no signal handlers
+(the runtime owns signals).
+
+Talking to a peer: `client_session()` is the one way a sidecar opens an HTTP client. It talks only
+to what it was told, because the peer (a receiver, the app) may be buggy or hostile and the
+environment is the app's:
+
+- no redirects: a 301/302/303 turns a POST into a GET whose 200 is no acknowledgement, and a redirect
+  may point anywhere; the caller sees the 3xx and says where it pointed;
+- no proxy from `HTTP(S)_PROXY`/`NO_PROXY`: set for the app, they must not reroute the sidecar;
+- no cookies kept between requests;
+- no automatic decompression: a gzip bomb inflates to gigabytes in one read; answers are read with
+  `read_answer`, which inflates up to a bound, or by the caller's own bounded reader.
+"""
+
+from __future__ import annotations
+
+import ssl
+import zlib
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+__all__ = ["HttpClient", "HttpServer", "client_session", "read_answer", "start_server"]
+
+# zlib window bits: a gzip or a zlib header, detected.
+_GZIP_OR_ZLIB = 32 + zlib.MAX_WBITS
+_READ_BYTES = 16 * 1024
+
+
+class HttpServer:
+    """A started aiohttp app: the port it listens on, and `close()`."""
+
+    def __init__(self, runner: web.AppRunner, port: int) -> None:
+        self.runner = runner
+        self.port = port
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_server(
+    app: web.Application, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None
+) -> HttpServer:
+    """Listen on `host:port` (0: a free port); OSError (port taken, address not local) releases all."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    addresses = runner.addresses
+    return HttpServer(runner, int(addresses[0][1]) if addresses else port)
+
+
+class HttpClient:
+    """An aiohttp session under the policy of `client_session` (redirects are never followed)."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+
+    def request(self, method: str, url: str, **kwargs: Any) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        if kwargs.pop("allow_redirects", False):
+            raise ValueError("this client never follows redirects")
+        return self.session.request(method, url, allow_redirects=False, **kwargs)
+
+    def get(self, url: str, **kwargs: Any) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        return self.request("POST", url, **kwargs)
+
+    @property
+    def closed(self) -> bool:
+        return self.session.closed
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def __aenter__(self) -> HttpClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+def client_session(
+    *,
+    connections: int = 1,
+    timeout: aiohttp.ClientTimeout | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> HttpClient:
+    """A keep-alive client of at most `connections` connections, talking only to what it is told.
+
+    `tls` is the context for https (see `sidecars.core.tls`); None verifies with the system's CAs.
+    Create it on the event loop that uses it.
+    """
+    return HttpClient(
+        aiohttp.ClientSession(
+            timeout=timeout or aiohttp.ClientTimeout(total=30),
+            connector=aiohttp.TCPConnector(limit=connections, ssl=tls if tls is not None else True),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+            raise_for_status=False,
+        )
+    )
+
+
+async def read_answer(resp: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    """At most `limit` bytes of the answer, inflated when gzip or deflate; and whether that was all.
+
+    The compressed bytes read are bounded too (a stream of empty deflate blocks inflates to nothing
+    forever). An encoding other than gzip/deflate is not read at all.
+    """
+    encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        inflate = None
+    elif encoding in ("gzip", "x-gzip", "deflate"):
+        inflate = zlib.decompressobj(_GZIP_OR_ZLIB)
+    else:
+        return b"", False
+    out = bytearray()
+    raw_budget = limit + _READ_BYTES  # compression that works makes the raw answer smaller still
+    while True:
+        chunk = await resp.content.read(min(_READ_BYTES, raw_budget + 1))
+        if not chunk:
+            if inflate is not None and not inflate.eof:
+                return bytes(out), False  # ended inside the compressed stream
+            return bytes(out), True
+        raw_budget -= len(chunk)
+        if inflate is None:
+            out += chunk
+        else:
+            try:
+                out += inflate.decompress(chunk, limit + 1 - len(out))
+            except zlib.error:
+                return bytes(out), False
+            if inflate.unconsumed_tail:
+                return bytes(out[:limit]), False
+        if len(out) > limit or raw_budget < 0:
+            return bytes(out[:limit]), False
