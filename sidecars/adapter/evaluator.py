@@ -151,17 +151,25 @@ class Evaluator:
         else:
             # Every series of the last page turns stale; only the synthetic ones have a new sample.
             self.history.append_scrape(t, synthetic)
-        checks = [self._scrape_check(report)]
+        checks = [self._scrape_check(report), *self.evaluate_rules(t, report.ok)]
+        self.verdict = Verdict(at_ms=t, checks=tuple(checks))
+        return self.verdict
+
+    def evaluate_rules(self, t: int, scrape_ok: bool = True) -> list[CheckResult]:
+        """Every rule at `t` over the history as it stands, stepping their `for:` states.
+
+        `observe()` calls it after storing a scrape; `adapter test` after loading its input series.
+        """
+        checks = []
         for rule in self.rules.rules:
             state = self.states.setdefault(rule.name, _RuleState())
             reads_page = rule.metric_names is None or not rule.metric_names <= SYNTHETIC
-            if not report.ok and reads_page and state.last is not None:
+            if not scrape_ok and reads_page and state.last is not None:
                 checks.append(self._kept(state.last))
                 continue
             state.last = self._evaluate(rule, state, t)
             checks.append(state.last)
-        self.verdict = Verdict(at_ms=t, checks=tuple(checks))
-        return self.verdict
+        return checks
 
     @staticmethod
     def _scraped(report: ScrapeReport) -> int:

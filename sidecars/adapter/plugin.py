@@ -45,8 +45,9 @@ class Adapter(Sidecar[AdapterSettings]):
     @classmethod
     def commands(cls) -> Mapping[str, Callable[[list[str]], int]]:
         from sidecars.adapter.check import main as check
+        from sidecars.adapter.ruletest import main as test
 
-        return {"check": check}
+        return {"check": check, "test": test}
 
     def __init__(self, settings: AdapterSettings, context: Context) -> None:
         super().__init__(settings, context)
@@ -81,6 +82,8 @@ class Adapter(Sidecar[AdapterSettings]):
             self.outputs = [load_output(name)(self.state, settings) for name in settings.outputs]
         except OutputLoadError as exc:
             raise ValueError(f"outputs: {exc}") from exc
+        for output in self.outputs:
+            output.start(self.context)
         previous_interval = sys.getswitchinterval()
         async with contextlib.AsyncExitStack() as stack:
             session = new_session()
@@ -98,7 +101,10 @@ class Adapter(Sidecar[AdapterSettings]):
                 max_series=settings.max_series,
                 authorization=authorization,
             )
-            del authorization  # not left in this frame, which lives as long as the process
+            push_authorization = settings.push_authorization()
+            if push_authorization is not None:
+                register_secrets((push_authorization, push_authorization.partition(" ")[2]))
+            del authorization, push_authorization  # not left in this frame, which lives as long as the process
             stack.callback(self.scraper.close)
             app = web.Application()
             for output in self.outputs:
@@ -167,6 +173,7 @@ class Adapter(Sidecar[AdapterSettings]):
         if scrape.result is not None:
             metrics.series.set(len(scrape.result.samples))
             metrics.page_bytes.set(scrape.bytes)
+            metrics.unchecked_lines.set(scrape.result.unchecked_lines)
             if scrape.result.duplicates:
                 metrics.duplicate_series.inc(scrape.result.duplicates)
             report = ScrapeReport(
@@ -180,6 +187,8 @@ class Adapter(Sidecar[AdapterSettings]):
                 metrics.parse_errors.inc()
             self._log_failure(scrape)
             report = ScrapeReport(scrape.t_ms, False, (), scrape.duration_secs, str(scrape.error))
+            for output in self.outputs:
+                output.on_scrape_failed(scrape)
         # In a thread: a rule over a big family appends and reads many series; pure Python, so the
         # loop gets the GIL back every switch interval and keeps answering probes meanwhile.
         verdict = await asyncio.to_thread(self.evaluator.observe, report)

@@ -126,6 +126,9 @@ def test_linters_are_in_the_dev_extra_not_in_test_and_ruff_is_pinned(dist: tuple
     assert pinned["ruff"].startswith("==")
     # What .ci/run and `make venv` install is what the metadata offers.
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert set(project["optional-dependencies"]) == {"test", "dev"}
+    assert set(project["optional-dependencies"]) == {"test", "dev", "push"}
+    # The push extra is in the images, and the tests that exercise it install it with the test extra.
+    assert set(project["optional-dependencies"]["push"]) <= set(project["optional-dependencies"]["test"])
+    assert "['optional-dependencies']['push']" in (ROOT / "images" / "Dockerfile").read_text()
     assert ".[test,dev]" in (ROOT / ".ci" / "run").read_text()
     assert ".[test,dev]" in (ROOT / "Makefile").read_text()

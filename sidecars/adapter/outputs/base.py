@@ -13,6 +13,7 @@ from aiohttp import web
 from sidecars.adapter.scraper import Scrape
 from sidecars.adapter.settings import AdapterSettings
 from sidecars.adapter.state import State
+from sidecars.core import Context
 
 ENTRY_POINT_GROUP = "sidecars.adapter.outputs"
 T = TypeVar("T")
@@ -46,6 +47,12 @@ class Output(abc.ABC):
     def on_scrape(self, scrape: Scrape) -> None:  # noqa: B027 - optional hook
         """Called after each successful scrape."""
 
+    def on_scrape_failed(self, scrape: Scrape) -> None:  # noqa: B027 - optional hook
+        """Called after each failed scrape (a push output sends its series as stale)."""
+
+    def start(self, context: Context) -> None:  # noqa: B027 - optional hook
+        """Called once as the sidecar starts: an output that works in the background spawns it here."""
+
     def reading(self, scrape: Scrape) -> bool:
         """True while a request is still computing from `scrape` (its samples must not be released)."""
         return id(scrape) in self._reading
@@ -66,8 +73,9 @@ def builtin_outputs() -> dict[str, type[Output]]:
     from sidecars.adapter.outputs.health import HealthOutput
     from sidecars.adapter.outputs.json import JsonOutput
     from sidecars.adapter.outputs.prometheus import PrometheusOutput
+    from sidecars.adapter.outputs.remote_write import RemoteWriteOutput
 
-    return {cls.name: cls for cls in (HealthOutput, JsonOutput, PrometheusOutput)}
+    return {cls.name: cls for cls in (HealthOutput, JsonOutput, PrometheusOutput, RemoteWriteOutput)}
 
 
 def load_output(name: str) -> type[Output]:

@@ -133,8 +133,9 @@ async def test_a_slow_reader_is_backpressured_and_then_gets_every_reply(redis3: 
             return any(cl.paused & PAUSE_OUTPUT for cl in proxy.clients)
 
         await eventually(paused)
-        answered = sum(s.requests for s in proxy.shards.shards.values())
-        assert answered < count  # it stopped taking commands from this client
+        # It stopped taking commands from this client. (How many it took before depends on how the
+        # kernel split the stream into reads: one read may carry every command.)
+        assert not any(cl.transport.is_reading() for cl in proxy.clients if cl.paused & PAUSE_OUTPUT)
         expected = b"$100000\r\n" + value + b"\r\n"
         for _ in range(count):
             assert await asyncio.wait_for(reader.readexactly(len(expected)), 20) == expected
