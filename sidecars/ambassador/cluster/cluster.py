@@ -129,7 +129,7 @@ class Cluster:
                 DnsSource(config.dns, config.dns_refresh_secs, resolver or system_resolver(config.dns_family))
             )
         if config.endpoints_file:
-            self._sources.append(FileSource(config.endpoints_file, config.endpoints_file_poll_secs))
+            self._sources.append(FileSource(config.endpoints_file, config.endpoints_file_poll_secs, self.log))
         if config.discovery_plugin:
             try:
                 plugin_source = source_class(config.discovery_plugin)(**config.discovery_options)

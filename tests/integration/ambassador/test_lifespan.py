@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -14,6 +14,7 @@ from sidecars.ambassador.settings import AmbassadorSettings
 from sidecars.core.logs import Capture
 from sidecars.core.runtime import EXIT_FATAL, Runtime
 from sidecars.testing import run_sidecar
+from tests.support.distributions import install
 
 
 class PickySource(Source):
@@ -31,9 +32,11 @@ def _families(registry: CollectorRegistry) -> set[str]:
     return {m.name for m in registry.collect() if m.name.startswith("ambassador_") and m.samples}
 
 
-async def test_a_start_up_failing_halfway_releases_what_it_had_built(monkeypatch: pytest.MonkeyPatch) -> None:
-    installed = [EntryPoint("picky", f"{__name__}:PickySource", discovery.ENTRY_POINT_GROUP)]
-    monkeypatch.setattr(discovery, "entry_points", lambda group: installed)
+async def test_a_start_up_failing_halfway_releases_what_it_had_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entries = {"picky": f"{__name__}:PickySource"}
+    install(tmp_path, monkeypatch, "acme-discovery", {discovery.ENTRY_POINT_GROUP: entries})
     no_checks = {"kind": "none"}
     settings = AmbassadorSettings.model_validate(
         {
