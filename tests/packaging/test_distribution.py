@@ -79,7 +79,8 @@ def test_the_wheel_ships_py_typed_and_the_pxd_and_no_tests(dist: tuple[Path, Pat
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
     assert "sidecars/py.typed" in names
-    assert "sidecars/ambassador/http_proxy.pxd" in names
+    for pxd in ("proxy/http_proxy.pxd", "proxy/resp.pxd", "cluster/hashing.pxd"):
+        assert f"sidecars/ambassador/{pxd}" in names
     assert not [n for n in names if n.startswith(("tests/", "benchmarks/", "examples/"))]
     assert not [n for n in names if n.endswith(".so")]  # the pure build: SIDECARS_NO_COMPILE=1 honoured
 
@@ -92,8 +93,8 @@ def test_the_sdist_builds_the_compiled_path_from_its_own_files(dist: tuple[Path,
         "setup.py",
         "pyproject.toml",
         "README.md",
-        "sidecars/ambassador/http_proxy.py",
-        "sidecars/ambassador/http_proxy.pxd",
+        "sidecars/ambassador/proxy/http_proxy.py",
+        "sidecars/ambassador/proxy/http_proxy.pxd",
         "sidecars/py.typed",
     ):
         assert f"{NAME}/{path}" in names

@@ -10,7 +10,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from sidecars.ambassador.sharded_proxy import PAUSE_LINK, PAUSE_OUTPUT, PAUSE_PENDING
+from sidecars.ambassador.proxy.sharded_proxy import PAUSE_LINK, PAUSE_OUTPUT, PAUSE_PENDING
 from tests.integration.ambassador_sharding.conftest import client, direct, ring_of, server_of, sharded
 from tests.integration.ambassador_sharding.test_shard_failures import eventually
 from tests.support.shard_peers import RedisServer

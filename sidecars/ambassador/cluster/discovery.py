@@ -1,4 +1,4 @@
-"""Where a cluster's endpoints come from: a static list, a DNS name, a watched file.
+"""Where a cluster's endpoints come from: a static list, a DNS name, a watched file, an installed plugin.
 
 Each source runs as one task and reports through two callbacks: `apply(source, addresses)` with a
 complete, validated set, or `error(source, reason)` when an update is bad. A bad update never
@@ -9,17 +9,18 @@ written or DNS hiccups).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
 from collections.abc import Awaitable, Callable
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Literal
 
 import yaml
+from structlog.typing import FilteringBoundLogger
 
-from sidecars.ambassador.cluster_config import parse_address
+from sidecars.ambassador.cluster.config import parse_address
+from sidecars.core.registry import Registry
+from sidecars.core.watch import MountedFileError, mounted_file
 
 Address = tuple[str, int]
 Apply = Callable[[str, frozenset[Address]], None]
@@ -40,24 +41,22 @@ class Source:
         raise NotImplementedError
 
 
+# A ConfigMap holds at most 1 MiB: an endpoints file larger than that is refused unread.
+MAX_ENDPOINTS_FILE_BYTES = 1024 * 1024
+
 # Installed packages add discovery sources here (`name = "package.module:Class"`, a `Source` subclass).
 ENTRY_POINT_GROUP = "sidecars.ambassador.discovery"
+# The built-in sources have fields of their own (endpoints, dns, endpoints_file), not a plugin name.
 BUILTIN_SOURCES = ("static", "dns", "file")
+PLUGINS: Registry[Source] = Registry(ENTRY_POINT_GROUP, Source, kind="discovery plugin")
 
 
 def source_class(name: str) -> type[Source]:
-    """The class of an installed discovery plugin; ValueError naming the installed ones if there is none."""
+    """The class of an installed discovery plugin; a ValueError (PluginError) naming the installed ones
+    if there is none, and what went wrong if it cannot be loaded."""
     if name in BUILTIN_SOURCES:
         raise ValueError(f"{name!r} is a built-in source: use its own field (endpoints, dns, endpoints_file)")
-    installed = list(entry_points(group=ENTRY_POINT_GROUP))
-    for ep in installed:
-        if ep.name == name:
-            cls = ep.load()
-            if not (isinstance(cls, type) and issubclass(cls, Source)):
-                raise ValueError(f"discovery plugin {name!r} ({ep.value}) is not a Source subclass")
-            return cls
-    known = ", ".join(sorted(ep.name for ep in installed)) or "none"
-    raise ValueError(f"unknown discovery plugin {name!r}; installed: {known}")
+    return PLUGINS.load(name)
 
 
 class StaticSource(Source):
@@ -154,68 +153,31 @@ def parse_endpoints_text(text: str) -> frozenset[Address]:
 
 
 class FileSource(Source):
-    """A file of endpoints, reloaded when it changes.
-
-    Changes are noticed by watching the file's directory (atomic renames and ConfigMap symlink swaps
-    replace the file, so watching the file itself would lose it) and by a periodic re-read as the
-    safety net when notifications are unavailable (inotify limits, network filesystems).
-    """
+    """A file of endpoints, reloaded when it changes, through the core's mounted-file watcher: inotify
+    on its directory (atomic renames and the ConfigMap `..data` swap replace the file), a poll of its
+    identity as the safety net, and a bad, unreadable or oversized update refused while the last good
+    set stays."""
 
     name = "file"
 
-    def __init__(self, path: str, poll_secs: float) -> None:
+    def __init__(self, path: str, poll_secs: float, log: FilteringBoundLogger) -> None:
         self.path = Path(path)
         self.poll_secs = poll_secs
-        self._last_text: str | None = None
-        self._watch_failed = False
-
-    def reload(self, apply: Apply, error: ReportError) -> None:
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            text = f"\0unreadable: {exc}"
-            if text != self._last_text:
-                self._last_text = text
-                error(self.name, f"{self.path}: {exc.strerror if isinstance(exc, OSError) else exc}")
-            return
-        if text == self._last_text:
-            return
-        self._last_text = text
-        try:
-            addresses = parse_endpoints_text(text)
-        except ValueError as exc:
-            error(self.name, f"{self.path}: {exc}")
-            return
-        apply(self.name, addresses)
+        self.log = log
 
     async def run(self, apply: Apply, error: ReportError) -> None:
-        changed = asyncio.Event()
-        watcher = asyncio.create_task(self._watch(changed, error))
-        try:
-            while True:
-                self.reload(apply, error)
-                changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.poll_secs):
-                        await changed.wait()
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        def refused(exc: Exception) -> None:
+            # A read failure names the file already; a parse failure names the entry.
+            error(self.name, str(exc) if isinstance(exc, MountedFileError) else f"{self.path}: {exc}")
 
-    async def _watch(self, changed: asyncio.Event, error: ReportError) -> None:
-        import watchfiles
-
-        directory = self.path.parent
-        while True:
-            try:
-                # Any change in the directory triggers a re-read (the content decides): atomic renames
-                # and ConfigMap `..data` symlink swaps never touch the file's own name.
-                async for _changes in watchfiles.awatch(directory, debounce=50, step=20, recursive=False):
-                    changed.set()
-            except (OSError, RuntimeError) as exc:
-                # The directory may not exist yet, or inotify is exhausted: the poll still runs.
-                if not self._watch_failed:
-                    self._watch_failed = True
-                    error(self.name, f"watching {directory}: {exc}; polling every {self.poll_secs}s instead")
-            await asyncio.sleep(self.poll_secs)
+        files = mounted_file(
+            self.path,
+            lambda content: parse_endpoints_text(content.decode("utf-8")),
+            poll_secs=self.poll_secs,
+            log=self.log,
+            on_change=lambda addresses: apply(self.name, addresses),
+            on_error=refused,
+            on_watch_error=lambda reason: error(self.name, f"{reason}; polling every {self.poll_secs:g}s instead"),
+            max_bytes=MAX_ENDPOINTS_FILE_BYTES,
+        )
+        await files.run()

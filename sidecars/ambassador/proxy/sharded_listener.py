@@ -9,23 +9,26 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
-from sidecars.ambassador import health, shard_metrics
-from sidecars.ambassador.memcached_proxy import MemcachedProxy
-from sidecars.ambassador.redis_proxy import RESP, RedisProxy
-from sidecars.ambassador.sharded_proxy import ShardedProxy
-from sidecars.ambassador.sharding import HASHING
-from sidecars.ambassador.shards import ShardSet
+from sidecars.ambassador.cluster import health
+from sidecars.ambassador.cluster.sharding import HASHING
+from sidecars.ambassador.proxy import shard_metrics
+from sidecars.ambassador.proxy.memcached_proxy import MemcachedProxy
+from sidecars.ambassador.proxy.redis_proxy import RESP, RedisProxy
+from sidecars.ambassador.proxy.sharded_proxy import ShardedProxy
+from sidecars.ambassador.proxy.shards import ShardSet
 
 if TYPE_CHECKING:
-    from sidecars.ambassador.cluster import Cluster
-    from sidecars.ambassador.cluster_config import HealthCheckConfig
-    from sidecars.ambassador.endpoint import Endpoint
+    from structlog.typing import FilteringBoundLogger
+
+    from sidecars.ambassador.cluster.cluster import Cluster
+    from sidecars.ambassador.cluster.config import HealthCheckConfig
+    from sidecars.ambassador.cluster.endpoint import Endpoint
+    from sidecars.ambassador.proxy.stats import ListenerStats
     from sidecars.ambassador.settings import ListenerConfig
-    from sidecars.ambassador.stats import ListenerStats
 
 
 def _read_secret(path: str | None, what: str) -> bytes | None:
@@ -52,7 +55,9 @@ class ShardedSetup:
     async def probe(self, config: HealthCheckConfig, endpoint: Endpoint) -> str | None:
         return await health.probe(config, endpoint, self.server_password)
 
-    def proxy(self, cluster: Cluster, stats: ListenerStats, loop: asyncio.AbstractEventLoop, log: Any) -> ShardedProxy:
+    def proxy(
+        self, cluster: Cluster, stats: ListenerStats, loop: asyncio.AbstractEventLoop, log: FilteringBoundLogger
+    ) -> ShardedProxy:
         cfg = self.config
         shards = ShardSet(cfg.name, cfg.sharding, cluster, log)
         shard_metrics.attach(self.registry, shards)

@@ -12,21 +12,22 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 
 from prometheus_client import CollectorRegistry
+from structlog.typing import FilteringBoundLogger
 
-from sidecars.ambassador import health
-from sidecars.ambassador.access_log import AccessLog
-from sidecars.ambassador.client_limit import ClientLimit
-from sidecars.ambassador.cluster import Cluster
-from sidecars.ambassador.headers import local_response
-from sidecars.ambassador.http_proxy import HttpProxy
+from sidecars.ambassador.cluster import health
+from sidecars.ambassador.cluster.cluster import Cluster
+from sidecars.ambassador.proxy.access_log import AccessLog
+from sidecars.ambassador.proxy.client_limit import ClientLimit
+from sidecars.ambassador.proxy.headers import local_response
+from sidecars.ambassador.proxy.http_proxy import HttpProxy
+from sidecars.ambassador.proxy.sharded_listener import ShardedSetup
+from sidecars.ambassador.proxy.sharded_proxy import ShardedProxy
+from sidecars.ambassador.proxy.stats import ListenerStats, StatsCollector
+from sidecars.ambassador.proxy.tcp_proxy import TcpProxy
 from sidecars.ambassador.settings import SHARDED_MODES, ListenerConfig
-from sidecars.ambassador.sharded_listener import ShardedSetup
-from sidecars.ambassador.sharded_proxy import ShardedProxy
-from sidecars.ambassador.stats import ListenerStats, StatsCollector
-from sidecars.ambassador.tcp_proxy import TcpProxy
 
 BACKLOG = 1024
 
@@ -37,7 +38,7 @@ class Listener:
         config: ListenerConfig,
         registry: CollectorRegistry,
         collector: StatsCollector,
-        log: Any,
+        log: FilteringBoundLogger,
         client_limit: ClientLimit,
         http_proxy_class: type[HttpProxy] = HttpProxy,
     ) -> None:
@@ -88,7 +89,9 @@ class Listener:
         self.proxy = proxy
         try:
             self.server = await loop.create_server(
-                self._client_limit.gate(cast(Callable[[], Any], proxy), self.stats, refusal),
+                # The request paths' protocols are asyncio protocols by their methods: a compiled
+                # (extension) type cannot inherit from asyncio.Protocol.
+                self._client_limit.gate(cast(Callable[[], asyncio.BaseProtocol], proxy), self.stats, refusal),
                 cfg.host,
                 cfg.port,
                 backlog=BACKLOG,
@@ -127,9 +130,9 @@ class Listener:
             await asyncio.sleep(0)
             self.server = None
         self._collector.remove(self.stats)
-        if self._cluster_started:
-            await self.cluster.stop()
-            self._cluster_started = False
+        # Also a cluster never started: its series were attached when it was built.
+        await self.cluster.stop()
+        self._cluster_started = False
 
 
 def _family(host: str) -> socket.AddressFamily:

@@ -1,9 +1,10 @@
-# Declarations for the compiled build of http_proxy.py (Cython "pure Python mode"): the four classes
+# Declarations for the compiled build of http_proxy.py (Cython "pure Python mode"): its classes
 # become extension types with typed attributes, so the request path reads and writes C struct fields
-# instead of instance dicts. Keep in step with the attributes each __init__ sets; `public` keeps every
-# attribute readable and writable from Python (tests, access log, stats). Methods the module calls on
-# itself are `cpdef` on `final` classes: direct C calls, still callable from Python; the event loop's
-# and llhttp's callbacks stay plain methods (they are looked up by name).
+# instead of instance dicts. Keep in step with the attributes each __init__ sets (a unit test checks);
+# `public` keeps every attribute readable and writable from Python (tests, access log, stats). Methods
+# the module calls on itself are `cpdef` on `final` classes and its helper functions `cdef`: direct C
+# calls (keywords matched at build time); the event loop's and llhttp's callbacks stay plain methods
+# (they are looked up by name).
 
 cimport cython
 
@@ -88,6 +89,7 @@ cdef class Exchange:
     cpdef response_complete(self, UpstreamConnection conn, int status, bint reusable)
     cpdef response_aborted(self, UpstreamConnection conn, str reason=*)
     cpdef _cancel_timer(self)
+    cpdef _release_try(self)
     cpdef upstream_lost(self, UpstreamConnection conn)
     cpdef bint _can_retry(self, bint never_reached)
     cpdef fail(self, int status, str reason)
@@ -101,7 +103,6 @@ cdef class UpstreamConnection:
     cdef public HttpProxy p
     cdef public object endpoint, transport, parser
     cdef public Exchange ex
-    cdef public Py_ssize_t uses
     cdef public double idle_since
     cdef public bint in_pool, closed, eof, in_head
     cdef public Py_ssize_t head_bytes, head_pending, quiet
@@ -127,3 +128,16 @@ cdef class UpstreamConnection:
     cpdef bint usable(self)
     cpdef release(self)
     cpdef close(self)
+
+
+@cython.final
+cdef class SpecialFields:
+    cdef public bint chunked, expect
+    cdef public object clen, upgrade, rid, hash_key, prior_fwd
+    cdef public list tokens
+
+
+cdef tuple _origin_form(ClientConnection client, bytes method, bytes url)
+cdef SpecialFields _special_fields(ClientConnection client)
+cdef bytes _upstream_head(ClientConnection client, bytes method, bytes url, object host, list parts, SpecialFields fields, object rid, bint upgrading)
+cdef Exchange _new_exchange(ClientConnection client, bytes head, bytes method, object rid, object hash_key, bint has_body, bint chunked, bint keep_alive, bint http10, bint expect, bint upgrading, bint needs_host)

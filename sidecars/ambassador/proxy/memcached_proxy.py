@@ -15,11 +15,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sidecars import __version__
-from sidecars.ambassador.endpoint import Outcome
-from sidecars.ambassador.sharded_proxy import (
+from sidecars.ambassador.cluster.endpoint import Outcome
+from sidecars.ambassador.proxy.sharded_proxy import (
     PAUSE_PENDING,
     Command,
     Fanout,
@@ -30,10 +30,11 @@ from sidecars.ambassador.sharded_proxy import (
 )
 
 if TYPE_CHECKING:
-    from sidecars.ambassador.shards import Shard
+    from sidecars.ambassador.proxy.shards import Shard
 
 CRLF = b"\r\n"
 END = b"END\r\n"
+NO_SHARD = b"SERVER_ERROR no shard available (every shard is out of the ring)\r\n"
 MAX_KEY_BYTES = 250
 # A command line (a get with many keys is the longest) may not exceed this.
 MAX_LINE_BYTES = 256 * 1024
@@ -167,7 +168,7 @@ class MemcachedClient(ShardedClient):
         shard = p.shards.route(key)
         if shard is None:
             if not noreply:
-                self.queue_local(p.no_shard)
+                self.queue_local(NO_SHARD)
             return
         link = p.link(shard, self)
         if isinstance(link, str):
@@ -189,7 +190,7 @@ class MemcachedClient(ShardedClient):
             shard = p.shards.route(keys[0])
             link = p.link(shard, self) if shard is not None else None
             if link is None or isinstance(link, str):
-                self.queue_local(p.no_shard if shard is None else p.error_reply(f"shard {shard.name} {link}"))
+                self.queue_local(NO_SHARD if shard is None else p.error_reply(f"shard {shard.name} {link}"))
                 return
             cmd = Command(self, shard, now, VALUES)
             self.queue.append(cmd)
@@ -206,7 +207,7 @@ class MemcachedClient(ShardedClient):
         for i, key in enumerate(keys):
             groups.setdefault(route(key), []).append(i)
         if None in groups:
-            self.queue_local(p.no_shard)
+            self.queue_local(NO_SHARD)
             return
         prefix = tokens[:first_key]
         if len(groups) == 1:
@@ -370,10 +371,6 @@ class MemcachedLink(ShardLink):
 class MemcachedProxy(ShardedProxy):
     client_class = MemcachedClient
     link_class = MemcachedLink
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.no_shard = b"SERVER_ERROR no shard available (every shard is out of the ring)\r\n"
 
     def error_reply(self, message: str) -> bytes:
         if message.startswith("ERR Protocol error: "):

@@ -11,9 +11,9 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sidecars.ambassador.cluster_config import parse_address
-from sidecars.ambassador.hashing import HASHES
-from sidecars.ambassador.sharding import DISTRIBUTIONS, Distribution
+from sidecars.ambassador.cluster.config import parse_address
+from sidecars.ambassador.cluster.hashing import HASHES
+from sidecars.ambassador.cluster.sharding import DISTRIBUTIONS, Distribution
 
 MIB = 1024 * 1024
 

@@ -33,11 +33,12 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
 
-from sidecars.ambassador import engine, hashing
-from sidecars.ambassador.hashing import HashFunction
+from sidecars.ambassador import engine
+from sidecars.ambassador.cluster import hashing
+from sidecars.ambassador.cluster.hashing import HashFunction
 
 # The compiled build of the hashes when it is installed (setup.py): the same functions, in C.
-HASHING = engine.fastest(hashing, "sidecars.ambassador._hashing_c")
+HASHING = engine.fastest(hashing, "sidecars.ambassador.cluster._hashing_c")
 HASHES: dict[str, HashFunction] = HASHING.module.HASHES
 
 Distribution = Literal["ketama", "modula", "random"]

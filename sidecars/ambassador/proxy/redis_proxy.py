@@ -23,9 +23,10 @@ import hmac
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sidecars.ambassador import engine, resp
-from sidecars.ambassador.endpoint import Outcome
-from sidecars.ambassador.sharded_proxy import (
+from sidecars.ambassador import engine
+from sidecars.ambassador.cluster.endpoint import Outcome
+from sidecars.ambassador.proxy import resp
+from sidecars.ambassador.proxy.sharded_proxy import (
     PAUSE_PENDING,
     Command,
     Fanout,
@@ -36,10 +37,17 @@ from sidecars.ambassador.sharded_proxy import (
 )
 
 if TYPE_CHECKING:
-    from sidecars.ambassador.shards import Shard
+    import asyncio
+
+    from structlog.typing import FilteringBoundLogger
+
+    from sidecars.ambassador.cluster.cluster import Cluster
+    from sidecars.ambassador.proxy.shards import Shard, ShardSet
+    from sidecars.ambassador.proxy.stats import ListenerStats
+    from sidecars.ambassador.settings import ListenerConfig
 
 # The compiled build of the parser when it is installed (setup.py); its ProtocolError is its own class.
-RESP = engine.fastest(resp, "sidecars.ambassador._resp_c")
+RESP = engine.fastest(resp, "sidecars.ambassador.proxy._resp_c")
 parse_commands = RESP.module.parse_commands
 reply_end = RESP.module.reply_end
 array_elements = RESP.module.array_elements
@@ -126,6 +134,7 @@ def _table() -> dict[bytes, Spec]:
 
 COMMANDS = _table()
 _OK, _RESET = Outcome.OK, Outcome.RESET
+NO_SHARD = resp.error("ERR no shard available (every shard is out of the ring)")
 _NUMKEYS_BY_NAME = {k.encode(): v for k, v in _NUMKEYS.items()}
 _ALLOWED_BEFORE_AUTH = frozenset({b"AUTH", b"HELLO", b"QUIT"})
 
@@ -163,7 +172,7 @@ class RedisClient(ShardedClient):
                 # The common case, inline: one key, forwarded as received.
                 shard = route(args[1])
                 if shard is None:
-                    self.queue_local(p.no_shard)
+                    self.queue_local(NO_SHARD)
                     continue
                 link = link_for(shard, self)
                 if type(link) is str:
@@ -246,7 +255,7 @@ class RedisClient(ShardedClient):
     def _forward(self, shard: Shard | None, args: list[bytes], raw: bytes | None, now: float) -> None:
         p = self.rp
         if shard is None:
-            self.queue_local(p.no_shard)
+            self.queue_local(NO_SHARD)
             return
         link = p.link(shard, self)
         if isinstance(link, str):
@@ -268,7 +277,7 @@ class RedisClient(ShardedClient):
         for i in range(1, len(args), step):
             groups.setdefault(route(args[i]), []).append(i)
         if None in groups:
-            self.queue_local(p.no_shard)
+            self.queue_local(NO_SHARD)
             return
         if len(groups) == 1:
             self._forward(next(iter(groups)), args, raw, now)
@@ -464,7 +473,7 @@ def _merge_all_ok(parts: list[Command]) -> bytes:
 class RedisLink(ShardLink):
     p: RedisProxy
 
-    def handshake(self) -> list[tuple[bytes, Any]]:
+    def handshake(self) -> list[tuple[bytes, str]]:
         first = []
         if self.p.server_password is not None:
             first.append((resp.encode([b"AUTH", self.p.server_password]), "AUTH"))
@@ -472,7 +481,7 @@ class RedisLink(ShardLink):
             first.append((resp.encode([b"SELECT", str(self.p.sharding.database).encode()]), "SELECT"))
         return first
 
-    def handshake_reply(self, tag: Any, reply: bytes) -> str | None:
+    def handshake_reply(self, tag: str, reply: bytes) -> str | None:
         if reply == resp.OK:
             return None
         return f"{tag} failed: {reply[:80].decode('latin-1').strip()}"
@@ -540,11 +549,21 @@ class RedisProxy(ShardedProxy):
     client_class = RedisClient
     link_class = RedisLink
 
-    def __init__(self, *args: Any, server_password: bytes | None, client_password: bytes | None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        config: ListenerConfig,
+        cluster: Cluster,
+        stats: ListenerStats,
+        loop: asyncio.AbstractEventLoop,
+        log: FilteringBoundLogger,
+        shards: ShardSet,
+        *,
+        server_password: bytes | None,
+        client_password: bytes | None,
+    ) -> None:
+        super().__init__(config, cluster, stats, loop, log, shards)
         self.server_password = server_password
         self.client_password = client_password
-        self.no_shard = resp.error("ERR no shard available (every shard is out of the ring)")
 
     def error_reply(self, message: str) -> bytes:
         return resp.error(message if message[:4] in ("ERR ", "NOAU") else f"ERR {message}")

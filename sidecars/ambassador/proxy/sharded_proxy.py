@@ -33,13 +33,15 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from sidecars.ambassador.endpoint import Outcome
-from sidecars.ambassador.shards import Shard, ShardSet
+from sidecars.ambassador.cluster.endpoint import Outcome
+from sidecars.ambassador.proxy.shards import Shard, ShardSet
 
 if TYPE_CHECKING:
-    from sidecars.ambassador.cluster import Cluster
+    from structlog.typing import FilteringBoundLogger
+
+    from sidecars.ambassador.cluster.cluster import Cluster
+    from sidecars.ambassador.proxy.stats import ListenerStats
     from sidecars.ambassador.settings import ListenerConfig
-    from sidecars.ambassador.stats import ListenerStats
 
 # Why a client connection stopped reading (bits: several may hold at once).
 PAUSE_PENDING = 1  # max_pending_per_client commands in flight
@@ -133,12 +135,12 @@ class ShardLink:
 
     # -- connection -----------------------------------------------------------------------------------
 
-    def handshake(self) -> list[tuple[bytes, Any]]:
-        """(raw command, tag) pairs sent first on a new connection; their replies are checked by
+    def handshake(self) -> list[tuple[bytes, str]]:
+        """(raw command, its name) pairs sent first on a new connection; their replies are checked by
         `handshake_reply`, never sent to a client."""
         return []
 
-    def handshake_reply(self, tag: Any, reply: bytes) -> str | None:
+    def handshake_reply(self, tag: str, reply: bytes) -> str | None:
         """None if a handshake reply is as expected, else the reason the link fails."""
         return None
 
@@ -283,10 +285,7 @@ class ShardedClient:
         self.p.stats.client_connections += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed:
-            self.closed = True
-            self.p.clients.discard(self)
-            self.p.stats.client_connections -= 1
+        self._forget()
         self.queue.clear()  # commands in flight still complete on their links; their replies are dropped
         self.buf = None
 
@@ -367,9 +366,7 @@ class ShardedClient:
             if transport.get_write_buffer_size() > self.p.max_client_buffer:
                 self.p.stats.error("client_buffer_full")
                 self.p.log_bad_request("client does not read its replies: disconnected")
-                self.closed = True
-                self.p.clients.discard(self)
-                self.p.stats.client_connections -= 1
+                self._forget()
                 transport.abort()
                 return
         if self.paused & PAUSE_PENDING and len(q) <= self.p.resume_pending:
@@ -395,11 +392,17 @@ class ShardedClient:
             self._process(bytes(buf))
 
     def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.p.clients.discard(self)
-            self.p.stats.client_connections -= 1
+        if self._forget():
             self.transport.close()
+
+    def _forget(self) -> bool:
+        """Leave the proxy's client set and count, once; True the first time."""
+        if self.closed:
+            return False
+        self.closed = True
+        self.p.clients.discard(self)
+        self.p.stats.client_connections -= 1
+        return True
 
 
 class ShardedProxy:
@@ -414,7 +417,7 @@ class ShardedProxy:
         cluster: Cluster,
         stats: ListenerStats,
         loop: asyncio.AbstractEventLoop,
-        log: Any,
+        log: FilteringBoundLogger,
         shards: ShardSet,
     ) -> None:
         self.config = config

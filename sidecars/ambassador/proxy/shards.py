@@ -20,15 +20,18 @@ from __future__ import annotations
 import bisect
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sidecars.ambassador.sharding import Ring, Server, default_name, moved_share
-from sidecars.ambassador.stats import LATENCY_BUCKETS
+from sidecars.ambassador.cluster.sharding import Ring, Server, default_name, moved_share
+from sidecars.ambassador.proxy.stats import LATENCY_BUCKETS
 
 if TYPE_CHECKING:
-    from sidecars.ambassador.cluster import Cluster
-    from sidecars.ambassador.endpoint import Endpoint
-    from sidecars.ambassador.sharding_config import ShardingConfig
+    from structlog.typing import FilteringBoundLogger
+
+    from sidecars.ambassador.cluster.cluster import Cluster
+    from sidecars.ambassador.cluster.endpoint import Endpoint
+    from sidecars.ambassador.cluster.sharding_config import ShardingConfig
+    from sidecars.ambassador.proxy.sharded_proxy import ShardLink
 
 # Reasons a shard's command failed, the `reason` label of ambassador_shard_errors_total.
 SHARD_ERRORS = ("unavailable", "timeout", "connection_lost", "reply_too_large", "protocol", "auth")
@@ -41,7 +44,7 @@ class Shard:
         self.endpoint = endpoint
         self.name = name
         self.weight = weight
-        self.links: list[Any] = [None] * connections  # one connection each, made on first use
+        self.links: list[ShardLink | None] = [None] * connections  # one connection each, made on first use
         self.in_ring = False
         self.left_at_passes = 0  # the endpoint's passed checks when it left the ring
         self.requests = 0
@@ -73,7 +76,7 @@ class Shard:
 class ShardSet:
     """The shards of one listener and the ring over those in it. `route(key)` is the hot path."""
 
-    def __init__(self, listener: str, config: ShardingConfig, cluster: Cluster, log: Any) -> None:
+    def __init__(self, listener: str, config: ShardingConfig, cluster: Cluster, log: FilteringBoundLogger) -> None:
         self.listener = listener
         self.config = config
         self.cluster = cluster

@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from sidecars.ambassador.cluster_config import OutlierConfig
-from sidecars.ambassador.endpoint import Endpoint
+from sidecars.ambassador.cluster.config import OutlierConfig
+from sidecars.ambassador.cluster.endpoint import Endpoint
 
 
 class OutlierDetector:

@@ -13,10 +13,10 @@ import random
 import time
 import zlib
 from collections.abc import Collection, Sequence
-from importlib.metadata import entry_points
 from typing import ClassVar
 
-from sidecars.ambassador.endpoint import Endpoint
+from sidecars.ambassador.cluster.endpoint import Endpoint
+from sidecars.core.registry import Registry
 
 
 class Balancer:
@@ -184,27 +184,20 @@ class ConsistentHash(Balancer):
 
 
 BALANCERS: dict[str, type[Balancer]] = {cls.name: cls for cls in (P2cEwma, LeastRequest, RoundRobin, ConsistentHash)}
-# Installed packages add balancers here (`name = "package.module:Class"`, a `Balancer` subclass).
+# Installed packages add balancers here (`name = "package.module:Class"`, a `Balancer` subclass), each
+# under a name of its own: a built-in's name has one provider (see sidecars.core.registry).
 ENTRY_POINT_GROUP = "sidecars.ambassador.balancers"
+REGISTRY: Registry[Balancer] = Registry(ENTRY_POINT_GROUP, Balancer, BALANCERS, kind="balancer")
 
 
 def balancer_names() -> list[str]:
     """Built-in balancers first, then those installed packages provide."""
-    extra = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in BALANCERS)
-    return [*BALANCERS, *extra]
+    return REGISTRY.names()
 
 
 def balancer_class(name: str) -> type[Balancer]:
-    """The class of a balancer by name; ValueError naming the known ones if there is none."""
-    if name in BALANCERS:
-        return BALANCERS[name]
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name == name:
-            cls = ep.load()
-            if not (isinstance(cls, type) and issubclass(cls, Balancer)):
-                raise ValueError(f"balancer {name!r} ({ep.value}) is not a Balancer subclass")
-            return cls
-    raise ValueError(f"unknown balancer {name!r}; known: {', '.join(balancer_names())}")
+    """The class of a balancer by name; PluginError (a ValueError) saying why not and what is installed."""
+    return REGISTRY.load(name)
 
 
 def make_balancer(name: str) -> Balancer:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from typing import Protocol
 
-from sidecars.ambassador.endpoint import Endpoint
+from sidecars.ambassador.cluster.endpoint import Endpoint
 
 
 class Pooled(Protocol):

@@ -27,11 +27,13 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from structlog.typing import FilteringBoundLogger
 
-from sidecars.ambassador import cluster_metrics, health
-from sidecars.ambassador.balancer import BALANCERS, Balancer, make_balancer
-from sidecars.ambassador.budget import CircuitBreaker, RetryBudget
-from sidecars.ambassador.cluster_config import (
+from sidecars.ambassador.cluster import health
+from sidecars.ambassador.cluster import metrics as cluster_metrics
+from sidecars.ambassador.cluster.balancer import BALANCERS, Balancer, make_balancer
+from sidecars.ambassador.cluster.budget import CircuitBreaker, RetryBudget
+from sidecars.ambassador.cluster.config import (
     CircuitBreakerConfig,
     ClusterConfig,
     HealthCheckConfig,
@@ -39,7 +41,7 @@ from sidecars.ambassador.cluster_config import (
     RetryBudgetConfig,
     parse_address,
 )
-from sidecars.ambassador.discovery import (
+from sidecars.ambassador.cluster.discovery import (
     Address,
     DnsSource,
     FileSource,
@@ -49,8 +51,8 @@ from sidecars.ambassador.discovery import (
     source_class,
     system_resolver,
 )
-from sidecars.ambassador.endpoint import Endpoint, Outcome, endpoint_key
-from sidecars.ambassador.outlier import OutlierDetector
+from sidecars.ambassador.cluster.endpoint import Endpoint, Outcome, endpoint_key
+from sidecars.ambassador.cluster.outlier import OutlierDetector
 from sidecars.core.backoff import EQUAL_JITTER, jittered_backoff
 
 # One active check of one endpoint: None when it passes, else the reason (`health.probe`'s contract).
@@ -87,7 +89,7 @@ class Cluster:
         name: str,
         config: ClusterConfig,
         registry: CollectorRegistry,
-        log: Any,
+        log: FilteringBoundLogger,
         *,
         resolver: Resolver | None = None,
         probe: Probe = health.probe,
@@ -95,7 +97,7 @@ class Cluster:
         self.name = name
         self._probe = probe
         self.config = config
-        self.log = log.bind(cluster=name) if hasattr(log, "bind") else log
+        self.log = log.bind(cluster=name)
         self.retry_budget = RetryBudget(config.retry_budget)
         self.breaker = CircuitBreaker(config.circuit_breaker)
         self.ready = False
@@ -127,7 +129,7 @@ class Cluster:
                 DnsSource(config.dns, config.dns_refresh_secs, resolver or system_resolver(config.dns_family))
             )
         if config.endpoints_file:
-            self._sources.append(FileSource(config.endpoints_file, config.endpoints_file_poll_secs))
+            self._sources.append(FileSource(config.endpoints_file, config.endpoints_file_poll_secs, self.log))
         if config.discovery_plugin:
             try:
                 plugin_source = source_class(config.discovery_plugin)(**config.discovery_options)

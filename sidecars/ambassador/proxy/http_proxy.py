@@ -25,12 +25,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast
+from typing import TYPE_CHECKING, NoReturn, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, HttpResponseParser
 
-from sidecars.ambassador.endpoint import LOCAL_ERRNOS, Endpoint, Outcome
-from sidecars.ambassador.headers import (
+from sidecars.ambassador.cluster.endpoint import LOCAL_ERRNOS, Endpoint, Outcome
+from sidecars.ambassador.proxy.headers import (
     CONTINUE_100,
     CRLF,
     HOP_BY_HOP,
@@ -44,13 +44,14 @@ from sidecars.ambassador.headers import (
     status_line,
     transfer_codings,
 )
-from sidecars.ambassador.pool import Pool
+from sidecars.ambassador.proxy.pool import Pool
 from sidecars.core.backoff import FULL_JITTER, jittered_backoff
 
 if TYPE_CHECKING:
-    from sidecars.ambassador.access_log import AccessLog
+    from sidecars.ambassador.cluster.view import ClusterView
+    from sidecars.ambassador.proxy.access_log import AccessLog
+    from sidecars.ambassador.proxy.stats import ListenerStats
     from sidecars.ambassador.settings import ListenerConfig
-    from sidecars.ambassador.stats import ListenerStats
 
 perf_counter = time.perf_counter
 
@@ -107,18 +108,6 @@ for _name in HOP_BY_HOP - {b"content-length", b"transfer-encoding", b"connection
     _RESP_KIND[_name] = _RESP_KIND[_name.title()] = 5
 for _name in (b"Server", b"Date", b"Content-Type", b"Cache-Control", b"Etag", b"ETag", b"Last-Modified", b"Vary"):
     _RESP_KIND[_name] = 0
-
-
-class ClusterView(Protocol):
-    """What the request path uses of `sidecars.ambassador.cluster.Cluster`."""
-
-    def pick(self, hash_key: bytes | None = None, exclude: Any = ()) -> Endpoint | None: ...
-
-    @property
-    def retry_budget(self) -> Any: ...
-
-    @property
-    def breaker(self) -> Any: ...
 
 
 class _Refused(Exception):
@@ -423,98 +412,39 @@ class ClientConnection:
         url = self.url
         host = self.host
         if url[0] != _SLASH or method == b"CONNECT":
-            if method == b"CONNECT":
-                self._refuse(405, "connect_not_supported")  # a tunnel to anywhere: not on an HTTP listener
-            if url != b"*":
-                # Absolute form: the target names the host (RFC 9112 §3.2.2), the upstream gets origin-form.
-                split = split_absolute_target(url)
-                if split is None:
-                    self._refuse(400, "bad_request_target")
-                host, url = split
-        chunked = False
-        clen: bytes | None = None
-        expect = False
-        tokens: list[bytes] = []
-        upgrade: bytes | None = None
-        rid: bytes | None = None
-        hash_key: bytes | None = None
-        prior_fwd: bytes | None = None
-        special = self.special
-        for lname, value in special:  # usually empty: a plain GET has no special field
-            if lname == b"content-length":
-                clen = value
-            elif lname == p.id_header:
-                rid = value
-            elif lname == b"transfer-encoding":
-                # Only chunked is decoded here; dropping another coding would corrupt the body (nginx: 501).
-                if chunked or value.strip().lower() != b"chunked":
-                    self._refuse(501, "unsupported_transfer_coding")
-                chunked = True
-            elif lname == b"connection":
-                tokens = connection_tokens(value)
-            elif lname == b"upgrade":
-                upgrade = value
-            elif lname == b"expect":
-                expect = value.lower() == b"100-continue"
-            elif lname == b"x-forwarded-for" or lname == b"forwarded":
-                prior_fwd = value
-                self.hparts += (lname, b": ", value, CRLF)
-            if lname == p.hash_header:
-                hash_key = value
-                if lname not in _REQ_SPECIAL:
-                    self.hparts += (lname, b": ", value, CRLF)
-        if p.hash_host:
-            hash_key = host
+            host, url = _origin_form(self, method, url)
+        fields = _special_fields(self)
         parts = self.hparts
+        tokens = fields.tokens
         if tokens and not _PLAIN_TOKENS.issuperset(tokens):
             parts = _drop_listed(parts, tokens)
+        chunked = fields.chunked
+        clen = fields.clen
         has_body = chunked or (clen is not None and clen.strip() != b"0")
-        upgrading = upgrade is not None and parser.should_upgrade()
+        upgrading = fields.upgrade is not None and parser.should_upgrade()
         if upgrading and has_body:
             # llhttp hands every byte after an upgrade request's head to the new protocol, the upstream
             # would read a body first: the two would disagree about where the tunnel starts.
             self._refuse(400, "upgrade_with_body")
-        head = [method, b" ", url, b" HTTP/1.1\r\n"]
-        if p.host_line is not None:
-            head.append(p.host_line)
-        elif host is not None:
-            head += (b"host: ", host, CRLF)
-        head += parts
-        if p.id_header:
-            if rid is None:
-                rid = p.ids.next()
-            head += (p.id_header, b": ", rid, CRLF)
-        if p.forwarded_mode:
-            if p.forwarded_mode == 2:
-                head += (b'forwarded: for="', self.peer, b'"\r\n')
-            elif prior_fwd is None:
-                head += (b"x-forwarded-for: ", self.peer, CRLF)
-            else:
-                head.append(b"x-forwarded-for: " + self.peer + CRLF)  # appended as a second field line
-        if upgrading:
-            head += (b"connection: upgrade\r\nupgrade: ", upgrade or b"", CRLF)
-        elif chunked:
-            head.append(b"transfer-encoding: chunked\r\n")
-        elif clen is not None:
-            head += (b"content-length: ", clen, CRLF)
-        head.append(CRLF)
+        rid = fields.rid
+        if rid is None and p.id_header:
+            rid = p.ids.next()
         keep_alive = parser.should_keep_alive()
-        # The version, per request: an HTTP/1.0 request keeps its connection only with a Connection (or
-        # Proxy-Connection) field, both special, so a plain keep-alive request is HTTP/1.1 unasked.
-        http10 = bool(special or not keep_alive) and parser.get_http_version() != "1.1"
-        ex = Exchange(
+        ex = _new_exchange(
             self,
-            b"".join(head),
+            _upstream_head(self, method, url, host, parts, fields, rid, upgrading),
             method,
-            has_body,
-            chunked,
-            keep_alive,
-            http10,
-            expect and has_body,
-            upgrading,
-            rid,
-            host is None and p.host_line is None,
-            hash_key,
+            rid=rid,
+            hash_key=host if p.hash_host else fields.hash_key,
+            has_body=has_body,
+            chunked=chunked,
+            keep_alive=keep_alive,
+            # The version, per request: an HTTP/1.0 request keeps its connection only with a Connection
+            # (or Proxy-Connection) field, both special, so a plain keep-alive request is HTTP/1.1 unasked.
+            http10=bool(self.special or not keep_alive) and parser.get_http_version() != "1.1",
+            expect=fields.expect and has_body,
+            upgrading=upgrading,
+            needs_host=host is None and p.host_line is None,
         )
         self.cur = ex
         queue = self.queue
@@ -627,6 +557,133 @@ class ClientConnection:
         self.transport.abort()
 
 
+class SpecialFields:
+    """What one request's special fields said: its framing, Connection, Upgrade and Expect, the id and
+    forwarding fields it brought, its hash key. A request without any shares `_NO_SPECIAL_FIELDS`."""
+
+    def __init__(self) -> None:
+        self.chunked = False
+        self.clen: bytes | None = None
+        self.expect = False
+        self.tokens: list[bytes] = _NO_TOKENS
+        self.upgrade: bytes | None = None
+        self.rid: bytes | None = None
+        self.hash_key: bytes | None = None
+        self.prior_fwd: bytes | None = None
+
+
+_NO_SPECIAL_FIELDS = SpecialFields()  # never written to
+
+
+def _origin_form(client: ClientConnection, method: bytes, url: bytes) -> tuple[bytes | None, bytes]:
+    """(host, target) of a request whose target is not origin-form: an absolute-form target names the
+    host (RFC 9112 §3.2.2) and the upstream gets origin-form; `*` stays; CONNECT is refused."""
+    if method == b"CONNECT":
+        client._refuse(405, "connect_not_supported")  # a tunnel to anywhere: not on an HTTP listener
+    if url == b"*":
+        return client.host, url
+    split = split_absolute_target(url)
+    if split is None:
+        client._refuse(400, "bad_request_target")
+    return split
+
+
+def _special_fields(client: ClientConnection) -> SpecialFields:
+    """Read the request's special fields; the forwarding fields and a special hash header travel on
+    as they came (into `client.hparts`)."""
+    special = client.special
+    if not special:  # a plain GET has none
+        return _NO_SPECIAL_FIELDS
+    p = client.p
+    fields = SpecialFields()
+    parts = client.hparts
+    for lname, value in special:
+        if lname == b"content-length":
+            fields.clen = value
+        elif lname == p.id_header:
+            fields.rid = value
+        elif lname == b"transfer-encoding":
+            # Only chunked is decoded here; dropping another coding would corrupt the body (nginx: 501).
+            if fields.chunked or value.strip().lower() != b"chunked":
+                client._refuse(501, "unsupported_transfer_coding")
+            fields.chunked = True
+        elif lname == b"connection":
+            fields.tokens = connection_tokens(value)
+        elif lname == b"upgrade":
+            fields.upgrade = value
+        elif lname == b"expect":
+            fields.expect = value.lower() == b"100-continue"
+        elif lname == b"x-forwarded-for" or lname == b"forwarded":
+            fields.prior_fwd = value
+            parts += (lname, b": ", value, CRLF)
+        if lname == p.hash_header:
+            fields.hash_key = value
+            if lname not in _REQ_SPECIAL:
+                parts += (lname, b": ", value, CRLF)
+    return fields
+
+
+def _upstream_head(
+    client: ClientConnection,
+    method: bytes,
+    url: bytes,
+    host: bytes | None,
+    parts: list[bytes],
+    fields: SpecialFields,
+    rid: bytes | None,
+    upgrading: bool,
+) -> bytes:
+    """The request head the upstream gets: origin-form HTTP/1.1, Host, the forwarded fields, then what
+    the proxy adds (request id, forwarding) and the framing it re-states."""
+    p = client.p
+    head = [method, b" ", url, b" HTTP/1.1\r\n"]
+    if p.host_line is not None:
+        head.append(p.host_line)
+    elif host is not None:
+        head += (b"host: ", host, CRLF)
+    head += parts
+    if p.id_header:
+        head += (p.id_header, b": ", rid or b"", CRLF)
+    if p.forwarded_mode == 2:
+        head += (b'forwarded: for="', client.peer, b'"\r\n')
+    elif p.forwarded_mode:
+        if fields.prior_fwd is None:
+            head += (b"x-forwarded-for: ", client.peer, CRLF)
+        else:
+            head.append(b"x-forwarded-for: " + client.peer + CRLF)  # appended as a second field line
+    if upgrading:
+        head += (b"connection: upgrade\r\nupgrade: ", fields.upgrade or b"", CRLF)
+    elif fields.chunked:
+        head.append(b"transfer-encoding: chunked\r\n")
+    elif fields.clen is not None:
+        head += (b"content-length: ", fields.clen, CRLF)
+    head.append(CRLF)
+    return b"".join(head)
+
+
+def _new_exchange(
+    client: ClientConnection,
+    head: bytes,
+    method: bytes,
+    *,
+    rid: bytes | None,
+    hash_key: bytes | None,
+    has_body: bool,
+    chunked: bool,
+    keep_alive: bool,
+    http10: bool,
+    expect: bool,
+    upgrading: bool,
+    needs_host: bool,
+) -> Exchange:
+    """The exchange of the request `client` just parsed. Compiled, this is a C call whose keywords are
+    matched at build time; calling the extension type with keywords would build and parse a dict per
+    request."""
+    return Exchange(
+        client, head, method, rid, hash_key, has_body, chunked, keep_alive, http10, expect, upgrading, needs_host
+    )
+
+
 def _drop_listed(parts: list[bytes], tokens: list[bytes]) -> list[bytes]:
     """Remove fields named in `Connection` (hop-by-hop by declaration); parts are name, ': ', value, CRLF."""
     drop = set(tokens)
@@ -645,16 +702,17 @@ class Exchange:
         client: ClientConnection,
         head: bytes,
         method: bytes,
+        rid: bytes | None,
+        hash_key: bytes | None,
         has_body: bool,
         chunked: bool,
         keep_alive: bool,
         http10: bool,
         expect: bool,
         upgrading: bool,
-        rid: bytes | None,
         needs_host: bool,
-        hash_key: bytes | None,
     ) -> None:
+        """Made by `_new_exchange`, which names each flag."""
         self.client = client
         self.p = client.p
         self.head = head
@@ -782,7 +840,6 @@ class Exchange:
     def send(self, conn: UpstreamConnection) -> None:
         self.upstream = conn
         conn.ex = self
-        conn.uses += 1
         head = self.head
         if self.needs_host:
             line_end = head.index(CRLF) + 2
@@ -902,6 +959,21 @@ class Exchange:
             self.timer.cancel()
             self.timer = None
 
+    def _release_try(self) -> None:
+        """Let go of what the current try holds: its timer, its connect, its upstream connection. The
+        connection is closed, not pooled: the try ended mid-message."""
+        self._cancel_timer()
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        conn = self.upstream
+        if conn is not None:
+            self.upstream = None
+            conn.ex = None
+            conn.close()
+            if self.client.paused & PAUSE_UPSTREAM:
+                self.client.resume(PAUSE_UPSTREAM)  # the buffer that was full belongs to a closed connection
+
     def on_timeout(self) -> None:
         self.timer = None
         self.timer_token = 0
@@ -932,17 +1004,7 @@ class Exchange:
     def try_failed(self, outcome: Outcome, reason: str, *, never_reached: bool, retry: bool = False) -> None:
         """This try is over without a usable response: retry if safe, else answer with the reason."""
         p = self.p
-        self._cancel_timer()
-        if self.connecting is not None:
-            self.connecting.cancel()
-            self.connecting = None
-        conn = self.upstream
-        if conn is not None:
-            self.upstream = None
-            conn.ex = None
-            conn.close()
-            if self.client.paused & PAUSE_UPSTREAM:
-                self.client.resume(PAUSE_UPSTREAM)
+        self._release_try()
         ep = self.endpoint
         if ep is not None:
             ep.end_request(outcome, perf_counter() - self.try_t0)
@@ -1012,15 +1074,7 @@ class Exchange:
         """The client is gone: release everything this exchange holds."""
         if self.done:
             return
-        self._cancel_timer()
-        if self.connecting is not None:
-            self.connecting.cancel()
-            self.connecting = None
-        conn = self.upstream
-        if conn is not None:
-            self.upstream = None
-            conn.ex = None
-            conn.close()
+        self._release_try()
         if self.endpoint is not None and self.started:
             self.endpoint.end_request(Outcome.LOCAL_ERROR, perf_counter() - self.try_t0)
             self.endpoint = None
@@ -1056,7 +1110,6 @@ class UpstreamConnection:
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = HttpResponseParser(self)
         self.ex: Exchange | None = None
-        self.uses = 0
         self.idle_since = 0.0
         self.in_pool = False
         self.closed = False

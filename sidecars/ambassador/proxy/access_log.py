@@ -23,7 +23,7 @@ from sidecars.core.redact import MARKER, redact_text
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
-    from sidecars.ambassador.http_proxy import Exchange
+    from sidecars.ambassador.proxy.http_proxy import Exchange
 
 ERRORS_PER_SEC = 10.0
 MAX_PATH_CHARS = 200

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sidecars.ambassador.cluster_config import CircuitBreakerConfig, RetryBudgetConfig
+from sidecars.ambassador.cluster.config import CircuitBreakerConfig, RetryBudgetConfig
 
 
 class RetryBudget:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from sidecars.ambassador.cluster_config import HealthCheckConfig
-from sidecars.ambassador.endpoint import Endpoint
+from sidecars.ambassador.cluster.config import HealthCheckConfig
+from sidecars.ambassador.cluster.endpoint import Endpoint
 
 # The status line of a check answer must fit in this; headers and body are never read.
 MAX_STATUS_LINE_BYTES = 4096

@@ -16,10 +16,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from sidecars.ambassador.stats import LATENCY_BUCKETS
+from sidecars.ambassador.proxy.stats import LATENCY_BUCKETS
 
 if TYPE_CHECKING:
-    from sidecars.ambassador.shards import ShardSet
+    from sidecars.ambassador.proxy.shards import ShardSet
 
 RESHARD_REASONS = ("ejected", "returned", "discovery")
 

@@ -22,14 +22,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sidecars.core.limits import open_file_limit
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
-    from sidecars.ambassador.stats import ListenerStats
+    from sidecars.ambassador.proxy.stats import ListenerStats
 
 # Descriptors kept out of the client cap: the admin server and its probes, health checks, DNS,
 # the endpoints-file watcher, listening sockets, the event loop and the interpreter's own.
@@ -69,7 +69,7 @@ class ClientLimit:
         return f"at max_client_connections ({self.max_connections}): new client connections are refused"
 
     def gate(
-        self, factory: Callable[[], Any], stats: ListenerStats, refusal: bytes = b""
+        self, factory: Callable[[], asyncio.BaseProtocol], stats: ListenerStats, refusal: bytes = b""
     ) -> Callable[[], asyncio.BaseProtocol]:
         """The protocol factory to serve with: `factory`'s protocols while under the cap; beyond it,
         `refusal` is written and the connection closed."""
@@ -102,7 +102,9 @@ class _Gate(asyncio.Protocol):
 
     __slots__ = ("factory", "limit", "refusal", "stats")
 
-    def __init__(self, limit: ClientLimit, factory: Callable[[], Any], stats: ListenerStats, refusal: bytes) -> None:
+    def __init__(
+        self, limit: ClientLimit, factory: Callable[[], asyncio.BaseProtocol], stats: ListenerStats, refusal: bytes
+    ) -> None:
         self.limit = limit
         self.factory = factory
         self.stats = stats

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sidecars.ambassador.balancer import balancer_class
+from sidecars.ambassador.cluster.balancer import balancer_class
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -126,8 +126,8 @@ class ClusterConfig(_Section):
     )
     endpoints_file: str | None = Field(
         None,
-        description="File listing endpoints (a YAML/JSON list of host:port, or one per line, # comments), "
-        "watched and reloaded atomically; a bad or empty update keeps the last good set.",
+        description="File listing endpoints (a YAML/JSON list of host:port, or one per line, # comments; at "
+        "most 1 MiB), watched and reloaded atomically; a bad, empty or larger update keeps the last good set.",
     )
     endpoints_file_poll_secs: float = Field(
         5.0, gt=0, description="Safety-net re-read of endpoints_file when no change notification arrives."
@@ -135,7 +135,8 @@ class ClusterConfig(_Section):
     discovery_plugin: str | None = Field(
         None,
         description="A discovery source an installed package registers in the entry-point group "
-        "sidecars.ambassador.discovery (a service registry, an API); its endpoints join the others.",
+        "sidecars.ambassador.discovery (a service registry, an API); its endpoints join the others. A name has "
+        "one provider: two packages claiming it is an error naming both.",
     )
     discovery_options: dict[str, Any] = Field({}, description="Keyword arguments of discovery_plugin's source.")
     balancer: str = Field(
@@ -143,7 +144,8 @@ class ClusterConfig(_Section):
         description="p2c_ewma: two random endpoints, the one with the lower latency x load wins; "
         "least_request: two random endpoints, fewer requests in flight wins; round_robin; "
         "hash: consistent hash of the request's hash key (only the keys of a leaving endpoint move); "
-        "or a balancer an installed package registers in the entry-point group sidecars.ambassador.balancers.",
+        "or a balancer an installed package registers in the entry-point group sidecars.ambassador.balancers, "
+        "under a name of its own (one claiming a built-in's name is an error naming both).",
     )
     ewma_decay_secs: float = Field(10.0, gt=0, description="Time constant of the latency average used by p2c_ewma.")
     slow_start_secs: float = Field(
@@ -191,7 +193,7 @@ class ClusterConfig(_Section):
     @classmethod
     def _known_discovery_plugin(cls, value: str | None) -> str | None:
         if value is not None:
-            from sidecars.ambassador.discovery import source_class  # discovery imports this module
+            from sidecars.ambassador.cluster.discovery import source_class  # discovery imports this module
 
             source_class(value)  # ValueError naming the installed plugins
         return value

@@ -18,10 +18,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from sidecars.ambassador.endpoint import Outcome
+from sidecars.ambassador.cluster.endpoint import Outcome
 
 if TYPE_CHECKING:
-    from sidecars.ambassador.cluster import Cluster
+    from sidecars.ambassador.cluster.cluster import Cluster
 
 ENDPOINT_STATES = ("healthy", "unhealthy", "pending", "ejected", "draining")
 OUTCOMES = tuple(o.name.lower() for o in Outcome)

@@ -16,12 +16,12 @@ import contextlib
 import time
 from typing import TYPE_CHECKING
 
-from sidecars.ambassador.endpoint import LOCAL_ERRNOS, Endpoint, Outcome
+from sidecars.ambassador.cluster.endpoint import LOCAL_ERRNOS, Endpoint, Outcome
 
 if TYPE_CHECKING:
-    from sidecars.ambassador.http_proxy import ClusterView
+    from sidecars.ambassador.cluster.view import ClusterView
+    from sidecars.ambassador.proxy.stats import ListenerStats
     from sidecars.ambassador.settings import ListenerConfig
-    from sidecars.ambassador.stats import ListenerStats
 
 
 class TcpProxy:
