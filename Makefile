@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 .PHONY: help venv images e2e test demo lint
 
 help:
-	@echo "make venv    create $(VENV) with the package and its test tools"
+	@echo "make venv    create $(VENV) with the package, its test tools and its linters"
 	@echo "make images  start Docker if needed and build the images (tailer, ambassador, adapter, demo-app)"
 	@echo "make e2e     run the example Pods in Docker (tests/e2e)"
 	@echo "make test    run every test"
@@ -16,7 +16,7 @@ help:
 
 venv:
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -e '.[test,dev]' -e examples/portwatch
 
 images:
 	bash .ci/docker.sh

@@ -1,7 +1,7 @@
 """Build hook: compiles the ambassador's hot paths with Cython where a C compiler is present.
 
 Each source in `TWINS` (the HTTP request path, the RESP parser, the key hashes) stays the one source
-and is always installed. Its compiled twin (`sidecars.ambassador._http_proxy_c`, ...) is built from a
+and is always installed. Its compiled twin (`sidecars.ambassador.proxy._http_proxy_c`, ...) is built from a
 copy that records the source's SHA-256, and `sidecars/ambassador/engine.py` uses a twin only while
 that digest matches the installed source: an edited source in an editable install is never shadowed
 by a stale build.
@@ -23,9 +23,9 @@ from setuptools.command.build_ext import build_ext
 HERE = Path(__file__).parent
 # source -> module name of its compiled twin (beside it, same package)
 TWINS = {
-    Path("sidecars/ambassador/http_proxy.py"): "_http_proxy_c",
-    Path("sidecars/ambassador/resp.py"): "_resp_c",
-    Path("sidecars/ambassador/hashing.py"): "_hashing_c",
+    Path("sidecars/ambassador/proxy/http_proxy.py"): "_http_proxy_c",
+    Path("sidecars/ambassador/proxy/resp.py"): "_resp_c",
+    Path("sidecars/ambassador/cluster/hashing.py"): "_hashing_c",
 }
 
 

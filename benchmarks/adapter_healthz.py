@@ -25,8 +25,8 @@ from pathlib import Path
 
 from benchmarks.report import Report
 from sidecars.testing import free_port
+from tests.support import nginx as support_nginx
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 
 RULES = """
@@ -36,26 +36,11 @@ rules:
   - {name: heartbeat, expr: 'changes(heartbeat_total[1m]) == 0', group: liveness, severity: warn}
 """
 
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log;
-events {{ worker_connections 256; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/tmp;
-  proxy_temp_path {dir}/tmp;
-  fastcgi_temp_path {dir}/tmp;
-  uwsgi_temp_path {dir}/tmp;
-  scgi_temp_path {dir}/tmp;
-  server {{
-    listen 127.0.0.1:{port};
-    root {dir}/www;
-    location = /healthz {{ default_type text/plain; return 200 "ok"; }}
-    location = /metrics {{ default_type text/plain; }}
-  }}
-}}
+# The one server block of tests/support/nginx.py's config ({dir} filled in there).
+NGINX_SERVER = """
+        root {dir}/www;
+        location = /healthz {{ default_type text/plain; return 200 "ok"; }}
+        location = /metrics {{ default_type text/plain; }}
 """
 
 
@@ -118,17 +103,16 @@ def run(quick: bool) -> Report:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "www").mkdir()
-        (root / "tmp").mkdir()
         page = big_page(series)
         (root / "www" / "metrics").write_text(page)
         os.chmod(root, 0o755)
         for path in [root / "www", root / "www" / "metrics"]:
             os.chmod(path, 0o755)
         port = free_port()
-        (root / "nginx.conf").write_text(NGINX_CONF.format(dir=root, port=port))
+        support_nginx.write_config(root, NGINX_SERVER, port)
         (root / "rules.yaml").write_text(RULES)
         # Its own process group, so that its workers go with it whatever happens to the master.
-        nginx = subprocess.Popen([NGINX, "-c", str(root / "nginx.conf"), "-p", str(root)], start_new_session=True)
+        nginx = subprocess.Popen(support_nginx.command(root), start_new_session=True)
         try:
             wait_http(f"http://127.0.0.1:{port}/healthz")
             for label, outputs in (("filtered", "health"), ("full", "health,json")):

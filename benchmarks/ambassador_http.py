@@ -25,52 +25,28 @@ from pathlib import Path
 from benchmarks.report import Report
 from sidecars.ambassador import engine
 from sidecars.testing import free_port
+from tests.support import nginx as support_nginx
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 PROXY_CORE = "0"
 LOAD_CORE = "1"
 
-NGINX_COMMON = """
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/tmp;
-  proxy_temp_path {dir}/tmp;
-  fastcgi_temp_path {dir}/tmp;
-  uwsgi_temp_path {dir}/tmp;
-  scgi_temp_path {dir}/tmp;
-  keepalive_requests 10000000;
-  {body}
-}}
-"""
-
+# Server blocks for tests/support/nginx.py's config ({port}, {dir} filled in there).
 UPSTREAM = """
-  server {{
-    listen 127.0.0.1:{port} backlog=4096;
-    root {dir}/www;
-    location = /hello {{ default_type text/plain; return 200 "hello world\\n"; }}
-  }}
+        location = /hello {{ default_type text/plain; return 200 "hello world\\n"; }}
 """
 
 NGINX_PROXY = """
-  # keepalive_requests: nginx otherwise reconnects every 1000 requests; the others never do.
-  upstream app {{ server 127.0.0.1:{upstream}; keepalive 128; keepalive_requests 10000000; }}
-  server {{
-    listen 127.0.0.1:{port} backlog=4096;
-    location / {{
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering on;
-    }}
-  }}
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering on;
+        }}
 """
+# keepalive_requests: nginx otherwise reconnects every 1000 requests; the others never do.
+NGINX_PROXY_UPSTREAM = "upstream app {{ server 127.0.0.1:{upstream}; keepalive 128; keepalive_requests 10000000; }}"
 
 HAPROXY_CONF = """
 global
@@ -134,13 +110,12 @@ def process(cmd: list[str], core: str, port: int, **kwargs: object) -> Iterator[
 
 
 @contextlib.contextmanager
-def nginx(tmp: Path, name: str, body: str, port: int, core: str) -> Iterator[None]:
+def nginx(tmp: Path, name: str, server: str, port: int, core: str, *, http: str = "") -> Iterator[None]:
+    """The tests' nginx config (`server` its one server block, `http` added at the http level) on `core`."""
     d = tmp / name
-    (d / "tmp").mkdir(parents=True, exist_ok=True)
-    (d / "www").mkdir(exist_ok=True)
-    conf = d / "nginx.conf"
-    conf.write_text(NGINX_COMMON.format(dir=d, body=body))
-    with process([NGINX, "-p", str(d), "-c", str(conf)], core, port, stderr=subprocess.DEVNULL):
+    d.mkdir(parents=True, exist_ok=True)
+    support_nginx.write_config(d, server, port, http=http, listen="backlog=4096", worker_connections=4096)
+    with process(support_nginx.command(d), core, port, stderr=subprocess.DEVNULL):
         yield
 
 
@@ -235,11 +210,13 @@ def run(quick: bool) -> Report:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         upstream = free_port()
-        with nginx(tmp, "upstream", UPSTREAM.format(port=upstream, dir=tmp / "upstream"), upstream, LOAD_CORE):
+        with nginx(tmp, "upstream", UPSTREAM, upstream, LOAD_CORE):
             direct = wrk(f"http://127.0.0.1:{upstream}/hello", 1, light_secs)
             report.add("direct", light_p50_ms=direct["p50_ms"])
             proxies: dict[str, Callable[[int], contextlib.AbstractContextManager[object]]] = {
-                "nginx": lambda p: nginx(tmp, "proxy", NGINX_PROXY.format(port=p, upstream=upstream), p, PROXY_CORE),
+                "nginx": lambda p: nginx(
+                    tmp, "proxy", NGINX_PROXY, p, PROXY_CORE, http=NGINX_PROXY_UPSTREAM.format(upstream=upstream)
+                ),
                 "haproxy": lambda p: haproxy(tmp, p, upstream, "http", PROXY_CORE),
                 "sidecars": lambda p: ambassador(tmp, p, upstream, "http", PROXY_CORE),
                 # The same source interpreted: what runs where the compiled build is missing.

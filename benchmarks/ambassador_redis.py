@@ -26,8 +26,8 @@ from pathlib import Path
 
 from benchmarks.ambassador_http import LOAD_CORE, PROXY_CORE, core_busy, process
 from benchmarks.report import Report
-from sidecars.ambassador.redis_proxy import RESP
-from sidecars.ambassador.sharding import HASHING
+from sidecars.ambassador.cluster.sharding import HASHING
+from sidecars.ambassador.proxy.redis_proxy import RESP
 from sidecars.testing import free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"

@@ -17,14 +17,6 @@ from benchmarks.ambassador_http import LOAD_CORE, PROXY_CORE, ambassador, haprox
 from benchmarks.report import Report
 from sidecars.testing import free_port
 
-FILE_SERVER = """
-  sendfile on;
-  server {{
-    listen 127.0.0.1:{port};
-    root {root};
-  }}
-"""
-
 
 def download(url: str) -> float:
     """MiB/s of one download through `url`, as curl measured it."""
@@ -55,7 +47,7 @@ def run(quick: bool) -> Report:
                 f.write(block)
         os.chmod(www, 0o755)
         upstream = free_port()
-        with nginx(tmp, "files", FILE_SERVER.format(port=upstream, root=www), upstream, LOAD_CORE):
+        with nginx(tmp, "files", f"root {www};", upstream, LOAD_CORE, http="sendfile on;"):
             direct = max(download(f"http://127.0.0.1:{upstream}/big.bin") for _ in range(rounds))
             report.add("direct", mib_per_s=direct)
             ports = {"haproxy": free_port(), "sidecars": free_port()}

@@ -6,6 +6,9 @@
 #   images/build.sh --wheelhouse    download/build every wheel into images/wheelhouse/ first
 #   images/build.sh --offline       build with no package index, from images/wheelhouse/ only
 #
+# Each build also writes the images' SBOM (CycloneDX JSON, the same file as /usr/share/sbom/ in the
+# images) to $SBOM_DIR/sidecars-<version>.cdx.json (default dist/).
+#
 # The build context is a tar stream of just what the image needs (no .venv, no .git), so no
 # .dockerignore is needed and the context is a few hundred KiB.
 set -euo pipefail
@@ -15,6 +18,9 @@ cd "$ROOT"
 ALL_TARGETS=(tailer ambassador adapter injector demo-app)
 VERSION="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' sidecars/__init__.py)"
 REVISION="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+# The commit's time, so that the SBOM of the same sources is the same bytes.
+SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
+SBOM_DIR="${SBOM_DIR:-$ROOT/dist}"
 SOURCE="${IMAGE_SOURCE:-https://github.com/sidecars/sidecars}"
 REPO="${IMAGE_REPO:-sidecars}"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
@@ -27,7 +33,7 @@ for arg in "$@"; do
       "$PYTHON" -m pip wheel -q -w images/wheelhouse "setuptools>=77" wheel "Cython>=3.0" .
       rm -f images/wheelhouse/sidecars-*.whl ;;
     --offline) offline=1 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) targets+=("$arg") ;;
   esac
 done
@@ -35,7 +41,7 @@ done
 
 build_args=(--network host -f images/Dockerfile
   --build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION" --build-arg "SOURCE=$SOURCE"
-  --build-arg "OFFLINE=$offline")
+  --build-arg "OFFLINE=$offline" --build-arg "SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH")
 # The locally made Debian base (see .ci/docker.sh) when present: no registry is needed then.
 if [[ -z "${BASE_IMAGE:-}" ]] && docker image inspect sidecars-base-os:bookworm >/dev/null 2>&1; then
   BASE_IMAGE=sidecars-base-os:bookworm
@@ -46,7 +52,7 @@ fi
 
 context="$(mktemp)"
 trap 'rm -f "$context" "$context.log"' EXIT
-files=(pyproject.toml setup.py sidecars images/Dockerfile images/wheelhouse)
+files=(pyproject.toml LICENSE setup.py sidecars images/Dockerfile images/rootfs.py images/sbom.py images/wheelhouse)
 [[ -f README.md ]] && files+=(README.md)
 tar --exclude='__pycache__' --exclude='*.pyc' --exclude='*.so' -cf "$context" "${files[@]}"
 
@@ -58,6 +64,15 @@ for target in "${targets[@]}"; do
     exit 1
   fi
 done
+
+# The SBOM beside the images: copied out of the first one (no container is started; there is no shell).
+mkdir -p "$SBOM_DIR"
+sbom="$SBOM_DIR/sidecars-$VERSION.cdx.json"
+container="$(docker create "$REPO/${targets[0]}:$VERSION")"
+docker cp "$container:/usr/share/sbom/sidecars.cdx.json" "$sbom.tmp" >/dev/null
+docker rm "$container" >/dev/null
+mv "$sbom.tmp" "$sbom"
+echo "[build.sh] SBOM: $sbom" >&2
 
 for target in "${targets[@]}"; do
   docker image inspect -f "{{index .RepoTags 0}} {{.Size}}" "$REPO/$target:$VERSION"

@@ -122,6 +122,9 @@ class ParseResult:
     types: dict[str, str] = field(default_factory=dict)
     help: dict[str, str] = field(default_factory=dict)
     duplicates: int = 0
+    # Sample lines the family filter skipped without parsing them: a malformed one of those fails no
+    # scrape, unlike in Prometheus, which parses every line.
+    unchecked_lines: int = 0
 
 
 def family_names(names: Iterable[str]) -> frozenset[str]:
@@ -402,8 +405,13 @@ def parse_pieces(
 def _parse_block(parser: _Parser, block: str, wanted: Collection[str] | None, lineno: int) -> int:
     """Parses complete lines; returns the number of the line after them."""
     if wanted is not None and "\n " not in block and "\n\t" not in block and block[:1] not in (" ", "\t"):
-        _parse_filtered(parser, block, wanted, lineno)
-        return lineno + block.count("\n") + 1
+        count = block.count("\n") + 1
+        parsed = _parse_filtered(parser, block, wanted, lineno)
+        # Comment and blank lines are left out of the count, as the line loop below parses those.
+        comments = block.count("\n#") + (block[:1] == "#")
+        blanks = block.count("\n\n") + (block[:1] == "\n") + (block[-1:] == "\n") + (not block)
+        parser.result.unchecked_lines += count - parsed - comments - blanks
+        return lineno + count
     lines = block.split("\n")
     _parse_lines(parser, lines, wanted, lineno)
     return lineno + len(lines)
@@ -474,6 +482,7 @@ def _parse_lines(parser: _Parser, lines: list[str], wanted: Collection[str] | No
             if tab >= 0:
                 cut = tab
             if line[:cut] not in wanted:
+                parser.result.unchecked_lines += 1
                 continue
         close = line.find("}")
         if close < 0:
@@ -551,8 +560,8 @@ def _family_base(name: str) -> str:
     return name
 
 
-def _parse_filtered(parser: _Parser, text: str, names: Collection[str], first_lineno: int = 1) -> None:
-    """Finds the lines of the wanted names with `str.find` and parses only those.
+def _parse_filtered(parser: _Parser, text: str, names: Collection[str], first_lineno: int = 1) -> int:
+    """Finds the lines of the wanted names with `str.find` and parses only those; returns their number.
 
     One search per family base (`x` finds `x_bucket`, `x_sum`, ...); a base that extends another is
     already found by the shorter one. Each hit's full name is then checked against `names`.
@@ -580,3 +589,4 @@ def _parse_filtered(parser: _Parser, text: str, names: Collection[str], first_li
     except ParseError as exc:
         lineno = text.count("\n", 0, starts[exc.line - 1]) + first_lineno
         raise ParseError(lineno, exc.message) from None
+    return len(lines)

@@ -31,6 +31,11 @@ class AdapterMetrics:
             "adapter_duplicate_series", "Series repeated within one page (the first sample is kept).", registry=registry
         )
         self.series = Gauge("adapter_scrape_series", "Series kept from the last successful scrape.", registry=registry)
+        self.unchecked_lines = Gauge(
+            "adapter_scrape_unchecked_lines",
+            "Lines of the last page skipped unparsed by the rules' family filter: a malformed one fails no scrape.",
+            registry=registry,
+        )
         self.page_bytes = Gauge("adapter_scrape_bytes", "Size of the last page (decompressed).", registry=registry)
         self.check_state = Gauge(
             "adapter_check_state", "1 for the state each check is in.", ["check", "state"], registry=registry

@@ -13,6 +13,7 @@ import contextlib
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -41,6 +42,16 @@ def _release(lists: list[list[SampleTuple]]) -> None:
             del items[-20_000:]
 
 
+@dataclass(frozen=True)
+class Serving:
+    """What `lifespan()` built and opened, for the scrapes, the reloads and the listener."""
+
+    evaluator: Evaluator
+    scraper: Scraper
+    outputs: tuple[Output, ...]
+    listen_port: int
+
+
 class Adapter(Sidecar[AdapterSettings]):
     name = "adapter"
     description = "scrapes the app's Prometheus /metrics and serves /healthz (and more) decided by rules"
@@ -49,20 +60,18 @@ class Adapter(Sidecar[AdapterSettings]):
     @classmethod
     def commands(cls) -> Mapping[str, Callable[[list[str]], int]]:
         from sidecars.adapter.check import main as check
+        from sidecars.adapter.ruletest import main as test
 
-        return {"check": check}
+        return {"check": check, "test": test}
 
     def __init__(self, settings: AdapterSettings, context: Context) -> None:
         super().__init__(settings, context)
         self.state = State()
-        self.outputs: list[Output] = []
-        self.evaluator: Evaluator | None = None
-        self.scraper: Scraper | None = None
-        self.listen_port: int | None = None
+        self.metrics = AdapterMetrics(context.metrics.registry)
         self.rules: MountedFiles[RuleSet] | None = None
         self.scrape_attempted = False
         self.last_loop_at = time.monotonic()
-        self._metrics: AdapterMetrics | None = None
+        self._serving: Serving | None = None
         self._stopping = False
         # A failing scrape or rule is logged when it starts, then at most every ten minutes while it
         # lasts (the metrics count every one); a good scrape resets the scrape's lines.
@@ -70,14 +79,20 @@ class Adapter(Sidecar[AdapterSettings]):
         self._outages = 0
 
     @property
-    def metrics(self) -> AdapterMetrics:
-        assert self._metrics is not None, "lifespan not entered"
-        return self._metrics
+    def serving(self) -> Serving:
+        """What `lifespan()` opened: `run()`, its scrapes and the rules reloads happen only within it."""
+        if self._serving is None:
+            raise RuntimeError("the adapter's lifespan() has not been entered")
+        return self._serving
+
+    @property
+    def listen_port(self) -> int:
+        """The port the listener is bound to (the one chosen when `listen_port` is 0)."""
+        return self.serving.listen_port
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         settings = self.settings
-        self._metrics = AdapterMetrics(self.context.metrics.registry)
         rules = RuleSet()
         if settings.rules_file is not None:
             self.rules = rules_watcher(
@@ -90,11 +105,13 @@ class Adapter(Sidecar[AdapterSettings]):
             rules = self.rules.load()  # a bad file at start-up stops the sidecar
         self.state.rules = rules
         self.metrics.rules.set(len(rules.rules))
-        self.evaluator = Evaluator(rules)
+        evaluator = Evaluator(rules)
         try:
-            self.outputs = [load_output(name)(self.state, settings) for name in settings.outputs]
+            outputs = tuple(load_output(name)(self.state, settings) for name in settings.outputs)
         except PluginError as exc:
             raise ValueError(f"outputs: {exc}") from exc
+        for output in outputs:
+            output.start(self.context)
         previous_interval = sys.getswitchinterval()
         async with contextlib.AsyncExitStack() as stack:
             session = new_session()
@@ -104,7 +121,7 @@ class Adapter(Sidecar[AdapterSettings]):
                 # The header holds the secret in another form (base64 of user:password): masked too,
                 # wherever text is shown, should a library ever quote it.
                 register_secrets((authorization, authorization.partition(" ")[2]))
-            self.scraper = Scraper(
+            scraper = Scraper(
                 session,
                 settings.target_url,
                 settings.scrape_timeout_secs,
@@ -112,19 +129,23 @@ class Adapter(Sidecar[AdapterSettings]):
                 max_series=settings.max_series,
                 authorization=authorization,
             )
-            del authorization  # not left in this frame, which lives as long as the process
-            stack.callback(self.scraper.close)
+            push_authorization = settings.push_authorization()
+            if push_authorization is not None:
+                register_secrets((push_authorization, push_authorization.partition(" ")[2]))
+            del authorization, push_authorization  # not left in this frame, which lives as long as the process
+            stack.callback(scraper.close)
             app = web.Application()
-            for output in self.outputs:
+            for output in outputs:
                 app.add_routes(output.routes())
             server = await start_server(app, settings.listen_host, settings.listen_port)
             stack.push_async_callback(server.close)
-            self.listen_port = server.port
+            listen_port = server.port
+            self._serving = Serving(evaluator, scraper, outputs, listen_port)
             sys.setswitchinterval(min(previous_interval, SWITCH_INTERVAL_SECS))
             stack.callback(sys.setswitchinterval, previous_interval)
             self.log.info(
                 "adapter listening",
-                port=self.listen_port,
+                port=listen_port,
                 target=redact_url(settings.target_url),
                 rules=len(rules.rules),
                 outputs=settings.outputs,
@@ -138,7 +159,7 @@ class Adapter(Sidecar[AdapterSettings]):
             return None, None
         rule_families = family_names(names)
         wanted = set(rule_families)
-        for output in self.outputs:
+        for output in self.serving.outputs:
             extra = output.families()
             if extra is None:
                 return None, rule_families
@@ -164,38 +185,44 @@ class Adapter(Sidecar[AdapterSettings]):
             await asyncio.sleep(next_at - now)
 
     async def scrape_once(self) -> Scrape:
-        assert self.scraper is not None and self.evaluator is not None
-        metrics = self.metrics
-        scrape = await self.scraper.scrape(*self.wanted_families())
+        serving, metrics = self.serving, self.metrics
+        scrape = await serving.scraper.scrape(*self.wanted_families())
         metrics.scrapes.inc()
         self.context.metrics.events_in.inc()
         metrics.scrape_duration.observe(scrape.duration_secs)
         if scrape.result is not None:
             metrics.series.set(len(scrape.result.samples))
             metrics.page_bytes.set(scrape.bytes)
+            metrics.unchecked_lines.set(scrape.result.unchecked_lines)
             if scrape.result.duplicates:
                 metrics.duplicate_series.inc(scrape.result.duplicates)
             report = ScrapeReport(
-                scrape.t_ms, True, scrape.rule_samples, scrape.duration_secs,
+                t_ms=scrape.t_ms,
+                ok=True,
+                samples=scrape.rule_samples,
+                duration_secs=scrape.duration_secs,
                 samples_scraped=len(scrape.result.samples),
-            )  # fmt: skip
+            )
         else:
-            assert scrape.error is not None
-            metrics.scrape_failures.labels(reason=scrape.error.reason).inc()
-            if scrape.error.reason == "parse_error":
+            failure = scrape.error
+            assert failure is not None  # a scrape has a result or an error
+            metrics.scrape_failures.labels(reason=failure.reason).inc()
+            if failure.reason == "parse_error":
                 metrics.parse_errors.inc()
-            self._log_failure(scrape)
-            report = ScrapeReport(scrape.t_ms, False, (), scrape.duration_secs, str(scrape.error))
+            self._log_failure(failure.reason, failure.detail)
+            report = ScrapeReport(t_ms=scrape.t_ms, ok=False, duration_secs=scrape.duration_secs, reason=str(failure))
+            for output in serving.outputs:
+                output.on_scrape_failed(scrape)
         # In a thread: a rule over a big family appends and reads many series; pure Python, so the
         # loop gets the GIL back every switch interval and keeps answering probes meanwhile.
-        verdict = await asyncio.to_thread(self.evaluator.observe, report)
+        verdict = await asyncio.to_thread(serving.evaluator.observe, report)
         self.state.last_scrape = scrape
         garbage: list[list[SampleTuple]] = []
         if scrape.ok:
             previous, self.state.last_good = self.state.last_good, scrape
-            for output in self.outputs:
+            for output in serving.outputs:
                 output.on_scrape(scrape)
-            in_use = previous is not None and any(o.reading(previous) for o in self.outputs)
+            in_use = previous is not None and any(o.reading(previous) for o in serving.outputs)
             if previous is not None and previous.result is not None and not in_use:
                 # Freeing a big page's samples is one long C call; done piecewise in a thread below.
                 garbage = [previous.result.samples, previous.rule_samples]
@@ -203,7 +230,7 @@ class Adapter(Sidecar[AdapterSettings]):
         self.state.verdict = verdict
         for check in verdict.checks:
             metrics.set_check(check.name, check.group, check.severity, check.state, check.failing)
-        for name, error in self.evaluator.errors.items():
+        for name, error in serving.evaluator.errors.items():
             metrics.evaluation_errors.labels(check=name).inc()
             self._lines.warning("rule evaluation failed", key=f"rule:{name}:{error}", check=name, error=error)
         self.context.metrics.events_out.inc()
@@ -211,18 +238,15 @@ class Adapter(Sidecar[AdapterSettings]):
             await asyncio.to_thread(_release, garbage)
         return scrape
 
-    def _log_failure(self, scrape: Scrape) -> None:
-        assert scrape.error is not None
+    def _log_failure(self, reason: str, detail: str) -> None:
         last = self.state.last_scrape
         if last is not None and last.error is None:
             self._outages += 1  # a new outage: its lines are keyed afresh, so said at once
-        reason = scrape.error.reason
         key = f"scrape:{self._outages}:{reason}"
-        self._lines.warning("scrape failed", key=key, reason=reason, detail=scrape.error.detail)
+        self._lines.warning("scrape failed", key=key, reason=reason, detail=detail)
 
     def set_rules(self, rules: RuleSet) -> None:
-        assert self.evaluator is not None
-        self.evaluator.set_rules(rules)
+        self.serving.evaluator.set_rules(rules)
         self.state.rules = rules
         self.metrics.rules.set(len(rules.rules))
         self.metrics.rule_reloads.labels(result="ok").inc()

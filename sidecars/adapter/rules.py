@@ -30,7 +30,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 from structlog.typing import FilteringBoundLogger
@@ -169,7 +168,7 @@ class RuleSet:
         return frozenset(names)
 
 
-def _duration(value: Any, where: str, problems: list[str]) -> int:
+def _duration(value: object, where: str, problems: list[str]) -> int:
     if value is None:
         return 0
     if isinstance(value, bool):
@@ -187,7 +186,7 @@ def _duration(value: Any, where: str, problems: list[str]) -> int:
     return ms
 
 
-def _choice(value: Any, choices: tuple[str, ...], default: str, where: str, problems: list[str]) -> str:
+def _choice(value: object, choices: tuple[str, ...], default: str, where: str, problems: list[str]) -> str:
     if value is None:
         return default
     if value not in choices:
@@ -196,7 +195,7 @@ def _choice(value: Any, choices: tuple[str, ...], default: str, where: str, prob
     return str(value)
 
 
-def _group(value: Any, default: str, where: str, problems: list[str]) -> str:
+def _group(value: object, default: str, where: str, problems: list[str]) -> str:
     if value is None:
         return default
     if not isinstance(value, str) or not _GROUP.fullmatch(value) or value == "health":
@@ -214,7 +213,7 @@ def _expr_problem(where: str, text: str, exc: PromQLError) -> str:
     return f"{where}: {exc}{caret}"
 
 
-def _rule(raw: Any, index: int, problems: list[str]) -> Rule | None:
+def _rule(raw: object, index: int, problems: list[str]) -> Rule | None:
     where = f"rules[{index}]"
     if not isinstance(raw, dict):
         problems.append(f"{where}: expected a mapping with name and expr")
@@ -265,7 +264,7 @@ def _rule(raw: Any, index: int, problems: list[str]) -> Rule | None:
     )
 
 
-def _scrape(raw: Any, problems: list[str]) -> ScrapeCheck:
+def _scrape(raw: object, problems: list[str]) -> ScrapeCheck:
     if raw is None:
         return ScrapeCheck()
     if not isinstance(raw, dict):
@@ -280,7 +279,7 @@ def _scrape(raw: Any, problems: list[str]) -> ScrapeCheck:
     )
 
 
-def _regex(value: Any, where: str, problems: list[str]) -> AnchoredRegex | None:
+def _regex(value: object, where: str, problems: list[str]) -> AnchoredRegex | None:
     if not isinstance(value, str):
         problems.append(f"{where}: expected a regular expression")
         return None
@@ -291,7 +290,7 @@ def _regex(value: Any, where: str, problems: list[str]) -> AnchoredRegex | None:
         return None
 
 
-def _export(raw: Any, problems: list[str]) -> ExportConfig:
+def _export(raw: object, problems: list[str]) -> ExportConfig:
     if raw is None:
         return ExportConfig()
     if not isinstance(raw, dict):

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
-from typing import Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from yarl import URL
 
 from sidecars.core import SidecarSettings
 from sidecars.core.redact import refuse_url_credentials
+
+DEFAULT_SCRAPE_TIMEOUT_SECS = 5.0
 
 
 class AdapterSettings(SidecarSettings):
@@ -48,7 +50,10 @@ class AdapterSettings(SidecarSettings):
     listen_port: int = Field(8086, ge=0, le=65535, description="Port of that listener; 0 picks a free one.")
     scrape_interval_secs: float = Field(10.0, gt=0, description="Time between two scrapes of the target.")
     scrape_timeout_secs: float = Field(
-        5.0, gt=0, description="A scrape (connect, response, body) must finish within this; at most the interval."
+        DEFAULT_SCRAPE_TIMEOUT_SECS,
+        gt=0,
+        description="A scrape (connect, response, body) must finish within this; at most the interval. "
+        "Unset, 5 s, or the interval when that is shorter (as Prometheus' default timeout).",
     )
     # The two limits bound the memory (docs/adapter.md, Memory): the Pod examples' 192Mi holds the
     # worst page the defaults allow, scraped every 2 s, with five minutes of history per series.
@@ -74,13 +79,57 @@ class AdapterSettings(SidecarSettings):
         "(/metrics.json), prometheus (/metrics, filtered and relabelled by the rules file's export section), "
         "or any installed under the entry-point group sidecars.adapter.outputs.",
     )
+    push_url: str | None = Field(
+        None,
+        description="Receiver of the push outputs: for remote_write a Prometheus remote-write endpoint "
+        "(e.g. http://prometheus:9090/api/v1/write). No credentials in it: see push_bearer_token.",
+    )
+    push_bearer_token: SecretStr | None = Field(
+        None,
+        description="Token sent to the push receiver as `Authorization: Bearer`, or from a file with the _file "
+        "variant (a mounted Secret); never shown.",
+    )
+    push_keep: list[str] = Field(
+        [], description="Metric-family regexes (RE2, fully anchored) a push output sends; empty sends every family."
+    )
+    push_labels: list[str] = Field(
+        [],
+        description="Labels added to every pushed series, as name=value (e.g. pod=$(POD_NAME) from the "
+        "Downward API); they replace a label of the same name on the page.",
+    )
+    push_batch_max_samples: int = Field(2000, gt=0, description="Most samples in one push request.")
+    push_queue_max_samples: int = Field(
+        100_000,
+        gt=0,
+        description="Most samples waiting while the receiver is slow or away; past it the oldest are dropped "
+        'and counted (adapter_push_dropped_samples_total{reason="queue_full"}). About 200 B each.',
+    )
+    push_timeout_secs: float = Field(10.0, gt=0, description="Timeout of one push request.")
+    push_max_backoff_secs: float = Field(
+        30.0, gt=0, description="Longest wait between two tries of a failed batch (unless Retry-After asks more)."
+    )
     rules_poll_secs: float = Field(
         5.0, gt=0, description="Interval of the modification-time check of the rules file (besides inotify)."
     )
 
     @model_validator(mode="before")
     @classmethod
-    def _no_credentials_in_url(cls, data: Any) -> Any:
+    def _timeout_defaults_to_a_shorter_interval(cls, data: object) -> object:
+        # `--scrape-interval-secs 1` alone is valid: an unset timeout follows an interval shorter than its
+        # default, as in Prometheus. A timeout given explicitly above the interval is still refused below.
+        if not isinstance(data, dict) or data.get("scrape_timeout_secs") is not None:
+            return data
+        try:
+            interval = float(data.get("scrape_interval_secs", 10.0))
+        except (TypeError, ValueError):
+            return data  # reported by the field's own validation
+        if 0 < interval < DEFAULT_SCRAPE_TIMEOUT_SECS:
+            return {**data, "scrape_timeout_secs": interval}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials_in_url(cls, data: object) -> object:
         # Checked on the raw input, before the field: a field error would echo the URL, password
         # included, and the URL is shown by --print-config, the logs and the probe outputs.
         url = data.get("target_url") if isinstance(data, dict) else None
@@ -92,6 +141,50 @@ class AdapterSettings(SidecarSettings):
                 "target_basic_auth_password_file), or target_bearer_token",
             )
         return data
+
+    @field_validator("push_url")
+    @classmethod
+    def _push_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        url = URL(value)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if url.user is not None or url.password is not None:
+            raise ValueError("must not hold credentials (user:password@); give push_bearer_token(_file)")
+        return value
+
+    @field_validator("push_labels")
+    @classmethod
+    def _label_pairs(cls, value: list[str]) -> list[str]:
+        for item in value:
+            name, eq, _ = item.partition("=")
+            if not eq or not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name) or name.startswith("__"):
+                raise ValueError(f"{item!r}: expected name=value with a label name (not __reserved)")
+        return value
+
+    @field_validator("push_keep")
+    @classmethod
+    def _keep_regexes(cls, value: list[str]) -> list[str]:
+        from sidecars.adapter.promql.regex import RegexError, compile_anchored
+
+        for pattern in value:
+            try:
+                compile_anchored(pattern)
+            except RegexError as exc:
+                raise ValueError(f"{pattern!r}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _push_needs_a_receiver(self) -> AdapterSettings:
+        if "remote_write" in self.outputs and not self.push_url:
+            raise ValueError("the remote_write output needs push_url")
+        return self
+
+    def push_authorization(self) -> str | None:
+        if self.push_bearer_token is None:
+            return None
+        return "Bearer " + self.push_bearer_token.get_secret_value()
 
     @field_validator("target_url")
     @classmethod

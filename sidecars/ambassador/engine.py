@@ -1,4 +1,4 @@
-"""Which build of the HTTP request path runs: `http_proxy.py` compiled (Cython) or as it is.
+"""Which build of the HTTP request path runs: `proxy/http_proxy.py` compiled (Cython) or as it is.
 (`fastest` makes the same choice, automatically, for the other compiled modules: resp, hashing.)
 
 Both are the same source (see `setup.py`); the compiled twin takes about a sixth off each request's
@@ -17,16 +17,21 @@ from pathlib import Path
 from types import ModuleType
 from typing import Literal, NamedTuple
 
-from sidecars.ambassador import http_proxy
-
 EngineName = Literal["auto", "compiled", "python"]
-TWIN = "sidecars.ambassador._http_proxy_c"
+TWIN = "sidecars.ambassador.proxy._http_proxy_c"
+
+
+def _http_proxy() -> ModuleType:
+    # Imported when asked for: the sharded path and the cluster use `fastest` without loading HTTP's.
+    from sidecars.ambassador.proxy import http_proxy
+
+    return http_proxy
 
 
 @functools.cache
 def compiled() -> tuple[ModuleType | None, str]:
     """The usable compiled twin, or None and the reason it cannot be used."""
-    return twin_of(http_proxy, TWIN)
+    return twin_of(_http_proxy(), TWIN)
 
 
 def twin_of(module: ModuleType, twin_name: str) -> tuple[ModuleType | None, str]:
@@ -60,10 +65,10 @@ class Engine(NamedTuple):
 def select(choice: EngineName) -> Engine:
     """The build to run for `choice`; RuntimeError when `compiled` is asked for and unusable."""
     if choice == "python":
-        return Engine(http_proxy, "python", "chosen by http_engine")
+        return Engine(_http_proxy(), "python", "chosen by http_engine")
     twin, reason = compiled()
     if twin is not None:
         return Engine(twin, "compiled", "built from this source")
     if choice == "compiled":
         raise RuntimeError(f"http_engine is 'compiled' but the compiled request path is {reason}")
-    return Engine(http_proxy, "python", f"compiled request path {reason}")
+    return Engine(_http_proxy(), "python", f"compiled request path {reason}")

@@ -12,9 +12,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sidecars.ambassador import engine
-from sidecars.ambassador.cluster_config import ClusterConfig, HealthCheckConfig
+from sidecars.ambassador.cluster.config import ClusterConfig, HealthCheckConfig
+from sidecars.ambassador.cluster.sharding_config import ShardingConfig, parse_server
 from sidecars.ambassador.engine import EngineName
-from sidecars.ambassador.sharding_config import ShardingConfig, parse_server
 from sidecars.core.settings import SidecarSettings
 
 RetryOn = Literal["connect-failure", "reset", "5xx", "timeout"]
@@ -208,7 +208,9 @@ class AmbassadorSettings(SidecarSettings):
     )
     listen_mode: Mode = Field("http", description="Mode of the shorthand listener (http, tcp, redis, memcached).")
     upstreams: list[str] = Field(
-        [], description='Endpoints ("host:port", comma-separated) of the shorthand listener\'s cluster.'
+        [],
+        description='Endpoints ("host:port") of the shorthand listener\'s cluster: a list in the config file, '
+        "comma-separated in the env var or flag.",
     )
     upstreams_dns: str | None = Field(
         None, description='"name:port" of a headless Service resolving to the shorthand listener\'s endpoints.'
@@ -229,13 +231,6 @@ class AmbassadorSettings(SidecarSettings):
         "python (the source as is).",
     )
 
-    @field_validator("upstreams", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [v.strip() for v in value.split(",") if v.strip()]
-        return value
-
     @field_validator("http_engine")
     @classmethod
     def _engine_available(cls, value: EngineName) -> EngineName:
@@ -243,15 +238,6 @@ class AmbassadorSettings(SidecarSettings):
             twin, reason = engine.compiled()
             if twin is None:
                 raise ValueError(f"the compiled request path is {reason}")
-        return value
-
-    @field_validator("listeners", mode="before")
-    @classmethod
-    def _json(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            import json
-
-            return json.loads(value) if value.strip() else []
         return value
 
     @model_validator(mode="after")

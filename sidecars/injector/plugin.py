@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -28,6 +29,14 @@ from sidecars.injector.tls import CertificateReloader
 PATH = "/mutate"
 
 
+@dataclass(frozen=True)
+class Serving:
+    """What `lifespan()` loaded and opened: the certificate in use and the listener's port."""
+
+    reloader: CertificateReloader
+    listen_port: int
+
+
 class Injector(Sidecar[InjectorSettings]):
     name = "injector"
     description = "mutating admission webhook: injects the sidecars into Pods that ask for them"
@@ -41,23 +50,28 @@ class Injector(Sidecar[InjectorSettings]):
             image_tag=settings.image_tag,
             images=dict(settings.images),
         )
-        self.listen_port: int | None = None
-        self.reloader: CertificateReloader | None = None
-        self._metrics: InjectorMetrics | None = None
+        self.metrics = InjectorMetrics(context.metrics.registry)
+        self._serving: Serving | None = None
         self._stopped = asyncio.Event()
         # Each distinct refusal logged once (the core bounds how many it remembers).
         self._refusals = LogLimiter(self.log, None)
 
     @property
-    def metrics(self) -> InjectorMetrics:
-        assert self._metrics is not None, "lifespan not entered"
-        return self._metrics
+    def serving(self) -> Serving:
+        """What `lifespan()` opened: `run()` and the reviews happen only within it."""
+        if self._serving is None:
+            raise RuntimeError("the injector's lifespan() has not been entered")
+        return self._serving
+
+    @property
+    def listen_port(self) -> int:
+        """The port the webhook is bound to (the one chosen when `listen_port` is 0)."""
+        return self.serving.listen_port
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         settings = self.settings
-        self._metrics = InjectorMetrics(self.context.metrics.registry)
-        self.reloader = CertificateReloader(
+        reloader = CertificateReloader(
             settings.tls_cert_file,
             settings.tls_key_file,
             poll_secs=settings.tls_poll_secs,
@@ -69,19 +83,18 @@ class Injector(Sidecar[InjectorSettings]):
             app = web.Application(client_max_size=settings.max_review_bytes)
             app.router.add_post(PATH, self._review)
             server = await start_server(
-                app, settings.listen_host, settings.listen_port, ssl_context=self.reloader.server_context
+                app, settings.listen_host, settings.listen_port, ssl_context=reloader.server_context
             )
             stack.push_async_callback(server.close)
-            self.listen_port = server.port
-            self.log.info("webhook listening", port=self.listen_port, path=PATH, mode=self._mode())
+            self._serving = Serving(reloader, server.port)
+            self.log.info("webhook listening", port=server.port, path=PATH, mode=self._mode())
             yield
 
     def _mode(self) -> str:
         return "classic" if self.options.classic else "native"
 
     async def run(self, ready: Callable[[], None]) -> None:
-        reloader = self.reloader
-        assert reloader is not None
+        reloader = self.serving.reloader
         self.context.spawn("certificate-watcher", reloader.watch)
         ready()
         await self._stopped.wait()
@@ -93,7 +106,7 @@ class Injector(Sidecar[InjectorSettings]):
 
     def checks(self) -> Sequence[Check]:
         def certificate() -> str | None:
-            error = self.reloader.last_error if self.reloader else None
+            error = self._serving.reloader.last_error if self._serving is not None else None
             return f"the new certificate was rejected, the previous one is in use: {error}" if error else None
 
         return [Check("certificate", certificate, readiness=True, warn=True)]
@@ -114,7 +127,10 @@ class Injector(Sidecar[InjectorSettings]):
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            self._count(Answer(413, {}, "refused", "too_large", detail="review larger than max_review_bytes"))
+            too_large = Answer(
+                status=413, body={}, outcome="refused", reason="too_large", detail="review larger than max_review_bytes"
+            )
+            self._count(too_large)
             return web.Response(status=413, text=f"review larger than {self.settings.max_review_bytes} bytes\n")
         result = answer(raw, self.options)
         self._count(result)

@@ -1,8 +1,10 @@
-"""A real nginx on 127.0.0.1 from a config in a temp directory: the one runner the tests share.
+"""A real nginx on 127.0.0.1 from a config in a temp directory: the one config and runner the tests
+and the benchmarks share.
 
-`Nginx(directory, server)` writes a config whose one server block holds `server` (its `{port}`,
-`{dir}` and `{name}` placeholders filled in). `start()` waits until the port answers, `stop()` is
-nginx's fast shutdown, `kill()` a crash; start and stop as often as a test needs, on the same port.
+`write_config(directory, server, port)` writes a config whose one server block holds `server` (its
+`{port}`, `{dir}` and `{name}` placeholders filled in); `command(directory)` runs it. `Nginx(directory,
+server)` does both for a test: `start()` waits until the port answers, `stop()` is nginx's fast
+shutdown, `kill()` a crash; start and stop as often as a test needs, on the same port.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ user root;
 worker_processes 1;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
-events {{ worker_connections 1024; }}
+events {{ worker_connections {worker_connections}; }}
 http {{
     access_log off;
     client_body_temp_path {dir}/body;
@@ -38,8 +40,9 @@ http {{
     scgi_temp_path {dir}/scgi;
     keepalive_requests 1000000;
     keepalive_timeout 75s;
+{http}
     server {{
-        listen 127.0.0.1:{port} reuseport;
+        listen 127.0.0.1:{port} {listen};
 {server}
     }}
 }}
@@ -59,16 +62,48 @@ def echo_module() -> str:
     raise FileNotFoundError(f"nginx echo module not found in {ECHO_MODULE_PATHS}: install libnginx-mod-http-echo")
 
 
+def write_config(
+    directory: Path,
+    server: str,
+    port: int,
+    *,
+    name: str = "nginx",
+    echo: bool = False,
+    http: str = "",
+    listen: str = "reuseport",
+    worker_connections: int = 1024,
+) -> Path:
+    """`directory/nginx.conf`: one server on 127.0.0.1:`port` holding `server` (placeholders filled
+    in), `http` (upstream blocks, directives) as it is at the http level, `listen` the listen options."""
+    modules = f"load_module {echo_module()};" if echo else ""
+    body = server.format(port=port, dir=directory, name=name)
+    conf = NGINX_CONF.format(
+        modules=modules,
+        dir=directory,
+        port=port,
+        server=body,
+        http=http,
+        listen=listen,
+        worker_connections=worker_connections,
+    )
+    path = directory / "nginx.conf"
+    path.write_text(conf)
+    return path
+
+
+def command(directory: Path) -> list[str]:
+    """The command line that runs the config `write_config` wrote into `directory`, in the foreground."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    return [binary, "-p", str(directory), "-c", str(directory / "nginx.conf")]
+
+
 class Nginx:
     def __init__(self, directory: Path, server: str, *, name: str = "nginx", echo: bool = False) -> None:
         self.dir = directory
         self.name = name
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        modules = f"load_module {echo_module()};" if echo else ""
-        body = server.format(port=self.port, dir=directory, name=name)
-        conf = NGINX_CONF.format(modules=modules, dir=directory, port=self.port, server=body)
-        (directory / "nginx.conf").write_text(conf)
+        write_config(directory, server, self.port, name=name, echo=echo)
 
     @property
     def address(self) -> str:
@@ -79,9 +114,8 @@ class Nginx:
         return f"http://{self.address}"
 
     async def start(self) -> None:
-        binary = shutil.which("nginx") or "/usr/sbin/nginx"
         self.proc = subprocess.Popen(
-            [binary, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")],
+            command(self.dir),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,  # its own process group: kill() reaches master and workers at once

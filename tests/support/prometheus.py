@@ -96,6 +96,50 @@ async def run_prometheus(workdir: Path, target_port: int) -> AsyncIterator[str]:
         log.close()
 
 
+@contextlib.asynccontextmanager
+async def run_receiver(workdir: Path, port: int) -> AsyncIterator[str]:
+    """Prometheus scraping nothing, taking remote write on 127.0.0.1:`port`; yields its base URL.
+
+    Started again on the same `workdir` and port, it keeps what it had received (its WAL).
+    """
+    assert Path(PROMETHEUS).exists(), "the prometheus package is not installed"
+    config = workdir / "receiver.yml"
+    config.write_text("global:\n  evaluation_interval: 1m\n")
+    log = (workdir / "receiver.log").open("ab")
+    proc = await asyncio.create_subprocess_exec(
+        PROMETHEUS,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={workdir / 'receiver-data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--web.enable-remote-write-receiver",
+        "--log.level=warn",
+        stdout=log,
+        stderr=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(600):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"{url}/-/ready") as resp:
+                        if resp.status == 200:
+                            break
+                assert proc.returncode is None, (workdir / "receiver.log").read_text()
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("Prometheus did not become ready:\n" + (workdir / "receiver.log").read_text())
+        yield url
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 15)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        log.close()
+
+
 async def query(
     session: aiohttp.ClientSession, url: str, expr: str, t_ms: int, drop: frozenset[str] = frozenset()
 ) -> dict[Any, float] | str:
@@ -112,6 +156,18 @@ async def query(
         tuple(sorted((k, v) for k, v in item["metric"].items() if k not in drop)): float(item["value"][1])
         for item in data["result"]
     }
+
+
+async def query_ordered(
+    session: aiohttp.ClientSession, url: str, expr: str, t_ms: int
+) -> list[tuple[Any, float]] | str:
+    """Prometheus' answer at `t_ms` as [(sorted labels, value)] in the order it gave them, or "error: ..."."""
+    params = {"query": expr, "time": f"{t_ms / 1000:.3f}"}
+    async with session.get(f"{url}/api/v1/query", params=params) as resp:
+        body = await resp.json()
+    if body["status"] != "success":
+        return f"error: {body.get('error')}"
+    return [(tuple(sorted(item["metric"].items())), float(item["value"][1])) for item in body["data"]["result"]]
 
 
 def close(a: float, b: float) -> bool:
@@ -134,6 +190,7 @@ ERROR_CLASSES = (
     ("duplicate labelset", "vector cannot contain metrics with the same labelset"),
     ("smoothing factor", "invalid smoothing factor"),
     ("trend factor", "invalid trend factor"),
+    ("label_join source", "invalid source label name in label_join()"),
 )
 
 

@@ -5,17 +5,19 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar, TypeVar, TypeVarTuple
 
 from aiohttp import web
 
 from sidecars.adapter.scraper import Scrape
 from sidecars.adapter.settings import AdapterSettings
 from sidecars.adapter.state import State
+from sidecars.core import Context
 from sidecars.core.registry import Registry
 
 ENTRY_POINT_GROUP = "sidecars.adapter.outputs"
 T = TypeVar("T")
+Args = TypeVarTuple("Args")
 
 
 class Output(abc.ABC):
@@ -42,11 +44,17 @@ class Output(abc.ABC):
     def on_scrape(self, scrape: Scrape) -> None:  # noqa: B027 - optional hook
         """Called after each successful scrape."""
 
+    def on_scrape_failed(self, scrape: Scrape) -> None:  # noqa: B027 - optional hook
+        """Called after each failed scrape (a push output sends its series as stale)."""
+
+    def start(self, context: Context) -> None:  # noqa: B027 - optional hook
+        """Called once as the sidecar starts: an output that works in the background spawns it here."""
+
     def reading(self, scrape: Scrape) -> bool:
         """True while a request is still computing from `scrape` (its samples must not be released)."""
         return id(scrape) in self._reading
 
-    async def compute_off_loop(self, scrape: Scrape, fn: Callable[..., T], *args: Any) -> T:
+    async def compute_off_loop(self, scrape: Scrape, fn: Callable[[*Args], T], *args: *Args) -> T:
         """`fn(*args)` in a thread, `scrape` marked as being read meanwhile.
 
         A page of many megabytes must not hold the loop (and the probes) while it is encoded.
@@ -63,6 +71,7 @@ BUILTIN_OUTPUTS = {
     "health": "sidecars.adapter.outputs.health:HealthOutput",
     "json": "sidecars.adapter.outputs.json:JsonOutput",
     "prometheus": "sidecars.adapter.outputs.prometheus:PrometheusOutput",
+    "remote_write": "sidecars.adapter.outputs.remote_write:RemoteWriteOutput",
 }
 OUTPUTS: Registry[Output] = Registry(ENTRY_POINT_GROUP, Output, BUILTIN_OUTPUTS, kind="output")
 

@@ -390,8 +390,7 @@ class _Evaluator:
             vec = self.vector(args[0], t) if args else [Sample((), t / 1000)]
             return _check_unique([Sample(drop_name(s.labels), f(s.value)) for s in vec if s.value == s.value])
         if name in ("sort", "sort_desc"):
-            vec = self.vector(args[0], t)
-            return sorted(vec, key=lambda s: s.value, reverse=name == "sort_desc")
+            return _go_sort(self.vector(args[0], t), descending=name == "sort_desc")
         if name == "histogram_quantile":
             return self.histogram_quantile(self.scalar(args[0], t), self.vector(args[1], t))
         if name == "label_replace":
@@ -408,7 +407,10 @@ class _Evaluator:
             matrix_arg = node.args[1]
         else:
             matrix_arg = node.args[0]
-        assert isinstance(matrix_arg, MatrixSelector | SubqueryExpr)
+        # `rate((x[5m]))`: Prometheus strips the parentheses around a range argument before the call.
+        matrix_arg = _unwrap(matrix_arg)
+        if not isinstance(matrix_arg, MatrixSelector | SubqueryExpr):
+            raise PromQLError(f'the range argument of "{name}" is not a range vector', node.pos)
         windows, end, range_ms = self.matrix(matrix_arg, t)
         if name == "absent_over_time":
             return [] if windows else [Sample(absent_labels(matrix_arg), 1.0)]
@@ -489,6 +491,9 @@ class _Evaluator:
         vec = self.vector(node.args[0], t)
         dst, sep = self.string(node.args[1], t), self.string(node.args[2], t)
         srcs = [self.string(a, t) for a in node.args[3:]]
+        for src in srcs:
+            if not is_label_name(src):
+                raise PromQLError(f"invalid source label name in label_join(): {src}", node.pos)
         if not is_label_name(dst):
             raise PromQLError(f"invalid destination label name in label_join(): {dst}", node.pos)
         out: Vector = []
@@ -622,7 +627,32 @@ def _top_bottom(op: str, k_value: float, vec: Vector, group_key: Callable[[Label
                 heap[0] = s
                 if k > 1:
                     _heap_down(heap, 0, less)
-    return [s for heap in heaps.values() for s in heap]
+    # Each group's heap comes out best first, the groups in the order they first appeared.
+    return [s for heap in heaps.values() for s in _go_sort(heap, descending=top)]
+
+
+def _go_sort(vec: Vector, descending: bool) -> Vector:
+    """The order Prometheus' sort, sort_desc, topk and bottomk give: by value, NaN last.
+
+    Go's sort.Sort sorts up to 12 elements by insertion, which keeps equal values in input order but
+    reverses NaNs (its order calls any NaN smaller): done literally here, so small results match in every
+    position. Longer ones go through Go's pattern-defeating quicksort, which is not stable; for those equal
+    values keep their input order here, and may stand in another order in Prometheus.
+    """
+    if len(vec) > 12:
+        if descending:
+            return sorted(vec, key=lambda s: (s.value != s.value, -s.value if s.value == s.value else 0.0))
+        return sorted(vec, key=lambda s: (s.value != s.value, s.value if s.value == s.value else 0.0))
+    out = list(vec)
+    for i in range(1, len(out)):
+        j = i
+        while j > 0:
+            a, b = out[j].value, out[j - 1].value  # does a go before b?
+            if not (b != b or (b < a if descending else b > a)):
+                break
+            out[j], out[j - 1] = out[j - 1], out[j]
+            j -= 1
+    return out
 
 
 def _heap_up(h: list[Sample], j: int, less: Callable[[float, float], bool]) -> None:

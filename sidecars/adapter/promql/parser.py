@@ -396,8 +396,9 @@ class _Parser:
             if n < least:
                 raise self.error(f'expected at least {least} argument(s) in call to "{name}", got {n}', name_tok.pos)
             raise self.error(f'expected at most {most} argument(s) in call to "{name}", got {n}', name_tok.pos)
-        if sig.variadic < 0 and n < want:
-            raise self.error(f'expected at least {want} argument(s) in call to "{name}", got {n}', name_tok.pos)
+        if sig.variadic < 0 and n < want - 1:
+            # The repeated last argument may also be left out: `label_join(v, "dst", ",")` is valid.
+            raise self.error(f'expected at least {want - 1} argument(s) in call to "{name}", got {n}', name_tok.pos)
         for idx, arg in enumerate(args):
             expected = sig.args[min(idx, want - 1)]
             self.check_type(arg, expected, f'call to function "{name}"')

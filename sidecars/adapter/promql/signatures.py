@@ -13,7 +13,7 @@ S, V, M, STR = ValueType.SCALAR, ValueType.VECTOR, ValueType.MATRIX, ValueType.S
 class Signature:
     args: tuple[ValueType, ...]
     returns: ValueType
-    variadic: int = 0  # how many trailing arguments may be left out; -1: the last one repeats
+    variadic: int = 0  # how many trailing arguments may be left out; -1: the last one repeats, zero or more times
 
 
 def _sig(args: tuple[ValueType, ...], returns: ValueType = V, variadic: int = 0) -> Signature:

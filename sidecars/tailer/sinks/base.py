@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel, ConfigDict
+from structlog.typing import FilteringBoundLogger
 
 from sidecars.core.registry import Registry
 from sidecars.core.telemetry import LogLimiter
@@ -224,9 +225,9 @@ class Sink(abc.ABC, Generic[S]):
     description: ClassVar[str]
     Settings: ClassVar[type[BaseModel]]
 
-    def __init__(self, settings: S, log: Any, registry: CollectorRegistry) -> None:
+    def __init__(self, settings: S, log: FilteringBoundLogger, registry: CollectorRegistry) -> None:
         self.settings = settings
-        self.log = log.bind(sink=self.name) if hasattr(log, "bind") else log
+        self.log = log.bind(sink=self.name)
         self.metrics = SinkMetrics(registry, self.name)
         self._limiters: dict[float, LogLimiter] = {}
 

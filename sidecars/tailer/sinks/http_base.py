@@ -20,10 +20,12 @@ import gzip
 import time
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiohttp
+from prometheus_client import CollectorRegistry
 from pydantic import Field, SecretStr, field_validator, model_validator
+from structlog.typing import FilteringBoundLogger
 from yarl import URL
 
 from sidecars.core.http import HttpClient, client_session, read_answer
@@ -129,7 +131,7 @@ class HttpSink(Sink[H]):
     # How much of a 2xx answer `post` reads by default; 0 where the status alone acknowledges.
     answer_bytes: int = DEFAULT_ANSWER_BYTES
 
-    def __init__(self, settings: H, log: Any, registry: Any) -> None:
+    def __init__(self, settings: H, log: FilteringBoundLogger, registry: CollectorRegistry) -> None:
         super().__init__(settings, log, registry)
         self._client: HttpClient | None = None
         self._headers: dict[str, str] = {}

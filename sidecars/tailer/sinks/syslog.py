@@ -14,9 +14,10 @@ import socket
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
+from prometheus_client import CollectorRegistry
 from pydantic import Field, field_validator, model_validator
+from structlog.typing import FilteringBoundLogger
 
 from sidecars.core.tls import TlsClientSettings, tls_client
 from sidecars.tailer.sinks.base import Batch, RetryableError, SendResult, Sink, SinkSettings
@@ -121,7 +122,7 @@ class SyslogSink(Sink[SyslogSettings]):
     description = "Send RFC 5424 syslog over TCP or TLS with octet-counting framing (RFC 6587)."
     Settings = SyslogSettings
 
-    def __init__(self, settings: SyslogSettings, log: Any, registry: Any) -> None:
+    def __init__(self, settings: SyslogSettings, log: FilteringBoundLogger, registry: CollectorRegistry) -> None:
         super().__init__(settings, log, registry)
         pri = FACILITIES[settings.facility] * 8 + SEVERITIES[settings.severity]
         hostname = settings.hostname or _header_safe(socket.gethostname()) or "-"

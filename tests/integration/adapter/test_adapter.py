@@ -209,6 +209,23 @@ async def test_malformed_page_is_a_parse_error_with_its_line(app: MetricsApp, ru
         assert (await http_get(url(sc, "/healthz/queue")))[0] == 200
 
 
+async def test_a_malformed_line_no_rule_reads_is_counted_not_failed(app: MetricsApp, rules_file: Path) -> None:
+    # The documented difference from Prometheus: with the family filter on, lines of families no rule
+    # reads are not parsed; the scrape stands and the unchecked lines are shown.
+    app.page = HEALTHY + 'unread_family{a="1" 7\nunread_other 3\n'
+    rules_file.write_text(RULES)
+    async with adapter(app, rules_file) as sc:
+        await scrapes_after(sc, 2)
+        assert sc.plugin.state.verdict.by_name["scrape"].state == "ok"
+        assert (sc.sample("adapter_parse_errors_total") or 0) == 0
+        # go_goroutines, the two unread lines: sample lines of families no rule reads.
+        assert sc.sample("adapter_scrape_unchecked_lines") == 3
+    async with adapter(app, rules_file, outputs=["health", "json"]) as sc:
+        # An output that needs every family has every line parsed: the same page now fails.
+        await wait_for(lambda: (sc.sample("adapter_parse_errors_total") or 0) >= 1)
+        assert sc.plugin.state.verdict.by_name["scrape"].state != "ok"
+
+
 async def test_openmetrics_is_negotiated_and_gzip_accepted(app: MetricsApp, rules_file: Path) -> None:
     stamp = round(time.time() - 1, 3)
     app.page = f"# TYPE queue_depth gauge\nqueue_depth 500 {stamp}\n# EOF\n"
@@ -242,7 +259,7 @@ async def test_a_30_mb_page_is_parsed_while_probes_keep_answering(app: MetricsAp
         assert (sc.sample("adapter_scrape_series") or 0) >= 290_000
         assert await http_get(url(sc, "/healthz")) == (200, "ok")
         # Beyond the size limit: a clear failure, nothing crashes.
-        sc.plugin.scraper.max_body_bytes = 1_000_000
+        sc.plugin.serving.scraper.max_body_bytes = 1_000_000
         await wait_for(lambda: (sc.sample("adapter_scrape_failures_total", {"reason": "too_large"}) or 0) >= 1, 15)
 
 

@@ -12,7 +12,7 @@ from collections import Counter
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecars.ambassador.client_limit import default_max_client_connections
+from sidecars.ambassador.proxy.client_limit import default_max_client_connections
 from sidecars.testing import Process, free_port, http_get, start_process
 from tests.integration.ambassador.conftest import read_response
 from tests.integration.ambassador.upstream_process import upstream_process

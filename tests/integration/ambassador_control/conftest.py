@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from sidecars.ambassador.cluster import Cluster, ClusterConfig
+from sidecars.ambassador.cluster.cluster import Cluster, ClusterConfig
 from sidecars.core.logs import Capture
 from sidecars.testing import free_port
 from tests.integration.ambassador_control.support import NGINX_SERVER, Upstream

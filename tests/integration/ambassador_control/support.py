@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sidecars.ambassador.cluster import Cluster
+from sidecars.ambassador.cluster.cluster import Cluster
 
 MakeCluster = Callable[..., Cluster]
 MakeUpstreams = Callable[[int], Awaitable[list["Upstream"]]]

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
 
-from sidecars.ambassador import discovery
-from sidecars.ambassador.cluster import Cluster, ClusterConfig
-from sidecars.ambassador.discovery import Apply, ReportError, Source
-from sidecars.ambassador.endpoint import Endpoint, Outcome
+from sidecars.ambassador.cluster import discovery
+from sidecars.ambassador.cluster.cluster import Cluster, ClusterConfig
+from sidecars.ambassador.cluster.discovery import Apply, ReportError, Source
+from sidecars.ambassador.cluster.endpoint import Endpoint, Outcome
 from tests.integration.ambassador_control.support import MakeCluster, MakeUpstreams, events, eventually
+from tests.support.distributions import install
 
 NO_CHECKS = {"kind": "none"}
 
@@ -131,6 +131,18 @@ async def test_file_reload_applies_good_updates_and_keeps_out_bad_ones(tmp_path:
     )
 
 
+async def test_an_oversized_file_is_refused_unread(tmp_path: Path, clusters: MakeCluster) -> None:
+    path = tmp_path / "endpoints"
+    path.write_text("10.2.1.1:80\n")
+    cluster = clusters(endpoints_file=str(path), endpoints_file_poll_secs=0.1, health_check=NO_CHECKS)
+    await cluster.start()
+    line = "10.2.1.2:80\n"
+    write_atomically(path, line * (discovery.MAX_ENDPOINTS_FILE_BYTES // len(line) + 1))  # valid, but past 1 MiB
+    await eventually(lambda: "larger than" in str(cluster._last_error.get("file")), "oversized update refused")
+    assert str(path) in str(cluster._last_error.get("file"))
+    assert keys(cluster) == {"10.2.1.1:80"}
+
+
 async def test_file_follows_a_configmap_symlink_swap(tmp_path: Path, clusters: MakeCluster) -> None:
     # The kubelet's layout: endpoints -> ..data/endpoints, ..data -> ..<timestamp>, swapped by rename.
     (tmp_path / "..v1").mkdir()
@@ -242,10 +254,10 @@ class RegistrySource(Source):
 
 
 async def test_discovery_plugins_from_installed_packages(
-    clusters: MakeCluster, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, clusters: MakeCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    installed = [EntryPoint("registry", f"{__name__}:RegistrySource", discovery.ENTRY_POINT_GROUP)]
-    monkeypatch.setattr(discovery, "entry_points", lambda group: installed)
+    entries = {"registry": f"{__name__}:RegistrySource", "broken": "acme_missing_module:Source"}
+    install(tmp_path, monkeypatch, "acme-discovery", {discovery.ENTRY_POINT_GROUP: entries})
     RegistrySource.updates = asyncio.Queue()
     RegistrySource.updates.put_nowait(frozenset({("10.8.0.1", 0)}))
     cluster = clusters(
@@ -262,7 +274,10 @@ async def test_discovery_plugins_from_installed_packages(
     RegistrySource.updates.put_nowait(frozenset({("10.8.0.2", 0)}))
     await eventually(lambda: keys(cluster) == {"10.8.0.9:80", "10.8.0.2:8080"}, "plugin update applied")
 
-    with pytest.raises(ValueError, match="unknown discovery plugin 'consul'; installed: registry"):
+    with pytest.raises(ValueError, match="unknown discovery plugin 'consul'; installed: broken, registry"):
         ClusterConfig(discovery_plugin="consul")
+    # An import failure is an error naming the plugin, its package and the cause, not a traceback.
+    with pytest.raises(ValueError, match=r"'broken' \(acme-discovery 1.0 .*cannot be loaded: ModuleNotFoundError"):
+        ClusterConfig(discovery_plugin="broken")
     with pytest.raises(ValueError, match=r"discovery_plugin registry: .*unexpected keyword"):
         clusters(discovery_plugin="registry", discovery_options={"servise": "users"})

@@ -6,8 +6,8 @@ import asyncio
 import time
 from collections import Counter
 
-from sidecars.ambassador.cluster import Cluster
-from sidecars.ambassador.endpoint import Endpoint, Outcome
+from sidecars.ambassador.cluster.cluster import Cluster
+from sidecars.ambassador.cluster.endpoint import Endpoint, Outcome
 from tests.integration.ambassador_control.support import MakeCluster, MakeUpstreams, eventually
 
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aredis
 
+from sidecars.ambassador.cluster.sharding import Ring, Server, default_name
 from sidecars.ambassador.plugin import Ambassador
-from sidecars.ambassador.sharding import Ring, Server, default_name
 from sidecars.testing import RunningSidecar, run_sidecar
 from tests.support.shard_peers import Memcached, Peer, RedisServer, memcached_servers, redis_servers
 

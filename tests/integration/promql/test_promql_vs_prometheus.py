@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecars.adapter.promql import History, InstantVector, Scalar, evaluate, parse_expr, referenced_metric_names
-from tests.support.prometheus import close, errors_disagree, query, run_prometheus, serve_pages
+from tests.support.prometheus import close, errors_disagree, query, query_ordered, run_prometheus, serve_pages
 
 PAGES = 24  # about 24 s of scrapes at 1 s
 INSTANCE_LABELS = (("instance", "{target}"), ("job", "app"))
@@ -58,6 +58,23 @@ EXPRESSIONS = [
     'app_requests_total unless on(code) app_requests_total{code=~"2.."}',
     "up",
     "count by (job) (up == 1)",
+]
+
+# Compared position by position. Prometheus' query API merges its storages and so reads series sorted by
+# labels, where its rule evaluation (and promtool) read them in creation order, as the engine does: the
+# cases avoid ties between samples whose places those two orders would decide differently.
+ORDERED_EXPRESSIONS = [
+    "sort(app_requests_total)",
+    "sort_desc(app_requests_total)",
+    "sort(app_latency_seconds_bucket)",
+    "sort_desc(app_latency_seconds_bucket or vector(0 / 0))",
+    "sort(vector(0 / 0) or app_requests_total)",
+    "sort_desc(app_queue_depth + 0.25 or app_requests_total)",
+    "topk(3, app_latency_seconds_bucket)",
+    "bottomk(2, app_latency_seconds_bucket)",
+    "topk(5, app_requests_total or vector(0 / 0))",
+    "bottomk(3, vector(0 / 0) or app_requests_total)",
+    "topk by (code) (1, app_requests_total)",
 ]
 
 
@@ -100,6 +117,24 @@ def ours(history: History, expr: str, t_ms: int) -> dict[Any, float] | str:
         return {(): value.value}
     assert isinstance(value, InstantVector)
     return {s.labels: s.value for s in value.samples}
+
+
+def ours_ordered(history: History, expr: str, t_ms: int) -> list[tuple[Any, float]] | str:
+    try:
+        value = evaluate(parse_expr(expr), history, t_ms)
+    except Exception as exc:
+        return f"error: {exc}"
+    assert isinstance(value, InstantVector)
+    return [(s.labels, s.value) for s in value.samples]
+
+
+def diff_ordered(theirs: list[tuple[Any, float]] | str, mine: list[tuple[Any, float]] | str) -> str | None:
+    if isinstance(theirs, str) or isinstance(mine, str):
+        return None if isinstance(theirs, str) and isinstance(mine, str) else f"Prometheus {theirs!r}; ours {mine!r}"
+    same = len(theirs) == len(mine) and all(
+        a[0] == b[0] and close(a[1], b[1]) for a, b in zip(theirs, mine, strict=True)
+    )
+    return None if same else f"\n  Prometheus {theirs}\n  ours       {mine}"
 
 
 def referenced(expr: str) -> frozenset[str]:
@@ -188,7 +223,15 @@ async def test_engine_agrees_with_prometheus(tmp_path: Path) -> None:
                     problem = diff(theirs, ours(h, expr, t))
                     if problem:
                         mismatches.append(f"[{kind}] {expr} @ {t} (scrapes {times[0]}..{times[-1]}): {problem}")
-        assert compared == len(EXPRESSIONS) * len(eval_times)
+        for expr in ORDERED_EXPRESSIONS:
+            for t in eval_times:
+                ordered = await query_ordered(session, url, expr, t)
+                compared += 1
+                non_empty += bool(ordered) and not isinstance(ordered, str)
+                problem = diff_ordered(ordered, ours_ordered(with_up, expr, t))
+                if problem:
+                    mismatches.append(f"[ordered] {expr} @ {t}: {problem}")
+        assert compared == (len(EXPRESSIONS) + len(ORDERED_EXPRESSIONS)) * len(eval_times)
         assert non_empty >= compared * 0.6, f"only {non_empty} of {compared} queries gave samples"
         assert not mismatches, f"{len(mismatches)} of {compared} differ:\n" + "\n".join(mismatches)
 

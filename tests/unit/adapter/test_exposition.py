@@ -250,6 +250,21 @@ def test_filter_with_indented_lines_falls_back_to_the_line_loop() -> None:
     assert parse(page, families={"wanted"}).samples == [("wanted", (), 2.0, None)]
 
 
+@pytest.mark.parametrize("indent", ["", "  "])
+def test_the_lines_a_filter_skips_unchecked_are_counted(indent: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    page = f"# TYPE other gauge\n{indent}other{{{{{{ garbage\nwanted 1\n\nother 3\nwanted_total 2\n"
+    with pytest.raises(ParseError):
+        parse(page)
+    filtered = parse(page, families={"wanted"})
+    assert filtered.samples == [("wanted", (), 1.0, None)]
+    # The garbage, `other 3` and `wanted_total`: sample lines of families not asked for, in either path
+    # (the indented page takes the line loop), and whatever the pieces the page arrives in.
+    assert filtered.unchecked_lines == 3
+    for size in (5, 7, 11):
+        monkeypatch.setattr("sidecars.adapter.exposition.SLICE_CHARS", size)
+        assert parse(page, families={"wanted"}).unchecked_lines == 3
+
+
 def test_label_cache_gives_the_same_samples() -> None:
     page = (DATA / "node_exporter.prom").read_text()
     cache: dict = {}

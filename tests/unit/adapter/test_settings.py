@@ -69,3 +69,28 @@ def test_a_bearer_token_and_its_header() -> None:
 def test_inconsistent_auth_options_are_refused(environ: dict[str, str], message: str) -> None:
     text = problems(environ=environ)
     assert message in text and SECRET not in text
+
+
+@pytest.mark.parametrize(
+    ("given", "interval", "timeout"),
+    [
+        ({"ADAPTER_SCRAPE_INTERVAL_SECS": "1"}, 1.0, 1.0),
+        ({"ADAPTER_SCRAPE_INTERVAL_SECS": "0.5"}, 0.5, 0.5),
+        ({"ADAPTER_SCRAPE_INTERVAL_SECS": "30"}, 30.0, 5.0),
+        ({}, 10.0, 5.0),
+        ({"ADAPTER_SCRAPE_INTERVAL_SECS": "1", "ADAPTER_SCRAPE_TIMEOUT_SECS": "0.25"}, 1.0, 0.25),
+    ],
+)
+def test_an_unset_timeout_follows_an_interval_shorter_than_its_default(
+    given: dict[str, str], interval: float, timeout: float
+) -> None:
+    settings = load(AdapterSettings, environ=given).settings
+    assert isinstance(settings, AdapterSettings)
+    assert (settings.scrape_interval_secs, settings.scrape_timeout_secs) == (interval, timeout)
+
+
+def test_a_timeout_given_above_the_interval_is_still_refused() -> None:
+    text = problems(environ={"ADAPTER_SCRAPE_INTERVAL_SECS": "1", "ADAPTER_SCRAPE_TIMEOUT_SECS": "2"})
+    assert "scrape_timeout_secs (2.0) must not exceed scrape_interval_secs (1.0)" in text
+    text = problems(environ={"ADAPTER_SCRAPE_INTERVAL_SECS": "often"})
+    assert "ADAPTER_SCRAPE_INTERVAL_SECS: Input should be a valid number" in text and "timeout" not in text

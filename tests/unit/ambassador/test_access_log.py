@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecars.ambassador.access_log import MAX_PATH_CHARS, shown_target
+from sidecars.ambassador.proxy.access_log import MAX_PATH_CHARS, shown_target
 from sidecars.core.redact import MARKER, redact_text
 
 

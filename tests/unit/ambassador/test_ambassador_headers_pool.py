@@ -3,8 +3,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sidecars.ambassador import headers
-from sidecars.ambassador.headers import (
+from sidecars.ambassador.proxy import headers
+from sidecars.ambassador.proxy.headers import (
     RequestIds,
     connection_tokens,
     forwarded_for,
@@ -14,7 +14,7 @@ from sidecars.ambassador.headers import (
     status_line,
     transfer_codings,
 )
-from sidecars.ambassador.pool import Pool
+from sidecars.ambassador.proxy.pool import Pool
 
 
 def test_hop_by_hop_fields() -> None:

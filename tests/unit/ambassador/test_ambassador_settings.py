@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -16,8 +17,8 @@ from sidecars.core import config
 
 
 def test_shorthand_makes_one_http_listener_on_loopback() -> None:
-    s = AmbassadorSettings(listen_port=7001, upstreams="a:80, b:81")
-    (listener,) = s.all_listeners()
+    s = config.load(AmbassadorSettings, environ={}, flags={"listen_port": ["7001"], "upstreams": ["a:80, b:81"]})
+    (listener,) = s.settings.all_listeners()  # type: ignore[attr-defined]
     assert (listener.name, listener.host, listener.port, listener.mode) == ("default", "127.0.0.1", 7001, "http")
     assert listener.cluster.endpoints == ["a:80", "b:81"]
 
@@ -31,6 +32,20 @@ def test_listeners_from_env_json_and_flags_through_the_core_loader() -> None:
     )
     names = [li.name for li in loaded.settings.all_listeners()]  # type: ignore[attr-defined]
     assert names == ["users", "default"]
+
+
+def test_a_list_in_the_file_is_a_yaml_list_not_text_parsed_again(tmp_path: Path) -> None:
+    # Text is parsed once, by the core loader (flags, env vars); a string where the file needs a list
+    # is a mistake named at its line.
+    conf = tmp_path / "ambassador.yaml"
+    conf.write_text('listen_port: 7001\nupstreams: "a:80,b:80"\nlisteners: "[]"\n')
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(AmbassadorSettings, environ={}, config_file=conf)
+    shown = str(caught.value)
+    assert f"{conf}:2 upstreams" in shown and f"{conf}:3 listeners" in shown
+    conf.write_text("listen_port: 7001\nupstreams: [a:80, b:80]\nlisteners: []\n")
+    loaded = config.load(AmbassadorSettings, environ={}, config_file=conf)
+    assert loaded.settings.upstreams == ["a:80", "b:80"]  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -71,7 +86,7 @@ def test_the_idle_timeout_default_depends_on_the_mode() -> None:
     assert TCP_IDLE_TIMEOUT_SECS >= 3600  # idle database and cache clients are normal: hours, not seconds
     explicit = [ListenerConfig(name="x", port=1, mode=m, cluster=cluster, idle_timeout_secs=7) for m in ("http", "tcp")]
     assert [li.idle_timeout_secs for li in explicit] == [7, 7]
-    (shorthand,) = AmbassadorSettings(listen_port=1, listen_mode="tcp", upstreams="a:1").all_listeners()
+    (shorthand,) = AmbassadorSettings(listen_port=1, listen_mode="tcp", upstreams=["a:1"]).all_listeners()
     assert shorthand.idle_timeout_secs == TCP_IDLE_TIMEOUT_SECS
     loaded = config.load(
         AmbassadorSettings,

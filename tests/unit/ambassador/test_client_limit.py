@@ -6,7 +6,7 @@ import resource
 
 import pytest
 
-from sidecars.ambassador.client_limit import MIN_RESERVED_FDS, default_max_client_connections, reserved_fds
+from sidecars.ambassador.proxy.client_limit import MIN_RESERVED_FDS, default_max_client_connections, reserved_fds
 from sidecars.core.limits import open_file_limit
 
 

@@ -9,7 +9,8 @@ from types import ModuleType
 import pytest
 from pydantic import ValidationError
 
-from sidecars.ambassador import engine, http_proxy
+from sidecars.ambassador import engine
+from sidecars.ambassador.proxy import http_proxy
 from sidecars.ambassador.settings import AmbassadorSettings
 
 

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecars.ambassador import engine, resp
+from sidecars.ambassador import engine
+from sidecars.ambassador.proxy import resp
 
-TWIN, WHY = engine.twin_of(resp, "sidecars.ambassador._resp_c")
+TWIN, WHY = engine.twin_of(resp, "sidecars.ambassador.proxy._resp_c")
 BUILDS = [resp, TWIN] if TWIN is not None else [resp]
 MIB = 1 << 20
 

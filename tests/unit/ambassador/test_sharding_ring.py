@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from sidecars.ambassador import engine, hashing
-from sidecars.ambassador.sharding import HASHING, Ring, Server, default_name, ketama_points, moved_share
+from sidecars.ambassador import engine
+from sidecars.ambassador.cluster import hashing
+from sidecars.ambassador.cluster.sharding import HASHING, Ring, Server, default_name, ketama_points, moved_share
 
-TWIN, WHY = engine.twin_of(hashing, "sidecars.ambassador._hashing_c")
+TWIN, WHY = engine.twin_of(hashing, "sidecars.ambassador.cluster._hashing_c")
 BUILDS = [hashing, TWIN] if TWIN is not None else [hashing]
 
 NAMES = [

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from sidecars.ambassador.cluster.sharding_config import ServerEntry, parse_server
 from sidecars.ambassador.settings import AmbassadorSettings, ListenerConfig
-from sidecars.ambassador.sharding_config import ServerEntry, parse_server
 from sidecars.core import config
 
 
@@ -44,7 +44,7 @@ def test_servers_give_the_endpoints_and_the_protocol_check_is_the_default() -> N
 
 
 def test_the_shorthand_listener_in_redis_mode() -> None:
-    s = AmbassadorSettings(listen_port=6379, listen_mode="redis", upstreams="a:6379,b:6379")
+    s = AmbassadorSettings(listen_port=6379, listen_mode="redis", upstreams=["a:6379", "b:6379"])
     (listener,) = s.all_listeners()
     assert listener.mode == "redis"
     assert listener.cluster.health_check.kind == "redis"

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from sidecars.ambassador.cluster import Cluster, ClusterConfig
+from sidecars.ambassador.cluster.cluster import Cluster, ClusterConfig
 from sidecars.core.logs import Capture
 
 # Modules of the control plane that read the monotonic clock.
-CLOCK_USERS = ("endpoint", "cluster", "balancer", "cluster_metrics")
+CLOCK_USERS = ("endpoint", "cluster", "balancer", "metrics")
 
 
 class FakeClock:
@@ -33,7 +33,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeClock]:
     fake = FakeClock()
     namespace = types.SimpleNamespace(monotonic=fake, time=fake, perf_counter=fake)
     for module in CLOCK_USERS:
-        monkeypatch.setattr(f"sidecars.ambassador.{module}.time", namespace)
+        monkeypatch.setattr(f"sidecars.ambassador.cluster.{module}.time", namespace)
     yield fake
 
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Collection
-from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from sidecars.ambassador import balancer as balancer_module
-from sidecars.ambassador.balancer import BALANCERS, Balancer, ConsistentHash, make_balancer
-from sidecars.ambassador.cluster_config import ClusterConfig
-from sidecars.ambassador.endpoint import Endpoint, Outcome
+from sidecars.ambassador.cluster import balancer as balancer_module
+from sidecars.ambassador.cluster.balancer import BALANCERS, Balancer, ConsistentHash, make_balancer
+from sidecars.ambassador.cluster.config import ClusterConfig
+from sidecars.ambassador.cluster.endpoint import Endpoint, Outcome
+from tests.support.distributions import install
 from tests.unit.ambassador_control.conftest import FakeClock, MakeCluster
 
 
@@ -240,23 +241,34 @@ class FirstAlways(Balancer):
         return self._first_not_excluded(exclude)
 
 
-def test_balancers_from_installed_packages_are_found_by_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
-    group = balancer_module.ENTRY_POINT_GROUP
-    installed = [
-        EntryPoint("first_always", f"{__name__}:FirstAlways", group),
-        EntryPoint("not_a_balancer", f"{__name__}:endpoints", group),
-    ]
-    monkeypatch.setattr(balancer_module, "entry_points", lambda group: installed)
+def test_balancers_from_installed_packages_are_found_by_entry_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entries = {"first_always": f"{__name__}:FirstAlways", "not_a_balancer": f"{__name__}:endpoints"}
+    install(tmp_path, monkeypatch, "acme-balancers", {balancer_module.ENTRY_POINT_GROUP: entries})
     assert balancer_module.balancer_names() == [*BALANCERS, "first_always", "not_a_balancer"]
     config = ClusterConfig(endpoints=["10.0.0.1:80", "10.0.0.2:80"], balancer="first_always")
     balancer = make_balancer(config.balancer)
     eps = endpoints(2)
     balancer.update(eps)
     assert {balancer.pick() for _ in range(20)} == {eps[0]}
-    with pytest.raises(ValueError, match="not a Balancer subclass"):
+    with pytest.raises(ValueError, match=r"'not_a_balancer' \(acme-balancers 1.0 .*is not a subclass of .*Balancer"):
         make_balancer("not_a_balancer")
-    with pytest.raises(ValidationError, match=r"unknown balancer 'nope'; known: p2c_ewma, .*first_always"):
+    with pytest.raises(ValidationError, match=r"unknown balancer 'nope'; installed: p2c_ewma, .*first_always"):
         ClusterConfig(endpoints=["10.0.0.1:80"], balancer="nope")
+
+
+def test_a_package_cannot_take_a_built_in_balancers_name_or_fail_unnamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One rule for every plugin kind: a name has one provider, and an import failure is named.
+    entries = {"round_robin": f"{__name__}:FirstAlways", "broken": "acme_missing_module:Balancer"}
+    install(tmp_path, monkeypatch, "acme-balancers", {balancer_module.ENTRY_POINT_GROUP: entries})
+    with pytest.raises(ValidationError, match=r"balancer 'round_robin' is provided more than once: built in .*acme"):
+        ClusterConfig(endpoints=["10.0.0.1:80"], balancer="round_robin")
+    with pytest.raises(ValidationError, match=r"balancer 'broken' .*cannot be loaded: ModuleNotFoundError"):
+        ClusterConfig(endpoints=["10.0.0.1:80"], balancer="broken")
+    assert type(make_balancer("p2c_ewma")) is BALANCERS["p2c_ewma"]  # the other names keep working
 
 
 async def test_p2c_ewma_forgets_a_one_off_stall_at_high_request_rates(
@@ -313,9 +325,9 @@ class Refusing(Balancer):
 
 
 async def test_a_package_balancer_is_asked_even_for_a_sole_candidate(
-    monkeypatch: pytest.MonkeyPatch, make_cluster: MakeCluster
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_cluster: MakeCluster
 ) -> None:
-    installed = [EntryPoint("refusing", f"{__name__}:Refusing", balancer_module.ENTRY_POINT_GROUP)]
-    monkeypatch.setattr(balancer_module, "entry_points", lambda group: installed)
+    entries = {"refusing": f"{__name__}:Refusing"}
+    install(tmp_path, monkeypatch, "acme-balancers", {balancer_module.ENTRY_POINT_GROUP: entries})
     cluster, _ = await make_cluster(1, balancer="refusing")
     assert cluster.pick() is None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sidecars.ambassador.cluster_config import ClusterConfig, parse_address
-from sidecars.ambassador.discovery import parse_endpoints_text
+from sidecars.ambassador.cluster.config import ClusterConfig, parse_address
+from sidecars.ambassador.cluster.discovery import parse_endpoints_text
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from sidecars.ambassador.cluster import Cluster
-from sidecars.ambassador.endpoint import Endpoint, Outcome
+from sidecars.ambassador.cluster.cluster import Cluster
+from sidecars.ambassador.cluster.endpoint import Endpoint, Outcome
 from sidecars.core.logs import Capture
 from tests.unit.ambassador_control.conftest import FakeClock, MakeCluster
 

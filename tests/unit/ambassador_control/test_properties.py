@@ -5,10 +5,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecars.ambassador.balancer import ConsistentHash
-from sidecars.ambassador.budget import RetryBudget
-from sidecars.ambassador.cluster_config import RetryBudgetConfig
-from sidecars.ambassador.endpoint import Endpoint, Outcome
+from sidecars.ambassador.cluster.balancer import ConsistentHash
+from sidecars.ambassador.cluster.budget import RetryBudget
+from sidecars.ambassador.cluster.config import RetryBudgetConfig
+from sidecars.ambassador.cluster.endpoint import Endpoint, Outcome
 
 
 class _Owner:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sidecars.ambassador.budget import CircuitBreaker, RetryBudget
-from sidecars.ambassador.cluster_config import CircuitBreakerConfig, RetryBudgetConfig
+from sidecars.ambassador.cluster.budget import CircuitBreaker, RetryBudget
+from sidecars.ambassador.cluster.config import CircuitBreakerConfig, RetryBudgetConfig
 from tests.unit.ambassador_control.conftest import MakeCluster
 
 

@@ -42,7 +42,7 @@ def test_each_sidecar_documents_every_option_of_its_own(name: str) -> None:
         shared = opt.name in config.SidecarSettings.model_fields
         assert opt.flag in (readme if shared else doc) or opt.name in doc, f"{opt.name} undocumented"
     if name == "ambassador":
-        from sidecars.ambassador.cluster_config import ClusterConfig
+        from sidecars.ambassador.cluster.config import ClusterConfig
         from sidecars.ambassador.settings import ListenerConfig
 
         nested = [*ListenerConfig.model_fields, *ClusterConfig.model_fields]

@@ -63,9 +63,9 @@ async def test_refusals_are_logged_once_each_and_remembered_within_a_bound(tmp_p
     ) as sc:  # fmt: skip
         plugin = sc.plugin
         for _ in range(3):
-            plugin._count(Answer(200, {}, "refused", "invalid", detail="the same problem"))
+            plugin._count(Answer(status=200, body={}, outcome="refused", reason="invalid", detail="the same problem"))
         for i in range(LOGGED_PROBLEMS + 10):
-            plugin._count(Answer(200, {}, "refused", "invalid", detail=f"problem {i}"))
+            plugin._count(Answer(status=200, body={}, outcome="refused", reason="invalid", detail=f"problem {i}"))
         assert len(plugin._refusals._keys) == LOGGED_PROBLEMS
         assert sc.sample("injector_refused_reviews_total", {"reason": "invalid"}) == LOGGED_PROBLEMS + 13
     lines = [e for e in sc.logs if e["event"] == "review refused: the Pod is admitted unchanged"]

@@ -374,6 +374,38 @@ CASES = [
         ],
         ["0s", "2m", "3m", "5m", "8m"],
     ),
+    Case(
+        # Range arguments in parentheses (any depth), and label_join with no source label at all.
+        "parenthesized_ranges_and_label_join",
+        [
+            ('req_total{code="200",path="/a"}', "0+10x10 3+10x10"),
+            ('req_total{code="500",path="/b"}', "0+1x20"),
+            ('depth{q="a"}', "1 5 2 8 3 _ 4 stale 9 1 1 7"),
+        ],
+        [
+            "rate((req_total[5m]))",
+            "increase(((req_total[10m])))",
+            "changes((depth[10m]))",
+            "resets((req_total[15m]))",
+            "stddev_over_time((depth[5m]))",
+            "quantile_over_time(0.5, (depth[6m]))",
+            "quantile_over_time((0.9), ((depth[6m])))",
+            "last_over_time((depth[5m]))",
+            'absent_over_time((nosuch{job="x"}[5m]))',
+            "absent_over_time((depth[5m]))",
+            "predict_linear((depth[6m]), 60)",
+            "holt_winters((depth[6m]), 0.5, 0.5)",
+            "max_over_time((rate(req_total[2m])[6m:1m]))",
+            "(rate((req_total[5m])) * 5) * 60",
+            'sum by (code) (rate((req_total{path=~"/.*"}[5m])))',
+            'label_join(req_total, "code", "-")',
+            'label_join(req_total, "new", ",")',
+            'label_join(req_total, "new", ",", "path")',
+            'label_join(req_total, "dst", "-", "")',
+            'label_join(req_total, "dst", "-", "code", "1bad")',
+        ],
+        ["0s", "3m", "6m", "10m", "12m", "21m"],
+    ),
 ]
 
 
