@@ -20,13 +20,17 @@ from aiohttp import web
 from sidecars.adapter.evaluator import Evaluator, ScrapeReport
 from sidecars.adapter.exposition import SampleTuple, family_names
 from sidecars.adapter.metrics import AdapterMetrics
-from sidecars.adapter.outputs import Output, OutputLoadError, load_output
-from sidecars.adapter.rules import RulesError, RuleSet, RulesWatcher, load_rules
-from sidecars.adapter.scraper import Scrape, ScrapeError, Scraper, new_session
+from sidecars.adapter.outputs import Output, load_output
+from sidecars.adapter.rules import RulesError, RuleSet, rules_watcher
+from sidecars.adapter.scraper import Scrape, Scraper, new_session
 from sidecars.adapter.settings import AdapterSettings
 from sidecars.adapter.state import State
 from sidecars.core import Check, Context, Sidecar
+from sidecars.core.http import start_server
 from sidecars.core.redact import redact_url, register_secrets
+from sidecars.core.registry import PluginError
+from sidecars.core.telemetry import LogLimiter
+from sidecars.core.watch import MountedFiles
 
 # While a parse thread runs, the loop thread waits at most this long for the GIL (default 5 ms).
 SWITCH_INTERVAL_SECS = 0.0005
@@ -64,12 +68,15 @@ class Adapter(Sidecar[AdapterSettings]):
         super().__init__(settings, context)
         self.state = State()
         self.metrics = AdapterMetrics(context.metrics.registry)
-        self.rules_error: str | None = None
+        self.rules: MountedFiles[RuleSet] | None = None
         self.scrape_attempted = False
         self.last_loop_at = time.monotonic()
         self._serving: Serving | None = None
         self._stopping = False
-        self._logged_errors: dict[str, str] = {}
+        # A failing scrape or rule is logged when it starts, then at most every ten minutes while it
+        # lasts (the metrics count every one); a good scrape resets the scrape's lines.
+        self._lines = LogLimiter(self.log, 600.0)
+        self._outages = 0
 
     @property
     def serving(self) -> Serving:
@@ -88,13 +95,20 @@ class Adapter(Sidecar[AdapterSettings]):
         settings = self.settings
         rules = RuleSet()
         if settings.rules_file is not None:
-            rules = load_rules(settings.rules_file)  # a bad file at start-up stops the sidecar
+            self.rules = rules_watcher(
+                settings.rules_file,
+                poll_secs=settings.rules_poll_secs,
+                log=self.log,
+                on_rules=self.set_rules,
+                on_error=self.reject_rules,
+            )
+            rules = self.rules.load()  # a bad file at start-up stops the sidecar
         self.state.rules = rules
         self.metrics.rules.set(len(rules.rules))
         evaluator = Evaluator(rules)
         try:
             outputs = tuple(load_output(name)(self.state, settings) for name in settings.outputs)
-        except OutputLoadError as exc:
+        except PluginError as exc:
             raise ValueError(f"outputs: {exc}") from exc
         for output in outputs:
             output.start(self.context)
@@ -123,14 +137,9 @@ class Adapter(Sidecar[AdapterSettings]):
             app = web.Application()
             for output in outputs:
                 app.add_routes(output.routes())
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await runner.setup()
-            stack.push_async_callback(runner.cleanup)
-            site = web.TCPSite(runner, settings.listen_host, settings.listen_port, reuse_address=True)
-            await site.start()
-            server = site._server
-            sockets = getattr(server, "sockets", None) or []
-            listen_port: int = sockets[0].getsockname()[1] if sockets else settings.listen_port
+            server = await start_server(app, settings.listen_host, settings.listen_port)
+            stack.push_async_callback(server.close)
+            listen_port = server.port
             self._serving = Serving(evaluator, scraper, outputs, listen_port)
             sys.setswitchinterval(min(previous_interval, SWITCH_INTERVAL_SECS))
             stack.callback(sys.setswitchinterval, previous_interval)
@@ -158,11 +167,8 @@ class Adapter(Sidecar[AdapterSettings]):
         return frozenset(wanted), rule_families
 
     async def run(self, ready: Callable[[], None]) -> None:
-        if self.settings.rules_file is not None:
-            watcher = RulesWatcher(
-                self.settings.rules_file, self.set_rules, self.reject_rules, self.settings.rules_poll_secs
-            )
-            self.context.spawn("rules-watcher", watcher.run)
+        if self.rules is not None:
+            self.context.spawn("rules-watcher", self.rules.run)
         interval = self.settings.scrape_interval_secs
         next_at = time.monotonic()
         while not self._stopping:
@@ -203,7 +209,7 @@ class Adapter(Sidecar[AdapterSettings]):
             metrics.scrape_failures.labels(reason=failure.reason).inc()
             if failure.reason == "parse_error":
                 metrics.parse_errors.inc()
-            self._log_failure(failure)
+            self._log_failure(failure.reason, failure.detail)
             report = ScrapeReport(t_ms=scrape.t_ms, ok=False, duration_secs=scrape.duration_secs, reason=str(failure))
             for output in serving.outputs:
                 output.on_scrape_failed(scrape)
@@ -226,34 +232,32 @@ class Adapter(Sidecar[AdapterSettings]):
             metrics.set_check(check.name, check.group, check.severity, check.state, check.failing)
         for name, error in serving.evaluator.errors.items():
             metrics.evaluation_errors.labels(check=name).inc()
-            if self._logged_errors.get(name) != error:  # logged once, not every interval
-                self.log.warning("rule evaluation failed", check=name, error=error)
-        self._logged_errors = dict(serving.evaluator.errors)
+            self._lines.warning("rule evaluation failed", key=f"rule:{name}:{error}", check=name, error=error)
         self.context.metrics.events_out.inc()
         if garbage:
             await asyncio.to_thread(_release, garbage)
         return scrape
 
-    def _log_failure(self, error: ScrapeError) -> None:
-        # Logged when the reason changes, not on every interval of a long outage.
+    def _log_failure(self, reason: str, detail: str) -> None:
         last = self.state.last_scrape
-        if last is None or last.error is None or last.error.reason != error.reason:
-            self.log.warning("scrape failed", reason=error.reason, detail=error.detail)
+        if last is not None and last.error is None:
+            self._outages += 1  # a new outage: its lines are keyed afresh, so said at once
+        key = f"scrape:{self._outages}:{reason}"
+        self._lines.warning("scrape failed", key=key, reason=reason, detail=detail)
 
     def set_rules(self, rules: RuleSet) -> None:
         self.serving.evaluator.set_rules(rules)
         self.state.rules = rules
-        self.rules_error = None
         self.metrics.rules.set(len(rules.rules))
         self.metrics.rule_reloads.labels(result="ok").inc()
         self.metrics.forget_checks({r.name for r in rules.rules} | {"scrape"})
         self.log.info("rules reloaded", source=rules.source, rules=len(rules.rules))
 
-    def reject_rules(self, error: RulesError) -> None:
-        self.rules_error = "; ".join(error.problems)[:500]
+    def reject_rules(self, error: Exception) -> None:
+        problems = error.problems if isinstance(error, RulesError) else [str(error)]
         self.metrics.rule_reloads.labels(result="rejected").inc()
         self.log.error(
-            "rules rejected; the last good rules stay in force", source=error.source, problems=error.problems
+            "rules rejected; the last good rules stay in force", source=str(self.settings.rules_file), problems=problems
         )
 
     async def drain(self) -> None:
@@ -277,6 +281,5 @@ class Adapter(Sidecar[AdapterSettings]):
         ]
 
     def _rules_reload(self) -> str | None:
-        if self.rules_error is None:
-            return None
-        return f"last reload rejected, previous rules in force: {self.rules_error}"
+        error = self.rules.error if self.rules is not None else None
+        return None if error is None else f"last reload rejected, previous rules in force: {error}"

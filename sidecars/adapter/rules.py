@@ -26,15 +26,13 @@ and the field; a file with problems is rejected as a whole and the last good set
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from structlog.typing import FilteringBoundLogger
 
 from sidecars.adapter.promql import referenced_metric_names, required_history_ms
 from sidecars.adapter.promql.errors import PromQLError
@@ -42,6 +40,7 @@ from sidecars.adapter.promql.lexer import parse_duration
 from sidecars.adapter.promql.nodes import Expr, ValueType, VectorSelector
 from sidecars.adapter.promql.parser import parse_expr
 from sidecars.adapter.promql.regex import AnchoredRegex, RegexError, compile_anchored
+from sidecars.core.watch import MountedFiles, mounted_file
 
 SEVERITIES = ("fail", "warn")
 NO_DATA = ("ok", "fail", "warn")
@@ -364,72 +363,24 @@ def load_rules(path: Path) -> RuleSet:
     return parse_rules(text, str(path))
 
 
-class RulesWatcher:
-    """Reloads the rules file when it changes: inotify through watchfiles, plus an mtime poll.
+def rules_watcher(
+    path: Path,
+    *,
+    poll_secs: float,
+    log: FilteringBoundLogger,
+    on_rules: Callable[[RuleSet], None],
+    on_error: Callable[[Exception], None],
+) -> MountedFiles[RuleSet]:
+    """The rules file as the core's mounted-file watcher keeps it: inotify (the ConfigMap `..data`
+    swap included) plus a modification-time poll; a file that fails validation goes to `on_error`
+    (a RulesError listing its problems, or the watcher's own error for an unreadable file) and the
+    last good set stays in force."""
 
-    ConfigMap volumes update by swapping a symlink (`..data`), which some watchers miss; the poll of
-    the file's modification time and identity is the safety net. A file that fails validation is
-    reported through `on_error` and the last good set stays in force.
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        on_rules: Callable[[RuleSet], None],
-        on_error: Callable[[RulesError], None],
-        poll_secs: float,
-    ) -> None:
-        self.path = path
-        self.on_rules = on_rules
-        self.on_error = on_error
-        self.poll_secs = poll_secs
-        self._stamp = self._current_stamp()
-        self._changed = asyncio.Event()
-
-    def _current_stamp(self) -> tuple[float, int, int, int] | None:
+    def parse(data: bytes) -> RuleSet:
         try:
-            st = self.path.stat()  # follows the ConfigMap symlinks
-        except OSError:
-            return None
-        return (st.st_mtime, st.st_ino, st.st_size, st.st_dev)
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RulesError(str(path), [f"cannot be read: {exc}"]) from None
+        return parse_rules(text, str(path))
 
-    def check(self) -> bool:
-        """Reloads if the file changed since the last look; True when it did."""
-        stamp = self._current_stamp()
-        if stamp == self._stamp:
-            return False
-        self._stamp = stamp
-        try:
-            rules = load_rules(self.path)
-        except RulesError as exc:
-            self.on_error(exc)
-        else:
-            self.on_rules(rules)
-        return True
-
-    async def run(self) -> None:
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._watch())
-            while True:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), self.poll_secs)
-                self._changed.clear()
-                self.check()
-
-    async def _watch(self) -> None:
-        import watchfiles
-
-        # watchfiles logs every change at info; the reload itself is what gets logged here.
-        logging.getLogger("watchfiles").setLevel(logging.WARNING)
-        # Watch the directory: editors and ConfigMaps replace the file rather than write it.
-        # Only the file itself and the ConfigMap's `..data` symlink swap matter.
-        names = {self.path.name, "..data"}
-
-        def relevant(change: watchfiles.Change, path: str) -> bool:
-            return Path(path).name in names
-
-        with contextlib.suppress(Exception):
-            async for _ in watchfiles.awatch(
-                self.path.parent, watch_filter=relevant, debounce=100, step=50, recursive=False
-            ):
-                self._changed.set()
+    return mounted_file(path, parse, poll_secs=poll_secs, log=log, on_change=on_rules, on_error=on_error)

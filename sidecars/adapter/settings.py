@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from yarl import URL
 
 from sidecars.core import SidecarSettings
+from sidecars.core.redact import refuse_url_credentials
 
 DEFAULT_SCRAPE_TIMEOUT_SECS = 5.0
 
@@ -133,15 +134,12 @@ class AdapterSettings(SidecarSettings):
         # included, and the URL is shown by --print-config, the logs and the probe outputs.
         url = data.get("target_url") if isinstance(data, dict) else None
         if isinstance(url, str):
-            try:
-                parsed = URL(url)
-            except ValueError:
-                return data
-            if parsed.user is not None or parsed.password is not None:
-                raise ValueError(
-                    "target_url must not hold credentials (user:password@); give target_basic_auth_username "
-                    "and target_basic_auth_password (or target_basic_auth_password_file), or target_bearer_token"
-                )
+            refuse_url_credentials(
+                url,
+                "target_url",
+                "give target_basic_auth_username and target_basic_auth_password (or "
+                "target_basic_auth_password_file), or target_bearer_token",
+            )
         return data
 
     @field_validator("push_url")

@@ -10,7 +10,6 @@ The certificate comes from a mounted Secret and is reloaded when it changes (see
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from sidecars.core import Check, Context, Sidecar
+from sidecars.core.http import start_server
+from sidecars.core.telemetry import LogLimiter
 from sidecars.injector.inject import Options
 from sidecars.injector.metrics import InjectorMetrics
 from sidecars.injector.review import Answer, answer
@@ -26,7 +27,6 @@ from sidecars.injector.settings import InjectorSettings
 from sidecars.injector.tls import CertificateReloader
 
 PATH = "/mutate"
-LOGGED_PROBLEMS = 256  # distinct refusals remembered, so each is logged once and memory stays bounded
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,8 @@ class Injector(Sidecar[InjectorSettings]):
         self.metrics = InjectorMetrics(context.metrics.registry)
         self._serving: Serving | None = None
         self._stopped = asyncio.Event()
-        self._logged: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # Each distinct refusal logged once (the core bounds how many it remembers).
+        self._refusals = LogLimiter(self.log, None)
 
     @property
     def serving(self) -> Serving:
@@ -70,26 +71,23 @@ class Injector(Sidecar[InjectorSettings]):
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         settings = self.settings
-        reloader = CertificateReloader(settings.tls_cert_file, settings.tls_key_file, self._on_reload)
+        reloader = CertificateReloader(
+            settings.tls_cert_file,
+            settings.tls_key_file,
+            poll_secs=settings.tls_poll_secs,
+            log=self.log,
+            on_reload=self._on_reload,
+        )
         self.metrics.certificate_loaded.set_to_current_time()
         async with contextlib.AsyncExitStack() as stack:
             app = web.Application(client_max_size=settings.max_review_bytes)
             app.router.add_post(PATH, self._review)
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await runner.setup()
-            stack.push_async_callback(runner.cleanup)
-            site = web.TCPSite(
-                runner,
-                settings.listen_host,
-                settings.listen_port,
-                ssl_context=reloader.server_context,
-                reuse_address=True,
+            server = await start_server(
+                app, settings.listen_host, settings.listen_port, ssl_context=reloader.server_context
             )
-            await site.start()
-            sockets = getattr(site._server, "sockets", None) or []
-            listen_port: int = sockets[0].getsockname()[1] if sockets else settings.listen_port
-            self._serving = Serving(reloader, listen_port)
-            self.log.info("webhook listening", port=listen_port, path=PATH, mode=self._mode())
+            stack.push_async_callback(server.close)
+            self._serving = Serving(reloader, server.port)
+            self.log.info("webhook listening", port=server.port, path=PATH, mode=self._mode())
             yield
 
     def _mode(self) -> str:
@@ -97,7 +95,7 @@ class Injector(Sidecar[InjectorSettings]):
 
     async def run(self, ready: Callable[[], None]) -> None:
         reloader = self.serving.reloader
-        self.context.spawn("certificate-watcher", lambda: reloader.watch(self.settings.tls_poll_secs))
+        self.context.spawn("certificate-watcher", reloader.watch)
         ready()
         await self._stopped.wait()
 
@@ -147,11 +145,9 @@ class Injector(Sidecar[InjectorSettings]):
             return
         self.metrics.refused.labels(reason=result.reason).inc()
         self.context.metrics.events_dropped.labels(reason=result.reason).inc()
-        key = f"{result.reason}:{result.detail}"
-        if key in self._logged:
-            self._logged.move_to_end(key)
-            return
-        self._logged[key] = None
-        if len(self._logged) > LOGGED_PROBLEMS:
-            self._logged.popitem(last=False)
-        self.log.warning("review refused: the Pod is admitted unchanged", reason=result.reason, detail=result.detail)
+        self._refusals.warning(
+            "review refused: the Pod is admitted unchanged",
+            key=f"{result.reason}:{result.detail}",
+            reason=result.reason,
+            detail=result.detail,
+        )

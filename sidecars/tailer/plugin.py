@@ -34,7 +34,7 @@ class Tailer(Sidecar[TailerSettings]):
     def __init__(self, settings: TailerSettings, context: Context) -> None:
         super().__init__(settings, context)
         # Built here, opened by lifespan(): neither constructor does I/O.
-        self.metrics = TailerMetrics(context.metrics)
+        self.metrics = TailerMetrics(context.metrics, context.telemetry)
         self.store = CheckpointStore(settings.checkpoint_dir)
         self.sink: Sink[Any] = load_sink(settings.sink)(settings.sink_settings(), self.log, context.metrics.registry)
         self.pipeline: Pipeline | None = None  # the current run's; none before the first

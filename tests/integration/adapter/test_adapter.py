@@ -89,10 +89,10 @@ async def test_health_endpoints_and_formats(app: MetricsApp, rules_file: Path) -
             "[+]queue ok",
             "[+]slow warn: queue_depth > 50 = 60",
             "[+]errors ok",
-            "ok",
+            "healthz check passed",
         ]
         status, body = await http_get(url(sc, "/livez?verbose"))
-        assert (status, body.splitlines()) == (200, ["[+]errors ok", "ok"])
+        assert (status, body.splitlines()) == (200, ["[+]errors ok", "livez check passed"])
 
         app.page = HEALTHY.replace("queue_depth 3", "queue_depth 500")
         await scrapes_after(sc)

@@ -244,7 +244,7 @@ async def test_without_inotify_it_falls_back_to_polling(
         write_lines(logs / "later.log", ["new file"])
         await receiver.wait_for(3)
         assert sc.events("change notification unavailable: polling only")
-        assert sc.sample("tailer_errors_total", {"type": "watch"}) == 1
+        assert sc.sample("sidecar_errors_total", {"type": "watch"}) == 1
     assert sorted(receiver.messages) == ["before", "grown", "new file"]
 
 
@@ -306,7 +306,7 @@ async def test_more_files_than_the_open_file_limit_are_read_in_turn_and_none_los
                 expected += fresh
         await receiver.wait_for(len(expected), timeout_secs=60)
         _, metrics = await http_get(p.admin_url + "/metrics")
-        assert 'tailer_errors_total{type="open"}' not in metrics, "an open failed at the limit"
+        assert 'sidecar_errors_total{type="open"}' not in metrics, "an open failed at the limit"
         p.proc.send_signal(signal.SIGTERM)
         assert await p.wait_exit(20) == 0
         out = p.read_output()
