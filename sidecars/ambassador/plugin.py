@@ -26,6 +26,7 @@ from sidecars.core.limits import open_file_limit
 from sidecars.core.metrics import SidecarMetrics
 
 TICK_SECS = 0.25
+NO_LISTENER = "no listeners configured: set --listen-port and --upstreams, or listeners in --config"
 
 
 class Running:
@@ -136,14 +137,18 @@ class Ambassador(Sidecar[AmbassadorSettings]):
             Check("client_connections", self._client_connections_status, warn=True),
         ]
 
+    @classmethod
+    def config_warnings(cls, settings: AmbassadorSettings) -> Sequence[str]:
+        # Valid (defaults must be), but an ambassador with nothing to proxy is almost surely a mistake.
+        return [] if settings.all_listeners() else [NO_LISTENER]
+
     # Health is asked for from the admin server's start, before `lifespan` has built anything: until
     # then there is nothing bound or discovered to report on.
 
     def _configured(self) -> str | None:
-        # Valid (defaults must be), but an ambassador with nothing to proxy is almost surely a mistake.
         if self._running is not None and self._running.listeners:
             return None
-        return "no listeners configured: set --listen-port and --upstreams, or listeners in --config"
+        return NO_LISTENER
 
     def _client_connections_status(self) -> str | None:
         return self._running.client_limit.status() if self._running is not None else None

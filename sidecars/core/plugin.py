@@ -121,6 +121,15 @@ class Sidecar(abc.ABC, Generic[S]):
         """
         return {}
 
+    @classmethod
+    def config_warnings(cls, settings: S) -> Sequence[str]:
+        """What is valid but almost surely a mistake (an ambassador with nothing to proxy).
+
+        The sidecar still starts with such settings; `--check-config` fails on each, so a fleet's
+        config is caught before it is rolled out.
+        """
+        return ()
+
     def admin_routes(self) -> Sequence[web.RouteDef]:
         """Extra routes served by the admin server, collected once before it starts."""
         return ()

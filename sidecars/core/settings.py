@@ -7,6 +7,7 @@ fields below, `<PLUGIN>_<FIELD>` for a plugin's own) and a key in the optional Y
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,3 +53,12 @@ class SidecarSettings(BaseModel):
     restart_backoff_secs: float = Field(
         0.5, gt=0, description="First delay before restarting a crashed task; doubles up to 30 s, jittered."
     )
+
+    @classmethod
+    def nested_settings(cls, name: str, values: Mapping[str, Any]) -> type[BaseModel] | None:
+        """The model a free-form field (a `dict`) is validated by, given the other values; None: not one.
+
+        Lets the config tooling name the keys such a field knows: its schema, and the "did you mean"
+        of a misspelt key inside it.
+        """
+        return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -256,6 +257,15 @@ class TailerSettings(SidecarSettings):
         # The sink's ValidationError passes through as it is: pydantic files each of its problems
         # under this field (`sink_config.url`), so the config file's line of the inner key is found.
         return SinkConfig(config, _sink_class(name).Settings.model_validate(config))
+
+    @classmethod
+    def nested_settings(cls, name: str, values: Mapping[str, Any]) -> type[BaseModel] | None:
+        if name != "sink_config":
+            return None
+        try:
+            return _sink_class(str(values.get("sink") or cls.model_fields["sink"].default)).Settings
+        except (LookupError, ImportError, TypeError):
+            return None
 
     def sink_settings(self) -> BaseModel:
         """The chosen sink's settings, validated from `sink_config` with the rest of these settings."""
