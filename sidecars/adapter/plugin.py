@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -63,6 +64,12 @@ class Adapter(Sidecar[AdapterSettings]):
         from sidecars.adapter.ruletest import main as test
 
         return {"check": check, "test": test}
+
+    @classmethod
+    def file_schemas(cls) -> Mapping[str, Mapping[str, Any]]:
+        from sidecars.adapter.rules_schema import RULES_SCHEMA
+
+        return {"rules": RULES_SCHEMA}
 
     def __init__(self, settings: AdapterSettings, context: Context) -> None:
         super().__init__(settings, context)

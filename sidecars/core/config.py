@@ -487,7 +487,7 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 def nested_model(model: type[BaseModel], path: Sequence[int | str], values: Any) -> type[BaseModel] | None:
     """The model at `path` inside `model` (list indexes skipped), for naming the keys it knows.
 
-    A settings model may name the model of a free-form field itself (`nested_settings`): the
+    A settings model names the model of a free-form field itself (`nested_settings`): the
     tailer's `sink_config` is validated by the chosen sink's settings.
     """
     current: type[BaseModel] | None = model
@@ -498,9 +498,12 @@ def nested_model(model: type[BaseModel], path: Sequence[int | str], values: Any)
             continue
         if current is None:
             return None
-        hook = getattr(current, "nested_settings", None)
-        found = hook(part, data if isinstance(data, Mapping) else {}) if hook is not None else None
-        if found is None:
+        found = None
+        if issubclass(current, SidecarSettings) and part in (chosen := current.nested_settings()):
+            chooser, models = chosen[part]
+            given = data.get(chooser) if isinstance(data, Mapping) else None
+            found = models.get(str(given if given is not None else current.model_fields[chooser].default))
+        else:
             info = current.model_fields.get(part)
             found = _model_of(info.annotation) if info is not None else None
         current = found

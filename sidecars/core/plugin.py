@@ -15,7 +15,7 @@ import abc
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from sidecars.core.settings import SidecarSettings
 
@@ -118,6 +118,14 @@ class Sidecar(abc.ABC, Generic[S]):
         """One-shot subcommands beside running the sidecar (`python -m sidecars.X NAME args...`).
 
         Each takes the remaining arguments and returns an exit code; names must not start with `-`.
+        """
+        return {}
+
+    @classmethod
+    def file_schemas(cls) -> Mapping[str, Mapping[str, Any]]:
+        """JSON Schemas of the files the sidecar reads besides its config file, by a short name.
+
+        `sidecars schema <sidecar>-<name>` prints one (the adapter's `rules`).
         """
         return {}
 

@@ -55,10 +55,11 @@ class SidecarSettings(BaseModel):
     )
 
     @classmethod
-    def nested_settings(cls, name: str, values: Mapping[str, Any]) -> type[BaseModel] | None:
-        """The model a free-form field (a `dict`) is validated by, given the other values; None: not one.
+    def nested_settings(cls) -> Mapping[str, tuple[str, Mapping[str, type[BaseModel]]]]:
+        """Free-form fields (a `dict`) validated by a model another field chooses.
 
-        Lets the config tooling name the keys such a field knows: its schema, and the "did you mean"
-        of a misspelt key inside it.
+        `{field: (chooser, {chooser's value: model})}`: the tailer's `sink_config` is validated by the
+        settings of the sink named in `sink`. Lets the config tooling name the keys such a field
+        knows: its JSON Schema, and the "did you mean" of a misspelt key inside it.
         """
-        return None
+        return {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -259,13 +260,14 @@ class TailerSettings(SidecarSettings):
         return SinkConfig(config, _sink_class(name).Settings.model_validate(config))
 
     @classmethod
-    def nested_settings(cls, name: str, values: Mapping[str, Any]) -> type[BaseModel] | None:
-        if name != "sink_config":
-            return None
-        try:
-            return _sink_class(str(values.get("sink") or cls.model_fields["sink"].default)).Settings
-        except (LookupError, ImportError, TypeError):
-            return None
+    def nested_settings(cls) -> Mapping[str, tuple[str, Mapping[str, type[BaseModel]]]]:
+        from sidecars.tailer.sinks.base import SINKS
+
+        models = {}
+        for name in SINKS.names():
+            with contextlib.suppress(LookupError, ImportError, TypeError):  # reported when chosen
+                models[name] = _sink_class(name).Settings
+        return {"sink_config": ("sink", models)}
 
     def sink_settings(self) -> BaseModel:
         """The chosen sink's settings, validated from `sink_config` with the rest of these settings."""
