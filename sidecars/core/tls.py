@@ -162,22 +162,14 @@ class TlsClientSettings(BaseModel):
         protocols = self.alpn if alpn is None else list(alpn)
         if protocols:
             ctx.set_alpn_protocols(protocols)
+        if self.pinned_sha256 and not self.insecure_skip_verify:
+            ctx.pinned_sha256 = frozenset(self.pinned_sha256)
+            ctx.sslobject_class = _PinnedObject
         return ctx
 
     def server_hostname(self, host: str) -> str:
         """The name to verify and to send as SNI when connecting to `host`."""
         return self.server_name or host
-
-    def pin_mismatch(self, certificate_der: bytes | None) -> str | None:
-        """None when no digest is pinned or the server's certificate (DER) has one of them; else why not."""
-        if not self.pinned_sha256:
-            return None
-        if certificate_der is None:
-            return "the server sent no certificate to compare with pinned_sha256"
-        digest = hashlib.sha256(certificate_der).hexdigest()
-        if digest in self.pinned_sha256:
-            return None
-        return f"the server's certificate (sha256 {digest}) is not among pinned_sha256"
 
     def _named_files(self) -> list[tuple[str, Path]]:
         names = ("ca_file", "cert_file", "key_file", "key_password_file")
@@ -222,7 +214,10 @@ def offering(session: ssl.SSLSession | None = None) -> Iterator[Handshake]:
 
 
 class ClientContext(ssl.SSLContext):
-    """An SSLContext whose handshakes take their session offer from `offering()`."""
+    """An SSLContext whose handshakes take their session offer from `offering()`, and check the
+    server's certificate against `pinned_sha256` when set."""
+
+    pinned_sha256: frozenset[str] = frozenset()
 
     def wrap_bio(
         self,
@@ -243,6 +238,26 @@ class ClientContext(ssl.SSLContext):
             obj = super().wrap_bio(incoming, outgoing, server_side, server_hostname, None)
         attempt.ssl_object = obj
         return obj
+
+
+class _PinnedObject(ssl.SSLObject):
+    """Fails the handshake itself on a certificate not pinned, so the connection never counts as open
+    (asyncio tells its protocol nothing) and no byte of a request goes to that server."""
+
+    def do_handshake(self) -> None:
+        super().do_handshake()
+        pins: frozenset[str] = getattr(self.context, "pinned_sha256", frozenset())
+        der = self.getpeercert(binary_form=True)
+        digest = hashlib.sha256(der).hexdigest() if der else None
+        if digest not in pins:
+            why = (
+                "the server sent no certificate to compare with pinned_sha256"
+                if digest is None
+                else f"the server's certificate (sha256 {digest}) is not among pinned_sha256"
+            )
+            exc = ssl.SSLCertVerificationError(why)
+            exc.verify_message = why
+            raise exc
 
 
 def certificate_not_after(data: bytes) -> float:
