@@ -248,8 +248,9 @@ class Cluster:
     async def start(self) -> None:
         """Load the TLS material, run discovery until every source produced a set, do one health check
         round, start timers. Bad TLS material raises here: start-up stops with the file named."""
-        if self.tls is not None and self.tls.material is None:
-            self.tls.load()
+        if self.tls is not None:
+            if self.tls.material is None:
+                self.tls.load()
             self._tasks.append(asyncio.create_task(self.tls.run(), name=f"{self.name}:tls"))
         for source in self._sources:
             self._tasks.append(asyncio.create_task(self._run_source(source), name=f"{self.name}:{source.name}"))

@@ -15,7 +15,11 @@ from sidecars.ambassador.cluster.endpoint import Endpoint
 from sidecars.ambassador.cluster.upstream_tls import UpstreamTls, UpstreamTlsError
 from sidecars.core.tls import offering
 
-__all__ = ["UpstreamTlsError", "open_connection"]
+__all__ = ["SHUTDOWN_TIMEOUT_SECS", "UpstreamTlsError", "open_connection"]
+
+# asyncio waits 30 s by default for the peer's close_notify; a closed connection's descriptor and
+# circuit-breaker slot are held that long.
+SHUTDOWN_TIMEOUT_SECS = 5.0
 
 
 async def open_connection(
@@ -48,6 +52,8 @@ async def open_connection(
                     ssl=context,
                     server_hostname=tls.settings.server_hostname(endpoint.host),
                     ssl_handshake_timeout=timeout_secs,
+                    # A peer that never answers our close_notify holds the socket no longer than this.
+                    ssl_shutdown_timeout=SHUTDOWN_TIMEOUT_SECS,
                 )
         except ssl.SSLCertVerificationError as exc:
             raise tls.failed(key, "tls_verify", str(exc.verify_message or exc)) from None
