@@ -183,6 +183,11 @@ class ListenerConfig(BaseModel):
     def _coherent(self) -> ListenerConfig:
         if self.mode not in SHARDED_MODES and "sharding" in self.model_fields_set:
             raise ValueError("sharding applies to redis and memcached listeners only")
+        tls = self.cluster.tls
+        if tls is not None and self.mode in SHARDED_MODES:
+            raise ValueError("cluster.tls applies to http and tcp listeners (a TLS cache: use a tcp listener)")
+        if tls is not None and self.mode == "http" and tls.alpn not in ([], ["http/1.1"]):
+            raise ValueError("cluster.tls.alpn of an http listener: it speaks http/1.1 (offered by default)")
         if self.mode == "memcached":
             sh = self.sharding
             if sh.server_password_file or sh.client_password_file or sh.database:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sidecars.ambassador.cluster.balancer import balancer_class
+from sidecars.core.tls import TlsClientSettings
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -168,6 +169,15 @@ class ClusterConfig(_Section):
     retry_budget: RetryBudgetConfig = Field(default_factory=RetryBudgetConfig, description="Retry budget.")
     circuit_breaker: CircuitBreakerConfig = Field(
         default_factory=CircuitBreakerConfig, description="Connection and request limits."
+    )
+    tls: TlsClientSettings | None = Field(
+        None,
+        description="Connect to the endpoints over TLS: verified against ca_file (or the system store), the "
+        "name checked and sent as SNI is server_name or the endpoint's host; cert_file and key_file for mutual "
+        "TLS. The files are watched: new connections use new material, a bad update keeps the last good one.",
+    )
+    tls_poll_secs: float = Field(
+        5.0, gt=0, description="Safety-net re-read of the tls files when no change notification arrives."
     )
 
     @field_validator("endpoints")

@@ -10,6 +10,7 @@ On drain the socket closes (no new connections), the proxy finishes what is in f
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from collections.abc import Callable
 from typing import cast
@@ -19,6 +20,7 @@ from structlog.typing import FilteringBoundLogger
 
 from sidecars.ambassador.cluster import health
 from sidecars.ambassador.cluster.cluster import Cluster
+from sidecars.ambassador.cluster.upstream_tls import UpstreamTls
 from sidecars.ambassador.proxy.access_log import AccessLog
 from sidecars.ambassador.proxy.client_limit import ClientLimit
 from sidecars.ambassador.proxy.headers import local_response
@@ -48,7 +50,15 @@ class Listener:
         self.stats = ListenerStats(config.name, config.name)
         self.sharded = ShardedSetup(config, registry) if config.mode in SHARDED_MODES else None
         probe = self.sharded.probe if self.sharded is not None else health.probe
-        self.cluster = Cluster(config.name, config.cluster, registry, self.log, probe=probe)
+        self.tls: UpstreamTls | None = None
+        if config.cluster.tls is not None:
+            # An http listener speaks HTTP/1.1 upstream: that is what it offers through ALPN.
+            alpn = ["http/1.1"] if config.mode == "http" else None
+            self.tls = UpstreamTls(
+                config.name, config.cluster.tls, self.log, alpn=alpn, poll_secs=config.cluster.tls_poll_secs
+            )
+            probe = functools.partial(health.probe, tls=self.tls)
+        self.cluster = Cluster(config.name, config.cluster, registry, self.log, probe=probe, tls=self.tls)
         self._collector = collector
         self._client_limit = client_limit
         self.proxy: HttpProxy | TcpProxy | ShardedProxy | None = None
