@@ -1,3 +1,3 @@
-from sidecars.core.cli import main
+from sidecars.cli import main
 
 raise SystemExit(main())

@@ -101,7 +101,7 @@ class RunningSidecar:
 
 @contextlib.asynccontextmanager
 async def run_sidecar(
-    plugin: PluginClass, *, ready_timeout_secs: float | None = None, **settings: Any
+    plugin: PluginClass, *, ready_timeout_secs: float | None = None, **settings: object
 ) -> AsyncIterator[RunningSidecar]:
     """Start `plugin` in-process and wait until it is ready; stop it on exit (also on failure)."""
     values = {"admin_host": "127.0.0.1", "admin_port": 0, **settings}
@@ -182,7 +182,7 @@ class Process:
 @contextlib.asynccontextmanager
 async def start_process(
     name: str,
-    settings: Mapping[str, Any] | None = None,
+    settings: Mapping[str, object] | None = None,
     env: Mapping[str, str] | None = None,
     command: list[str] | None = None,
 ) -> AsyncIterator[Process]:

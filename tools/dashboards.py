@@ -138,9 +138,6 @@ def tailer() -> list[Panel]:
                 (f"sum(tailer_files_waiting{{{s}}})", "waiting (max_open_files reached)"),
             ),
         ),
-        Panel(
-            "Tailer errors by type", ((f"sum by (type) (rate(tailer_errors_total{{{s}}}[{RATE}]))", "{{type}}"),), "ops"
-        ),
     ]
 
 

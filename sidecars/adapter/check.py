@@ -60,9 +60,13 @@ async def evaluate_once(url: str, rules: RuleSet, timeout_secs: float, gap_secs:
                 await asyncio.sleep(gap_secs)
             scrape = await scraper.scrape(families, families)
             if scrape.result is not None:
-                report = ScrapeReport(scrape.t_ms, True, scrape.rule_samples, scrape.duration_secs)
+                report = ScrapeReport(
+                    t_ms=scrape.t_ms, ok=True, samples=scrape.rule_samples, duration_secs=scrape.duration_secs
+                )
             else:
-                report = ScrapeReport(scrape.t_ms, False, (), scrape.duration_secs, str(scrape.error))
+                report = ScrapeReport(
+                    t_ms=scrape.t_ms, ok=False, duration_secs=scrape.duration_secs, reason=str(scrape.error)
+                )
             verdict = evaluator.observe(report)
     assert verdict is not None
     return list(verdict.checks)

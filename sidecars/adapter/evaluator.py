@@ -17,6 +17,7 @@ its last verdict, marked with the time of the last good scrape.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ SYNTHETIC = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped"
 MAX_REASON = 300
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CheckResult:
     """One check's state after an evaluation."""
 
@@ -37,8 +38,8 @@ class CheckResult:
     group: str
     severity: str  # the severity in effect (a `no_data: warn` outcome is a warning)
     state: str  # ok, pending, firing, no_data
-    failing: bool  # firing with severity fail: fails its group
-    warning: bool  # firing with severity warn: reported, does not fail
+    failing: bool = False  # firing with severity fail: fails its group
+    warning: bool = False  # firing with severity warn: reported, does not fail
     value: float | None = None
     reason: str | None = None
     description: str = ""
@@ -71,7 +72,7 @@ class _RuleState:
     last: CheckResult | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ScrapeReport:
     """What the scraper tells the evaluator about one scrape."""
 
@@ -180,33 +181,20 @@ class Evaluator:
     def _kept(self, last: CheckResult) -> CheckResult:
         since = f"last scrape failed; verdict of the scrape at {self.last_good_ms} ms"
         reason = f"{last.reason} ({since})" if last.reason else since
-        return CheckResult(
-            last.name,
-            last.group,
-            last.severity,
-            last.state,
-            last.failing,
-            last.warning,
-            last.value,
-            reason[:MAX_REASON],
-            last.description,
-        )
+        return dataclasses.replace(last, reason=reason[:MAX_REASON])
 
     def _scrape_check(self, report: ScrapeReport) -> CheckResult:
         spec = self.rules.scrape
-        reason = None if report.ok else f"scrape failed: {report.reason}"
-        return self._apply_for(
-            SCRAPE_CHECK,
-            spec.group,
-            spec.severity,
-            spec.for_ms,
-            self.scrape_state,
-            report.t_ms,
-            active=not report.ok,
-            reason=reason,
+        check = CheckResult(
+            name=SCRAPE_CHECK,
+            group=spec.group,
+            severity=spec.severity,
+            state="firing",
             value=1.0 if report.ok else 0.0,
+            reason=None if report.ok else f"scrape failed: {report.reason}",
             description="The target's /metrics page was fetched and parsed.",
         )
+        return self._apply_for(check, spec.for_ms, self.scrape_state, report.t_ms, active=not report.ok)
 
     def _evaluate(self, rule: Rule, state: _RuleState, t: int) -> CheckResult:
         severity = rule.severity
@@ -215,18 +203,8 @@ class Evaluator:
             result = evaluate(rule.expr, self.history, t)
         except PromQLError as exc:
             self.errors[rule.name] = str(exc)
-            return self._apply_for(
-                rule.name,
-                rule.group,
-                severity,
-                rule.for_ms,
-                state,
-                t,
-                active=True,
-                reason=f"evaluation error: {exc}",
-                value=None,
-                description=rule.description,
-            )
+            check = self._firing(rule, severity, value=None, reason=f"evaluation error: {exc}")
+            return self._apply_for(check, rule.for_ms, state, t, active=True)
         self.errors.pop(rule.name, None)
         if isinstance(result, InstantVector):
             samples = result.samples
@@ -249,41 +227,30 @@ class Evaluator:
             if rule.no_data == "ok":
                 state.active_since_ms = None
                 return CheckResult(
-                    rule.name,
-                    rule.group,
-                    severity,
-                    "no_data",
-                    False,
-                    False,
-                    None,
-                    "no data (counted as ok)",
-                    rule.description,
+                    name=rule.name,
+                    group=rule.group,
+                    severity=severity,
+                    state="no_data",
+                    reason="no data (counted as ok)",
+                    description=rule.description,
                 )
             severity = "warn" if rule.no_data == "warn" else "fail"
             names = ", ".join(sorted(rule.metric_names or ())) or "any series"
-            return self._apply_for(
-                rule.name,
-                rule.group,
-                severity,
-                rule.for_ms,
-                state,
-                t,
-                active=True,
-                reason=f"no data: {names} absent from the target's page",
-                value=None,
-                description=rule.description,
-                no_data=True,
-            )
-        return self._apply_for(
-            rule.name,
-            rule.group,
-            severity,
-            rule.for_ms,
-            state,
-            t,
-            active=active,
-            reason=reason,
+            check = self._firing(rule, severity, value=None, reason=f"no data: {names} absent from the target's page")
+            return self._apply_for(dataclasses.replace(check, state="no_data"), rule.for_ms, state, t, active=True)
+        check = self._firing(rule, severity, value=value, reason=reason)
+        return self._apply_for(check, rule.for_ms, state, t, active=active)
+
+    @staticmethod
+    def _firing(rule: Rule, severity: str, *, value: float | None, reason: str | None) -> CheckResult:
+        """`rule`'s result once its condition has held for its `for:`."""
+        return CheckResult(
+            name=rule.name,
+            group=rule.group,
+            severity=severity,
+            state="firing",
             value=value,
+            reason=reason,
             description=rule.description,
         )
 
@@ -294,32 +261,21 @@ class Evaluator:
         return bool(names) and not (names & self.present)
 
     @staticmethod
-    def _apply_for(
-        name: str,
-        group: str,
-        severity: str,
-        for_ms: int,
-        state: _RuleState,
-        t: int,
-        *,
-        active: bool,
-        reason: str | None,
-        value: float | None,
-        description: str,
-        no_data: bool = False,
-    ) -> CheckResult:
-        """Prometheus' alert states: inactive -> pending (held for less than `for`) -> firing."""
+    def _apply_for(held_check: CheckResult, for_ms: int, state: _RuleState, t: int, *, active: bool) -> CheckResult:
+        """Prometheus' alert states: inactive -> pending (held for less than `for`) -> firing.
+
+        `held_check` is the outcome once the condition has held for `for_ms` (its state `firing` or
+        `no_data`, its reason why the condition holds); inactive and pending are made from it.
+        """
         if not active:
             state.active_since_ms = None
-            return CheckResult(name, group, severity, "ok", False, False, value, None, description)
+            return dataclasses.replace(held_check, state="ok", reason=None)
         if state.active_since_ms is None:
             state.active_since_ms = t
         held = t - state.active_since_ms
         if held < for_ms:
-            pending = f"pending for {_format_for(held)} of {_format_for(for_ms)}: {reason}"
-            return CheckResult(name, group, severity, "pending", False, False, value, pending[:MAX_REASON], description)
-        firing = severity == "fail"
-        text = (reason or "condition holds")[:MAX_REASON]
-        return CheckResult(
-            name, group, severity, "no_data" if no_data else "firing", firing, not firing, value, text, description
-        )
+            pending = f"pending for {_format_for(held)} of {_format_for(for_ms)}: {held_check.reason}"
+            return dataclasses.replace(held_check, state="pending", reason=pending[:MAX_REASON])
+        firing = held_check.severity == "fail"
+        text = (held_check.reason or "condition holds")[:MAX_REASON]
+        return dataclasses.replace(held_check, failing=firing, warning=not firing, reason=text)

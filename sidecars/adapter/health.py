@@ -2,28 +2,23 @@
 
 - `/healthz` every check, `/<group>z` the checks of one group (`/livez`, `/readyz`, ...),
   `/healthz/<check>` one check; 200 when nothing fails, else the configured failure status.
-- `?verbose` lists each check: `[+]name ok`, `[+]name warn: reason`, `[-]name failed: reason`.
-- `?exclude=name` (repeatable) leaves checks out.
-- `Accept: application/health+json` answers in the draft RFC format (status pass, warn or fail).
-
-Bodies stay under 10 KiB (the kubelet reads no more): reasons are cut and the list is truncated.
+- `?verbose`, `?exclude=name` and `Accept: application/health+json` as every health endpoint of the
+  sidecars answers them: rendered by `sidecars.core.health` (bodies under 10 KiB included).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import orjson
 from aiohttp import web
 
-from sidecars.adapter.evaluator import CheckResult, Verdict
+from sidecars.adapter.evaluator import CheckResult
 from sidecars.adapter.rules import GROUP_PATHS
 from sidecars.adapter.state import State
+from sidecars.core.health import HEALTH_JSON, Result, respond
 
-HEALTH_JSON = "application/health+json"
-MAX_BODY = 10 * 1024 - 256
 _PATH_GROUPS = {path: group for group, path in GROUP_PATHS.items()}
 
 
@@ -37,63 +32,26 @@ def group_for_path(segment: str, groups: Iterable[str]) -> str | None:
     return None
 
 
-def line(check: CheckResult) -> str:
-    if check.failing:
-        return f"[-]{check.name} failed: {check.reason}"
-    if check.warning:
-        return f"[+]{check.name} warn: {check.reason}"
-    return f"[+]{check.name} ok"
-
-
-def render_text(checks: Sequence[CheckResult], title: str, verbose: bool, excluded: Sequence[str]) -> str:
-    failed = [c for c in checks if c.failing]
-    summary = f"{title} check failed" if failed else "ok"
-    if not verbose:
-        if failed:
-            return "".join(line(c) + "\n" for c in failed[:20]) + summary + "\n"
-        return "ok"
-    lines = [line(c) for c in checks]
-    lines += [f"[+]{name} excluded: ok" for name in excluded]
-    body, size = [], len(summary) + 1
-    for i, text in enumerate(lines):
-        if size + len(text) + 1 > MAX_BODY - 64:
-            body.append(f"... {len(lines) - i} more checks not shown")
-            break
-        body.append(text)
-        size += len(text) + 1
-    return "\n".join([*body, summary]) + "\n"
-
-
-def render_json(checks: Sequence[CheckResult], verdict: Verdict, description: str) -> bytes:
-    status = "fail" if any(c.failing for c in checks) else "warn" if any(c.warning for c in checks) else "pass"
-    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(verdict.at_ms / 1000))
-    entries: dict[str, list[dict[str, object]]] = {}
-    doc: dict[str, object] = {"status": status, "description": description, "checks": entries}
-    size = len(orjson.dumps(doc)) + 200  # room for the note below
-    # Failing checks first, then warnings, then passing ones, until the body budget is spent.
-    ordered = sorted(checks, key=lambda c: 0 if c.failing else 1 if c.warning else 2)
-    for shown, check in enumerate(ordered):
-        entry: dict[str, object] = {
-            "componentId": check.name,
-            "componentType": "scrape" if check.name == "scrape" else "rule",
-            "status": check.status,
-            "time": when,
-            "group": check.group,
-            "severity": check.severity,
-            "state": check.state,
-        }
-        if check.value is not None and math.isfinite(check.value):
-            entry["observedValue"] = check.value
-        if check.reason:
-            entry["output"] = check.reason
-        key = f"{check.name}:{check.group}"
-        cost = len(orjson.dumps({key: [entry]}))
-        if size + cost > MAX_BODY:
-            doc["notes"] = [f"{len(ordered) - shown} checks left out to keep the body under 10 KiB"]
-            break
-        entries[key] = [entry]
-        size += cost
-    return orjson.dumps(doc)
+def result(check: CheckResult) -> Result:
+    """A check as the core's renderer shows it; its health+json entry keeps the rule's state."""
+    details: dict[str, object] = {
+        "componentType": "scrape" if check.name == "scrape" else "rule",
+        "group": check.group,
+        "severity": check.severity,
+        "state": check.state,
+    }
+    if check.value is not None and math.isfinite(check.value):
+        details["observedValue"] = check.value
+    shown = check.failing or check.warning
+    if check.reason and not shown:
+        details["output"] = check.reason
+    return Result(
+        check.name,
+        check.reason or check.state if shown else None,
+        warn=check.warning and not check.failing,
+        key=f"{check.name}:{check.group}",
+        details=details,
+    )
 
 
 class HealthEndpoints:
@@ -129,7 +87,7 @@ class HealthEndpoints:
         check = verdict.by_name.get(name)
         if check is None:
             raise web.HTTPNotFound(text=f"no such check: {name}\n")
-        return self._respond(request, [check], verdict, f"healthz/{name}", [], force_verbose=False)
+        return self._respond(request, [check], verdict.at_ms, f"healthz/{name}")
 
     def _answer(self, request: web.Request, group: str | None, title: str) -> web.StreamResponse:
         verdict = self.state.verdict
@@ -138,26 +96,20 @@ class HealthEndpoints:
         excluded = request.query.getall("exclude", [])
         checks = [c for c in verdict.checks if (group is None or c.group == group) and c.name not in excluded]
         shown_excluded = [n for n in excluded if n in verdict.by_name]
-        return self._respond(request, checks, verdict, title, shown_excluded)
+        return self._respond(request, checks, verdict.at_ms, title, shown_excluded)
 
     def _respond(
         self,
         request: web.Request,
-        checks: Sequence[CheckResult],
-        verdict: Verdict,
+        checks: Iterable[CheckResult],
+        at_ms: int,
         title: str,
-        excluded: Sequence[str],
-        force_verbose: bool = False,
+        excluded: Iterable[str] = (),
     ) -> web.StreamResponse:
-        failing = any(c.failing for c in checks)
-        status = self.failure_status if failing else 200
-        headers = {"Cache-Control": "no-store"}
-        if HEALTH_JSON in request.headers.get("Accept", ""):
-            body = render_json(checks, verdict, title)
-            return web.Response(body=body, status=status, content_type=HEALTH_JSON, headers=headers)
-        verbose = force_verbose or "verbose" in request.query
-        text = render_text(checks, title, verbose, excluded)
-        return web.Response(text=text, status=status, content_type="text/plain", headers=headers)
+        results = [result(c) for c in checks]
+        return respond(
+            request, title, results, excluded=list(excluded), failure_status=self.failure_status, at=at_ms / 1000
+        )
 
     def _not_yet(self, request: web.Request) -> web.StreamResponse:
         reason = "no verdict yet: the first scrape has not finished"

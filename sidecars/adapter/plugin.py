@@ -13,19 +13,24 @@ import contextlib
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from sidecars.adapter.evaluator import Evaluator, ScrapeReport
 from sidecars.adapter.exposition import SampleTuple, family_names
 from sidecars.adapter.metrics import AdapterMetrics
-from sidecars.adapter.outputs import Output, OutputLoadError, load_output
-from sidecars.adapter.rules import RulesError, RuleSet, RulesWatcher, load_rules
+from sidecars.adapter.outputs import Output, load_output
+from sidecars.adapter.rules import RulesError, RuleSet, rules_watcher
 from sidecars.adapter.scraper import Scrape, Scraper, new_session
 from sidecars.adapter.settings import AdapterSettings
 from sidecars.adapter.state import State
 from sidecars.core import Check, Context, Sidecar
+from sidecars.core.http import start_server
 from sidecars.core.redact import redact_url, register_secrets
+from sidecars.core.registry import PluginError
+from sidecars.core.telemetry import LogLimiter
+from sidecars.core.watch import MountedFiles
 
 # While a parse thread runs, the loop thread waits at most this long for the GIL (default 5 ms).
 SWITCH_INTERVAL_SECS = 0.0005
@@ -35,6 +40,16 @@ def _release(lists: list[list[SampleTuple]]) -> None:
     for items in lists:
         while items:
             del items[-20_000:]
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What `lifespan()` built and opened, for the scrapes, the reloads and the listener."""
+
+    evaluator: Evaluator
+    scraper: Scraper
+    outputs: tuple[Output, ...]
+    listen_port: int
 
 
 class Adapter(Sidecar[AdapterSettings]):
@@ -52,37 +67,50 @@ class Adapter(Sidecar[AdapterSettings]):
     def __init__(self, settings: AdapterSettings, context: Context) -> None:
         super().__init__(settings, context)
         self.state = State()
-        self.outputs: list[Output] = []
-        self.evaluator: Evaluator | None = None
-        self.scraper: Scraper | None = None
-        self.listen_port: int | None = None
-        self.rules_error: str | None = None
+        self.metrics = AdapterMetrics(context.metrics.registry)
+        self.rules: MountedFiles[RuleSet] | None = None
         self.scrape_attempted = False
         self.last_loop_at = time.monotonic()
-        self._metrics: AdapterMetrics | None = None
+        self._serving: Serving | None = None
         self._stopping = False
-        self._logged_errors: dict[str, str] = {}
+        # A failing scrape or rule is logged when it starts, then at most every ten minutes while it
+        # lasts (the metrics count every one); a good scrape resets the scrape's lines.
+        self._lines = LogLimiter(self.log, 600.0)
+        self._outages = 0
 
     @property
-    def metrics(self) -> AdapterMetrics:
-        assert self._metrics is not None, "lifespan not entered"
-        return self._metrics
+    def serving(self) -> Serving:
+        """What `lifespan()` opened: `run()`, its scrapes and the rules reloads happen only within it."""
+        if self._serving is None:
+            raise RuntimeError("the adapter's lifespan() has not been entered")
+        return self._serving
+
+    @property
+    def listen_port(self) -> int:
+        """The port the listener is bound to (the one chosen when `listen_port` is 0)."""
+        return self.serving.listen_port
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         settings = self.settings
-        self._metrics = AdapterMetrics(self.context.metrics.registry)
         rules = RuleSet()
         if settings.rules_file is not None:
-            rules = load_rules(settings.rules_file)  # a bad file at start-up stops the sidecar
+            self.rules = rules_watcher(
+                settings.rules_file,
+                poll_secs=settings.rules_poll_secs,
+                log=self.log,
+                on_rules=self.set_rules,
+                on_error=self.reject_rules,
+            )
+            rules = self.rules.load()  # a bad file at start-up stops the sidecar
         self.state.rules = rules
         self.metrics.rules.set(len(rules.rules))
-        self.evaluator = Evaluator(rules)
+        evaluator = Evaluator(rules)
         try:
-            self.outputs = [load_output(name)(self.state, settings) for name in settings.outputs]
-        except OutputLoadError as exc:
+            outputs = tuple(load_output(name)(self.state, settings) for name in settings.outputs)
+        except PluginError as exc:
             raise ValueError(f"outputs: {exc}") from exc
-        for output in self.outputs:
+        for output in outputs:
             output.start(self.context)
         previous_interval = sys.getswitchinterval()
         async with contextlib.AsyncExitStack() as stack:
@@ -93,7 +121,7 @@ class Adapter(Sidecar[AdapterSettings]):
                 # The header holds the secret in another form (base64 of user:password): masked too,
                 # wherever text is shown, should a library ever quote it.
                 register_secrets((authorization, authorization.partition(" ")[2]))
-            self.scraper = Scraper(
+            scraper = Scraper(
                 session,
                 settings.target_url,
                 settings.scrape_timeout_secs,
@@ -105,23 +133,19 @@ class Adapter(Sidecar[AdapterSettings]):
             if push_authorization is not None:
                 register_secrets((push_authorization, push_authorization.partition(" ")[2]))
             del authorization, push_authorization  # not left in this frame, which lives as long as the process
-            stack.callback(self.scraper.close)
+            stack.callback(scraper.close)
             app = web.Application()
-            for output in self.outputs:
+            for output in outputs:
                 app.add_routes(output.routes())
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await runner.setup()
-            stack.push_async_callback(runner.cleanup)
-            site = web.TCPSite(runner, settings.listen_host, settings.listen_port, reuse_address=True)
-            await site.start()
-            server = site._server
-            sockets = getattr(server, "sockets", None) or []
-            self.listen_port = sockets[0].getsockname()[1] if sockets else settings.listen_port
+            server = await start_server(app, settings.listen_host, settings.listen_port)
+            stack.push_async_callback(server.close)
+            listen_port = server.port
+            self._serving = Serving(evaluator, scraper, outputs, listen_port)
             sys.setswitchinterval(min(previous_interval, SWITCH_INTERVAL_SECS))
             stack.callback(sys.setswitchinterval, previous_interval)
             self.log.info(
                 "adapter listening",
-                port=self.listen_port,
+                port=listen_port,
                 target=redact_url(settings.target_url),
                 rules=len(rules.rules),
                 outputs=settings.outputs,
@@ -135,7 +159,7 @@ class Adapter(Sidecar[AdapterSettings]):
             return None, None
         rule_families = family_names(names)
         wanted = set(rule_families)
-        for output in self.outputs:
+        for output in self.serving.outputs:
             extra = output.families()
             if extra is None:
                 return None, rule_families
@@ -143,11 +167,8 @@ class Adapter(Sidecar[AdapterSettings]):
         return frozenset(wanted), rule_families
 
     async def run(self, ready: Callable[[], None]) -> None:
-        if self.settings.rules_file is not None:
-            watcher = RulesWatcher(
-                self.settings.rules_file, self.set_rules, self.reject_rules, self.settings.rules_poll_secs
-            )
-            self.context.spawn("rules-watcher", watcher.run)
+        if self.rules is not None:
+            self.context.spawn("rules-watcher", self.rules.run)
         interval = self.settings.scrape_interval_secs
         next_at = time.monotonic()
         while not self._stopping:
@@ -164,9 +185,8 @@ class Adapter(Sidecar[AdapterSettings]):
             await asyncio.sleep(next_at - now)
 
     async def scrape_once(self) -> Scrape:
-        assert self.scraper is not None and self.evaluator is not None
-        metrics = self.metrics
-        scrape = await self.scraper.scrape(*self.wanted_families())
+        serving, metrics = self.serving, self.metrics
+        scrape = await serving.scraper.scrape(*self.wanted_families())
         metrics.scrapes.inc()
         self.context.metrics.events_in.inc()
         metrics.scrape_duration.observe(scrape.duration_secs)
@@ -177,28 +197,32 @@ class Adapter(Sidecar[AdapterSettings]):
             if scrape.result.duplicates:
                 metrics.duplicate_series.inc(scrape.result.duplicates)
             report = ScrapeReport(
-                scrape.t_ms, True, scrape.rule_samples, scrape.duration_secs,
+                t_ms=scrape.t_ms,
+                ok=True,
+                samples=scrape.rule_samples,
+                duration_secs=scrape.duration_secs,
                 samples_scraped=len(scrape.result.samples),
-            )  # fmt: skip
+            )
         else:
-            assert scrape.error is not None
-            metrics.scrape_failures.labels(reason=scrape.error.reason).inc()
-            if scrape.error.reason == "parse_error":
+            failure = scrape.error
+            assert failure is not None  # a scrape has a result or an error
+            metrics.scrape_failures.labels(reason=failure.reason).inc()
+            if failure.reason == "parse_error":
                 metrics.parse_errors.inc()
-            self._log_failure(scrape)
-            report = ScrapeReport(scrape.t_ms, False, (), scrape.duration_secs, str(scrape.error))
-            for output in self.outputs:
+            self._log_failure(failure.reason, failure.detail)
+            report = ScrapeReport(t_ms=scrape.t_ms, ok=False, duration_secs=scrape.duration_secs, reason=str(failure))
+            for output in serving.outputs:
                 output.on_scrape_failed(scrape)
         # In a thread: a rule over a big family appends and reads many series; pure Python, so the
         # loop gets the GIL back every switch interval and keeps answering probes meanwhile.
-        verdict = await asyncio.to_thread(self.evaluator.observe, report)
+        verdict = await asyncio.to_thread(serving.evaluator.observe, report)
         self.state.last_scrape = scrape
         garbage: list[list[SampleTuple]] = []
         if scrape.ok:
             previous, self.state.last_good = self.state.last_good, scrape
-            for output in self.outputs:
+            for output in serving.outputs:
                 output.on_scrape(scrape)
-            in_use = previous is not None and any(o.reading(previous) for o in self.outputs)
+            in_use = previous is not None and any(o.reading(previous) for o in serving.outputs)
             if previous is not None and previous.result is not None and not in_use:
                 # Freeing a big page's samples is one long C call; done piecewise in a thread below.
                 garbage = [previous.result.samples, previous.rule_samples]
@@ -206,38 +230,34 @@ class Adapter(Sidecar[AdapterSettings]):
         self.state.verdict = verdict
         for check in verdict.checks:
             metrics.set_check(check.name, check.group, check.severity, check.state, check.failing)
-        for name, error in self.evaluator.errors.items():
+        for name, error in serving.evaluator.errors.items():
             metrics.evaluation_errors.labels(check=name).inc()
-            if self._logged_errors.get(name) != error:  # logged once, not every interval
-                self.log.warning("rule evaluation failed", check=name, error=error)
-        self._logged_errors = dict(self.evaluator.errors)
+            self._lines.warning("rule evaluation failed", key=f"rule:{name}:{error}", check=name, error=error)
         self.context.metrics.events_out.inc()
         if garbage:
             await asyncio.to_thread(_release, garbage)
         return scrape
 
-    def _log_failure(self, scrape: Scrape) -> None:
-        # Logged when the reason changes, not on every interval of a long outage.
-        assert scrape.error is not None
+    def _log_failure(self, reason: str, detail: str) -> None:
         last = self.state.last_scrape
-        if last is None or last.error is None or last.error.reason != scrape.error.reason:
-            self.log.warning("scrape failed", reason=scrape.error.reason, detail=scrape.error.detail)
+        if last is not None and last.error is None:
+            self._outages += 1  # a new outage: its lines are keyed afresh, so said at once
+        key = f"scrape:{self._outages}:{reason}"
+        self._lines.warning("scrape failed", key=key, reason=reason, detail=detail)
 
     def set_rules(self, rules: RuleSet) -> None:
-        assert self.evaluator is not None
-        self.evaluator.set_rules(rules)
+        self.serving.evaluator.set_rules(rules)
         self.state.rules = rules
-        self.rules_error = None
         self.metrics.rules.set(len(rules.rules))
         self.metrics.rule_reloads.labels(result="ok").inc()
         self.metrics.forget_checks({r.name for r in rules.rules} | {"scrape"})
         self.log.info("rules reloaded", source=rules.source, rules=len(rules.rules))
 
-    def reject_rules(self, error: RulesError) -> None:
-        self.rules_error = "; ".join(error.problems)[:500]
+    def reject_rules(self, error: Exception) -> None:
+        problems = error.problems if isinstance(error, RulesError) else [str(error)]
         self.metrics.rule_reloads.labels(result="rejected").inc()
         self.log.error(
-            "rules rejected; the last good rules stay in force", source=error.source, problems=error.problems
+            "rules rejected; the last good rules stay in force", source=str(self.settings.rules_file), problems=problems
         )
 
     async def drain(self) -> None:
@@ -261,6 +281,5 @@ class Adapter(Sidecar[AdapterSettings]):
         ]
 
     def _rules_reload(self) -> str | None:
-        if self.rules_error is None:
-            return None
-        return f"last reload rejected, previous rules in force: {self.rules_error}"
+        error = self.rules.error if self.rules is not None else None
+        return None if error is None else f"last reload rejected, previous rules in force: {error}"

@@ -26,16 +26,13 @@ and the field; a file with problems is rejected as a whole and the last good set
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
+from structlog.typing import FilteringBoundLogger
 
 from sidecars.adapter.promql import referenced_metric_names, required_history_ms
 from sidecars.adapter.promql.errors import PromQLError
@@ -43,6 +40,7 @@ from sidecars.adapter.promql.lexer import parse_duration
 from sidecars.adapter.promql.nodes import Expr, ValueType, VectorSelector
 from sidecars.adapter.promql.parser import parse_expr
 from sidecars.adapter.promql.regex import AnchoredRegex, RegexError, compile_anchored
+from sidecars.core.watch import MountedFiles, mounted_file
 
 SEVERITIES = ("fail", "warn")
 NO_DATA = ("ok", "fail", "warn")
@@ -170,7 +168,7 @@ class RuleSet:
         return frozenset(names)
 
 
-def _duration(value: Any, where: str, problems: list[str]) -> int:
+def _duration(value: object, where: str, problems: list[str]) -> int:
     if value is None:
         return 0
     if isinstance(value, bool):
@@ -188,7 +186,7 @@ def _duration(value: Any, where: str, problems: list[str]) -> int:
     return ms
 
 
-def _choice(value: Any, choices: tuple[str, ...], default: str, where: str, problems: list[str]) -> str:
+def _choice(value: object, choices: tuple[str, ...], default: str, where: str, problems: list[str]) -> str:
     if value is None:
         return default
     if value not in choices:
@@ -197,7 +195,7 @@ def _choice(value: Any, choices: tuple[str, ...], default: str, where: str, prob
     return str(value)
 
 
-def _group(value: Any, default: str, where: str, problems: list[str]) -> str:
+def _group(value: object, default: str, where: str, problems: list[str]) -> str:
     if value is None:
         return default
     if not isinstance(value, str) or not _GROUP.fullmatch(value) or value == "health":
@@ -215,7 +213,7 @@ def _expr_problem(where: str, text: str, exc: PromQLError) -> str:
     return f"{where}: {exc}{caret}"
 
 
-def _rule(raw: Any, index: int, problems: list[str]) -> Rule | None:
+def _rule(raw: object, index: int, problems: list[str]) -> Rule | None:
     where = f"rules[{index}]"
     if not isinstance(raw, dict):
         problems.append(f"{where}: expected a mapping with name and expr")
@@ -266,7 +264,7 @@ def _rule(raw: Any, index: int, problems: list[str]) -> Rule | None:
     )
 
 
-def _scrape(raw: Any, problems: list[str]) -> ScrapeCheck:
+def _scrape(raw: object, problems: list[str]) -> ScrapeCheck:
     if raw is None:
         return ScrapeCheck()
     if not isinstance(raw, dict):
@@ -281,7 +279,7 @@ def _scrape(raw: Any, problems: list[str]) -> ScrapeCheck:
     )
 
 
-def _regex(value: Any, where: str, problems: list[str]) -> AnchoredRegex | None:
+def _regex(value: object, where: str, problems: list[str]) -> AnchoredRegex | None:
     if not isinstance(value, str):
         problems.append(f"{where}: expected a regular expression")
         return None
@@ -292,7 +290,7 @@ def _regex(value: Any, where: str, problems: list[str]) -> AnchoredRegex | None:
         return None
 
 
-def _export(raw: Any, problems: list[str]) -> ExportConfig:
+def _export(raw: object, problems: list[str]) -> ExportConfig:
     if raw is None:
         return ExportConfig()
     if not isinstance(raw, dict):
@@ -365,72 +363,24 @@ def load_rules(path: Path) -> RuleSet:
     return parse_rules(text, str(path))
 
 
-class RulesWatcher:
-    """Reloads the rules file when it changes: inotify through watchfiles, plus an mtime poll.
+def rules_watcher(
+    path: Path,
+    *,
+    poll_secs: float,
+    log: FilteringBoundLogger,
+    on_rules: Callable[[RuleSet], None],
+    on_error: Callable[[Exception], None],
+) -> MountedFiles[RuleSet]:
+    """The rules file as the core's mounted-file watcher keeps it: inotify (the ConfigMap `..data`
+    swap included) plus a modification-time poll; a file that fails validation goes to `on_error`
+    (a RulesError listing its problems, or the watcher's own error for an unreadable file) and the
+    last good set stays in force."""
 
-    ConfigMap volumes update by swapping a symlink (`..data`), which some watchers miss; the poll of
-    the file's modification time and identity is the safety net. A file that fails validation is
-    reported through `on_error` and the last good set stays in force.
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        on_rules: Callable[[RuleSet], None],
-        on_error: Callable[[RulesError], None],
-        poll_secs: float,
-    ) -> None:
-        self.path = path
-        self.on_rules = on_rules
-        self.on_error = on_error
-        self.poll_secs = poll_secs
-        self._stamp = self._current_stamp()
-        self._changed = asyncio.Event()
-
-    def _current_stamp(self) -> tuple[float, int, int, int] | None:
+    def parse(data: bytes) -> RuleSet:
         try:
-            st = self.path.stat()  # follows the ConfigMap symlinks
-        except OSError:
-            return None
-        return (st.st_mtime, st.st_ino, st.st_size, st.st_dev)
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RulesError(str(path), [f"cannot be read: {exc}"]) from None
+        return parse_rules(text, str(path))
 
-    def check(self) -> bool:
-        """Reloads if the file changed since the last look; True when it did."""
-        stamp = self._current_stamp()
-        if stamp == self._stamp:
-            return False
-        self._stamp = stamp
-        try:
-            rules = load_rules(self.path)
-        except RulesError as exc:
-            self.on_error(exc)
-        else:
-            self.on_rules(rules)
-        return True
-
-    async def run(self) -> None:
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._watch())
-            while True:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), self.poll_secs)
-                self._changed.clear()
-                self.check()
-
-    async def _watch(self) -> None:
-        import watchfiles
-
-        # watchfiles logs every change at info; the reload itself is what gets logged here.
-        logging.getLogger("watchfiles").setLevel(logging.WARNING)
-        # Watch the directory: editors and ConfigMaps replace the file rather than write it.
-        # Only the file itself and the ConfigMap's `..data` symlink swap matter.
-        names = {self.path.name, "..data"}
-
-        def relevant(change: watchfiles.Change, path: str) -> bool:
-            return Path(path).name in names
-
-        with contextlib.suppress(Exception):
-            async for _ in watchfiles.awatch(
-                self.path.parent, watch_filter=relevant, debounce=100, step=50, recursive=False
-            ):
-                self._changed.set()
+    return mounted_file(path, parse, poll_secs=poll_secs, log=log, on_change=on_rules, on_error=on_error)

@@ -121,7 +121,7 @@ class Result:
     failures: list[str] = field(default_factory=list)
 
 
-def _duration(value: Any, where: str, problems: list[str], default: int | None = None) -> int:
+def _duration(value: object, where: str, problems: list[str], default: int | None = None) -> int:
     if value is None and default is not None:
         return default
     ms = 0 if value in (0, "0") else parse_duration(str(value).strip()) if isinstance(value, str) else None
@@ -131,7 +131,7 @@ def _duration(value: Any, where: str, problems: list[str], default: int | None =
     return ms
 
 
-def _labels(text: Any, where: str, problems: list[str]) -> Labels | None:
+def _labels(text: object, where: str, problems: list[str]) -> Labels | None:
     if not isinstance(text, str):
         problems.append(f"{where}: expected labels such as 'name{{a=\"b\"}}'")
         return None
@@ -158,7 +158,7 @@ def _mapping(raw: Any, keys: frozenset[str], where: str, problems: list[str]) ->
     return raw
 
 
-def _list(raw: Any, where: str, problems: list[str]) -> list[Any]:
+def _list(raw: object, where: str, problems: list[str]) -> list[Any]:
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -167,7 +167,7 @@ def _list(raw: Any, where: str, problems: list[str]) -> list[Any]:
     return raw
 
 
-def _group(raw: Any, index: int, eval_interval_ms: int, problems: list[str]) -> TestGroup:
+def _group(raw: object, index: int, eval_interval_ms: int, problems: list[str]) -> TestGroup:
     where = f"tests[{index}]"
     raw = _mapping(raw, _GROUP_KEYS, where, problems)
     name = str(raw.get("name") or f"test {index + 1}")

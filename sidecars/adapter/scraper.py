@@ -34,6 +34,7 @@ from sidecars.adapter.exposition import (
     parse_pieces,
 )
 from sidecars.adapter.inflate import InflateError, Inflater
+from sidecars.core.http import HttpClient, client_session
 from sidecars.core.redact import redact_text, redact_url
 
 # OpenMetrics first, then the classic text format; Prometheus sends the same preference.
@@ -67,11 +68,11 @@ class Scrape:
         return self.result is not None
 
 
-def new_session(connections: int = 1) -> aiohttp.ClientSession:
-    """A session for `Scraper`: keep-alive, and no decompression of its own (the scraper's is bounded)."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=connections, force_close=False), auto_decompress=False
-    )
+def new_session(connections: int = 1) -> HttpClient:
+    """A client for `Scraper`: the core's, keep-alive, no environment proxies, no cookies, inflating
+    nothing itself (the scraper's inflating is bounded). It follows redirects, as Prometheus does;
+    the `Authorization` header stays with the target's origin."""
+    return client_session(connections=connections, follow_redirects=True)
 
 
 def _decoded_pieces(chunks: list[bytes]) -> Iterator[str]:
@@ -157,7 +158,7 @@ class Scraper:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        session: HttpClient,
         url: str,
         timeout_secs: float,
         max_body_bytes: int,

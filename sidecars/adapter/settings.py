@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 import re
 from pathlib import Path
-from typing import Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from yarl import URL
 
 from sidecars.core import SidecarSettings
+from sidecars.core.redact import refuse_url_credentials
 
 DEFAULT_SCRAPE_TIMEOUT_SECS = 5.0
 
@@ -114,7 +114,7 @@ class AdapterSettings(SidecarSettings):
 
     @model_validator(mode="before")
     @classmethod
-    def _timeout_defaults_to_a_shorter_interval(cls, data: Any) -> Any:
+    def _timeout_defaults_to_a_shorter_interval(cls, data: object) -> object:
         # `--scrape-interval-secs 1` alone is valid: an unset timeout follows an interval shorter than its
         # default, as in Prometheus. A timeout given explicitly above the interval is still refused below.
         if not isinstance(data, dict) or data.get("scrape_timeout_secs") is not None:
@@ -129,20 +129,17 @@ class AdapterSettings(SidecarSettings):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_credentials_in_url(cls, data: Any) -> Any:
+    def _no_credentials_in_url(cls, data: object) -> object:
         # Checked on the raw input, before the field: a field error would echo the URL, password
         # included, and the URL is shown by --print-config, the logs and the probe outputs.
         url = data.get("target_url") if isinstance(data, dict) else None
         if isinstance(url, str):
-            try:
-                parsed = URL(url)
-            except ValueError:
-                return data
-            if parsed.user is not None or parsed.password is not None:
-                raise ValueError(
-                    "target_url must not hold credentials (user:password@); give target_basic_auth_username "
-                    "and target_basic_auth_password (or target_basic_auth_password_file), or target_bearer_token"
-                )
+            refuse_url_credentials(
+                url,
+                "target_url",
+                "give target_basic_auth_username and target_basic_auth_password (or "
+                "target_basic_auth_password_file), or target_bearer_token",
+            )
         return data
 
     @field_validator("push_url")

@@ -1,4 +1,7 @@
-"""Command line: `sidecars list`, `sidecars run NAME ...`, `sidecars demo`, and `python -m sidecars.<name>`."""
+"""One sidecar's command line: options from flags, env and file, then the run (`run_main`).
+
+`python -m sidecars.<name>` and `sidecars run NAME` (the umbrella command, `sidecars.cli`) both end here.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,6 @@ from typing import Any
 from sidecars import __version__
 from sidecars.core import config, logs, redact
 from sidecars.core.plugin import Sidecar
-from sidecars.core.plugins import PluginError, discover, load
 from sidecars.core.runtime import EXIT_CONFIG, EXIT_FATAL, EXIT_OK, Runtime, run
 
 PluginClass = type[Sidecar[Any]]
@@ -81,67 +83,3 @@ def run_main(plugin_cls: PluginClass, argv: Sequence[str] | None = None, prog: s
         # A bug past the runtime's own handling: one redacted log line, not the interpreter's traceback.
         runtime.log.critical("fatal error", error=str(exc), exc_info=True)
         return EXIT_FATAL
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(
-        prog="sidecars",
-        description="Sidecar containers for Kubernetes Pods: run one, or list those installed.",
-    )
-    parser.add_argument("--version", action="version", version=f"sidecars {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("list", help="installed sidecars, one line each")
-    run_parser = sub.add_parser("run", help="run an installed sidecar: sidecars run NAME [options]", add_help=False)
-    run_parser.add_argument("name")
-    sub.add_parser("demo", help="start a demo app and the three sidecars on localhost", add_help=False)
-    sub.add_parser("inject", help="add the sidecars to workload YAML: sidecars inject -f FILE", add_help=False)
-    if not argv:
-        parser.print_help()
-        return EXIT_CONFIG
-    command, rest = argv[0], argv[1:]
-    if command == "list":
-        return _list()
-    if command == "run":
-        if not rest or rest[0].startswith("-"):
-            run_parser.print_usage(sys.stderr)
-            print("sidecars run: name the sidecar to run (see `sidecars list`)", file=sys.stderr)
-            return EXIT_CONFIG
-        try:
-            plugin_cls = load(rest[0])
-        except PluginError as exc:
-            print(f"sidecars run: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
-        return run_main(plugin_cls, rest[1:], prog=f"sidecars run {rest[0]}")
-    if command == "inject":
-        from sidecars.injector.command import main as inject
-
-        return inject(rest)
-    if command == "demo":
-        import importlib
-
-        try:
-            demo = importlib.import_module("sidecars.demo")
-        except ImportError as exc:
-            print(f"sidecars demo: unavailable ({exc})", file=sys.stderr)
-            return EXIT_FATAL
-        code: int = demo.main(rest)
-        return code
-    parser.parse_args(argv)  # prints help or the usage error for anything else
-    return EXIT_CONFIG
-
-
-def _list() -> int:
-    found = discover()
-    if not found:
-        print("no sidecars installed")
-        return EXIT_OK
-    width = max(len(name) for name in found)
-    for name, providers in sorted(found.items()):
-        try:
-            plugin_cls = load(name)
-            line = plugin_cls.description
-        except PluginError as exc:
-            line = f"(cannot be loaded: {exc})"
-        print(f"{name:<{width}}  {line}   [{', '.join(p.target for p in providers)}]")
-    return EXIT_OK

@@ -10,7 +10,9 @@ to what it was told, because the peer (a receiver, the app) may be buggy or host
 environment is the app's:
 
 - no redirects: a 301/302/303 turns a POST into a GET whose 200 is no acknowledgement, and a redirect
-  may point anywhere; the caller sees the 3xx and says where it pointed;
+  may point anywhere; the caller sees the 3xx and says where it pointed. A scrape is the exception,
+  by its own explicit choice (`follow_redirects=True`, as Prometheus' `follow_redirects` defaults
+  to): at most 10 hops, and the `Authorization` header never leaves the origin it was given for;
 - no proxy from `HTTP(S)_PROXY`/`NO_PROXY`: set for the app, they must not reroute the sidecar;
 - no cookies kept between requests;
 - no automatic decompression: a gzip bomb inflates to gigabytes in one read; answers are read with
@@ -33,6 +35,8 @@ __all__ = ["HttpClient", "HttpServer", "client_session", "read_answer", "start_s
 # zlib window bits: a gzip or a zlib header, detected.
 _GZIP_OR_ZLIB = 32 + zlib.MAX_WBITS
 _READ_BYTES = 16 * 1024
+# Go's http.Client (Prometheus) stops after 10 redirects too.
+MAX_REDIRECTS = 10
 
 
 class HttpServer:
@@ -63,15 +67,19 @@ async def start_server(
 
 
 class HttpClient:
-    """An aiohttp session under the policy of `client_session` (redirects are never followed)."""
+    """An aiohttp session under the policy of `client_session`: redirects followed only if it says so."""
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
+    def __init__(self, session: aiohttp.ClientSession, follow_redirects: bool = False) -> None:
         self.session = session
+        self.follow_redirects = follow_redirects
 
     def request(self, method: str, url: str, **kwargs: Any) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
-        if kwargs.pop("allow_redirects", False):
-            raise ValueError("this client never follows redirects")
-        return self.session.request(method, url, allow_redirects=False, **kwargs)
+        if "allow_redirects" in kwargs or "max_redirects" in kwargs:
+            raise ValueError("redirects are the client's policy (client_session(follow_redirects=...))")
+        # aiohttp drops Authorization on a redirect to another origin by itself.
+        return self.session.request(
+            method, url, allow_redirects=self.follow_redirects, max_redirects=MAX_REDIRECTS, **kwargs
+        )
 
     def get(self, url: str, **kwargs: Any) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
         return self.request("GET", url, **kwargs)
@@ -100,11 +108,13 @@ def client_session(
     connections: int = 1,
     timeout: aiohttp.ClientTimeout | None = None,
     tls: ssl.SSLContext | None = None,
+    follow_redirects: bool = False,
 ) -> HttpClient:
     """A keep-alive client of at most `connections` connections, talking only to what it is told.
 
     `tls` is the context for https (see `sidecars.core.tls`); None verifies with the system's CAs.
-    Create it on the event loop that uses it.
+    `follow_redirects` only where the protocol's users expect it (a scrape). Create it on the event
+    loop that uses it.
     """
     return HttpClient(
         aiohttp.ClientSession(
@@ -114,7 +124,8 @@ def client_session(
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
             raise_for_status=False,
-        )
+        ),
+        follow_redirects,
     )
 
 

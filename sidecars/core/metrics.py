@@ -9,7 +9,6 @@ from __future__ import annotations
 import platform
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
-from prometheus_client.exposition import generate_latest
 
 import sidecars
 
@@ -47,6 +46,3 @@ class SidecarMetrics:
     def set_state(self, state: str) -> None:
         for s in STATES:
             self.state.labels(state=s).set(1 if s == state else 0)
-
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)

@@ -4,6 +4,9 @@ A sidecar subclasses `Sidecar`, names itself, declares a typed `Settings` model 
 `run(ready)`. Construction does no I/O; resources are acquired in `lifespan()` and released in reverse
 order when it exits, also when start-up fails halfway. The runtime owns the loop, signals, the task
 group, supervision and the shutdown sequence (see `sidecars.core.runtime`).
+
+A `Command` is the other kind of plugin: a one-shot program of the `sidecars` command line
+(`sidecars demo`, `sidecars inject`), found the same way, through its own entry-point group.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
     from sidecars.core.metrics import SidecarMetrics
+    from sidecars.core.telemetry import Telemetry
 
 S = TypeVar("S", bound=SidecarSettings)
 
@@ -51,6 +55,11 @@ class Context(Protocol):
 
     @property
     def metrics(self) -> SidecarMetrics: ...
+
+    @property
+    def telemetry(self) -> Telemetry:
+        """Book what was dropped and what failed: the base series and the rate-limited log line."""
+        ...
 
     @property
     def draining(self) -> bool:
@@ -115,3 +124,17 @@ class Sidecar(abc.ABC, Generic[S]):
     def admin_routes(self) -> Sequence[web.RouteDef]:
         """Extra routes served by the admin server, collected once before it starts."""
         return ()
+
+
+class Command(abc.ABC):
+    """A one-shot program run as `sidecars NAME args...`, registered in the group `sidecars.commands`.
+
+    Unlike a sidecar it has no lifecycle: `main` gets the remaining arguments and returns the exit code.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    @staticmethod
+    @abc.abstractmethod
+    def main(argv: list[str]) -> int: ...

@@ -40,6 +40,7 @@ from sidecars.core.health import Health, Lifecycle
 from sidecars.core.metrics import SidecarMetrics
 from sidecars.core.plugin import Sidecar
 from sidecars.core.settings import SidecarSettings
+from sidecars.core.telemetry import Telemetry
 
 EXIT_OK = 0
 EXIT_FATAL = 1
@@ -63,6 +64,10 @@ class _Context:
     @property
     def metrics(self) -> SidecarMetrics:
         return self._runtime.metrics
+
+    @property
+    def telemetry(self) -> Telemetry:
+        return self._runtime.telemetry
 
     @property
     def draining(self) -> bool:
@@ -106,6 +111,7 @@ class Runtime:
         self.settings = settings
         self.metrics = SidecarMetrics(plugin_cls.name, registry)
         self.log: FilteringBoundLogger = log or structlog.get_logger("sidecars")
+        self.telemetry = Telemetry(self.metrics, self.log)
         self.lifecycle = Lifecycle()
         self.plugin = plugin_cls(settings, _Context(self))
         self.admin = AdminServer(

@@ -95,19 +95,16 @@ class TlsClientSettings(BaseModel):
         return password
 
 
-def tls_client(
-    *,
-    ca_file: Path | None = None,
-    cert_file: Path | None = None,
-    key_file: Path | None = None,
-    insecure_skip_verify: bool = False,
-    prefix: str = "tls_",
-) -> TlsClientSettings:
-    """The model from options spelled flat (`tls_ca_file`, ...); its problems as one ValueError whose
-    text names the options as spelled (`prefix`)."""
+def tls_client(options: object, prefix: str = "tls_") -> TlsClientSettings:
+    """The model from options spelled flat on another settings model: `<prefix>ca_file`,
+    `<prefix>cert_file`, `<prefix>key_file` and `<prefix>verify` (its negation is
+    insecure_skip_verify); its problems as one ValueError naming the options as spelled there."""
     try:
         return TlsClientSettings(
-            ca_file=ca_file, cert_file=cert_file, key_file=key_file, insecure_skip_verify=insecure_skip_verify
+            ca_file=getattr(options, prefix + "ca_file", None),
+            cert_file=getattr(options, prefix + "cert_file", None),
+            key_file=getattr(options, prefix + "key_file", None),
+            insecure_skip_verify=not getattr(options, prefix + "verify", True),
         )
     except ValidationError as exc:
         names = re.compile(r"\b(" + "|".join(TlsClientSettings.model_fields) + r")\b")

@@ -104,10 +104,11 @@ class MountedFiles(Generic[T]):
 
     def load(self) -> T:
         """Read and parse now; raises MountedFileError or whatever `parse` raised."""
-        self._stamps = self._identity()
+        stamps = self._identity()  # before reading: a change while reading is seen next time
         contents = self._read()
         digest = _digest(contents)
         value = self._parse(contents)
+        self._stamps = stamps  # only now: after a failure the next look reads (and reports) again
         self._accept(value, digest)
         return value
 
@@ -247,14 +248,16 @@ class MountedFiles(Generic[T]):
             try:
                 async for batch in watchfiles.awatch(
                     *dirs,
-                    watch_filter=_named(names),
+                    watch_filter=_relevant(names, dirs),
                     debounce=50,
                     step=20,
                     recursive=False,
                 ):
                     changed.set()
-                    if any(Path(path).name == DATA_LINK for _change, path in batch):
-                        break  # the volume swapped: set the watches again on what `..data` points to now
+                    if any(Path(path).name == DATA_LINK or Path(path) in dirs for _change, path in batch):
+                        # The volume swapped, or a watched directory itself went: set the watches
+                        # again on what the paths lead to now.
+                        break
             except (OSError, RuntimeError) as exc:
                 # inotify exhausted, a directory gone meanwhile: the poll still runs.
                 self._watch_failed(
@@ -289,9 +292,9 @@ def mounted_file(
     )
 
 
-def _named(names: set[str]) -> Callable[[object, str], bool]:
+def _relevant(names: set[str], dirs: list[Path]) -> Callable[[object, str], bool]:
     def relevant(_change: object, path: str) -> bool:
-        return Path(path).name in names
+        return Path(path).name in names or Path(path) in dirs
 
     return relevant
 

@@ -22,6 +22,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from sidecars.demo.common import env_default, run_until_signal
 
+# The client session GET / calls the upstream with: made by `serve`, which runs the app.
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+
 
 class AppLog:
     """Appends one JSON document per line to `<dir>/app.log`; `seq` numbers every line written."""
@@ -34,7 +37,7 @@ class AppLog:
             # Line buffered: a line is in the file (for the tailer) as soon as it is logged.
             self._file = open(directory / "app.log", "a", buffering=1, encoding="utf-8")  # noqa: SIM115
 
-    def write(self, event: str, **fields: Any) -> None:
+    def write(self, event: str, **fields: object) -> None:
         self.seq += 1
         if self._file is not None:
             doc = {"ts": time.time(), "seq": self.seq, "event": event, **fields}
@@ -56,7 +59,6 @@ class DemoApp:
         self.log = AppLog(log_dir)
         self.upstream_url = upstream_url
         self.tick_secs = tick_secs
-        self.session: aiohttp.ClientSession | None = None
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -72,9 +74,8 @@ class DemoApp:
         body: dict[str, Any] = {"app": "demo", "bad": self.bad}
         status = 200
         if self.upstream_url:
-            assert self.session is not None
             try:
-                async with self.session.get(self.upstream_url) as resp:
+                async with request.app[SESSION].get(self.upstream_url) as resp:
                     body["upstream_status"] = resp.status
                     body["upstream"] = (await resp.text())[:200]
                     status = 200 if resp.status < 500 else 502
@@ -112,7 +113,8 @@ class DemoApp:
         app = web.Application()
         app.add_routes(self.routes())
         timeout = aiohttp.ClientTimeout(total=5)
-        async with aiohttp.ClientSession(timeout=timeout) as self.session:
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            app[SESSION] = session
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             await web.TCPSite(runner, host, port).start()

@@ -21,7 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -74,35 +74,23 @@ def pick_port(host: str, preferred: int) -> int:
 
 @dataclass
 class Child:
+    """A process of the demo: what to run, where it answers once ready, where its output goes."""
+
     name: str
     argv: list[str]
     ready_url: str
     log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    _log: IO[bytes] | None = field(default=None, repr=False)
 
-    def start(self, env: dict[str, str]) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self._log = log
-        # A session of its own: Ctrl-C in the terminal reaches only the launcher, which then
-        # stops the children in order instead of all at once.
-        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-    def exited(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
-
-    def stop(self, timeout_secs: float) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_secs)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self._log is not None:
-            self._log.close()
-        return self.proc.returncode
+    def start(self, env: dict[str, str]) -> Started:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed in Started.stop()
+        try:
+            # A session of its own: Ctrl-C in the terminal reaches only the launcher, which then
+            # stops the children in order instead of all at once.
+            proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        except BaseException:
+            log.close()
+            raise
+        return Started(self, proc, log)
 
     def tail(self, lines: int = 20) -> str:
         try:
@@ -112,9 +100,37 @@ class Child:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def wait_ready(child: Child, deadline: float) -> None:
+@dataclass
+class Started:
+    """A child's running process and its open output file, both released by `stop`."""
+
+    child: Child
+    proc: subprocess.Popen[bytes]
+    log: IO[bytes]
+
+    @property
+    def name(self) -> str:
+        return self.child.name
+
+    def exited(self) -> int | None:
+        return self.proc.poll()
+
+    def stop(self, timeout_secs: float) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_secs)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+def wait_ready(started: Started, deadline: float) -> None:
+    child = started.child
     while time.monotonic() < deadline:
-        code = child.exited()
+        code = started.exited()
         if code is not None:
             raise RuntimeError(f"{child.name} exited with {code}:\n{child.tail()}")
         try:
@@ -247,7 +263,7 @@ def main(argv: list[str]) -> int:
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     work = Path(tempfile.mkdtemp(prefix="sidecars-demo-"))
-    children: list[Child] = []
+    started: list[Started] = []
     result = 1
     try:
         ports = {name: pick_port(args.host, preferred) for name, preferred in PORTS.items()}
@@ -255,12 +271,12 @@ def main(argv: list[str]) -> int:
         children = plan(work, args.host, ports, configs)
         env = {**os.environ, "POD_NAME": "sidecars-demo", "POD_NAMESPACE": "local", "NODE_NAME": socket.gethostname()}
         env["SIDECAR_LOG_FORMAT"] = "json"
-        result = start_all(children, env, stop)
+        result = start_all(children, env, stop, started)
         if result == 0:
             print(banner(args.host, ports, work), flush=True)
-            result = supervise(children, stop, args.duration_secs)
+            result = supervise(started, stop, args.duration_secs)
     finally:
-        if shutdown(children) != 0:
+        if shutdown(started) != 0:
             print("sidecars demo: some processes did not stop cleanly", file=sys.stderr)
             result = result or 1
         for sig, handler in previous.items():
@@ -272,12 +288,14 @@ def main(argv: list[str]) -> int:
     return result
 
 
-def start_all(children: list[Child], env: dict[str, str], stop: threading.Event) -> int:
-    """Start each child and wait until it answers, in order; 0, or 1 if one failed, 130 if interrupted."""
-    for c in children:
+def start_all(children: list[Child], env: dict[str, str], stop: threading.Event, started: list[Started]) -> int:
+    """Start each child and wait until it answers, in order, adding it to `started` (stopped by the
+    caller whatever happens); 0, or 1 if one failed, 130 if interrupted."""
+    for child in children:
         if stop.is_set():
             return 130
-        c.start(env)
+        c = child.start(env)
+        started.append(c)
         try:
             wait_ready(c, time.monotonic() + 30)
         except RuntimeError as exc:
@@ -286,13 +304,13 @@ def start_all(children: list[Child], env: dict[str, str], stop: threading.Event)
     return 0
 
 
-def supervise(children: list[Child], stop: threading.Event, duration_secs: float) -> int:
+def supervise(children: list[Started], stop: threading.Event, duration_secs: float) -> int:
     deadline = time.monotonic() + duration_secs if duration_secs > 0 else None
     while not stop.wait(0.5):
         for c in children:
             code = c.exited()
             if code is not None:
-                print(f"sidecars demo: {c.name} exited with {code}:\n{c.tail()}", file=sys.stderr)
+                print(f"sidecars demo: {c.name} exited with {code}:\n{c.child.tail()}", file=sys.stderr)
                 return 1
         if deadline is not None and time.monotonic() >= deadline:
             break
@@ -300,16 +318,14 @@ def supervise(children: list[Child], stop: threading.Event, duration_secs: float
     return 0
 
 
-def shutdown(children: list[Child]) -> int:
+def shutdown(started: list[Started]) -> int:
     """Stop in reverse start order (app, adapter, ambassador, tailer, stand-ins); worst exit code."""
     worst = 0
-    for c in reversed(children):
-        if c.proc is None:
-            continue
+    for c in reversed(started):
         code = c.stop(timeout_secs=15)
         if code not in (0, -signal.SIGTERM):
             worst = max(worst, 1)
-            print(f"  {c.name} exited with {code}:\n{c.tail(10)}", file=sys.stderr)
+            print(f"  {c.name} exited with {code}:\n{c.child.tail(10)}", file=sys.stderr)
     return worst
 
 

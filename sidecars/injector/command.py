@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from sidecars import __version__
+from sidecars.core import Command
 from sidecars.injector import annotations as ann
 from sidecars.injector import yamlio
 from sidecars.injector.catalog import CATALOG
@@ -136,3 +137,17 @@ def _read_stdin(stdin: TextIO) -> str:
         data: bytes = buffer.read(yamlio.MAX_INPUT_BYTES + 1)
         return data.decode("utf-8")
     return stdin.read(yamlio.MAX_INPUT_BYTES + 1)
+
+
+inject = main  # the class below has a `main` of its own
+
+
+class Inject(Command):
+    """`sidecars inject`, registered in the entry-point group `sidecars.commands`."""
+
+    name = "inject"
+    description = "add the sidecars to workload YAML: sidecars inject -f FILE"
+
+    @staticmethod
+    def main(argv: list[str]) -> int:
+        return inject(argv)

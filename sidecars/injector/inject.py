@@ -67,7 +67,7 @@ class Marker:
         return json.dumps(body, separators=(",", ":"))
 
     @classmethod
-    def parse(cls, text: Any) -> Marker:
+    def parse(cls, text: object) -> Marker:
         """The marker in an annotation's value; ValueError when it is not one the injector wrote."""
         try:
             body = json.loads(text) if isinstance(text, str) and len(text) <= MAX_MARKER_CHARS else None
@@ -105,7 +105,7 @@ def has_marker(template: Mapping[str, Any]) -> bool:
     return isinstance(metadata, Mapping) and ann.INJECTED in (metadata.get("annotations") or {})
 
 
-def plain(value: Any) -> Any:
+def plain(value: object) -> Any:
     """Plain dicts and lists, for comparisons that must not depend on key order or YAML types."""
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
@@ -225,7 +225,7 @@ def _containers(spec: Mapping[str, Any]) -> Iterator[MutableMapping[str, Any]]:
         yield from spec.get(key) or []
 
 
-def insert_key(mapping: MutableMapping[str, Any], key: str, value: Any, before: Sequence[str]) -> None:
+def insert_key(mapping: MutableMapping[str, Any], key: str, value: object, before: Sequence[str]) -> None:
     """Add `key` before the first of `before` present (key order as people write Pod specs)."""
     keys = list(mapping)
     pos = next((keys.index(b) for b in before if b in mapping), len(keys))

@@ -10,14 +10,16 @@ The certificate comes from a mounted Secret and is reloaded when it changes (see
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from sidecars.core import Check, Context, Sidecar
+from sidecars.core.http import start_server
+from sidecars.core.telemetry import LogLimiter
 from sidecars.injector.inject import Options
 from sidecars.injector.metrics import InjectorMetrics
 from sidecars.injector.review import Answer, answer
@@ -25,7 +27,14 @@ from sidecars.injector.settings import InjectorSettings
 from sidecars.injector.tls import CertificateReloader
 
 PATH = "/mutate"
-LOGGED_PROBLEMS = 256  # distinct refusals remembered, so each is logged once and memory stays bounded
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What `lifespan()` loaded and opened: the certificate in use and the listener's port."""
+
+    reloader: CertificateReloader
+    listen_port: int
 
 
 class Injector(Sidecar[InjectorSettings]):
@@ -41,49 +50,52 @@ class Injector(Sidecar[InjectorSettings]):
             image_tag=settings.image_tag,
             images=dict(settings.images),
         )
-        self.listen_port: int | None = None
-        self.reloader: CertificateReloader | None = None
-        self._metrics: InjectorMetrics | None = None
+        self.metrics = InjectorMetrics(context.metrics.registry)
+        self._serving: Serving | None = None
         self._stopped = asyncio.Event()
-        self._logged: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # Each distinct refusal logged once (the core bounds how many it remembers).
+        self._refusals = LogLimiter(self.log, None)
 
     @property
-    def metrics(self) -> InjectorMetrics:
-        assert self._metrics is not None, "lifespan not entered"
-        return self._metrics
+    def serving(self) -> Serving:
+        """What `lifespan()` opened: `run()` and the reviews happen only within it."""
+        if self._serving is None:
+            raise RuntimeError("the injector's lifespan() has not been entered")
+        return self._serving
+
+    @property
+    def listen_port(self) -> int:
+        """The port the webhook is bound to (the one chosen when `listen_port` is 0)."""
+        return self.serving.listen_port
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         settings = self.settings
-        self._metrics = InjectorMetrics(self.context.metrics.registry)
-        self.reloader = CertificateReloader(settings.tls_cert_file, settings.tls_key_file, self._on_reload)
+        reloader = CertificateReloader(
+            settings.tls_cert_file,
+            settings.tls_key_file,
+            poll_secs=settings.tls_poll_secs,
+            log=self.log,
+            on_reload=self._on_reload,
+        )
         self.metrics.certificate_loaded.set_to_current_time()
         async with contextlib.AsyncExitStack() as stack:
             app = web.Application(client_max_size=settings.max_review_bytes)
             app.router.add_post(PATH, self._review)
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await runner.setup()
-            stack.push_async_callback(runner.cleanup)
-            site = web.TCPSite(
-                runner,
-                settings.listen_host,
-                settings.listen_port,
-                ssl_context=self.reloader.server_context,
-                reuse_address=True,
+            server = await start_server(
+                app, settings.listen_host, settings.listen_port, ssl_context=reloader.server_context
             )
-            await site.start()
-            sockets = getattr(site._server, "sockets", None) or []
-            self.listen_port = sockets[0].getsockname()[1] if sockets else settings.listen_port
-            self.log.info("webhook listening", port=self.listen_port, path=PATH, mode=self._mode())
+            stack.push_async_callback(server.close)
+            self._serving = Serving(reloader, server.port)
+            self.log.info("webhook listening", port=server.port, path=PATH, mode=self._mode())
             yield
 
     def _mode(self) -> str:
         return "classic" if self.options.classic else "native"
 
     async def run(self, ready: Callable[[], None]) -> None:
-        reloader = self.reloader
-        assert reloader is not None
-        self.context.spawn("certificate-watcher", lambda: reloader.watch(self.settings.tls_poll_secs))
+        reloader = self.serving.reloader
+        self.context.spawn("certificate-watcher", reloader.watch)
         ready()
         await self._stopped.wait()
 
@@ -94,7 +106,7 @@ class Injector(Sidecar[InjectorSettings]):
 
     def checks(self) -> Sequence[Check]:
         def certificate() -> str | None:
-            error = self.reloader.last_error if self.reloader else None
+            error = self._serving.reloader.last_error if self._serving is not None else None
             return f"the new certificate was rejected, the previous one is in use: {error}" if error else None
 
         return [Check("certificate", certificate, readiness=True, warn=True)]
@@ -115,7 +127,10 @@ class Injector(Sidecar[InjectorSettings]):
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            self._count(Answer(413, {}, "refused", "too_large", detail="review larger than max_review_bytes"))
+            too_large = Answer(
+                status=413, body={}, outcome="refused", reason="too_large", detail="review larger than max_review_bytes"
+            )
+            self._count(too_large)
             return web.Response(status=413, text=f"review larger than {self.settings.max_review_bytes} bytes\n")
         result = answer(raw, self.options)
         self._count(result)
@@ -130,11 +145,9 @@ class Injector(Sidecar[InjectorSettings]):
             return
         self.metrics.refused.labels(reason=result.reason).inc()
         self.context.metrics.events_dropped.labels(reason=result.reason).inc()
-        key = f"{result.reason}:{result.detail}"
-        if key in self._logged:
-            self._logged.move_to_end(key)
-            return
-        self._logged[key] = None
-        if len(self._logged) > LOGGED_PROBLEMS:
-            self._logged.popitem(last=False)
-        self.log.warning("review refused: the Pod is admitted unchanged", reason=result.reason, detail=result.detail)
+        self._refusals.warning(
+            "review refused: the Pod is admitted unchanged",
+            key=f"{result.reason}:{result.detail}",
+            reason=result.reason,
+            detail=result.detail,
+        )

@@ -27,7 +27,7 @@ REASONS = ("malformed", "invalid", "error")  # why a review was refused: bounded
 OUTCOMES = ("injected", "unchanged", "skipped", "refused")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Answer:
     status: int  # HTTP status of the answer
     body: dict[str, Any]
@@ -50,7 +50,7 @@ def _response(uid: str, warnings: list[str], patch: list[dict[str, Any]] | None 
 
 def _malformed(why: str) -> Answer:
     body = {"apiVersion": API_VERSION, "kind": "AdmissionReview", "error": why}
-    return Answer(400, body, "refused", "malformed", detail=why)
+    return Answer(status=400, body=body, outcome="refused", reason="malformed", detail=why)
 
 
 def answer(raw: bytes, options: Options) -> Answer:
@@ -67,19 +67,31 @@ def answer(raw: bytes, options: Options) -> Answer:
 
     def refused(reason: str, why: str) -> Answer:
         warning = f"sidecars: not injected: {why}"
-        return Answer(200, _response(uid, [warning]), "refused", reason, dry_run, why, [warning])
+        return Answer(
+            status=200,
+            body=_response(uid, [warning]),
+            outcome="refused",
+            reason=reason,
+            dry_run=dry_run,
+            detail=why,
+            warnings=[warning],
+        )
 
     if review.get("apiVersion") != API_VERSION or review.get("kind") != "AdmissionReview":
         return refused("malformed", f"expected an {API_VERSION} AdmissionReview")
     kind = request.get("kind")
     if not (isinstance(kind, Mapping) and kind.get("kind") == "Pod" and request.get("operation") == "CREATE"):
-        return Answer(200, _response(uid, []), "skipped", None, dry_run, "not a Pod being created")
+        return Answer(
+            status=200, body=_response(uid, []), outcome="skipped", dry_run=dry_run, detail="not a Pod being created"
+        )
     pod = request.get("object")
     if not isinstance(pod, Mapping):
         return refused("malformed", "request.object is not a Pod")
     where = _describe(pod, request.get("namespace"))
     if has_marker(pod):
-        return Answer(200, _response(uid, []), "unchanged", None, dry_run, "already injected")
+        return Answer(
+            status=200, body=_response(uid, []), outcome="unchanged", dry_run=dry_run, detail="already injected"
+        )
     try:
         outcome = inject_template(pod, options, where=where)
     except InjectionError as exc:
@@ -87,14 +99,23 @@ def answer(raw: bytes, options: Options) -> Answer:
     except Exception as exc:  # a bug must not block Pods: admitted unchanged, counted, logged
         return refused("error", f"{type(exc).__name__} while injecting {where}")
     if not outcome.changed:
-        return Answer(200, _response(uid, []), "skipped", None, dry_run, "no sidecars asked for")
+        return Answer(
+            status=200, body=_response(uid, []), outcome="skipped", dry_run=dry_run, detail="no sidecars asked for"
+        )
     warnings = [f"sidecars: {n}" for n in outcome.notes]
     patch = diff(pod, outcome.template)
     detail = f"{', '.join(outcome.injected)} injected into {where}"
-    return Answer(200, _response(uid, warnings, patch), "injected", None, dry_run, detail, warnings)
+    return Answer(
+        status=200,
+        body=_response(uid, warnings, patch),
+        outcome="injected",
+        dry_run=dry_run,
+        detail=detail,
+        warnings=warnings,
+    )
 
 
-def _describe(pod: Mapping[str, Any], namespace: Any) -> str:
+def _describe(pod: Mapping[str, Any], namespace: object) -> str:
     metadata = pod.get("metadata")
     name = None
     if isinstance(metadata, Mapping):

@@ -23,7 +23,10 @@ class InjectorSettings(SidecarSettings):
     )
     tls_key_file: Path = Field(Path("/etc/sidecars/tls/tls.key"), description="Its private key (PEM).")
     tls_poll_secs: float = Field(
-        5.0, gt=0, description="How often the certificate files are checked for a change (then reloaded)."
+        5.0,
+        gt=0,
+        description="Interval of the modification-time check of the certificate files; changes (the Secret's "
+        "..data swap) are also noticed at once through inotify.",
     )
     max_review_bytes: int = Field(
         8 * 1024 * 1024,

@@ -36,14 +36,14 @@ class Report:
     outcome: Outcome
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DocumentResult:
     document: Any  # the new document, or the input itself when nothing changed
     changed: bool
     reports: list[Report] = field(default_factory=list)
 
 
-def describe(doc: Any, label: str) -> str:
+def describe(doc: object, label: str) -> str:
     if isinstance(doc, Mapping):
         kind = doc.get("kind")
         metadata = doc.get("metadata")
@@ -55,16 +55,16 @@ def describe(doc: Any, label: str) -> str:
     return label
 
 
-def inject_document(doc: Any, options: Options, label: str, depth: int = 0) -> DocumentResult:
+def inject_document(doc: object, options: Options, label: str, depth: int = 0) -> DocumentResult:
     """Inject into every Pod template of one document; raises InjectionError naming each problem."""
     where = describe(doc, label)
     if not isinstance(doc, MutableMapping):
-        return DocumentResult(doc, changed=False)
+        return DocumentResult(document=doc, changed=False)
     kind = doc.get("kind")
     if isinstance(kind, str) and kind.endswith("List") and "items" in doc:
         return _inject_list(doc, options, where, depth)
     if kind not in TEMPLATE_PATHS:
-        return DocumentResult(doc, changed=False)
+        return DocumentResult(document=doc, changed=False)
     keys = TEMPLATE_PATHS[kind]
     node: Any = doc
     for i, key in enumerate(keys):
@@ -83,11 +83,11 @@ def inject_document(doc: Any, options: Options, label: str, depth: int = 0) -> D
     outcome = inject_template(node, options, where=where, path=path, claim_names=claim_names)
     report = Report(where, outcome)
     if not outcome.changed:
-        return DocumentResult(doc, False, [report])
+        return DocumentResult(document=doc, changed=False, reports=[report])
     if not keys:
-        return DocumentResult(outcome.template, True, [report])
+        return DocumentResult(document=outcome.template, changed=True, reports=[report])
     new = _replace(doc, keys, outcome.template)
-    return DocumentResult(new, True, [report])
+    return DocumentResult(document=new, changed=True, reports=[report])
 
 
 def _inject_list(doc: MutableMapping[str, Any], options: Options, where: str, depth: int) -> DocumentResult:
@@ -107,13 +107,13 @@ def _inject_list(doc: MutableMapping[str, Any], options: Options, where: str, de
         raise InjectionError(problems)
     reports = [r for res in results for r in res.reports]
     if not any(r.changed for r in results):
-        return DocumentResult(doc, False, reports)
+        return DocumentResult(document=doc, changed=False, reports=reports)
     new = copy.deepcopy(doc)
     new["items"][:] = [r.document for r in results]
-    return DocumentResult(new, True, reports)
+    return DocumentResult(document=new, changed=True, reports=reports)
 
 
-def _replace(doc: MutableMapping[str, Any], keys: Sequence[str], value: Any) -> Any:
+def _replace(doc: MutableMapping[str, Any], keys: Sequence[str], value: object) -> Any:
     """A deep copy of `doc` (its comments and key order kept) with the node at `keys` replaced."""
     new = copy.deepcopy(doc)
     node = new

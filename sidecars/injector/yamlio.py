@@ -99,7 +99,7 @@ def join(chunks: Sequence[Chunk], replaced: dict[int, Any]) -> str:
     return "".join(out)
 
 
-def dump(document: Any, like: str = "") -> str:
+def dump(document: object, like: str = "") -> str:
     """One document as YAML, indented the way `like` (its original text) was."""
     y = _yaml()
     mapping, offset = guess_indent(like)
@@ -131,7 +131,7 @@ def guess_indent(text: str) -> tuple[int, int]:
     return mapping or 2, offset or 0
 
 
-def _styled(value: Any, in_list: bool = False) -> Any:
+def _styled(value: object, in_list: bool = False) -> Any:
     """Plain dicts and lists (what the injector added) as ruamel nodes; small scalar ones in flow style.
 
     A mapping that is a list item stays in block style (`- name: x`), as in hand-written Pod specs.

@@ -8,6 +8,7 @@ The write is tmp + fsync + rename + directory fsync: a crash leaves the old file
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
@@ -61,7 +62,10 @@ class CheckpointLockedError(RuntimeError):
 
 
 class CheckpointStore:
-    """The entries in memory, the file on disk; `flush()` writes only when something changed."""
+    """The entries in memory, the file on disk; `flush()` writes only when something changed.
+
+    The entries belong to the event loop: only the write itself runs in a thread.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -124,6 +128,15 @@ class CheckpointStore:
         if self.entries.pop(key, None) is not None:
             self.dirty = True
 
+    def changed(self) -> None:
+        """An entry was changed in place: it is written at the next flush."""
+        self.dirty = True
+
+    @property
+    def age_secs(self) -> float:
+        """Seconds since the last write while changes wait for the next; 0 while the file is current."""
+        return time.time() - self.last_write if self.dirty else 0.0
+
     def gc(self, retention_secs: float, keep: set[str]) -> int:
         """Forget entries of files not seen for `retention_secs` (except `keep`); returns how many."""
         cutoff = time.time() - retention_secs
@@ -137,6 +150,30 @@ class CheckpointStore:
     def snapshot(self) -> bytes:
         files = {k: e.to_json() for k, e in self.entries.items()}
         return orjson.dumps({"version": VERSION, "files": files})
+
+    async def flush(self) -> bool:
+        """Write the entries if they changed since the last write, and always once after `open()`.
+
+        The snapshot is taken here, on the loop; the write runs in a thread. Returns whether it
+        wrote; an OSError is raised with the entries still marked for the next flush.
+        """
+        if not self.dirty and self.existed:
+            return False
+        data = self.snapshot()
+        self.dirty = False
+        try:
+            await asyncio.to_thread(self.write, data)
+        except OSError:
+            self.dirty = True
+            raise
+        self.existed = True
+        return True
+
+    def flush_blocking(self) -> None:
+        """The last flush, at shutdown, in the calling thread: only if something changed."""
+        if self.dirty:
+            self.write(self.snapshot())
+            self.dirty = False
 
     def write(self, data: bytes) -> None:
         """Atomically replace the file with `data` (blocking: run it in a thread)."""
@@ -206,10 +243,4 @@ class Track:
         if end >= 0 and not self.dead and end > self.entry.offset:
             self.entry.offset = end
             self.entry.seen = time.time()
-            self.store.dirty = True
-
-    def commit_now(self, end: int) -> None:
-        """Move the offset with no batch in between (nothing pending before it)."""
-        if not self._pending and not self.dead and end > self.entry.offset:
-            self.entry.offset = end
-            self.store.dirty = True
+            self.store.changed()

@@ -19,6 +19,8 @@ import os
 import stat
 from collections.abc import Iterable
 
+from sidecars.tailer.identity import read_head
+
 # Never read, whatever the configuration: kernel state, not logs.
 FORBIDDEN_TREES = ("/proc", "/sys")
 
@@ -82,7 +84,7 @@ class Confinement:
         """The first `size` bytes of the file at `path`, opened as `open` does."""
         fd = self.open(path)
         try:
-            return os.pread(fd, size, 0)
+            return read_head(fd, size)
         finally:
             os.close(fd)
 

@@ -19,6 +19,7 @@ import orjson
 from structlog.typing import FilteringBoundLogger
 
 from sidecars.core.backoff import EQUAL_JITTER, jittered_backoff
+from sidecars.core.telemetry import LogLimiter
 from sidecars.tailer.checkpoint import Track
 from sidecars.tailer.follower import Chunk
 from sidecars.tailer.metrics import TailerMetrics
@@ -172,8 +173,9 @@ class Sender:
         self.log = log
         self.failing_since: float | None = None
         self.last_error: str | None = None
-        self._logged_failure = False
-        self._logged_split = False
+        # Once per outage (reset on recovery), and once per process for splits: the fix is a smaller
+        # batch_max_bytes, said the first time.
+        self._once = LogLimiter(log, None)
 
     async def deliver(self, sealed: Sealed) -> int:
         """Returns the number of records the receiver took (or that were handled by policy)."""
@@ -202,16 +204,14 @@ class Sender:
                 raise
             except Exception as exc:  # a sink bug or an unclassified I/O error: keep the records, retry
                 delay = backoff_delay(attempt, self.initial, self.maximum)
-                self.metrics.errors.labels(type="sink").inc()
+                self.metrics.errors.labels(type="sink").inc()  # the outage's line is _failed's
                 self._failed("error", f"{type(exc).__name__}: {exc}", delay)
             else:
                 self._recovered()
                 n = len(batch)
                 if result.rejected:
-                    self.metrics.dropped_records.labels(reason="rejected").inc(result.rejected)
-                    self.metrics.base.events_dropped.labels(reason="rejected").inc(result.rejected)
-                    self.log.warning(
-                        "receiver rejected records", count=result.rejected, reason=result.reason or "rejected"
+                    self.metrics.records_dropped(
+                        "rejected", result.rejected, "receiver rejected records", cause=result.reason or "rejected"
                     )
                 retry = result.retry
                 if retry is None or not len(retry):
@@ -226,11 +226,9 @@ class Sender:
     async def _split(self, batch: Batch, message: str) -> int:
         """Send a batch the receiver found too large as two halves, one after the other (order kept)."""
         self.metrics.batch_splits.inc()
-        if not self._logged_split:
-            self._logged_split = True  # once per process: the fix is a smaller batch_max_bytes
-            self.log.warning(
-                "receiver refused a batch as too large: sending it in halves", records=len(batch), error=message
-            )
+        self._once.warning(
+            "receiver refused a batch as too large: sending it in halves", records=len(batch), error=message
+        )
         first, second = batch.split()
         return await self._deliver(first) + await self._deliver(second)
 
@@ -239,17 +237,14 @@ class Sender:
         if self.failing_since is None:
             self.failing_since = now
         self.last_error = message
-        if not self._logged_failure:
-            # Logged once per outage, not once per retry.
-            self.log.warning("sink failing: retrying", kind=kind, error=message, retry_in_secs=round(delay, 2))
-            self._logged_failure = True
+        self._once.warning("sink failing: retrying", kind=kind, error=message, retry_in_secs=round(delay, 2))
 
     def _recovered(self) -> None:
         if self.failing_since is not None:
             self.log.info("sink recovered", failed_for_secs=round(time.monotonic() - self.failing_since, 1))
         self.failing_since = None
         self.last_error = None
-        self._logged_failure = False
+        self._once.reset("sink failing: retrying")
 
     async def _give_up(self, batch: Batch, reason: str, message: str) -> None:
         n = len(batch)
@@ -257,17 +252,18 @@ class Sender:
             try:
                 written = await asyncio.to_thread(self.dead_letter.write, batch, reason)
             except OSError as exc:
-                self.metrics.errors.labels(type="dead_letter").inc()
-                self.log.error("dead-letter write failed", error=str(exc))
+                self.metrics.telemetry.error("dead_letter", "dead-letter write failed", error=str(exc))
                 written = False
             if written:
                 self.metrics.dead_lettered.inc(n)
-                self.log.error("sink refused a batch for good: dead-lettered", records=n, reason=reason, error=message)
+                self.metrics.telemetry.limiter.error(
+                    "sink refused a batch for good: dead-lettered", records=n, cause=reason, error=message
+                )
                 return
-            self.metrics.dropped_records.labels(reason="dead_letter_full").inc(n)
-            self.metrics.base.events_dropped.labels(reason="dead_letter_full").inc(n)
-            self.log.error("sink refused a batch, dead-letter full: dropped", records=n, reason=reason)
+            self.metrics.records_dropped(
+                "dead_letter_full", n, "sink refused a batch, dead-letter full: dropped", cause=reason
+            )
             return
-        self.metrics.dropped_records.labels(reason="permanent").inc(n)
-        self.metrics.base.events_dropped.labels(reason="permanent").inc(n)
-        self.log.error("sink refused a batch for good: dropped", records=n, reason=reason, error=message)
+        self.metrics.records_dropped(
+            "permanent", n, "sink refused a batch for good: dropped", cause=reason, error=message
+        )

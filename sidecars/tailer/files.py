@@ -20,7 +20,7 @@ from sidecars.tailer.checkpoint import CheckpointStore, Entry, Track
 from sidecars.tailer.confine import RefusedError
 from sidecars.tailer.discovery import Matcher, Scan
 from sidecars.tailer.follower import Chunk, Counts, Follower, Options
-from sidecars.tailer.identity import Fingerprint, file_key
+from sidecars.tailer.identity import Fingerprint, file_key, read_head
 from sidecars.tailer.metrics import TailerMetrics
 from sidecars.tailer.settings import TailerSettings
 
@@ -45,6 +45,7 @@ _MAX_REFUSED_REMEMBERED = 10_000
 class FileSet:
     def __init__(
         self,
+        *,
         settings: TailerSettings,
         store: CheckpointStore,
         matcher: Matcher,
@@ -87,6 +88,13 @@ class FileSet:
         self.waiting: dict[str, tuple[str | None, str]] = {}
         self._limit_logged_at: float | None = None
         self._refused: dict[str, str] = {}  # path -> reason, so each refusal is counted and logged once
+
+    def _head(self, fd: int) -> bytes:
+        """The head a fingerprint covers; empty when it cannot be read."""
+        try:
+            return read_head(fd, self.s.fingerprint_bytes)
+        except OSError:
+            return b""
 
     def _lstat(self, path: str) -> os.stat_result:
         """What a path names, symlinks followed only where they may be."""
@@ -180,7 +188,7 @@ class FileSet:
             if key in self.followers or not stat.S_ISREG(st.st_mode):
                 os.close(fd)
                 return None
-            head = os.pread(fd, self.s.fingerprint_bytes, 0)
+            head = read_head(fd, self.s.fingerprint_bytes)
         except OSError as exc:
             os.close(fd)
             self.log.warning("cannot read file", path=path, error=str(exc))
@@ -201,15 +209,15 @@ class FileSet:
             entry = Entry(key, fingerprint, offset, path)
             self.store.put(entry)
         f = Follower(
-            path,
-            fd,
-            st,
-            fingerprint,
-            Track(self.store, entry),
-            offset,
-            self._labels(label_path or path),
-            self.options,
-            self.counts,
+            path=path,
+            fd=fd,
+            st=st,
+            fingerprint=fingerprint,
+            track=Track(self.store, entry),
+            offset=offset,
+            labels=self._labels(label_path or path),
+            options=self.options,
+            counts=self.counts,
         )
         if label_path is not None:
             f.label_path = label_path
@@ -284,15 +292,15 @@ class FileSet:
             return None
         track = donor.track if donor is not None else Track(self.store, entry)
         f = Follower(
-            path,
-            fd,
-            st,
-            entry.fingerprint,
-            track,
-            offset - len(held),
-            self._labels(label_path),
-            self.options,
-            self.counts,
+            path=path,
+            fd=fd,
+            st=st,
+            fingerprint=entry.fingerprint,
+            track=track,
+            offset=offset - len(held),
+            labels=self._labels(label_path),
+            options=self.options,
+            counts=self.counts,
         )
         f.label_path = label_path
         f.buf = held
@@ -389,10 +397,7 @@ class FileSet:
             self.log.warning(
                 "file truncated in place; reading it again from the start", path=f.path, was_at=f.read_offset
             )
-        try:
-            head = os.pread(f.fd, self.s.fingerprint_bytes, 0)
-        except OSError:
-            head = b""
+        head = self._head(f.fd)
         fingerprint = Fingerprint.of(head)
         entry = Entry(f.key, fingerprint, 0, f.path)
         self.store.put(entry)
@@ -430,23 +435,17 @@ class FileSet:
             return
         fp = f.fingerprint
         if size != f.size and fp.length:
-            try:
-                head = os.pread(f.fd, self.s.fingerprint_bytes, 0)
-            except OSError:
-                head = b""
+            head = self._head(f.fd)
             if not fp.matches(head):
                 self._truncated(f, now)
                 return
             if fp.length < self.s.fingerprint_bytes and len(head) > fp.length:
                 f.fingerprint = f.track.entry.fingerprint = Fingerprint.of(head)
-                self.store.dirty = True
+                self.store.changed()
         elif not fp.length and size > 0 and size != f.size:
-            try:
-                head = os.pread(f.fd, self.s.fingerprint_bytes, 0)
-            except OSError:
-                head = b""
+            head = self._head(f.fd)
             f.fingerprint = f.track.entry.fingerprint = Fingerprint.of(head)
-            self.store.dirty = True
+            self.store.changed()
         if size > f.read_offset and not self.draining:  # a drain reads up to the sizes it started with
             f.at_eof = False
             self._wake()

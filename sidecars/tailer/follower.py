@@ -12,6 +12,7 @@ of the buffer: it is the only one checked, truncated (the rest skipped up to its
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 from sidecars.tailer.checkpoint import Track
 from sidecars.tailer.identity import Fingerprint
 from sidecars.tailer.records import Grouper, decode_block, parse_json_fields, record_times
+from sidecars.tailer.settings import TailerSettings
 
 # Reads up to this size are done on the event loop: a page-cache copy of a few KiB is cheaper than
 # a hop to a thread.
@@ -41,6 +43,11 @@ class Options:
     multiline_flush_secs: float = 1.0
     multiline_max_lines: int = 500
     multiline_max_bytes: int = 512 * 1024
+
+    @classmethod
+    def from_settings(cls, settings: TailerSettings) -> Options:
+        """Each option copied from the setting of the same name."""
+        return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)})
 
 
 @dataclass(slots=True)
@@ -76,6 +83,7 @@ class Follower:
 
     def __init__(
         self,
+        *,
         path: str,
         fd: int,
         st: os.stat_result,

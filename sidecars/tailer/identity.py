@@ -45,4 +45,5 @@ class Fingerprint:
 
 
 def read_head(fd: int, size: int) -> bytes:
+    """The first `size` bytes of the open file `fd` (fewer when it is shorter), wherever it is read."""
     return os.pread(fd, size, 0)

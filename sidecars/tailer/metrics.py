@@ -1,17 +1,26 @@
-"""The `tailer_*` series. Labels are small fixed vocabularies (reasons, kinds), never paths."""
+"""The `tailer_*` series. Labels are small fixed vocabularies (reasons, kinds), never paths.
+
+Errors go to the one error counter of the process (`sidecar_errors{type}`), and a drop is booked by
+`records_dropped`, which counts it in the tailer's unit and writes the rate-limited line through the
+core's telemetry: a call site never updates two counters by hand.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from sidecars.core.metrics import SidecarMetrics
+from sidecars.core.telemetry import Telemetry
 from sidecars.tailer.follower import Counts
 
 
 class TailerMetrics:
-    def __init__(self, base: SidecarMetrics) -> None:
+    def __init__(self, base: SidecarMetrics, telemetry: Telemetry) -> None:
         r: CollectorRegistry = base.registry
         self.base = base
+        self.telemetry = telemetry
         self.files_watched = Gauge("tailer_files_watched", "Files followed now (open or known).", registry=r)
         self.open_files = Gauge("tailer_open_files", "File handles held now.", registry=r)
         self.files_waiting = Gauge(
@@ -62,7 +71,8 @@ class TailerMetrics:
         self.batch_splits = Counter(
             "tailer_batch_splits", "Batches the receiver refused as too large (413), sent again in halves.", registry=r
         )
-        self.errors = Counter("tailer_errors", "Errors by type (read, sink, checkpoint, watch).", ["type"], registry=r)
+        # Types: read, open, sink, checkpoint, checkpoint_corrupt, watch, dead_letter.
+        self.errors = base.errors
         self.bytes_behind = Gauge(
             "tailer_bytes_behind", "Bytes written to followed files but not yet acknowledged (lag).", registry=r
         )
@@ -79,25 +89,30 @@ class TailerMetrics:
             "tailer_sink_failing_seconds", "Seconds batches have been failing to deliver (0 when healthy).", registry=r
         )
         self.absorbed = Counts()
+        # What each field of the followers' counts moves into.
+        self._absorbed_into: tuple[tuple[str, tuple[Any, ...]], ...] = (
+            ("lines", (self.lines_read, base.events_in)),
+            ("bytes", (self.bytes_read,)),
+            ("invalid_utf8", (self.altered.labels(reason="invalid_utf8"),)),
+            ("truncated", (self.altered.labels(reason="truncated"),)),
+            ("json_errors", (self.altered.labels(reason="json_invalid"),)),
+            ("multiline_cut", (self.altered.labels(reason="multiline_cut"),)),
+            ("bad_timestamps", (self.altered.labels(reason="bad_timestamp"),)),
+            ("skipped_bytes", (self.dropped_bytes.labels(reason="overlong_line"),)),
+        )
+
+    def records_dropped(self, reason: str, n: int, event: str, **fields: Any) -> None:
+        """`n` records given up for `reason`: counted here and as the sidecar's dropped events, one
+        error line per reason at most every minute."""
+        self.dropped_records.labels(reason=reason).inc(n)
+        self.telemetry.dropped(reason, n, event, level="error", **fields)
 
     def absorb(self, counts: Counts) -> None:
         """Move what the followers counted since the last call into the series."""
         last = self.absorbed
-        if counts.lines != last.lines:
-            self.lines_read.inc(counts.lines - last.lines)
-            self.base.events_in.inc(counts.lines - last.lines)
-        if counts.bytes != last.bytes:
-            self.bytes_read.inc(counts.bytes - last.bytes)
-        if counts.invalid_utf8 != last.invalid_utf8:
-            self.altered.labels(reason="invalid_utf8").inc(counts.invalid_utf8 - last.invalid_utf8)
-        if counts.truncated != last.truncated:
-            self.altered.labels(reason="truncated").inc(counts.truncated - last.truncated)
-        if counts.json_errors != last.json_errors:
-            self.altered.labels(reason="json_invalid").inc(counts.json_errors - last.json_errors)
-        if counts.multiline_cut != last.multiline_cut:
-            self.altered.labels(reason="multiline_cut").inc(counts.multiline_cut - last.multiline_cut)
-        if counts.bad_timestamps != last.bad_timestamps:
-            self.altered.labels(reason="bad_timestamp").inc(counts.bad_timestamps - last.bad_timestamps)
-        if counts.skipped_bytes != last.skipped_bytes:
-            self.dropped_bytes.labels(reason="overlong_line").inc(counts.skipped_bytes - last.skipped_bytes)
+        for name, series in self._absorbed_into:
+            delta = getattr(counts, name) - getattr(last, name)
+            if delta:
+                for counter in series:
+                    counter.inc(delta)
         self.absorbed = Counts(**{k: getattr(counts, k) for k in Counts.__slots__})

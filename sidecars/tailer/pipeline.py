@@ -51,24 +51,21 @@ class Pipeline:
         self.log = log
         self.matcher = Matcher(s.include, s.exclude, follow_symlinks=s.follow_symlinks, max_depth=s.max_depth)
         self.counts = Counts()
-        self.options = Options(
-            max_line_bytes=s.max_line_bytes,
-            read_chunk_bytes=s.read_chunk_bytes,
-            fingerprint_bytes=s.fingerprint_bytes,
-            partial_line_flush_secs=s.partial_line_flush_secs,
-            parse_json=s.parse_json,
-            json_timestamp_key=s.json_timestamp_key,
-            multiline=s.multiline,
-            multiline_start_pattern=s.multiline_start_pattern,
-            multiline_flush_secs=s.multiline_flush_secs,
-            multiline_max_lines=s.multiline_max_lines,
-            multiline_max_bytes=s.multiline_max_bytes,
-        )
+        self.options = Options.from_settings(s)
         base = dict(pod_metadata()) if s.pod_labels else {}
         base.update(s.labels)
         self._stash: list[Chunk] = []  # records produced outside the reader (at a truncation)
         self.files = FileSet(
-            s, store, self.matcher, self.options, self.counts, base, metrics, log, self._wake_reader, self._stash.append
+            settings=s,
+            store=store,
+            matcher=self.matcher,
+            options=self.options,
+            counts=self.counts,
+            base_labels=base,
+            metrics=metrics,
+            log=log,
+            wake=self._wake_reader,
+            stash=self._stash.append,
         )
         self.batcher = Batcher(s.batch_max_lines, s.batch_max_bytes, s.parse_json)
         self.queue: asyncio.Queue[Sealed] = asyncio.Queue(maxsize=s.max_in_flight_batches)
@@ -298,7 +295,7 @@ class Pipeline:
         m.files_waiting.set(len(self.files.waiting))
         m.bytes_behind.set(sum(max(f.size - f.track.committed, 0) for f in self.files.followers.values()))
         m.buffered_bytes.set(self.buffered)
-        m.checkpoint_age.set(time.time() - self.store.last_write if self.store.dirty else 0.0)
+        m.checkpoint_age.set(self.store.age_secs)
         since = self.sender.failing_since
         m.sink_failing.set(time.monotonic() - since if since is not None else 0.0)
 
@@ -349,26 +346,19 @@ class Pipeline:
             await self._write_checkpoint()
 
     async def _write_checkpoint(self) -> None:
-        if not self.store.dirty and self.store.existed:
-            return
-        data = self.store.snapshot()
-        self.store.dirty = False
         try:
-            await asyncio.to_thread(self.store.write, data)
-            self.metrics.checkpoint_writes.inc()
-            self.store.existed = True
-            self._checkpoint_failures = 0
+            if not await self.store.flush():
+                return
         except OSError as exc:
-            self.store.dirty = True
             self._checkpoint_failures += 1
             self.metrics.errors.labels(type="checkpoint").inc()
             self.log.error("checkpoint write failed", path=str(self.store.path), error=str(exc))
+            return
+        self.metrics.checkpoint_writes.inc()
+        self._checkpoint_failures = 0
 
     def _write_checkpoint_sync(self) -> None:
-        if not self.store.dirty:
-            return
         try:
-            self.store.write(self.store.snapshot())
-            self.store.dirty = False
+            self.store.flush_blocking()
         except OSError as exc:
             self.log.error("checkpoint write failed", path=str(self.store.path), error=str(exc))

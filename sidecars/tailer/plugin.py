@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from sidecars.core import Sidecar
-from sidecars.core.plugin import Check
+from sidecars.core.plugin import Check, Context
 from sidecars.tailer.checkpoint import CheckpointStore
 from sidecars.tailer.metrics import TailerMetrics
 from sidecars.tailer.pipeline import Pipeline
@@ -31,36 +31,29 @@ class Tailer(Sidecar[TailerSettings]):
     description = "Follows log files in a shared volume and forwards every line to remote storage, none lost."
     Settings = TailerSettings
 
-    def __init__(self, settings: TailerSettings, context: Any) -> None:
+    def __init__(self, settings: TailerSettings, context: Context) -> None:
         super().__init__(settings, context)
-        self.sink: Sink[Any] | None = None
-        self.store: CheckpointStore | None = None
-        self.pipeline: Pipeline | None = None
-        self._metrics: TailerMetrics | None = None
+        # Built here, opened by lifespan(): neither constructor does I/O.
+        self.metrics = TailerMetrics(context.metrics, context.telemetry)
+        self.store = CheckpointStore(settings.checkpoint_dir)
+        self.sink: Sink[Any] = load_sink(settings.sink)(settings.sink_settings(), self.log, context.metrics.registry)
+        self.pipeline: Pipeline | None = None  # the current run's; none before the first
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
-        s = self.settings
         async with contextlib.AsyncExitStack() as stack:
-            self._metrics = TailerMetrics(self.context.metrics)
-            store = CheckpointStore(s.checkpoint_dir)
-            store.open()
-            stack.callback(store.close)
-            if store.problem:
-                self.log.error(store.problem)
+            self.store.open()
+            stack.callback(self.store.close)
+            if self.store.problem:
+                self.log.error(self.store.problem)
                 self.context.metrics.errors.labels(type="checkpoint_corrupt").inc()
-            self.store = store
-            sink_cls = load_sink(s.sink)
-            sink = sink_cls(s.sink_settings(), self.log, self.context.metrics.registry)
-            stack.push_async_callback(sink.close)
-            await sink.open()
-            self.sink = sink
+            stack.push_async_callback(self.sink.close)
+            await self.sink.open()
             yield
 
     async def run(self, ready: Callable[[], None]) -> None:
-        assert self.sink is not None and self.store is not None and self._metrics is not None
         # A fresh pipeline per run: after a crash the supervisor restarts from the checkpoints.
-        self.pipeline = Pipeline(self.settings, self.sink, self.store, self._metrics, self.log)
+        self.pipeline = Pipeline(self.settings, self.sink, self.store, self.metrics, self.log)
         await self.pipeline.run(ready)
 
     async def drain(self) -> None:

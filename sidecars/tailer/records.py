@@ -57,7 +57,7 @@ def parse_json_fields(lines: list[str]) -> tuple[list[dict[str, Any]], int]:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def parse_time_ns(value: Any) -> int | None:
+def parse_time_ns(value: object) -> int | None:
     """A record's own time: RFC 3339 text (no zone: UTC), or Unix time in s, ms, µs or ns by magnitude."""
     if isinstance(value, bool):
         return None

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from sidecars.core import SidecarSettings
 from sidecars.tailer.confine import FORBIDDEN_TREES
 
+if TYPE_CHECKING:
+    from sidecars.tailer.sinks.base import Sink
+
 KiB = 1024
 MiB = 1024 * KiB
+
+
+class SinkConfig(dict[str, Any]):
+    """`sink_config` as given (what `--print-config` shows), with the sink's settings validated from it."""
+
+    __slots__ = ("settings",)
+
+    def __init__(self, given: dict[str, Any], settings: BaseModel) -> None:
+        super().__init__(given)
+        self.settings = settings
 
 
 class TailerSettings(SidecarSettings):
@@ -238,26 +251,21 @@ class TailerSettings(SidecarSettings):
     @classmethod
     def _sink_config(cls, config: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         name = info.data.get("sink")
-        if name is not None:  # else the sink itself was invalid, and reported so
-            _validate_sink_config(name, config)
-        return config
+        if name is None:  # the sink itself was invalid, and reported so
+            return config
+        # The sink's ValidationError passes through as it is: pydantic files each of its problems
+        # under this field (`sink_config.url`), so the config file's line of the inner key is found.
+        return SinkConfig(config, _sink_class(name).Settings.model_validate(config))
 
     def sink_settings(self) -> BaseModel:
-        """The chosen sink's settings model built from `sink_config`."""
-        return _validate_sink_config(self.sink, self.sink_config)
+        """The chosen sink's settings, validated from `sink_config` with the rest of these settings."""
+        config = self.sink_config
+        if not isinstance(config, SinkConfig):  # only model_construct() skips the validators
+            raise TypeError("sink_config was never validated: build TailerSettings with validation")
+        return config.settings
 
 
-def _sink_class(name: str) -> Any:
+def _sink_class(name: str) -> type[Sink[Any]]:
     from sidecars.tailer.sinks.base import load_sink
 
     return load_sink(name)
-
-
-def _validate_sink_config(name: str, config: dict[str, Any]) -> BaseModel:
-    """The chosen sink's own validation; each problem named `sink_config.<field>`."""
-    try:
-        model: BaseModel = _sink_class(name).Settings.model_validate(config)
-    except ValidationError as exc:
-        problems = "; ".join(f"sink_config.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ValueError(problems) from None
-    return model

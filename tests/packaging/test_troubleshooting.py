@@ -61,10 +61,25 @@ def _name(call: ast.Call) -> str:
     return call.func.id if isinstance(call.func, ast.Name) else ""
 
 
+def _positional(call: ast.Call, found: dict[str, set[str]], **where: int) -> None:
+    """The strings of the arguments at the given positions (or passed by those names)."""
+    keywords = {kw.arg: kw.value for kw in call.keywords}
+    for kind, index in where.items():
+        node = call.args[index] if index < len(call.args) else keywords.get(kind)
+        if node is not None:
+            found[kind].update(_strings(node))
+
+
 def collect() -> dict[str, set[str]]:
     found: dict[str, set[str]] = {"reason": set(), "type": set(), "event": set(), "check": set()}
     for path in sorted((ROOT / "sidecars").rglob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
+        limiters = {
+            ast.unparse(target)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and _name(node.value) == "LogLimiter"
+            for target in node.targets
+        }
         for node in ast.walk(tree):
             if isinstance(node, ast.Call):
                 name, receiver = _name(node), _receiver(node)
@@ -72,9 +87,17 @@ def collect() -> dict[str, set[str]]:
                     for arg in node.args:
                         found["reason"].update(_strings(arg))
                 # `log = self.log.warning if c else self.log.info; log("...")` counts too.
-                is_log = (name in LOG_LEVELS and receiver.endswith("log")) or (name == "log" and not receiver)
+                # A logger, or a core LogLimiter (`self._lines.warning(...)`) made in this file.
+                is_log = (name in LOG_LEVELS and (receiver.endswith("log") or receiver in limiters)) or (
+                    name == "log" and not receiver
+                )
                 if (is_log or name == "warn_limited") and node.args:
                     found["event"].update(_strings(node.args[0]))
+                # The core's telemetry: `dropped(reason, n, event)` and `error(type, event)`.
+                if name in {"dropped", "records_dropped"}:
+                    _positional(node, found, reason=0, event=2)
+                if name == "error" and receiver.endswith("telemetry"):
+                    _positional(node, found, type=0, event=1)
                 if name == "Check" and node.args:
                     found["check"].update(_strings(node.args[0]))
                 for kw in node.keywords:

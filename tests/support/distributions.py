@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 
 
-def install(
-    root: Path, monkeypatch: pytest.MonkeyPatch, name: str, entry_points: Mapping[str, Mapping[str, str]]
-) -> None:
-    """Make `name` 1.0 installed, as `pip install name` would, with `{group: {entry: "module:attr"}}`."""
+def write(root: Path, name: str, entry_points: Mapping[str, Mapping[str, str]]) -> Path:
+    """The metadata of `name` 1.0 in `root`, with `{group: {entry: "module:attr"}}`; put `root` on
+    the path (sys.path, PYTHONPATH) to have it installed."""
     root.mkdir(parents=True, exist_ok=True)
     dist = root / f"{name.replace('-', '_')}-1.0.dist-info"
     dist.mkdir()
@@ -20,4 +19,11 @@ def install(
         f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in entries.items()) for group, entries in entry_points.items()
     )
     (dist / "entry_points.txt").write_text(text)
-    monkeypatch.syspath_prepend(str(root))
+    return root
+
+
+def install(
+    root: Path, monkeypatch: pytest.MonkeyPatch, name: str, entry_points: Mapping[str, Mapping[str, str]]
+) -> None:
+    """Make `name` 1.0 installed in this process, as `pip install name` would."""
+    monkeypatch.syspath_prepend(str(write(root, name, entry_points)))

@@ -5,6 +5,6 @@ Built in: `health` (/healthz, /<group>z, /healthz/<check>), `json` (/metrics.jso
 `sidecars.adapter.outputs` and are named in the `outputs` option.
 """
 
-from sidecars.adapter.outputs.base import Output, OutputLoadError, load_output
+from sidecars.adapter.outputs.base import Output, load_output
 
-__all__ = ["Output", "OutputLoadError", "load_output"]
+__all__ = ["Output", "load_output"]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import Callable
-from importlib.metadata import entry_points
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar, TypeVar, TypeVarTuple
 
 from aiohttp import web
 
@@ -14,13 +13,11 @@ from sidecars.adapter.scraper import Scrape
 from sidecars.adapter.settings import AdapterSettings
 from sidecars.adapter.state import State
 from sidecars.core import Context
+from sidecars.core.registry import Registry
 
 ENTRY_POINT_GROUP = "sidecars.adapter.outputs"
 T = TypeVar("T")
-
-
-class OutputLoadError(LookupError):
-    pass
+Args = TypeVarTuple("Args")
 
 
 class Output(abc.ABC):
@@ -57,7 +54,7 @@ class Output(abc.ABC):
         """True while a request is still computing from `scrape` (its samples must not be released)."""
         return id(scrape) in self._reading
 
-    async def compute_off_loop(self, scrape: Scrape, fn: Callable[..., T], *args: Any) -> T:
+    async def compute_off_loop(self, scrape: Scrape, fn: Callable[[*Args], T], *args: *Args) -> T:
         """`fn(*args)` in a thread, `scrape` marked as being read meanwhile.
 
         A page of many megabytes must not hold the loop (and the probes) while it is encoded.
@@ -69,28 +66,16 @@ class Output(abc.ABC):
             self._reading.discard(id(scrape))
 
 
-def builtin_outputs() -> dict[str, type[Output]]:
-    from sidecars.adapter.outputs.health import HealthOutput
-    from sidecars.adapter.outputs.json import JsonOutput
-    from sidecars.adapter.outputs.prometheus import PrometheusOutput
-    from sidecars.adapter.outputs.remote_write import RemoteWriteOutput
-
-    return {cls.name: cls for cls in (HealthOutput, JsonOutput, PrometheusOutput, RemoteWriteOutput)}
+# Imported only when chosen: an output's dependencies never load with another's.
+BUILTIN_OUTPUTS = {
+    "health": "sidecars.adapter.outputs.health:HealthOutput",
+    "json": "sidecars.adapter.outputs.json:JsonOutput",
+    "prometheus": "sidecars.adapter.outputs.prometheus:PrometheusOutput",
+    "remote_write": "sidecars.adapter.outputs.remote_write:RemoteWriteOutput",
+}
+OUTPUTS: Registry[Output] = Registry(ENTRY_POINT_GROUP, Output, BUILTIN_OUTPUTS, kind="output")
 
 
 def load_output(name: str) -> type[Output]:
-    """A built-in output by name, else one installed under the entry-point group."""
-    builtin = builtin_outputs()
-    if name in builtin:
-        return builtin[name]
-    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
-    if not found:
-        known = sorted({*builtin, *(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))})
-        raise OutputLoadError(f"unknown output {name!r} (available: {', '.join(known)})")
-    try:
-        cls = found[0].load()
-    except Exception as exc:
-        raise OutputLoadError(f"output {name!r} cannot be loaded: {exc}") from exc
-    if not (isinstance(cls, type) and issubclass(cls, Output)):
-        raise OutputLoadError(f"output {name!r} ({found[0].value}) is not an Output subclass")
-    return cls
+    """A built-in output by name, else one installed under the entry-point group; PluginError if none."""
+    return OUTPUTS.load(name)

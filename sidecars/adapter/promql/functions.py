@@ -15,7 +15,7 @@ Times = Sequence[int]
 
 # -- range functions: (timestamps, values, range start, range end, range in ms) -> value or None ----------
 def extrapolated_rate(
-    ts: Times, vs: Points, range_start: int, range_end: int, range_ms: int, is_counter: bool, is_rate: bool
+    ts: Times, vs: Points, range_start: int, range_end: int, range_ms: int, *, is_counter: bool, is_rate: bool
 ) -> float | None:
     """`rate`, `increase` and `delta` as Prometheus' extrapolatedRate computes them."""
     n = len(vs)
@@ -48,7 +48,7 @@ def extrapolated_rate(
     return result * factor
 
 
-def _instant_value(ts: Times, vs: Points, is_rate: bool) -> float | None:
+def _instant_value(ts: Times, vs: Points, *, is_rate: bool) -> float | None:
     if len(vs) < 2:
         return None
     last, prev = vs[-1], vs[-2]
@@ -187,11 +187,11 @@ def _resets(vs: Points) -> float:
 RangeFn = Callable[[Times, Points, int, int, int, list[float]], float | None]
 
 RANGE_FUNCTIONS: dict[str, RangeFn] = {
-    "rate": lambda ts, vs, s, e, r, a: extrapolated_rate(ts, vs, s, e, r, True, True),
-    "increase": lambda ts, vs, s, e, r, a: extrapolated_rate(ts, vs, s, e, r, True, False),
-    "delta": lambda ts, vs, s, e, r, a: extrapolated_rate(ts, vs, s, e, r, False, False),
-    "irate": lambda ts, vs, s, e, r, a: _instant_value(ts, vs, True),
-    "idelta": lambda ts, vs, s, e, r, a: _instant_value(ts, vs, False),
+    "rate": lambda ts, vs, s, e, r, a: extrapolated_rate(ts, vs, s, e, r, is_counter=True, is_rate=True),
+    "increase": lambda ts, vs, s, e, r, a: extrapolated_rate(ts, vs, s, e, r, is_counter=True, is_rate=False),
+    "delta": lambda ts, vs, s, e, r, a: extrapolated_rate(ts, vs, s, e, r, is_counter=False, is_rate=False),
+    "irate": lambda ts, vs, s, e, r, a: _instant_value(ts, vs, is_rate=True),
+    "idelta": lambda ts, vs, s, e, r, a: _instant_value(ts, vs, is_rate=False),
     "deriv": lambda ts, vs, s, e, r, a: linear_regression(ts, vs, ts[0])[0] if len(vs) >= 2 else None,
     "changes": lambda ts, vs, s, e, r, a: _changes(vs),
     "resets": lambda ts, vs, s, e, r, a: _resets(vs),

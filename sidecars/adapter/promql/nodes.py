@@ -157,7 +157,6 @@ class VectorMatching:
 
 COMPARISON_OPS = frozenset({"==", "!=", ">", "<", ">=", "<="})
 SET_OPS = frozenset({"and", "or", "unless"})
-ARITHMETIC_OPS = frozenset({"+", "-", "*", "/", "%", "^", "atan2"})
 # Operators whose vector results lose the metric name; Prometheus 2.42 keeps it for `atan2`.
 NAME_DROPPING_OPS = frozenset({"+", "-", "*", "/", "%", "^"})
 

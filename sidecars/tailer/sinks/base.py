@@ -9,7 +9,8 @@ receiver acknowledged it; it classifies failures precisely instead of retrying b
 - `PermanentError`: it will never succeed as sent (other 4xx);
 - `SendResult`: accepted, possibly in part (lines rejected for good, lines to send again).
 
-Company sinks subclass `Sink` and register under the entry-point group `sidecars.tailer.sinks`.
+Company sinks subclass `Sink` and register under the entry-point group `sidecars.tailer.sinks`,
+under a name of their own (a built-in's name cannot be taken: see `sidecars.core.registry`).
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ import time
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from importlib import import_module
-from importlib.metadata import entry_points
 from typing import Any, ClassVar, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel, ConfigDict
+from structlog.typing import FilteringBoundLogger
+
+from sidecars.core.registry import Registry
+from sidecars.core.telemetry import LogLimiter
 
 ENTRY_POINT_GROUP = "sidecars.tailer.sinks"
 
@@ -222,24 +225,21 @@ class Sink(abc.ABC, Generic[S]):
     description: ClassVar[str]
     Settings: ClassVar[type[BaseModel]]
 
-    def __init__(self, settings: S, log: Any, registry: CollectorRegistry) -> None:
+    def __init__(self, settings: S, log: FilteringBoundLogger, registry: CollectorRegistry) -> None:
         self.settings = settings
-        self.log = log.bind(sink=self.name) if hasattr(log, "bind") else log
+        self.log = log.bind(sink=self.name)
         self.metrics = SinkMetrics(registry, self.name)
-        self._warned: dict[str, tuple[float, int]] = {}
+        self._limiters: dict[float, LogLimiter] = {}
 
     def warn_limited(self, event: str, interval_secs: float = 60.0, **kw: Any) -> None:
         """Log a recurring problem once, then at most once per interval with how often it recurred.
 
         The metrics count every occurrence; the log only has to say that (and why) it happens.
         """
-        now = time.monotonic()
-        last, suppressed = self._warned.get(event, (-interval_secs, 0))
-        if now - last < interval_secs:
-            self._warned[event] = (last, suppressed + 1)
-            return
-        self._warned[event] = (now, 0)
-        self.log.warning(event, suppressed_since_last=suppressed, **kw)
+        limiter = self._limiters.get(interval_secs)
+        if limiter is None:
+            limiter = self._limiters[interval_secs] = LogLimiter(self.log, interval_secs)
+        limiter.warning(event, **kw)
 
     async def open(self) -> None:
         """Acquire connections or files; called once before the first `send`."""
@@ -252,30 +252,16 @@ class Sink(abc.ABC, Generic[S]):
         """Deliver the whole batch; return once acknowledged, or raise RetryableError/PermanentError."""
 
 
+SINKS: Registry[Sink[Any]] = Registry(ENTRY_POINT_GROUP, Sink, BUILTIN_SINKS, kind="sink")
+
+
 def known_sinks() -> list[str]:
-    names = set(BUILTIN_SINKS)
-    names.update(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
-    return sorted(names)
+    return sorted(SINKS.names())
 
 
 def load_sink(name: str) -> type[Sink[Any]]:
     """The sink class registered under `name`: a built-in, or one from the entry-point group.
 
-    Entry points win over built-ins of the same name, so a company can replace one.
+    PluginError (a LookupError) for an unknown name, a name claimed twice, or a failing plugin.
     """
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name == name:
-            try:
-                cls = ep.load()
-            except Exception as e:
-                raise LookupError(f"sink {name!r} ({ep.value}) failed to load: {type(e).__name__}: {e}") from e
-            if not (isinstance(cls, type) and issubclass(cls, Sink)):
-                raise TypeError(f"sink {name!r} ({ep.value}) is not a subclass of {Sink.__module__}.Sink")
-            return cls
-    target = BUILTIN_SINKS.get(name)
-    if target is None:
-        raise LookupError(f"unknown sink {name!r}; known sinks: {', '.join(known_sinks())}")
-    module, _, attr = target.partition(":")
-    cls = getattr(import_module(module), attr)
-    assert issubclass(cls, Sink)
-    return cls  # type: ignore[no-any-return]
+    return SINKS.load(name)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from typing import Any, Literal
+from typing import Literal
 
 import orjson
+from prometheus_client import CollectorRegistry
 from pydantic import Field, field_validator
+from structlog.typing import FilteringBoundLogger
 
 from sidecars.core.redact import redact_text, redact_url
 from sidecars.tailer.sinks.base import Batch, RetryableError, SendResult, Stream
@@ -60,7 +62,7 @@ class ElasticsearchSink(HttpSink[ElasticsearchSettings]):
     description = "Index into Elasticsearch or OpenSearch with _bulk; per-item failures retried or rejected."
     Settings = ElasticsearchSettings
 
-    def __init__(self, settings: ElasticsearchSettings, log: Any, registry: Any) -> None:
+    def __init__(self, settings: ElasticsearchSettings, log: FilteringBoundLogger, registry: CollectorRegistry) -> None:
         super().__init__(settings, log, registry)
         base = settings.url.rstrip("/")
         self._bulk_url = base if base.endswith("/_bulk") else base + "/_bulk"

@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
+from prometheus_client import CollectorRegistry
 from pydantic import Field
+from structlog.typing import FilteringBoundLogger
 
 from sidecars.tailer.sinks.base import Batch, RetryableError, SendResult, Sink, SinkSettings
 from sidecars.tailer.sinks.encode import ndjson, raw_lines
@@ -35,7 +37,7 @@ class FileSink(Sink[FileSettings]):
     description = "Append NDJSON (or raw lines) to a local file, fsync'd per batch, optionally rotated by size."
     Settings = FileSettings
 
-    def __init__(self, settings: FileSettings, log: Any, registry: Any) -> None:
+    def __init__(self, settings: FileSettings, log: FilteringBoundLogger, registry: CollectorRegistry) -> None:
         super().__init__(settings, log, registry)
         self._fd: int | None = None
         self._size = 0

@@ -17,18 +17,20 @@ import asyncio
 import base64
 import email.utils
 import gzip
-import ssl
 import time
-import zlib
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiohttp
+from prometheus_client import CollectorRegistry
 from pydantic import Field, SecretStr, field_validator, model_validator
+from structlog.typing import FilteringBoundLogger
 from yarl import URL
 
-from sidecars.core.redact import redact_text, redact_url, register_secret
+from sidecars.core.http import HttpClient, client_session, read_answer
+from sidecars.core.redact import redact_text, redact_url, refuse_url_credentials, register_secret
+from sidecars.core.tls import TlsClientSettings, tls_client
 from sidecars.tailer.sinks.base import PermanentError, RetryableError, Sink, SinkSettings, TooLargeError
 
 # Compressing a big body takes milliseconds: do it off the event loop above this size.
@@ -39,9 +41,6 @@ _ERROR_BODY_CHARS = 300
 DEFAULT_ANSWER_BYTES = 64 * 1024
 # A 2xx answer nobody parses is still read this far, so a short "ok" keeps the connection reusable.
 _IGNORED_ANSWER_BYTES = 4 * 1024
-_READ_BYTES = 16 * 1024
-# zlib window bits: gzip or zlib header detected automatically.
-_GZIP_OR_ZLIB = 32 + zlib.MAX_WBITS
 
 
 class HttpSinkSettings(SinkSettings):
@@ -79,9 +78,7 @@ class HttpSinkSettings(SinkSettings):
         url = URL(value)
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"must be an http:// or https:// URL with a host, got {redact_url(value)}")
-        if url.user is not None or url.password is not None:
-            # Errors and logs name the URL: credentials in it would be printed there.
-            raise ValueError("must not hold credentials; use basic_auth_username and basic_auth_password(_file)")
+        refuse_url_credentials(value, "url", "use basic_auth_username and basic_auth_password(_file)")
         return value
 
     @model_validator(mode="after")
@@ -96,9 +93,12 @@ class HttpSinkSettings(SinkSettings):
             raise ValueError("give basic_auth_password or basic_auth_password_file, not both")
         if self.bearer_token is not None and self.bearer_token_file is not None:
             raise ValueError("give bearer_token or bearer_token_file, not both")
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise ValueError("tls_cert_file and tls_key_file go together")
+        self.tls()  # its problems, named as spelled here
         return self
+
+    def tls(self) -> TlsClientSettings:
+        """The TLS options as the core's TLS client model (used for https URLs)."""
+        return tls_client(self)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -131,9 +131,9 @@ class HttpSink(Sink[H]):
     # How much of a 2xx answer `post` reads by default; 0 where the status alone acknowledges.
     answer_bytes: int = DEFAULT_ANSWER_BYTES
 
-    def __init__(self, settings: H, log: Any, registry: Any) -> None:
+    def __init__(self, settings: H, log: FilteringBoundLogger, registry: CollectorRegistry) -> None:
         super().__init__(settings, log, registry)
-        self._session: aiohttp.ClientSession | None = None
+        self._client: HttpClient | None = None
         self._headers: dict[str, str] = {}
 
     async def open(self) -> None:
@@ -154,32 +154,17 @@ class HttpSink(Sink[H]):
         for name in (*s.secret_headers, "Authorization"):
             register_secret(headers.get(name))
         self._headers = headers
-        ssl_arg: ssl.SSLContext | bool = True
-        if URL(s.url).scheme == "https":
-            if not s.tls_verify:
-                ssl_arg = False
-            else:
-                ctx = ssl.create_default_context(cafile=str(s.tls_ca_file) if s.tls_ca_file else None)
-                if s.tls_cert_file and s.tls_key_file:
-                    ctx.load_cert_chain(s.tls_cert_file, s.tls_key_file)
-                ssl_arg = ctx
         timeout = aiohttp.ClientTimeout(total=s.timeout_secs, sock_connect=s.connect_timeout_secs)
-        self._session = aiohttp.ClientSession(
-            timeout=timeout,
-            # As many connections as the tailer may send batches at once (its send_concurrency).
-            connector=aiohttp.TCPConnector(ssl=ssl_arg, limit=64),
-            # Inflated here, bounded (`read_answer`): aiohttp's own would inflate a bomb whole.
-            auto_decompress=False,
-            # No cookies, no environment proxies: a sidecar talks to exactly what it was told.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            trust_env=False,
-            raise_for_status=False,
-        )
+        tls = s.tls().context() if URL(s.url).scheme == "https" else None
+        # As many connections as the tailer may send batches at once (its send_concurrency). The
+        # core's session talks only to this URL: no redirects, no environment proxies, no cookies,
+        # and no inflating of its own (`read_answer` bounds it).
+        self._client = client_session(connections=64, timeout=timeout, tls=tls)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     async def compress(self, body: bytes) -> bytes:
         if not self.settings.gzip:
@@ -205,7 +190,7 @@ class HttpSink(Sink[H]):
         decompression; a longer or undecodable answer raises RetryableError. With 0 the status alone
         acknowledges: the answer is skipped (b"" returned) whatever it holds.
         """
-        if self._session is None:
+        if self._client is None:
             raise RuntimeError(f"sink {self.name!r} used before open()")
         data = await self.compress(body)
         req_headers = dict(self._headers)
@@ -215,10 +200,8 @@ class HttpSink(Sink[H]):
         target = url or self.settings.url
         wanted = self.answer_bytes if answer_bytes is None else answer_bytes
         try:
-            # No redirects: a 301/302/303 would turn the POST into a GET, whose 200 is no acknowledgement.
-            async with self._session.post(
-                target, data=data, headers=req_headers, params=params, allow_redirects=False
-            ) as resp:
+            # A 3xx comes back as it is (the core's client follows no redirect): the message says where.
+            async with self._client.post(target, data=data, headers=req_headers, params=params) as resp:
                 status = resp.status
                 ok = 200 <= status < 300
                 limit = (wanted or _IGNORED_ANSWER_BYTES) if ok else _ERROR_BODY_CHARS
@@ -250,41 +233,6 @@ class HttpSink(Sink[H]):
         if status == 413:
             raise TooLargeError(message, reason="http_413")
         raise PermanentError(message, reason=f"http_{status}")
-
-
-async def read_answer(resp: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
-    """At most `limit` bytes of the answer, inflated when gzip or deflate; and whether that was all.
-
-    The compressed bytes read are bounded too (a stream of empty deflate blocks inflates to nothing
-    forever). An encoding other than gzip/deflate is not read at all.
-    """
-    encoding = resp.headers.get("Content-Encoding", "").strip().lower()
-    if encoding in ("", "identity"):
-        inflate = None
-    elif encoding in ("gzip", "x-gzip", "deflate"):
-        inflate = zlib.decompressobj(_GZIP_OR_ZLIB)
-    else:
-        return b"", False
-    out = bytearray()
-    raw_budget = limit + _READ_BYTES  # compression that works makes the raw answer smaller still
-    while True:
-        chunk = await resp.content.read(min(_READ_BYTES, raw_budget + 1))
-        if not chunk:
-            if inflate is not None and not inflate.eof:
-                return bytes(out), False  # ended inside the compressed stream
-            return bytes(out), True
-        raw_budget -= len(chunk)
-        if inflate is None:
-            out += chunk
-        else:
-            try:
-                out += inflate.decompress(chunk, limit + 1 - len(out))
-            except zlib.error:
-                return bytes(out), False
-            if inflate.unconsumed_tail:
-                return bytes(out[:limit]), False
-        if len(out) > limit or raw_budget < 0:
-            return bytes(out[:limit]), False
 
 
 def _secret(value: SecretStr | None, path: Path | None) -> str | None:

@@ -7,10 +7,12 @@ order they were read with their nanosecond timestamps as strings. Loki answers 2
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping
 
 import orjson
+from prometheus_client import CollectorRegistry
 from pydantic import Field, SecretStr, field_validator
+from structlog.typing import FilteringBoundLogger
 
 from sidecars.tailer.sinks.base import Batch, SendResult, Stream
 from sidecars.tailer.sinks.http_base import HttpSink, HttpSinkSettings
@@ -71,14 +73,14 @@ class LokiSink(HttpSink[LokiSettings]):
     Settings = LokiSettings
     answer_bytes = 0  # the status is the acknowledgement (Loki answers 204, no body)
 
-    def __init__(self, settings: LokiSettings, log: Any, registry: Any) -> None:
+    def __init__(self, settings: LokiSettings, log: FilteringBoundLogger, registry: CollectorRegistry) -> None:
         super().__init__(settings, log, registry)
         self._drop = frozenset(settings.drop_labels)
         self._label_cache: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
         tenant = settings.tenant_id_secret.get_secret_value() if settings.tenant_id_secret else settings.tenant_id
         self._extra = {"X-Scope-OrgID": tenant} if tenant else None
 
-    def _labels(self, labels: Any) -> dict[str, str]:
+    def _labels(self, labels: Mapping[str, str]) -> dict[str, str]:
         key = tuple(labels.items())
         cached = self._label_cache.get(key)
         if cached is None:

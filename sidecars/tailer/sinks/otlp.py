@@ -10,10 +10,13 @@ is readable): anything else acknowledges nothing and the batch is sent again.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from prometheus_client import CollectorRegistry
 from pydantic import Field, field_validator
+from structlog.typing import FilteringBoundLogger
 
 from sidecars import __version__
 from sidecars.core.redact import redact_text, redact_url
@@ -60,7 +63,7 @@ class OtlpSettings(HttpSinkSettings):
         return value
 
 
-def _count(value: Any) -> int | None:
+def _count(value: object) -> int | None:
     """A non-negative int64 as the JSON mapping writes it (a number or a decimal string; absent is 0)."""
     if value is None:
         return 0
@@ -98,11 +101,11 @@ class OtlpSink(HttpSink[OtlpSettings]):
     Settings = OtlpSettings
     retryable_statuses = frozenset({429, 502, 503, 504})
 
-    def __init__(self, settings: OtlpSettings, log: Any, registry: Any) -> None:
+    def __init__(self, settings: OtlpSettings, log: FilteringBoundLogger, registry: CollectorRegistry) -> None:
         super().__init__(settings, log, registry)
         self._scope = {"name": settings.scope_name, "version": __version__}
 
-    def _resource(self, labels: Any) -> tuple[tuple[str, str], ...]:
+    def _resource(self, labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
         names = self.settings.attribute_names
         return tuple(sorted((names.get(k, k), str(v)) for k, v in labels.items() if k != "path"))
 

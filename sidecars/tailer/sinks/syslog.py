@@ -14,10 +14,12 @@ import socket
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
+from prometheus_client import CollectorRegistry
 from pydantic import Field, field_validator, model_validator
+from structlog.typing import FilteringBoundLogger
 
+from sidecars.core.tls import TlsClientSettings, tls_client
 from sidecars.tailer.sinks.base import Batch, RetryableError, SendResult, Sink, SinkSettings
 from sidecars.tailer.sinks.encode import rfc3339_us
 
@@ -93,10 +95,13 @@ class SyslogSettings(SinkSettings):
         return value
 
     @model_validator(mode="after")
-    def _tls_pair(self) -> SyslogSettings:
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise ValueError("tls_cert_file and tls_key_file go together")
+    def _tls_options(self) -> SyslogSettings:
+        self.tls_client()  # its problems, named as spelled here
         return self
+
+    def tls_client(self) -> TlsClientSettings:
+        """The tls_* options as the core's TLS client model (used when `tls` is on)."""
+        return tls_client(self)
 
 
 def sd_param_name(name: str) -> str:
@@ -117,7 +122,7 @@ class SyslogSink(Sink[SyslogSettings]):
     description = "Send RFC 5424 syslog over TCP or TLS with octet-counting framing (RFC 6587)."
     Settings = SyslogSettings
 
-    def __init__(self, settings: SyslogSettings, log: Any, registry: Any) -> None:
+    def __init__(self, settings: SyslogSettings, log: FilteringBoundLogger, registry: CollectorRegistry) -> None:
         super().__init__(settings, log, registry)
         pri = FACILITIES[settings.facility] * 8 + SEVERITIES[settings.severity]
         hostname = settings.hostname or _header_safe(socket.gethostname()) or "-"
@@ -160,14 +165,7 @@ class SyslogSink(Sink[SyslogSettings]):
 
     async def _connect(self) -> None:
         s = self.settings
-        ctx: ssl.SSLContext | None = None
-        if s.tls:
-            ctx = ssl.create_default_context(cafile=str(s.tls_ca_file) if s.tls_ca_file else None)
-            if not s.tls_verify:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            if s.tls_cert_file and s.tls_key_file:
-                ctx.load_cert_chain(s.tls_cert_file, s.tls_key_file)
+        ctx = s.tls_client().context() if s.tls else None
         try:
             async with asyncio.timeout(s.connect_timeout_secs):
                 self._reader, self._writer = await asyncio.open_connection(s.host, s.port, ssl=ctx)

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from sidecars.adapter.exposition import TEXT_CONTENT_TYPE
+from sidecars.core.http import HttpServer, start_server
 
 
 @dataclass
@@ -32,7 +33,7 @@ class MetricsApp:
     accept_encoding: list[str] = field(default_factory=list)
     authorization: list[str | None] = field(default_factory=list)
     port: int = 0
-    runner: web.AppRunner | None = None
+    server: HttpServer | None = None
 
     @property
     def url(self) -> str:
@@ -60,16 +61,13 @@ class MetricsApp:
     async def start(self, port: int = 0) -> None:
         app = web.Application()
         app.router.add_get("/metrics", self.handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", port, reuse_address=True)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.server = await start_server(app, "127.0.0.1", port)
+        self.port = self.server.port
 
     async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
+        if self.server is not None:
+            await self.server.close()
+            self.server = None
 
 
 @pytest.fixture

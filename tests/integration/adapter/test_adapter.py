@@ -89,10 +89,10 @@ async def test_health_endpoints_and_formats(app: MetricsApp, rules_file: Path) -
             "[+]queue ok",
             "[+]slow warn: queue_depth > 50 = 60",
             "[+]errors ok",
-            "ok",
+            "healthz check passed",
         ]
         status, body = await http_get(url(sc, "/livez?verbose"))
-        assert (status, body.splitlines()) == (200, ["[+]errors ok", "ok"])
+        assert (status, body.splitlines()) == (200, ["[+]errors ok", "livez check passed"])
 
         app.page = HEALTHY.replace("queue_depth 3", "queue_depth 500")
         await scrapes_after(sc)
@@ -259,7 +259,7 @@ async def test_a_30_mb_page_is_parsed_while_probes_keep_answering(app: MetricsAp
         assert (sc.sample("adapter_scrape_series") or 0) >= 290_000
         assert await http_get(url(sc, "/healthz")) == (200, "ok")
         # Beyond the size limit: a clear failure, nothing crashes.
-        sc.plugin.scraper.max_body_bytes = 1_000_000
+        sc.plugin.serving.scraper.max_body_bytes = 1_000_000
         await wait_for(lambda: (sc.sample("adapter_scrape_failures_total", {"reason": "too_large"}) or 0) >= 1, 15)
 
 

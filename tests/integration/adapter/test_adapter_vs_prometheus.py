@@ -99,7 +99,10 @@ async def test_rules_over_parsed_pages_agree_with_prometheus(tmp_path: Path) -> 
         for t, up in timeline["up[5m]"]:
             ok = up == 1
             samples = parse(page(page_at[t])).samples if ok else []
-            verdict = evaluator.observe(ScrapeReport(t, ok, samples, 0.001, None if ok else "HTTP 500"))
+            report = ScrapeReport(
+                t_ms=t, ok=ok, samples=samples, duration_secs=0.001, reason=None if ok else "HTTP 500"
+            )
+            verdict = evaluator.observe(report)
             for rule in rules.rules:
                 theirs = await query(s, url, rule.expr_text, t, drop=frozenset({"job", "instance"}))
                 assert not isinstance(theirs, str), (rule.expr_text, theirs)

@@ -8,6 +8,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import aiohttp
 import pytest
@@ -64,9 +65,30 @@ async def test_the_client_never_follows_a_redirect(peer: tuple[Peer, str]) -> No
     async with client_session() as client:
         async with client.post(url + "/push", data=b"x") as resp:
             assert resp.status == 302 and resp.headers["Location"] == "/elsewhere"
-        with pytest.raises(ValueError, match="never follows redirects"):
+        with pytest.raises(ValueError, match="redirects are the client's policy"):
             client.get(url, allow_redirects=True)
     assert [r.path for r in p.seen] == ["/push"]
+
+
+async def test_a_client_told_to_follow_redirects_keeps_its_credentials_home_and_stops(peer: tuple[Peer, str]) -> None:
+    p, url = peer
+    other = Peer()
+    other_server = await start_server(other.app, "127.0.0.1", 0)
+    elsewhere = f"http://127.0.0.1:{other_server.port}"
+    try:
+        p.handler = lambda r: web.Response(status=302, headers={"Location": elsewhere + "/metrics"})
+        async with client_session(follow_redirects=True) as client:
+            async with client.get(url + "/metrics", headers={"Authorization": "Bearer tk"}) as resp:
+                assert resp.status == 200 and str(resp.url) == elsewhere + "/metrics"
+            other.handler = lambda r: web.Response(status=302, headers={"Location": "/again"})
+            with pytest.raises(aiohttp.TooManyRedirects):
+                async with client.get(elsewhere + "/loop"):
+                    pass
+    finally:
+        await other_server.close()
+    assert p.seen[0].headers["Authorization"] == "Bearer tk"
+    assert "Authorization" not in other.seen[0].headers
+    assert len(other.seen) == 1 + 10
 
 
 async def test_the_client_ignores_proxies_from_the_environment_and_keeps_no_cookies(
@@ -241,7 +263,9 @@ def test_tls_material_problems_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cert_file and key_file go together"):
         TlsClientSettings(cert_file=bad)
     with pytest.raises(ValueError, match=r"^tls_cert_file and tls_key_file go together$"):
-        tls_client(cert_file=bad)
+        tls_client(SimpleNamespace(tls_cert_file=bad, tls_verify=True))
+    flat = tls_client(SimpleNamespace(tls_ca_file=bad, tls_verify=False))
+    assert flat.ca_file == bad and flat.insecure_skip_verify
 
 
 async def test_https_through_the_session_with_the_tls_settings_context(ca: trustme.CA, tmp_path: Path) -> None:

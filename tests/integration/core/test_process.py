@@ -121,3 +121,31 @@ def test_plugin_subcommands_run_instead_of_the_sidecar() -> None:
     assert (result.returncode, result.stdout) == (7, "echo: a --b\n")
     usage = cli(*PROBE, "--help").stdout
     assert "{echo}" in usage.splitlines()[0]
+
+
+def test_commands_are_plugins_found_through_their_entry_point(tmp_path: Path) -> None:
+    import os
+
+    from tests.support.distributions import write
+
+    (tmp_path / "acme_hello.py").write_text(
+        "from sidecars.core import Command\n\n"
+        "class Hello(Command):\n"
+        "    name = 'hello'\n"
+        "    description = 'says hello to whoever is named'\n\n"
+        "    @staticmethod\n"
+        "    def main(argv):\n"
+        "        print('hello', *argv)\n"
+        "        return 3\n"
+    )
+    write(tmp_path, "acme-hello", {"sidecars.commands": {"hello": "acme_hello:Hello"}})
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    result = cli(sys.executable, "-m", "sidecars", "hello", "world", env=env)
+    assert (result.returncode, result.stdout) == (3, "hello world\n")
+    usage = cli(sys.executable, "-m", "sidecars", "--help", env=env).stdout
+    assert "says hello to whoever is named" in usage
+    assert "start a demo app and the three sidecars on localhost" in usage and "inject" in usage
+    demo = cli(sys.executable, "-m", "sidecars", "demo", "--help")
+    assert demo.returncode == 0 and "Run the demo app and the three sidecars" in demo.stdout
+    unknown = cli(sys.executable, "-m", "sidecars", "nope", env=env)
+    assert unknown.returncode == 2 and "unknown command 'nope'; installed: demo, hello, inject" in unknown.stderr

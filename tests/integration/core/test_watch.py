@@ -266,3 +266,18 @@ async def test_several_files_change_together_and_a_missing_directory_is_polled(t
     assert values == [(b"CERT", b"KEY")] and watcher.value == (b"CERT", b"KEY")
     warnings = [e for e in logs if "cannot watch" in e["event"]]
     assert len(warnings) == 1 and warnings[0]["log_level"] == "warning"
+
+
+async def test_a_file_bad_at_load_is_reported_by_the_watch_and_taken_up_once_good(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("broken")
+    updates = Updates()
+    watcher = watch(path, updates, poll_secs=0.1)
+    with pytest.raises(ValueError, match="not a rules file"):
+        watcher.load()
+    async with running(watcher):
+        await updates.next()  # the first look reports what load() refused
+        assert [str(e) for e in updates.errors] == ["not a rules file: 'broken'"]
+        path.write_text("rules: v1")
+        await updates.next()
+    assert watcher.value == "rules: v1" and updates.values == ["rules: v1"] and watcher.status() is None

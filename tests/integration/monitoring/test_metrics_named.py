@@ -22,6 +22,7 @@ from aiohttp import web
 from sidecars.adapter.plugin import Adapter
 from sidecars.adapter.promql import parse_expr, referenced_metric_names
 from sidecars.ambassador.plugin import Ambassador
+from sidecars.core.http import start_server
 from sidecars.injector.plugin import Injector
 from sidecars.tailer.plugin import Tailer
 from sidecars.testing import http_get, run_sidecar
@@ -81,11 +82,8 @@ async def pages(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
     app.router.add_get("/metrics", functools.partial(text, "demo_queue_depth 3\n"))
     app.router.add_post("/ingest", functools.partial(text, "ok"))
     app.router.add_get("/", functools.partial(text, "hello"))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    server = await start_server(app, "127.0.0.1", 0)
+    port = server.port
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "app.log").write_text("one\ntwo\n")
@@ -124,7 +122,7 @@ async def pages(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
                 out[name] = page
             yield out
     finally:
-        await runner.cleanup()
+        await server.close()
 
 
 def test_every_sidecar_has_a_dashboard() -> None:

@@ -159,6 +159,18 @@ async def test_permanent_error_with_drop_policy_is_counted(
         assert sc.sample("sidecar_events_dropped_total", {"reason": "permanent"}) == 7
 
 
+async def test_many_dropped_batches_are_counted_each_and_logged_once(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path
+) -> None:
+    write_lines(logs / "app.log", numbered("refused", 0, 200))
+    receiver.fail_status = 422
+    async with tailer(on_permanent_error="drop", batch_max_lines=10) as sc:
+        await wait_sample(sc, "tailer_dropped_records_total", {"reason": "permanent"}, 200)
+        assert sc.sample("sidecar_events_dropped_total", {"reason": "permanent"}) == 200
+    (line,) = sc.events("sink refused a batch for good: dropped")  # not one per batch: one a minute
+    assert line["reason"] == "permanent" and line["cause"] == "http_422" and line["log_level"] == "error"
+
+
 async def test_retryable_errors_are_retried_until_delivered(
     tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path
 ) -> None:

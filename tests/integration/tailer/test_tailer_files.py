@@ -15,9 +15,12 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
+from sidecars.core.config import ConfigError, load, redacted
 from sidecars.tailer.plugin import Tailer
 from sidecars.tailer.settings import TailerSettings
+from sidecars.tailer.sinks.http_ndjson import HttpNdjsonSettings
 from sidecars.testing import ConformanceSuite, http_get, start_process
 from tests.integration.tailer.conftest import (
     FAST,
@@ -181,14 +184,47 @@ async def test_sigterm_reads_to_the_end_delivers_persists_and_exits_0(receiver: 
 def test_config_errors_name_the_sink_field() -> None:
     with pytest.raises(ValueError, match=r"sink_config\.url"):
         TailerSettings(sink="http", sink_config={"url": "ftp://nowhere"})
-    with pytest.raises(ValueError, match=r"sink_config\.url: Field required"):
+    with pytest.raises(ValidationError) as missing:
         TailerSettings(sink="http", sink_config={})
+    assert [(e["loc"], e["msg"]) for e in missing.value.errors()] == [(("sink_config", "url"), "Field required")]
     with pytest.raises(ValueError, match="unknown sink 'kafka'"):
         TailerSettings(sink="kafka")
     with pytest.raises(ValueError, match="must be an absolute path"):
         TailerSettings(include=["logs/*.log"])
     with pytest.raises(ValueError, match="multiline_start_pattern"):
         TailerSettings(multiline="pattern")
+
+
+def test_sink_config_errors_give_the_line_of_the_key_inside_sink_config(tmp_path: Path) -> None:
+    path = tmp_path / "tailer.yaml"
+    path.write_text(
+        "include:\n"
+        "  - /var/log/app/*.log\n"
+        "sink: http\n"
+        "batch_wait_secs: -1\n"
+        "sink_config:\n"
+        "  url: http://127.0.0.1:9/ingest\n"
+        "  timeout_secs: 0\n"
+        "  bearer_tokn: tk-secret-1\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load(TailerSettings, config_file=path, environ={})
+    problems = sorted(str(p) for p in caught.value.problems)
+    assert problems == [
+        f"{path}:4 batch_wait_secs: Input should be greater than or equal to 0 (got -1)",  # reported with the others
+        f"{path}:7 sink_config.timeout_secs: Input should be greater than 0",
+        f"{path}:8 sink_config.bearer_tokn: unknown key 'bearer_tokn'",
+    ]
+    assert "tk-secret-1" not in caught.value.render()
+
+
+def test_sink_config_is_validated_once_with_the_settings() -> None:
+    settings = TailerSettings(sink="http", sink_config={"url": "http://127.0.0.1:9/ingest", "timeout_secs": "2.5"})
+    sink = settings.sink_settings()
+    assert sink is settings.sink_settings()  # kept, not validated again
+    assert isinstance(sink, HttpNdjsonSettings) and sink.timeout_secs == 2.5
+    assert settings.sink_config == {"url": "http://127.0.0.1:9/ingest", "timeout_secs": "2.5"}  # as given
+    assert redacted(settings)["sink_config"] == {"url": "http://127.0.0.1:9/ingest", "timeout_secs": "2.5"}
 
 
 async def test_without_inotify_it_falls_back_to_polling(
@@ -208,7 +244,7 @@ async def test_without_inotify_it_falls_back_to_polling(
         write_lines(logs / "later.log", ["new file"])
         await receiver.wait_for(3)
         assert sc.events("change notification unavailable: polling only")
-        assert sc.sample("tailer_errors_total", {"type": "watch"}) == 1
+        assert sc.sample("sidecar_errors_total", {"type": "watch"}) == 1
     assert sorted(receiver.messages) == ["before", "grown", "new file"]
 
 
@@ -270,7 +306,7 @@ async def test_more_files_than_the_open_file_limit_are_read_in_turn_and_none_los
                 expected += fresh
         await receiver.wait_for(len(expected), timeout_secs=60)
         _, metrics = await http_get(p.admin_url + "/metrics")
-        assert 'tailer_errors_total{type="open"}' not in metrics, "an open failed at the limit"
+        assert 'sidecar_errors_total{type="open"}' not in metrics, "an open failed at the limit"
         p.proc.send_signal(signal.SIGTERM)
         assert await p.wait_exit(20) == 0
         out = p.read_output()

@@ -32,7 +32,13 @@ def page(queue: float, heartbeat: float | None = None, latency: float = 0.1) -> 
 
 
 def observe(ev: Evaluator, t_s: int, samples: object = None, ok: bool = True) -> dict[str, tuple[str, bool]]:
-    report = ScrapeReport(t_s * 1000, ok, samples if ok else (), 0.01, None if ok else "refused: nothing listens")  # type: ignore[arg-type]
+    report = ScrapeReport(
+        t_ms=t_s * 1000,
+        ok=ok,
+        samples=samples if ok else (),  # type: ignore[arg-type]
+        duration_secs=0.01,
+        reason=None if ok else "refused: nothing listens",
+    )
     verdict = ev.observe(report)
     return {c.name: (c.state, c.failing) for c in verdict.checks}
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import pytest
 
 from sidecars.adapter.exposition import parse
-from sidecars.adapter.outputs import Output, OutputLoadError, load_output
+from sidecars.adapter.outputs import Output, load_output
 from sidecars.adapter.outputs import base as outputs_base
 from sidecars.adapter.outputs.prometheus import relabel
 from sidecars.adapter.rules import parse_rules
+from sidecars.core.registry import PluginError
+from tests.support.distributions import install
 
 
 class CompanyOutput(Output):
@@ -25,17 +27,24 @@ def test_builtin_outputs_load_by_name() -> None:
 
 
 def test_unknown_output_names_the_available_ones() -> None:
-    with pytest.raises(OutputLoadError, match=r"unknown output 'statsd' \(available: health, json, prometheus"):
+    with pytest.raises(PluginError, match=r"unknown output 'statsd'; installed: health, json, prometheus"):
         load_output("statsd")
 
 
-def test_an_installed_output_is_found_through_its_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
-    good = EntryPoint("company", f"{__name__}:CompanyOutput", outputs_base.ENTRY_POINT_GROUP)
-    bad = EntryPoint("broken", f"{__name__}:test_builtin_outputs_load_by_name", outputs_base.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(outputs_base, "entry_points", lambda group: [good, bad] if group == good.group else [])
+def test_an_installed_output_is_found_through_its_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    entries = {
+        "company": f"{__name__}:CompanyOutput",
+        "broken": f"{__name__}:test_builtin_outputs_load_by_name",
+        "health": f"{__name__}:CompanyOutput",
+    }
+    install(tmp_path, monkeypatch, "acme-outputs", {outputs_base.ENTRY_POINT_GROUP: entries})
     assert load_output("company") is CompanyOutput
-    with pytest.raises(OutputLoadError, match="not an Output subclass"):
+    with pytest.raises(PluginError, match=r"is not a subclass of sidecars\.adapter\.outputs\.base\.Output"):
         load_output("broken")
+    # A built-in's name cannot be taken by an installed package: asking for it says who claims it.
+    with pytest.raises(PluginError, match=r"output 'health' is provided more than once: built in .*acme-outputs"):
+        load_output("health")
+    assert load_output("json").name == "json"
 
 
 def test_relabel_keeps_drops_and_renames_whole_families() -> None:

@@ -6,8 +6,9 @@ import asyncio
 from pathlib import Path
 
 import pytest
+import structlog
 
-from sidecars.adapter.rules import RulesError, RulesWatcher, group_path, load_rules, parse_rules
+from sidecars.adapter.rules import RulesError, group_path, load_rules, parse_rules, rules_watcher
 
 
 def test_a_rule_with_defaults_and_a_full_file() -> None:
@@ -139,7 +140,10 @@ async def test_watcher_reloads_good_files_and_keeps_the_last_good_one(tmp_path: 
     path = tmp_path / "rules.yaml"
     path.write_text("rules: [{name: a, expr: up == 0}]\n")
     loaded, rejected = [], []
-    watcher = RulesWatcher(path, loaded.append, rejected.append, poll_secs=0.05)
+    watcher = rules_watcher(
+        path, poll_secs=0.05, log=structlog.get_logger(), on_rules=loaded.append, on_error=rejected.append
+    )
+    assert [r.name for r in watcher.load().rules] == ["a"]
     task = asyncio.create_task(watcher.run())
     try:
         await asyncio.sleep(0.2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from pathlib import Path
 
@@ -97,3 +98,27 @@ async def test_a_failing_release_is_logged_and_exits_non_zero_after_releasing_th
         code = await sc.stop()
     assert code == 1
     assert sc.events("shutdown failed") and list(tmp_path.iterdir()) == []
+
+
+async def test_the_context_books_drops_and_errors_with_their_log_line() -> None:
+    async with run_sidecar(Probe) as sc:
+        for _ in range(3):
+            sc.plugin.context.telemetry.dropped("too_large", 2, "work dropped: too large")
+        sc.plugin.context.telemetry.error("upstream", "upstream failed", error="reset")
+        _, metrics = await http_get(sc.admin_url + "/metrics")
+    assert 'sidecar_events_dropped_total{reason="too_large"} 6.0' in metrics
+    assert 'sidecar_errors_total{type="upstream"} 1.0' in metrics
+    assert len(sc.events("work dropped: too large")) == 1 and sc.events("upstream failed")[0]["error"] == "reset"
+
+
+async def test_admin_probes_list_excluded_checks_and_answer_health_json() -> None:
+    async with run_sidecar(Probe) as sc:
+        status, body = await http_get(sc.admin_url + "/readyz?verbose&exclude=started&exclude=nope")
+        assert status == 200
+        lines = body.splitlines()
+        assert lines[:2] == ["[+]ping ok", "[+]shutdown ok"] and "[+]started ok" not in lines
+        assert lines[-2:] == ["[+]started excluded: ok", "readyz check passed"]
+        assert await http_get(sc.admin_url + "/livez") == (200, "ok")
+        status, body = await http_get(sc.admin_url + "/readyz", headers={"Accept": "application/health+json"})
+        doc = json.loads(body)
+        assert status == 200 and doc["status"] == "pass" and {"ping", "started", "shutdown"} <= set(doc["checks"])

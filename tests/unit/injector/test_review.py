@@ -9,9 +9,10 @@ from pathlib import Path
 import jsonpatch
 import trustme
 
+from sidecars.core.telemetry import MAX_KEYS as LOGGED_PROBLEMS
 from sidecars.injector.inject import Options
 from sidecars.injector.jsonpatch import diff, pointer
-from sidecars.injector.plugin import LOGGED_PROBLEMS, Injector
+from sidecars.injector.plugin import Injector
 from sidecars.injector.review import MAX_WARNING_CHARS, MAX_WARNINGS, Answer, _response, answer
 from sidecars.testing import run_sidecar
 
@@ -62,10 +63,10 @@ async def test_refusals_are_logged_once_each_and_remembered_within_a_bound(tmp_p
     ) as sc:  # fmt: skip
         plugin = sc.plugin
         for _ in range(3):
-            plugin._count(Answer(200, {}, "refused", "invalid", detail="the same problem"))
+            plugin._count(Answer(status=200, body={}, outcome="refused", reason="invalid", detail="the same problem"))
         for i in range(LOGGED_PROBLEMS + 10):
-            plugin._count(Answer(200, {}, "refused", "invalid", detail=f"problem {i}"))
-        assert len(plugin._logged) == LOGGED_PROBLEMS
+            plugin._count(Answer(status=200, body={}, outcome="refused", reason="invalid", detail=f"problem {i}"))
+        assert len(plugin._refusals._keys) == LOGGED_PROBLEMS
         assert sc.sample("injector_refused_reviews_total", {"reason": "invalid"}) == LOGGED_PROBLEMS + 13
     lines = [e for e in sc.logs if e["event"] == "review refused: the Pod is admitted unchanged"]
     assert len(lines) == LOGGED_PROBLEMS + 11  # the repeated problem once, every distinct one once

@@ -3,10 +3,12 @@ framing."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,6 +20,7 @@ from sidecars.tailer.files import default_max_open_files
 from sidecars.tailer.follower import Counts, Follower, Options, _nth_newline
 from sidecars.tailer.identity import Fingerprint
 from sidecars.tailer.records import Grouper, decode_block, parse_json_fields, parse_time_ns, record_times
+from sidecars.tailer.settings import TailerSettings
 
 
 @pytest.mark.parametrize(
@@ -124,6 +127,60 @@ def test_checkpoint_store_is_atomic_locked_and_rejects_corruption(tmp_path: Path
     assert list((tmp_path / "cp").glob("checkpoints.corrupt-*"))
 
 
+async def test_checkpoint_flush_writes_once_after_open_then_only_what_changed(tmp_path: Path) -> None:
+    directory = tmp_path / "cp"
+    store = CheckpointStore(directory)
+    store.open()
+    path = directory / "checkpoints.json"
+    assert await store.flush() and path.exists()  # the first flush marks a start that is not the first
+    assert store.existed and not await store.flush()  # nothing changed: no write
+    entry = Entry("1:2", Fingerprint.of(b"abc"), 42, "/var/log/app.log")
+    store.put(entry)
+    assert store.age_secs >= 0 and store.dirty
+    assert await store.flush()
+    assert store.age_secs == 0
+    entry.fingerprint = Fingerprint.of(b"abcdef")  # extended in place, then marked
+    store.changed()
+    assert await store.flush()
+    assert orjson.loads(path.read_bytes())["files"]["1:2"]["fp_len"] == 6
+
+    for name in os.listdir(directory):
+        os.unlink(directory / name)
+    os.rmdir(directory)  # the next write cannot create its temporary file
+    entry.offset = 50
+    store.changed()
+    with pytest.raises(OSError):
+        await store.flush()
+    assert store.dirty  # still to be written: nothing lost
+    directory.mkdir()
+    assert await store.flush()
+    assert orjson.loads(path.read_bytes())["files"]["1:2"]["offset"] == 50
+    store.flush_blocking()  # nothing changed since
+    entry.offset = 60
+    store.changed()
+    store.flush_blocking()
+    assert not store.dirty and orjson.loads(path.read_bytes())["files"]["1:2"]["offset"] == 60
+    store.close()
+
+
+def test_framing_options_are_the_settings_of_the_same_name() -> None:
+    values = {
+        "max_line_bytes": 1000,
+        "read_chunk_bytes": 8192,
+        "fingerprint_bytes": 64,
+        "partial_line_flush_secs": 2.5,
+        "parse_json": True,
+        "json_timestamp_key": "ts",
+        "multiline": "pattern",
+        "multiline_start_pattern": "^START",
+        "multiline_flush_secs": 3.0,
+        "multiline_max_lines": 7,
+        "multiline_max_bytes": 4096,
+    }
+    assert set(values) == {f.name for f in dataclasses.fields(Options)}, "a value for every option"
+    assert dataclasses.asdict(Options.from_settings(TailerSettings(**values))) == values  # type: ignore[arg-type]
+
+
 def test_fingerprint_compares_only_the_stored_length() -> None:
     short = Fingerprint.of(b"2024-05-01 hel")
     assert short.matches(b"2024-05-01 hello world, much longer now")
@@ -145,7 +202,17 @@ async def test_follower_frames_within_the_room_given(tmp_path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     store = CheckpointStore(tmp_path)
     entry = Entry("k", Fingerprint.of(b""), 0, str(path))
-    f = Follower(str(path), fd, os.fstat(fd), entry.fingerprint, Track(store, entry), 0, {}, Options(), Counts())
+    f = Follower(
+        path=str(path),
+        fd=fd,
+        st=os.fstat(fd),
+        fingerprint=entry.fingerprint,
+        track=Track(store, entry),
+        offset=0,
+        labels={},
+        options=Options(),
+        counts=Counts(),
+    )
     try:
         assert await f.fill()
         first = f.frame(room_lines=10, room_bytes=10_000)

@@ -10,6 +10,8 @@ import structlog
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr, ValidationError
 
+from sidecars.core.registry import PluginError
+from sidecars.tailer.settings import TailerSettings
 from sidecars.tailer.sinks import Batch, SendResult, Sink, Stream, known_sinks, load_sink
 from sidecars.tailer.sinks.base import BUILTIN_SINKS
 from sidecars.tailer.sinks.http_base import HttpSinkSettings, parse_retry_after
@@ -95,16 +97,23 @@ async def test_company_sink_registered_by_entry_point_loads_by_name(tmp_path, mo
     assert registry.get_sample_value("tailer_sink_requests_total", {"sink": "acme", "outcome": "ok"}) == 1
 
 
-def test_entry_point_replaces_a_builtin_of_the_same_name(tmp_path, monkeypatch) -> None:
+def test_entry_point_cannot_take_the_name_of_a_builtin(tmp_path, monkeypatch) -> None:
     register(tmp_path, monkeypatch, "stdout = tests.unit.tailer_sinks.acme_sink:AcmeSink")
-    assert load_sink("stdout").__name__ == "AcmeSink"
+    with pytest.raises(PluginError) as err:
+        load_sink("stdout")
+    assert "sink 'stdout' is provided more than once" in str(err.value)
+    assert "built in (sidecars.tailer.sinks.stdout:StdoutSink)" in str(err.value)
+    assert "acme-sinks 1.0 (tests.unit.tailer_sinks.acme_sink:AcmeSink)" in str(err.value)
+    assert load_sink("file").name == "file"  # the other sinks are unaffected
+    with pytest.raises(ValidationError, match="sink 'stdout' is provided more than once"):
+        TailerSettings(sink="stdout")  # refused with the rest of the config, before anything starts
 
 
 def test_entry_point_that_is_not_a_sink_is_a_clear_error(tmp_path, monkeypatch) -> None:
     register(tmp_path, monkeypatch, "bad = tests.unit.tailer_sinks.acme_sink:NotASink\nbroken = acme_missing:Sink")
-    with pytest.raises(TypeError, match="not a subclass"):
+    with pytest.raises(PluginError, match=r"sink 'bad' .* is not a subclass of sidecars\.tailer\.sinks\.base\.Sink"):
         load_sink("bad")
-    with pytest.raises(LookupError, match=r"'broken'.*failed to load.*ModuleNotFoundError"):
+    with pytest.raises(PluginError, match=r"'broken' \(acme-sinks 1.0 .*cannot be loaded: ModuleNotFoundError"):
         load_sink("broken")
 
 
