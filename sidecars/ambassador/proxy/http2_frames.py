@@ -9,6 +9,7 @@ proxy sends only fields it received validated, or wrote itself.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Protocol
 
 from h2.config import H2Configuration
@@ -51,6 +52,12 @@ def start(conn: H2Connection, connection_window: int) -> None:
     conn.initiate_connection()
     if connection_window > DEFAULT_WINDOW:
         conn.increment_flow_control_window(connection_window - DEFAULT_WINDOW)
+
+
+def enforce_max_streams(conn: H2Connection, limit: int) -> None:
+    """Let `h2` accept up to `limit` concurrent streams from the peer, whatever SETTINGS advertised
+    (`h2` keeps one limit for both and ends the connection one stream past it)."""
+    conn.local_settings._settings[SettingCodes.MAX_CONCURRENT_STREAMS] = deque([limit])
 
 
 def send_some(conn: H2Connection, stream_id: int, data: bytes) -> int:
@@ -106,4 +113,4 @@ def write_out(conn: H2Connection, transport: asyncio.Transport | None) -> None:
         transport.write(data)
 
 
-__all__ = ["PREFACE", "Header", "Writes", "connection", "send_some", "start", "write_out"]
+__all__ = ["PREFACE", "Header", "Writes", "connection", "enforce_max_streams", "send_some", "start", "write_out"]

@@ -118,7 +118,7 @@ class InboundGuard:
         if kind == DATA:
             return ""
         flags = data[at + 4]
-        if kind == HEADERS or kind == CONTINUATION:
+        if kind in (HEADERS, CONTINUATION):
             length = int.from_bytes(data[at : at + 3], "big")
             if kind == HEADERS:
                 self.block_frames = 0
