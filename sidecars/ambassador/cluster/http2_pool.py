@@ -258,6 +258,28 @@ class Http2Pool:
         self.by_endpoint: dict[Endpoint, list[Upstream]] = {}
         self.opening: dict[Upstream, asyncio.Future[None]] = {}
         self.on_change: Callable[[], None] | None = None
+        # Streams waiting for room on an endpoint whose connections are all open and full.
+        self.waiters: dict[Endpoint, list[asyncio.Future[None]]] = {}
+
+    async def wait_for_room(self, endpoint: Endpoint) -> None:
+        """Until a stream of `endpoint` ends or one of its connections goes (the caller bounds the wait)."""
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self.waiters.setdefault(endpoint, []).append(waiter)
+        try:
+            await waiter
+        finally:
+            waiting = self.waiters.get(endpoint)
+            if waiting is not None and waiter in waiting:
+                waiting.remove(waiter)
+                if not waiting:
+                    del self.waiters[endpoint]
+
+    def _wake(self, endpoint: Endpoint) -> None:
+        waiting = self.waiters.get(endpoint)
+        if waiting:
+            waiter = waiting.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def acquire(self, endpoint: Endpoint) -> Upstream | None:
         """A connection to `endpoint` with room for one more stream (opened if need be), or None when
@@ -304,12 +326,14 @@ class Http2Pool:
         return up
 
     def changed(self, up: Upstream) -> None:
+        self._wake(up.endpoint)
         if self.on_change is not None:
             self.on_change()
 
     def lost(self, up: Upstream) -> None:
         if self._forget(up):
             self.stats.upstream_closed(up.endpoint.key)
+        self._wake(up.endpoint)
 
     def _forget(self, up: Upstream) -> bool:
         conns = self.by_endpoint.get(up.endpoint)

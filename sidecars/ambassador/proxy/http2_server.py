@@ -448,6 +448,8 @@ class Stream:
     async def _try(self, exclude: list[Endpoint]) -> None:
         p = self.p
         ep = p.cluster.pick(None, exclude)
+        if ep is None and exclude:
+            ep = p.cluster.pick(None)  # every endpoint tried: try again where the balancer says
         if ep is None:
             raise _TryFailed("no_healthy_upstream", Outcome.LOCAL_ERROR)
         if not p.cluster.breaker.try_acquire_request():
@@ -456,14 +458,22 @@ class Stream:
         ep.start_request()
         self.try_t0 = perf_counter()
         exclude.append(ep)
-        try:
-            up = await p.pool.acquire(ep)
-        except OSError as exc:
-            outcome = Outcome.LOCAL_ERROR if exc.errno in LOCAL_ERRNOS else Outcome.CONNECT_FAILURE
-            raise _TryFailed("connect_failed", outcome) from None
-        if up is None:
-            # Every connection to this endpoint is full: another endpoint, else overflow.
-            raise _TryFailed("upstream_refused_stream", Outcome.LOCAL_ERROR)
+        while True:
+            try:
+                up = await p.pool.acquire(ep)
+            except OSError as exc:
+                outcome = Outcome.LOCAL_ERROR if exc.errno in LOCAL_ERRNOS else Outcome.CONNECT_FAILURE
+                raise _TryFailed("connect_failed", outcome) from None
+            if up is not None:
+                break
+            # Every connection to this endpoint is open and full: wait for room, as a pending request
+            # (bounded by the circuit breaker's max_pending and by this try's timeout).
+            if not p.cluster.breaker.try_acquire_pending():
+                raise _TryFailed("overflow", Outcome.LOCAL_ERROR)
+            try:
+                await p.pool.wait_for_room(ep)
+            finally:
+                p.cluster.breaker.release_pending()
         if self.done:
             return
         headers = self.headers

@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+import h2.events
 import pytest
 
 from sidecars.ambassador.plugin import Ambassador
 from sidecars.testing import RunningSidecar, run_sidecar
 from tests.integration.ambassador.conftest import listener
+from tests.integration.ambassador.h2_client import RawH2
 from tests.integration.ambassador.grpc_service import EchoClient, GrpcServer, grpc_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -46,3 +48,89 @@ async def test_every_kind_of_method_passes_through() -> None:
             assert echoed == [b"s1:x", b"s1:y"]
         finally:
             client.close()
+
+
+async def test_calls_over_one_client_connection_are_balanced_across_three_servers() -> None:
+    async with servers("s1", "s2", "s3") as ups, ambassador(ups, cluster={"balancer": "round_robin"}) as (_, port):
+        client = EchoClient(f"127.0.0.1:{port}")
+        try:
+
+            def calls() -> Counter[bytes]:
+                return Counter(client.unary(b"n", timeout=10).split(b":")[0] for _ in range(300))
+
+            counts = await asyncio.to_thread(calls)
+        finally:
+            client.close()
+    assert set(counts) == {b"s1", b"s2", b"s3"}
+    for name in (b"s1", b"s2", b"s3"):
+        assert 80 <= counts[name] <= 120, counts  # 100 each, within ±20%
+
+
+async def test_concurrent_calls_share_few_upstream_connections() -> None:
+    async with (
+        servers("s1") as ups,
+        ambassador(ups, cluster={"http2": {"max_connections_per_endpoint": 2, "max_streams_per_connection": 4}}) as (
+            sc,
+            port,
+        ),
+    ):
+        client = EchoClient(f"127.0.0.1:{port}")
+        try:
+            futures = [client.slow.future(b"0.3", timeout=20) for _ in range(12)]
+            results = await asyncio.to_thread(lambda: [f.result() for f in futures])
+        finally:
+            client.close()
+        pool = sc.plugin.listeners[0].http2.pool  # type: ignore[union-attr]
+        conns = [up for ups_ in pool.by_endpoint.values() for up in ups_]
+    assert results == [b"s1:slept"] * 12
+    # 8 streams at once at most (2 connections x 4), the rest waited their turn on another try or were
+    # refused to the app: never a third connection.
+    assert len(conns) <= 2
+
+
+async def test_a_large_response_flows_through_windows_smaller_than_it() -> None:
+    size = 3 * 1024 * 1024
+    async with servers("s1") as ups, ambassador(ups) as (_, port):
+        client = EchoClient(f"127.0.0.1:{port}")
+        try:
+            got = await asyncio.to_thread(client.big, b"%d" % size, timeout=30)
+        finally:
+            client.close()
+    assert len(got) == size  # 3 MiB through a 256 KiB stream window and a 1 MiB connection window
+
+
+async def test_grpc_timeout_is_the_deadline_answered_deadline_exceeded_by_the_proxy() -> None:
+    async with servers("s1") as ups, ambassador(ups) as (_, port):
+
+        def call() -> list[object]:
+            # A raw client: grpcio would enforce its own deadline and hide whether the proxy did.
+            raw = RawH2(port)
+            try:
+                headers = [(b"content-type", b"application/grpc"), (b"te", b"trailers"), (b"grpc-timeout", b"300m")]
+                stream_id = raw.request(b"/test.Echo/Slow", headers, end_stream=False)
+                raw.conn.send_data(stream_id, b"\x00\x00\x00\x00\x013", end_stream=True)  # one message: "3"
+                raw.flush()
+                return raw.read_until(lambda e: isinstance(e, h2.events.StreamEnded), timeout=10)
+            finally:
+                raw.close()
+
+        events = await asyncio.to_thread(call)
+    heads = [dict(e.headers) for e in events if isinstance(e, (h2.events.ResponseReceived, h2.events.TrailersReceived))]
+    assert any(h.get(b"grpc-status") == b"4" for h in heads), heads
+    assert any(h.get(b"x-ambassador-reason") == b"deadline_exceeded" for h in heads), heads
+    assert any(isinstance(e, h2.events.StreamEnded) for e in events)
+
+
+async def test_no_upstream_is_answered_unavailable_as_grpc() -> None:
+    async with ambassador([], cluster={"endpoints": ["127.0.0.1:9"]}) as (_, port):
+        client = EchoClient(f"127.0.0.1:{port}")
+        try:
+            with pytest.raises(grpc.RpcError) as caught:
+                await asyncio.to_thread(client.unary, b"x", timeout=10)
+        finally:
+            client.close()
+    err = caught.value
+    assert err.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    assert "connect failed" in err.details()  # type: ignore[attr-defined]
+    trailers = dict(err.trailing_metadata())  # type: ignore[attr-defined]
+    assert trailers["x-ambassador-reason"] == "connect_failed"
