@@ -24,14 +24,21 @@ import h2.exceptions
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
+from sidecars.ambassador.cluster import http2_frames
 from sidecars.ambassador.cluster.endpoint import Endpoint
+from sidecars.ambassador.cluster.http2_frames import Header
 from sidecars.ambassador.cluster.upstream_connect import open_h2
-from sidecars.ambassador.proxy import http2_frames
-from sidecars.ambassador.proxy.http2_frames import Header
 
 if TYPE_CHECKING:
     from sidecars.ambassador.cluster.config import Http2UpstreamConfig
-    from sidecars.ambassador.proxy.stats import ListenerStats
+
+
+class Counters(Protocol):
+    """What the pool counts (the listener's stats implement it)."""
+
+    def error(self, reason: str) -> None: ...
+    def upstream_opened(self, endpoint: str) -> None: ...
+    def upstream_closed(self, endpoint: str) -> None: ...
 
 
 class StreamSink(Protocol):
@@ -246,7 +253,7 @@ class Http2Pool:
         self,
         config: Http2UpstreamConfig,
         connect_timeout_secs: float,
-        stats: ListenerStats,
+        stats: Counters,
         writes: http2_frames.Writes,
         loop: asyncio.AbstractEventLoop,
     ) -> None:

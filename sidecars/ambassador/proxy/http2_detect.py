@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sidecars.ambassador.proxy.http2_frames import PREFACE
+from sidecars.ambassador.cluster.http2_frames import PREFACE
 
 if TYPE_CHECKING:
     from sidecars.ambassador.proxy.stats import ListenerStats

@@ -35,11 +35,12 @@ import h2.exceptions
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
+from sidecars.ambassador.cluster import http2_frames
 from sidecars.ambassador.cluster.endpoint import LOCAL_ERRNOS, Endpoint, Outcome
+from sidecars.ambassador.cluster.http2_frames import PREFACE, Header
 from sidecars.ambassador.cluster.http2_pool import Http2Pool, Upstream
-from sidecars.ambassador.proxy import grpc, http2_frames
+from sidecars.ambassador.proxy import grpc
 from sidecars.ambassador.proxy.headers import IDEMPOTENT
-from sidecars.ambassador.proxy.http2_frames import PREFACE, Header
 from sidecars.ambassador.proxy.http2_limits import InboundGuard
 from sidecars.core.backoff import FULL_JITTER, jittered_backoff
 

@@ -134,3 +134,71 @@ async def test_no_upstream_is_answered_unavailable_as_grpc() -> None:
     assert "connect failed" in err.details()  # type: ignore[attr-defined]
     trailers = dict(err.trailing_metadata())  # type: ignore[attr-defined]
     assert trailers["x-ambassador-reason"] == "connect_failed"
+
+
+async def until(predicate: Any, timeout: float = 15.0) -> None:
+    """Poll `predicate()` until it holds (bounded): for states the proxy reaches on its own timers."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < end, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_grpc_health_checks_take_a_not_serving_server_out_of_rotation() -> None:
+    checks = {"kind": "grpc", "interval_secs": 0.3, "timeout_secs": 0.3, "unhealthy_threshold": 1, "healthy_threshold": 1}
+    async with (
+        servers("s1", "s2") as ups,
+        ambassador(ups, cluster={"health_check": checks, "balancer": "round_robin", "panic_threshold_percent": 0}) as (
+            sc,
+            port,
+        ),
+    ):
+        cluster = sc.plugin.listeners[0].cluster
+        assert len(cluster.candidates) == 2  # both answered SERVING to the first checks
+        direct = EchoClient(ups[1].address)
+        try:
+            await asyncio.to_thread(direct.set_serving, b"0", timeout=5)
+        finally:
+            direct.close()
+        await until(lambda: [ep.key for ep in cluster.candidates] == [ups[0].address])
+        client = EchoClient(f"127.0.0.1:{port}")
+        try:
+            got = await asyncio.to_thread(lambda: {client.unary(b"x", timeout=10) for _ in range(20)})
+        finally:
+            client.close()
+    assert got == {b"s1:x"}
+
+
+async def test_one_server_killed_under_load_fails_no_unary_call() -> None:
+    async with servers("s1", "s2", "s3") as ups, ambassador(ups, cluster={"balancer": "round_robin"}) as (sc, port):
+        client = EchoClient(f"127.0.0.1:{port}")
+        stop = asyncio.Event()
+        failures: list[str] = []
+        served: Counter[bytes] = Counter()
+
+        def load() -> None:
+            # 8 calls in flight at a time over the one client connection, until told to stop.
+            while not stop.is_set():
+                batch = [client.slow.future(b"0.02", timeout=10) for _ in range(8)]
+                for future in batch:
+                    try:
+                        served[future.result().split(b":")[0]] += 1
+                    except grpc.RpcError as exc:
+                        failures.append(f"{exc.code()}: {exc.details()}")  # type: ignore[attr-defined]
+
+        try:
+            worker = asyncio.create_task(asyncio.to_thread(load))
+            await until(lambda: sum(served.values()) >= 100)
+            ups[1].kill()
+            killed_at = sum(served.values())
+            await until(lambda: sum(served.values()) >= killed_at + 200)
+            stop.set()
+            await worker
+        finally:
+            stop.set()
+            client.close()
+        retries = sc.plugin.listeners[0].stats.retries
+    assert failures == []
+    assert served[b"s1"] and served[b"s3"]
+    assert sum(retries.values()) >= 1, retries  # the kill was seen: calls in flight on s2 were retried
