@@ -127,7 +127,9 @@ def _serve(name: str) -> None:
         return b"x" * int(request)
 
     def set_serving(request: bytes, context: grpc.ServicerContext) -> bytes:
-        status = health_pb2.HealthCheckResponse.SERVING if request == b"1" else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if request == b"1" else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         health_servicer.set("", status)
         return b"ok"
 

@@ -16,6 +16,7 @@ from sidecars.ambassador.plugin import Ambassador
 from sidecars.testing import RunningSidecar, run_sidecar
 from tests.integration.ambassador.conftest import listener
 from tests.integration.ambassador.h2_client import RawH2
+from tests.integration.ambassador.h2_upstream import h2_upstream
 from tests.integration.ambassador.grpc_service import EchoClient, GrpcServer, grpc_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -28,7 +29,7 @@ async def servers(*names: str) -> AsyncIterator[list[GrpcServer]]:
 
 
 @contextlib.asynccontextmanager
-async def ambassador(upstreams: list[GrpcServer], **options: Any) -> AsyncIterator[tuple[RunningSidecar, int]]:
+async def ambassador(upstreams: list[Any], **options: Any) -> AsyncIterator[tuple[RunningSidecar, int]]:
     cluster = {"protocol": "http2", **options.pop("cluster", {})}
     config = listener([s.address for s in upstreams], cluster=cluster, **options)
     async with run_sidecar(Ambassador, listeners=[config]) as sc:
@@ -99,26 +100,50 @@ async def test_a_large_response_flows_through_windows_smaller_than_it() -> None:
     assert len(got) == size  # 3 MiB through a 256 KiB stream window and a 1 MiB connection window
 
 
+def grpc_call(port: int, path: bytes, extra: list[tuple[bytes, bytes]] = (), timeout: float = 10) -> list[Any]:  # type: ignore[assignment]
+    """One gRPC call from a raw HTTP/2 client (grpcio would enforce deadlines itself); its events."""
+    raw = RawH2(port)
+    try:
+        headers = [(b"content-type", b"application/grpc"), (b"te", b"trailers"), *extra]
+        stream_id = raw.request(path, headers, end_stream=False)
+        raw.conn.send_data(stream_id, b"\x00\x00\x00\x00\x01x", end_stream=True)
+        raw.flush()
+        return raw.read_until(lambda e: isinstance(e, h2.events.StreamEnded), timeout=timeout)
+    finally:
+        raw.close()
+
+
+def heads(events: list[Any]) -> list[dict[bytes, bytes]]:
+    kinds = (h2.events.ResponseReceived, h2.events.TrailersReceived)
+    return [dict(e.headers) for e in events if isinstance(e, kinds)]
+
+
 async def test_grpc_timeout_is_the_deadline_answered_deadline_exceeded_by_the_proxy() -> None:
-    async with servers("s1") as ups, ambassador(ups) as (_, port):
+    async with h2_upstream("silent", mode="silent") as up, ambassador([up]) as (_, port):
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        events = await asyncio.to_thread(grpc_call, port, b"/test.Echo/Slow", [(b"grpc-timeout", b"300m")])
+        elapsed = loop.time() - t0
+    got = heads(events)
+    assert got and got[0][b"grpc-status"] == b"4", got
+    assert got[0][b"x-ambassador-reason"] == b"deadline_exceeded"
+    assert got[0][b":status"] == b"200"
+    assert elapsed < 5  # answered at the call's deadline, long before the listener's overall timeout (15 s)
 
-        def call() -> list[object]:
-            # A raw client: grpcio would enforce its own deadline and hide whether the proxy did.
-            raw = RawH2(port)
-            try:
-                headers = [(b"content-type", b"application/grpc"), (b"te", b"trailers"), (b"grpc-timeout", b"300m")]
-                stream_id = raw.request(b"/test.Echo/Slow", headers, end_stream=False)
-                raw.conn.send_data(stream_id, b"\x00\x00\x00\x00\x013", end_stream=True)  # one message: "3"
-                raw.flush()
-                return raw.read_until(lambda e: isinstance(e, h2.events.StreamEnded), timeout=10)
-            finally:
-                raw.close()
 
-        events = await asyncio.to_thread(call)
-    heads = [dict(e.headers) for e in events if isinstance(e, (h2.events.ResponseReceived, h2.events.TrailersReceived))]
-    assert any(h.get(b"grpc-status") == b"4" for h in heads), heads
-    assert any(h.get(b"x-ambassador-reason") == b"deadline_exceeded" for h in heads), heads
-    assert any(isinstance(e, h2.events.StreamEnded) for e in events)
+async def test_refused_streams_and_goaway_move_calls_to_another_server() -> None:
+    async with (
+        h2_upstream("refuser", mode="refuse") as refuser,
+        h2_upstream("leaver", mode="goaway") as leaver,
+        h2_upstream("good") as good,
+        ambassador([refuser, leaver, good], cluster={"balancer": "round_robin"}, retries=3) as (sc, port),
+    ):
+        got = [heads(await asyncio.to_thread(grpc_call, port, b"/test.Echo/Unary")) for _ in range(9)]
+        retries = dict(sc.plugin.listeners[0].stats.retries)
+    assert all(h and h[0].get(b"x-served-by") == b"good" for h in got), got
+    assert retries.get("upstream_refused_stream", 0) >= 1, retries
+    assert retries.get("upstream_goaway", 0) >= 1, retries
+    assert refuser.streams >= 1 and leaver.streams >= 1
 
 
 async def test_no_upstream_is_answered_unavailable_as_grpc() -> None:
@@ -146,7 +171,13 @@ async def until(predicate: Any, timeout: float = 15.0) -> None:
 
 
 async def test_grpc_health_checks_take_a_not_serving_server_out_of_rotation() -> None:
-    checks = {"kind": "grpc", "interval_secs": 0.3, "timeout_secs": 0.3, "unhealthy_threshold": 1, "healthy_threshold": 1}
+    checks = {
+        "kind": "grpc",
+        "interval_secs": 0.3,
+        "timeout_secs": 0.3,
+        "unhealthy_threshold": 1,
+        "healthy_threshold": 1,
+    }
     async with (
         servers("s1", "s2") as ups,
         ambassador(ups, cluster={"health_check": checks, "balancer": "round_robin", "panic_threshold_percent": 0}) as (
@@ -202,3 +233,22 @@ async def test_one_server_killed_under_load_fails_no_unary_call() -> None:
     assert failures == []
     assert served[b"s1"] and served[b"s3"]
     assert sum(retries.values()) >= 1, retries  # the kill was seen: calls in flight on s2 were retried
+
+
+async def test_drain_sends_goaway_and_finishes_the_open_call() -> None:
+    async with servers("s1") as ups, ambassador(ups) as (sc, port):
+        h2proxy = sc.plugin.listeners[0].http2
+        client = EchoClient(f"127.0.0.1:{port}")
+        try:
+            call = client.slow.future(b"0.5", timeout=10)
+            await until(lambda: any(c.streams for c in h2proxy.clients))
+            (conn,) = h2proxy.clients
+            drain = asyncio.create_task(sc.plugin.drain())  # what SIGTERM runs: ends once no client is left
+            await until(lambda: conn.going_away)
+            assert conn.streams  # GOAWAY sent while the call is still open
+            result = await asyncio.to_thread(call.result)
+            await asyncio.wait_for(drain, 10)
+        finally:
+            client.close()
+    assert result == b"s1:slept"
+    assert conn.transport is None  # closed by the proxy once its last stream ended
