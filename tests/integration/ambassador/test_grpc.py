@@ -15,9 +15,9 @@ import pytest
 from sidecars.ambassador.plugin import Ambassador
 from sidecars.testing import RunningSidecar, run_sidecar
 from tests.integration.ambassador.conftest import listener
+from tests.integration.ambassador.grpc_service import EchoClient, GrpcServer, grpc_server
 from tests.integration.ambassador.h2_client import RawH2
 from tests.integration.ambassador.h2_upstream import h2_upstream
-from tests.integration.ambassador.grpc_service import EchoClient, GrpcServer, grpc_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -161,10 +161,10 @@ async def test_no_upstream_is_answered_unavailable_as_grpc() -> None:
     assert trailers["x-ambassador-reason"] == "connect_failed"
 
 
-async def until(predicate: Any, timeout: float = 15.0) -> None:
+async def until(predicate: Any, within_secs: float = 15.0) -> None:
     """Poll `predicate()` until it holds (bounded): for states the proxy reaches on its own timers."""
     loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
+    end = loop.time() + within_secs
     while not predicate():
         assert loop.time() < end, "condition not reached in time"
         await asyncio.sleep(0.05)
