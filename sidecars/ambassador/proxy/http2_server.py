@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import h2.events
 import h2.exceptions
@@ -270,7 +270,39 @@ class Http2Client(asyncio.Protocol):
             stream.cancelled("client_disconnected")
         self.p.writes.flush()
 
-    # -- used by streams --------------------------------------------------------------------------
+    # -- Downstream: used by streams ----------------------------------------------------------------
+
+    def send_headers(self, stream_id: int, headers: list[Header], end_stream: bool) -> None:
+        with contextlib.suppress(h2.exceptions.H2Error):
+            self.conn.send_headers(stream_id, headers, end_stream=end_stream)
+            self.p.writes.mark(self)
+
+    def send_some(self, stream_id: int, data: bytes) -> int:
+        try:
+            sent = http2_frames.send_some(self.conn, stream_id, data)
+        except h2.exceptions.H2Error:
+            return 0
+        if sent:
+            self.p.writes.mark(self)
+        return sent
+
+    def end(self, stream_id: int, trailers: list[Header] | None) -> None:
+        with contextlib.suppress(h2.exceptions.H2Error):
+            if trailers:
+                self.conn.send_headers(stream_id, trailers, end_stream=True)
+            else:
+                self.conn.end_stream(stream_id)
+            self.p.writes.mark(self)
+
+    def ack(self, stream_id: int, size: int) -> None:
+        with contextlib.suppress(h2.exceptions.H2Error):
+            self.conn.acknowledge_received_data(size, stream_id)
+            self.p.writes.mark(self)
+
+    def reset(self, stream_id: int, code: int) -> None:
+        with contextlib.suppress(h2.exceptions.H2Error):
+            self.conn.reset_stream(stream_id, code)
+            self.p.writes.mark(self)
 
     def stream_done(self, stream_id: int) -> None:
         self.streams.pop(stream_id, None)
@@ -316,10 +348,26 @@ class Http2Client(asyncio.Protocol):
             self.transport.abort()
 
 
+class Downstream(Protocol):
+    """The app's side of streams: an HTTP/2 connection, or an HTTP/1.1 one carrying one at a time."""
+
+    p: Http2Proxy
+    writable: bool
+
+    @property
+    def transport(self) -> asyncio.Transport | None: ...
+    def send_headers(self, stream_id: int, headers: list[Header], end_stream: bool) -> None: ...
+    def send_some(self, stream_id: int, data: bytes) -> int: ...
+    def end(self, stream_id: int, trailers: list[Header] | None) -> None: ...
+    def ack(self, stream_id: int, size: int) -> None: ...
+    def reset(self, stream_id: int, code: int) -> None: ...
+    def stream_done(self, stream_id: int) -> None: ...
+
+
 class Stream:
     """One request stream from the app, and the upstream stream it is spliced to (a `StreamSink`)."""
 
-    def __init__(self, client: Http2Client, stream_id: int, headers: list[Header], ended: bool) -> None:
+    def __init__(self, client: Downstream, stream_id: int, headers: list[Header], ended: bool) -> None:
         self.client = client
         self.p = client.p
         self.id = stream_id
@@ -520,8 +568,7 @@ class Stream:
         self.active = self.p.loop.time()
         padding = flow_len - len(data)
         if padding:
-            self.client.conn.acknowledge_received_data(padding, self.id)
-            self.p.writes.mark(self.client)
+            self.client.ack(self.id, padding)
         self.received += len(data)
         self.body += data
         if self.replayable and self.received > self.p.max_retry_body:
@@ -545,9 +592,8 @@ class Stream:
             if n:
                 self.sent += n
                 if self.sent > self.acked:
-                    self.client.conn.acknowledge_received_data(self.sent - self.acked, self.id)
+                    self.client.ack(self.id, self.sent - self.acked)
                     self.acked = self.sent
-                    self.p.writes.mark(self.client)
                 if not self.replayable:
                     del self.body[: self.sent - self.body_base]
                     self.body_base = self.sent
@@ -630,10 +676,9 @@ class Stream:
         if self.out:
             if not client.writable:
                 return
-            n = http2_frames.send_some(client.conn, self.id, bytes(self.out))
+            n = client.send_some(self.id, bytes(self.out))
             if n:
                 del self.out[:n]
-                client.p.writes.mark(client)
                 if self.upstream is not None:
                     self.upstream.consumed(self.up_id, n)
             if self.out:
@@ -642,25 +687,13 @@ class Stream:
                 return
             self.blocked_since = 0.0
         if self.out_end:
-            try:
-                if self.out_trailers:
-                    client.conn.send_headers(self.id, self.out_trailers, end_stream=True)
-                else:
-                    client.conn.end_stream(self.id)
-            except h2.exceptions.H2Error:
-                pass
-            client.p.writes.mark(client)
+            client.end(self.id, self.out_trailers)
             self._finish("")
 
     # -- endings ----------------------------------------------------------------------------------
 
     def _send_headers(self, headers: list[Header], end_stream: bool) -> None:
-        client = self.client
-        try:
-            client.conn.send_headers(self.id, [(n, v) for n, v in headers if n not in CONNECTION_FIELDS], end_stream)
-        except h2.exceptions.H2Error:
-            return
-        client.p.writes.mark(client)
+        self.client.send_headers(self.id, [(n, v) for n, v in headers if n not in CONNECTION_FIELDS], end_stream)
 
     def fail(self, reason: str) -> None:
         """Answer the stream with the proxy's own response: gRPC's Trailers-Only, or a short HTTP error."""
@@ -685,8 +718,8 @@ class Stream:
                 ],
                 False,
             )
-            with contextlib.suppress(h2.exceptions.H2Error):
-                self.client.conn.send_data(self.id, body, end_stream=True)
+            self.client.send_some(self.id, body)
+            self.client.end(self.id, None)
         p.stats.request("", self.status, perf_counter() - self.t0)
         self.responded = True
         self._finish(reason)
@@ -702,17 +735,14 @@ class Stream:
             up.reset(self.up_id)
         self.grpc_status = grpc.DEADLINE_EXCEEDED
         self.out.clear()
-        with contextlib.suppress(h2.exceptions.H2Error):
-            self.client.conn.send_headers(
-                self.id,
-                [
-                    (b"grpc-status", b"%d" % grpc.DEADLINE_EXCEEDED),
-                    (b"grpc-message", b"deadline exceeded at the proxy"),
-                    (b"x-ambassador-reason", b"deadline_exceeded"),
-                ],
-                end_stream=True,
-            )
-        self.p.writes.mark(self.client)
+        self.client.end(
+            self.id,
+            [
+                (b"grpc-status", b"%d" % grpc.DEADLINE_EXCEEDED),
+                (b"grpc-message", b"deadline exceeded at the proxy"),
+                (b"x-ambassador-reason", b"deadline_exceeded"),
+            ],
+        )
         self._finish("deadline_exceeded")
         self.p.writes.flush()
 
@@ -721,9 +751,7 @@ class Stream:
         if self.done:
             return
         self.p.stats.error(reason)
-        with contextlib.suppress(h2.exceptions.H2Error):
-            self.client.conn.reset_stream(self.id, code)
-        self.p.writes.mark(self.client)
+        self.client.reset(self.id, code)
         self.cancelled(reason)
         self.p.writes.flush()
 
@@ -762,11 +790,7 @@ class Stream:
             self.endpoint = None
         if not self.req_ended and self.client.transport is not None:
             # The response is over while the app is still sending: it may stop (RFC 9113 §8.1).
-            try:
-                self.client.conn.reset_stream(self.id, ErrorCodes.NO_ERROR)
-                p.writes.mark(self.client)
-            except h2.exceptions.H2Error:
-                pass
+            self.client.reset(self.id, ErrorCodes.NO_ERROR)
         if self.grpc:
             p.stats.grpc_call(self.grpc_status)
         p.stats.http2_stream()
