@@ -69,6 +69,17 @@ class _TryFailed(Exception):
         self.outcome = outcome
 
 
+class ClientSide(Protocol):
+    """What the listener's housekeeping needs of a client connection, HTTP/2 or HTTP/1.1."""
+
+    streams: dict[int, Stream]
+    going_away: bool
+
+    def check_timeouts(self, now: float) -> None: ...
+    def goaway(self) -> None: ...
+    def abort(self) -> None: ...
+
+
 class Http2Proxy:
     """Per-listener state shared by its HTTP/2 client connections."""
 
@@ -88,7 +99,7 @@ class Http2Proxy:
         self.loop = loop
         self.writes = http2_frames.Writes()
         self.pool = Http2Pool(config.cluster.http2, config.connect_timeout_secs, stats, self.writes, loop)
-        self.clients: set[Http2Client] = set()
+        self.clients: set[ClientSide] = set()
         self.draining = False
         self.retry_on = frozenset(config.retry_on)
         self.retry_grpc = frozenset(grpc.CODES[name] for name in config.retry_on_grpc_status)
@@ -96,6 +107,12 @@ class Http2Proxy:
 
     def __call__(self) -> Http2Client:
         return Http2Client(self)
+
+    def http1(self) -> asyncio.Protocol:
+        """An HTTP/1.1 client connection whose requests go out as HTTP/2 streams (`protocol: http2`)."""
+        from sidecars.ambassador.proxy.http2_from_http1 import Http1Client  # it builds on `Stream`
+
+        return Http1Client(self)
 
     def on_endpoint_removed(self, endpoint: Endpoint) -> None:
         self.pool.close_endpoint(endpoint)
@@ -400,6 +417,7 @@ class Stream:
                 budget = min(budget, secs)
         self.deadline = self.p.loop.time() + budget
         self.idempotent = self.method in IDEMPOTENT
+        self.head_only = self.method == b"HEAD"
         # Request body: `body` holds the bytes from `body_base` on; while replayable, all of them.
         self.body = bytearray()
         self.body_base = 0

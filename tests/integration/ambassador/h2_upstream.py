@@ -29,6 +29,7 @@ class ScriptedH2(asyncio.Protocol):
         for event in self.conn.receive_data(data):
             if isinstance(event, h2.events.RequestReceived):
                 self.server.streams += 1
+                self.server.requests.append(list(event.headers))
                 self._answer(event.stream_id)
             elif isinstance(event, h2.events.DataReceived):
                 self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
@@ -49,6 +50,12 @@ class ScriptedH2(asyncio.Protocol):
                 (b"grpc-status", b"0"),
                 (b"x-served-by", self.server.name.encode()),
             ]
+            if mode == "body":
+                headers = [(b":status", b"200"), (b"x-served-by", self.server.name.encode())]
+                self.conn.send_headers(stream_id, headers)
+                self.conn.send_data(stream_id, b"hello from " + self.server.name.encode())
+                self.conn.send_headers(stream_id, [(b"x-checksum", b"abc")], end_stream=True)
+                return
             self.conn.send_headers(stream_id, headers, end_stream=True)
 
     def _flush(self) -> None:
@@ -63,6 +70,7 @@ class H2Upstream:
         self.mode = mode
         self.connections = 0
         self.streams = 0
+        self.requests: list[list[tuple[bytes, bytes]]] = []  # the header lists received, in order
         self.port = 0
 
     @property
@@ -72,7 +80,8 @@ class H2Upstream:
 
 @contextlib.asynccontextmanager
 async def h2_upstream(name: str, mode: str = "ok") -> AsyncIterator[H2Upstream]:
-    """mode: ok (Trailers-Only grpc-status 0 with x-served-by), silent, refuse (REFUSED_STREAM), goaway."""
+    """mode: ok (Trailers-Only grpc-status 0 with x-served-by), body (a body without content-length, then
+    trailers), silent, refuse (REFUSED_STREAM), goaway."""
     upstream = H2Upstream(name, mode)
     server = await asyncio.get_running_loop().create_server(lambda: ScriptedH2(upstream), "127.0.0.1", 0)
     upstream.port = server.sockets[0].getsockname()[1]
