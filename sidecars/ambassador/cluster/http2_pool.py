@@ -226,6 +226,9 @@ class Upstream(asyncio.Protocol):
         if self.goaway and not self.sinks:
             self.close()
 
+    def carries(self, stream_id: int, sink: StreamSink) -> bool:
+        return self.sinks.get(stream_id) is sink
+
     def flush(self) -> None:
         http2_frames.write_out(self.conn, self.transport)
 

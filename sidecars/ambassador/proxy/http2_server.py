@@ -38,10 +38,11 @@ from hyperframe.frame import GoAwayFrame
 from sidecars.ambassador.cluster import http2_frames
 from sidecars.ambassador.cluster.endpoint import LOCAL_ERRNOS, Endpoint, Outcome
 from sidecars.ambassador.cluster.http2_frames import PREFACE, Header
-from sidecars.ambassador.cluster.http2_pool import Http2Pool, Upstream
+from sidecars.ambassador.cluster.http2_pool import Http2Pool, StreamSink
 from sidecars.ambassador.proxy import grpc
 from sidecars.ambassador.proxy.headers import IDEMPOTENT
 from sidecars.ambassador.proxy.http2_limits import InboundGuard
+from sidecars.ambassador.proxy.http2_to_http1 import Http1Pool
 from sidecars.core.backoff import FULL_JITTER, jittered_backoff
 
 if TYPE_CHECKING:
@@ -99,6 +100,11 @@ class Http2Proxy:
         self.loop = loop
         self.writes = http2_frames.Writes()
         self.pool = Http2Pool(config.cluster.http2, config.connect_timeout_secs, stats, self.writes, loop)
+        # protocol http1: streams go out as HTTP/1.1 requests (auto and http2: as HTTP/2 streams).
+        self.to_http1 = config.cluster.protocol == "http1"
+        self.http1_pool = Http1Pool(
+            config.connect_timeout_secs, config.http2.initial_stream_window_bytes, stats, self.writes, loop
+        )
         self.clients: set[ClientSide] = set()
         self.draining = False
         self.retry_on = frozenset(config.retry_on)
@@ -116,6 +122,7 @@ class Http2Proxy:
 
     def on_endpoint_removed(self, endpoint: Endpoint) -> None:
         self.pool.close_endpoint(endpoint)
+        self.http1_pool.close_endpoint(endpoint)
 
     def sweep(self) -> None:
         now = self.loop.time()
@@ -134,6 +141,7 @@ class Http2Proxy:
         for client in list(self.clients):
             client.abort()
         self.pool.close_all()
+        self.http1_pool.close_all()
 
 
 class Http2Client(asyncio.Protocol):
@@ -365,6 +373,17 @@ class Http2Client(asyncio.Protocol):
             self.transport.abort()
 
 
+class UpstreamSide(Protocol):
+    """The endpoint's side of a stream: an HTTP/2 connection's stream, or an HTTP/1.1 exchange."""
+
+    def open_stream(self, headers: list[Header], end_stream: bool, sink: StreamSink) -> int: ...
+    def send_some(self, stream_id: int, data: bytes) -> int: ...
+    def end_stream(self, stream_id: int, trailers: list[Header] | None) -> None: ...
+    def consumed(self, stream_id: int, size: int) -> None: ...
+    def reset(self, stream_id: int, code: int = ...) -> None: ...
+    def carries(self, stream_id: int, sink: StreamSink) -> bool: ...
+
+
 class Downstream(Protocol):
     """The app's side of streams: an HTTP/2 connection, or an HTTP/1.1 one carrying one at a time."""
 
@@ -430,7 +449,7 @@ class Stream:
         self.req_end_sent = False
         # The current try.
         self.endpoint: Endpoint | None = None
-        self.upstream: Upstream | None = None
+        self.upstream: UpstreamSide | None = None
         self.up_id = 0
         self.waiter: asyncio.Future[None] | None = None
         self.tries = 0
@@ -525,9 +544,10 @@ class Stream:
         ep.start_request()
         self.try_t0 = perf_counter()
         exclude.append(ep)
+        up: UpstreamSide | None
         while True:
             try:
-                up = await p.pool.acquire(ep)
+                up = await p.http1_pool.acquire(ep) if p.to_http1 else await p.pool.acquire(ep)
             except OSError as exc:
                 outcome = Outcome.LOCAL_ERROR if exc.errno in LOCAL_ERRNOS else Outcome.CONNECT_FAILURE
                 raise _TryFailed("connect_failed", outcome) from None
@@ -797,7 +817,7 @@ class Stream:
             self.deadline_timer = None
         p = self.p
         up = self.upstream
-        if up is not None and self.up_id and (not self.req_end_sent or up.sinks.get(self.up_id) is self):
+        if up is not None and self.up_id and (not self.req_end_sent or up.carries(self.up_id, self)):
             up.reset(self.up_id)  # a request still being sent, or a response still coming
         self.upstream = None
         ep = self.endpoint

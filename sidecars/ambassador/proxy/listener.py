@@ -81,11 +81,11 @@ class Listener:
             proxy = self._http_proxy_class(cfg, self.cluster, self.stats, access, loop)
             self.cluster.on_removed(proxy.on_endpoint_removed)
             refusal = local_response(503, "client_connection_limit", close=True)
-            if cfg.cluster.protocol != "http1":
+            if cfg.http2.enabled or cfg.cluster.protocol == "http2":
                 if self.http2 is None:
                     self.http2 = Http2Proxy(cfg, self.cluster, self.stats, access, loop)
                     self.cluster.on_removed(self.http2.on_endpoint_removed)
-                # HTTP/1.1 clients: to HTTP/1.1 endpoints (auto) or translated to HTTP/2 streams (http2).
+                # HTTP/1.1 clients: to HTTP/1.1 endpoints, or translated to HTTP/2 streams (http2).
                 http1 = cast(Callable[[], asyncio.BaseProtocol], proxy)
                 if cfg.cluster.protocol == "http2":
                     http1 = self.http2.http1
