@@ -1,5 +1,5 @@
-"""Active health checks: one probe of one endpoint (TCP connect, HTTP GET, redis PING, memcached
-version), bounded by a timeout.
+"""Active health checks: one probe of one endpoint (TCP connect, HTTP GET, gRPC Health/Check, redis
+PING, memcached version), bounded by a timeout.
 
 The probe opens a fresh connection each time (`Connection: close`), so it tests what a new request
 would meet; it never shares the data plane's pooled connections. The cluster owns the schedule and
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from sidecars.ambassador.cluster import grpc_health
 from sidecars.ambassador.cluster.config import HealthCheckConfig
 from sidecars.ambassador.cluster.connect import UpstreamTlsError, open_connection
 from sidecars.ambassador.cluster.endpoint import Endpoint
@@ -36,6 +37,8 @@ async def probe(
 async def _probe(
     config: HealthCheckConfig, endpoint: Endpoint, password: bytes | None, tls: UpstreamTls | None
 ) -> str | None:
+    if config.kind == "grpc":
+        return await grpc_health.probe(config, endpoint)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=MAX_STATUS_LINE_BYTES, loop=loop)
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
