@@ -30,7 +30,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     builtins = {
         "list": sub.add_parser("list", help="installed sidecars, one line each", description="Installed sidecars."),
-        "run": sub.add_parser("run", help="run an installed sidecar: sidecars run NAME [options]", add_help=False),
+        "run": sub.add_parser(
+            "run",
+            help="run an installed sidecar: sidecars run NAME [options]",
+            description="Run an installed sidecar (see `sidecars list`); `sidecars run NAME --help` lists its options.",
+            usage="sidecars run NAME [options]",
+            add_help=False,  # `sidecars run NAME --help` is the sidecar's own help
+        ),
         "schema": sub.add_parser(
             "schema",
             help="print the JSON Schema of a sidecar's config file (or of another file it reads)",
@@ -39,7 +45,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
             epilog="Without NAME: list the names.",
         ),
     }
-    builtins["run"].add_argument("name")
+    builtins["run"].add_argument("name", metavar="NAME", help="an installed sidecar")
     builtins["schema"].add_argument("name", nargs="?", metavar="NAME")
     for name in COMMANDS.names():
         try:
@@ -65,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser()[1][command].parse_args(rest)
         return _list() if command == "list" else _schema(args.name)
     if command == "run":
+        if rest and rest[0] in ("-h", "--help"):
+            build_parser()[1]["run"].print_help()
+            return EXIT_OK
         if not rest or rest[0].startswith("-"):
             build_parser()[1]["run"].print_usage(sys.stderr)
             print("sidecars run: name the sidecar to run (see `sidecars list`)", file=sys.stderr)

@@ -32,15 +32,18 @@ def build_parser(plugin_cls: PluginClass, prog: str) -> argparse.ArgumentParser:
         "A secret option X also reads from a file: --X-file, env <VAR>_FILE or key x_file.\n"
         f"`sidecars schema {plugin_cls.name}` prints the JSON Schema of the --config file.\n"
         "Exit codes: 0 clean stop, 1 fatal error, 2 bad configuration.",
+        add_help=False,  # -h goes in `general`: argparse's own `options` section would be a second one
     )
-    parser.add_argument("--config", type=Path, metavar="PATH", help=f"YAML file of options [env {config.CONFIG_ENV}]")
-    parser.add_argument("--print-config", action="store_true", help="print the effective config (secrets redacted)")
-    parser.add_argument(
+    general = parser.add_argument_group("general")
+    general.add_argument("-h", "--help", action="help", help="show this help and exit")
+    general.add_argument("--config", type=Path, metavar="PATH", help=f"YAML file of options [env {config.CONFIG_ENV}]")
+    general.add_argument("--print-config", action="store_true", help="print the effective config (secrets redacted)")
+    general.add_argument(
         "--check-config",
         action="store_true",
         help="validate the config and exit: 0 valid, 2 problems, also what start-up would only warn about",
     )
-    parser.add_argument("-V", "--version", action="version", version=f"sidecars {__version__}")
+    general.add_argument("-V", "--version", action="version", version=f"sidecars {__version__}")
     config.add_arguments(parser, model)
     return parser
 
