@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sidecars import __version__
+from sidecars.core import options_doc
 from sidecars.core.cli import run_main
 from sidecars.core.plugins import COMMANDS, SIDECARS, PluginError
 from sidecars.core.runtime import EXIT_CONFIG, EXIT_OK
@@ -45,6 +46,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
             epilog="Without NAME: list the names.",
         ),
     }
+    builtins["docs-options"] = sub.add_parser(
+        "docs-options",
+        help="print or rewrite the options tables of the docs, from the settings models",
+        add_help=False,  # its own parser: `sidecars docs-options --help`
+    )
     builtins["run"].add_argument("name", metavar="NAME", help="an installed sidecar")
     builtins["schema"].add_argument("name", nargs="?", metavar="NAME")
     for name in COMMANDS.names():
@@ -70,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # argparse prints --help and usage errors and exits; SystemExit carries its code.
         args = build_parser()[1][command].parse_args(rest)
         return _list() if command == "list" else _schema(args.name)
+    if command == "docs-options":
+        return options_doc.main(rest)
     if command == "run":
         if rest and rest[0] in ("-h", "--help"):
             build_parser()[1]["run"].print_help()
@@ -87,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         program = COMMANDS.load(command)
     except PluginError as exc:
-        print(f"sidecars: {exc} (or list, run, schema)", file=sys.stderr)
+        print(f"sidecars: {exc} (or list, run, schema, docs-options)", file=sys.stderr)
         return EXIT_CONFIG
     return program.main(rest)
 

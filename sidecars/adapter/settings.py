@@ -54,6 +54,7 @@ class AdapterSettings(SidecarSettings):
         gt=0,
         description="A scrape (connect, response, body) must finish within this; at most the interval. "
         "Unset, 5 s, or the interval when that is shorter (as Prometheus' default timeout).",
+        json_schema_extra={"doc_default": "`5.0`, or the interval when shorter"},
     )
     # The two limits bound the memory (docs/adapter.md, Memory): the Pod examples' 192Mi holds the
     # worst page the defaults allow, scraped every 2 s, with five minutes of history per series.

@@ -126,6 +126,7 @@ class ListenerConfig(BaseModel):
         "gunicorn 2 s) so the server never closes a connection the proxy is about to reuse. tcp mode: a "
         "session with no bytes either way this long is closed (default 3600 s, as Envoy's tcp_proxy: "
         "database and cache clients keep connections idle in their pools for long).",
+        json_schema_extra={"doc_default": "`4.0` (http), `3600.0` (tcp)"},
     )
     stream_idle_timeout_secs: float = Field(
         300.0,
@@ -302,6 +303,7 @@ class AmbassadorSettings(SidecarSettings):
         "from the open-file limit (RLIMIT_NOFILE): half of what is left after a reserve of max(64, limit/16) "
         "descriptors, since each client connection may need an upstream one; the reserve keeps the admin "
         "server answering.",
+        json_schema_extra={"doc_default": "derived from `RLIMIT_NOFILE`"},
     )
     http_engine: EngineName = Field(
         "auto",

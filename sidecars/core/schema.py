@@ -55,6 +55,7 @@ def _hide_secret_defaults(node: Any) -> None:
     not travel with it, as `--print-config` would not show it either.
     """
     if isinstance(node, dict):
+        node.pop("doc_default", None)  # the docs tables' spelling of a default, not a JSON Schema keyword
         branches = [node, *(b for b in node.get("anyOf", ()) if isinstance(b, dict))]
         if node.get("secret") is True or any(b.get("writeOnly") for b in branches):
             node.pop("default", None)

@@ -51,7 +51,7 @@ def test_the_headings_are_found() -> None:
 
 HELP_PAGES = [
     (),
-    *((c,) for c in ("list", "run", "schema", "demo", "inject")),
+    *((c,) for c in ("list", "run", "schema", "docs-options", "demo", "inject")),
     *(("run", name) for name in SIDECARS),
     ("run", "adapter", "check"),
     ("run", "adapter", "test"),
