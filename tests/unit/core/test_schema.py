@@ -43,12 +43,13 @@ def errors(name: str, config: Any) -> list[str]:
     return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(config)]
 
 
-def _config_maps(text: str, where: str) -> Iterator[tuple[str, str, Any]]:
+def _config_maps(text: str, where: str, sidecar: str | None = None) -> Iterator[tuple[str, str, Any]]:
+    """The config files of ConfigMaps: `<sidecar>.yaml`, `rules.yaml`, and `config.yaml` on `sidecar`'s page."""
     for doc in yaml.safe_load_all(text):
         if isinstance(doc, dict) and doc.get("kind") == "ConfigMap":
             for key, body in (doc.get("data") or {}).items():
                 stem = key.removesuffix(".yaml")
-                name = "adapter-rules" if stem == "rules" else stem
+                name = "adapter-rules" if stem == "rules" else sidecar if stem == "config" else stem
                 if name in SIDECARS or name == "adapter-rules":
                     yield f"{where} {doc['metadata']['name']}/{key}", name, yaml.safe_load(body)
 
@@ -67,7 +68,7 @@ def examples() -> Iterator[tuple[str, str, Any]]:
                 docs = list(yaml.safe_load_all(match.group(1)))
             except yaml.YAMLError:
                 continue  # a fragment shown with `...`, not a file
-            yield from _config_maps(match.group(1), where)
+            yield from _config_maps(match.group(1), where, sidecar)
             for doc in docs:
                 if not isinstance(doc, dict) or sidecar not in SIDECARS:
                     continue
@@ -86,6 +87,7 @@ def test_the_examples_are_found() -> None:
     assert kinds == {"tailer", "ambassador", "adapter", "adapter-rules"}
     assert len([w for w, _, _ in EXAMPLES if w.startswith("docs/tailer-sinks.md")]) >= 7  # one per sink
     assert len([w for w, _, _ in EXAMPLES if w.startswith("k8s-examples/")]) >= 12
+    assert len([w for w, _, _ in EXAMPLES if w.startswith("docs/ambassador.md")]) >= 4  # TLS, gRPC, redis
 
 
 @pytest.mark.parametrize(("where", "name", "config"), EXAMPLES, ids=[w for w, _, _ in EXAMPLES])
@@ -149,3 +151,18 @@ def test_the_command_lists_its_names_and_refuses_an_unknown_one() -> None:
     assert listed.returncode == 0 and {"tailer", "ambassador", "adapter", "adapter-rules"} <= set(listed.stdout.split())
     wrong = subprocess.run([*run, "taler"], capture_output=True, text=True, timeout=60, check=False)
     assert wrong.returncode == 2 and "no schema named 'taler'" in wrong.stderr and wrong.stdout == ""
+
+
+def test_a_wrong_type_is_rejected_at_its_place() -> None:
+    tailer = next(c for w, n, c in EXAMPLES if n == "tailer" and "03-tailer" in w)
+    assert [e.split(":")[0] for e in errors("tailer", {**tailer, "batch_max_bytes": "lots"})] == ["batch_max_bytes"]
+    assert [e.split(":")[0] for e in errors("tailer", {**tailer, "include": "/var/log/*.log"})] == ["include"]
+    tls = next(c for w, n, c in EXAMPLES if n == "ambassador" and "tls" in json.dumps(c))
+    listener = tls["listeners"][0]
+    wrong_port = {"listeners": [{**listener, "port": "http"}]}
+    assert [e.split(":")[0] for e in errors("ambassador", wrong_port)] == ["listeners.0.port"]
+    cluster = listener["cluster"]
+    typo = {"listeners": [{**listener, "cluster": {**cluster, "tls": {**cluster["tls"], "ca_fil": "/x"}}}]}
+    assert [e.split(":")[0] for e in errors("ambassador", typo)] == ["listeners.0.cluster.tls"]
+    h2 = {"listeners": [{**listener, "http2": {"max_concurrent_streams": "many"}}]}
+    assert [e.split(":")[0] for e in errors("ambassador", h2)] == ["listeners.0.http2.max_concurrent_streams"]
