@@ -436,7 +436,7 @@ def _suggest(key: str, opts: Sequence[Option] | Iterable[str]) -> str:
 
 
 # Spellings other tools use for a choice: `WARN` for `warning` (Go, Java, syslog).
-_CHOICE_ALIASES = {"warn": "warning"}
+CHOICE_ALIASES = {"warn": "warning"}
 
 
 def fold_choices(annotation: Any, value: Any) -> Any:
@@ -454,8 +454,8 @@ def fold_choices(annotation: Any, value: Any) -> Any:
         choices = [c for c in typing.get_args(annotation) if isinstance(c, str)]
         lowered = {c.lower(): c for c in choices}
         key = value.strip().lower()
-        if key not in lowered and _CHOICE_ALIASES.get(key) in lowered:
-            key = _CHOICE_ALIASES[key]
+        if key not in lowered and CHOICE_ALIASES.get(key) in lowered:
+            key = CHOICE_ALIASES[key]
         return lowered.get(key, value)
     if origin in (Union, types.UnionType):
         for arg in typing.get_args(annotation):

@@ -6,7 +6,9 @@ fleet's files before a rollout. It describes the YAML file only: every option as
 option `x` also as `x_file`, unknown keys refused (a typo is an error, as at start-up), and a
 free-form field chosen by another (`sink_config` by `sink`) as the chosen model's schema.
 
-Fixed choices are listed in their own spelling (`info`); the sidecar also accepts them in any case.
+Fixed choices are offered in their own spelling (`info`, what an editor completes) and accepted in
+any case and with the aliases the sidecar takes (`INFO`, `WARN`), as the sidecar does: a file the
+sidecar runs with is never flagged.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from sidecars.core.config import options
+from sidecars.core.config import CHOICE_ALIASES, options
 from sidecars.core.settings import SidecarSettings
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -44,27 +46,47 @@ def config_schema(name: str, model: type[SidecarSettings]) -> dict[str, Any]:
         schema["allOf"] = branches
     if not defs:
         del schema["$defs"]
-    _hide_secret_defaults(schema)
+    _publishable(schema)
     return {"$schema": DIALECT, **schema, "title": f"{name} config file"}
 
 
-def _hide_secret_defaults(node: Any) -> None:
-    """Drops the default of every secret field (a `writeOnly` string), wherever it is nested.
+def _any_case(node: dict[str, Any]) -> None:
+    """A choice of texts (a `Literal`) also matched in any case and by its aliases, as `fold_choices` does."""
+    choices = node.get("enum")
+    if not choices or not all(isinstance(c, str) for c in choices):
+        return
+    spellings = [*choices, *(alias for alias, choice in CHOICE_ALIASES.items() if choice in choices)]
+    pattern = "|".join(_any_case_pattern(s) for s in spellings)
+    del node["enum"]
+    node["anyOf"] = [{"enum": choices}, {"type": "string", "pattern": rf"^\s*(?:{pattern})\s*$"}]
 
-    A schema is published (an editor, a CI job, a wiki): a default token compiled into a model must
-    not travel with it, as `--print-config` would not show it either.
+
+def _any_case_pattern(text: str) -> str:
+    # ECMA-262 has no (?i), and in its `u` mode (editors') escaping a non-syntax character is an error.
+    return "".join(
+        f"[{c.lower()}{c.upper()}]" if c.lower() != c.upper() else "\\" + c if c in "^$\\.*+?()[]{}|/" else c
+        for c in text
+    )
+
+
+def _publishable(node: Any) -> None:
+    """The schema as published, wherever a field is nested: secrets' defaults dropped, choices in any case.
+
+    A schema travels (an editor, a CI job, a wiki): a default token compiled into a model must not
+    go with it, as `--print-config` would not show it either.
     """
     if isinstance(node, dict):
+        for value in list(node.values()):
+            _publishable(value)
         node.pop("doc_default", None)  # the docs tables' spelling of a default, not a JSON Schema keyword
         branches = [node, *(b for b in node.get("anyOf", ()) if isinstance(b, dict))]
         if node.get("secret") is True or any(b.get("writeOnly") for b in branches):
             node.pop("default", None)
             node.pop("examples", None)
-        for value in node.values():
-            _hide_secret_defaults(value)
+        _any_case(node)  # last: the branches it adds are not walked again
     elif isinstance(node, list):
         for value in node:
-            _hide_secret_defaults(value)
+            _publishable(value)
 
 
 def _embedded(model: type[BaseModel], defs: dict[str, Any]) -> dict[str, Any]:

@@ -166,3 +166,24 @@ def test_a_wrong_type_is_rejected_at_its_place() -> None:
     assert [e.split(":")[0] for e in errors("ambassador", typo)] == ["listeners.0.cluster.tls"]
     h2 = {"listeners": [{**listener, "http2": {"max_concurrent_streams": "many"}}]}
     assert [e.split(":")[0] for e in errors("ambassador", h2)] == ["listeners.0.http2.max_concurrent_streams"]
+
+
+def test_choices_in_any_case_and_their_aliases_as_the_sidecar_takes_them(tmp_path: Path) -> None:
+    for level in ("INFO", "Warning", "WARN", " debug "):
+        assert errors("tailer", {"log_level": level}) == [], level
+    assert [e.split(":")[0] for e in errors("tailer", {"log_level": "LOUD"})] == ["log_level"]
+    assert errors("tailer", {"log_level": "info"}) == [] and "info" in json.dumps(schema("tailer")["properties"])
+    file = {"sink": "stdout", "sink_config": {"format": "RAW", "stream": "STDERR"}, "watch_mode": "POLL"}
+    listener = {"name": "a", "port": 7001, "mode": "TCP", "cluster": {"endpoints": ["127.0.0.1:1"]}}
+    assert errors("tailer", file) == [] and errors("ambassador", {"listeners": [listener]}) == []
+    # What the schema lets through, the sidecar runs with: the same file, checked by the tailer.
+    path = tmp_path / "tailer.yaml"
+    path.write_text(yaml.safe_dump({**file, "log_level": "WARN", "checkpoint_dir": str(tmp_path)}))
+    check = subprocess.run(
+        [sys.executable, "-m", "sidecars.tailer", "--check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (check.returncode, check.stdout) == (0, "tailer: configuration is valid\n"), check.stderr
