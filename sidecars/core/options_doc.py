@@ -33,6 +33,7 @@ from sidecars.core.plugins import SIDECARS
 from sidecars.core.settings import SidecarSettings
 
 # `[^\n]` and a lazy body: a marker's key is one line, a table ends at the first end marker.
+_TAG_LIKE = re.compile(r"<(?=[A-Za-z/!?])")
 MARKER = re.compile(r"<!-- options: (?P<key>[^\n]{1,200}?) -->\n(?P<body>.*?)<!-- end options -->", re.S)
 
 
@@ -124,7 +125,8 @@ def _text(value: Any) -> str:
 
 
 def _meaning(info: FieldInfo) -> str:
-    return " ".join((info.description or "").split()).replace("|", "\\|")
+    text = " ".join((info.description or "").split()).replace("|", "\\|")
+    return _TAG_LIKE.sub("&lt;", text)  # `<image_prefix>` would be read as an HTML tag and vanish
 
 
 def rewrite(text: str, render: Callable[[str], str] = table) -> str:

@@ -25,9 +25,10 @@ from sidecars.core.settings import SidecarSettings
 
 ROOT = Path(__file__).resolve().parents[3]
 DOCS = sorted((ROOT / "docs").glob("*.md"))
-DOCUMENTED = ("tailer", "ambassador", "adapter")  # the sidecars with a page in docs/
-# Named in the docs as what Kubernetes injects for a Service called `tailer`, not as an option.
-SERVICE_LINK_EXAMPLES = {"TAILER_PORT"}
+DOCUMENTED = ("tailer", "ambassador", "adapter", "injector")  # the sidecars of this package
+# Named in the docs as examples, not as options: what Kubernetes injects for a Service called
+# `tailer`, and a misspelt option the warning names.
+EXAMPLES = {"TAILER_PORT", "TAILER_BATCH_MAX_BYTE"}
 
 
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
@@ -106,7 +107,7 @@ def test_every_env_var_the_docs_name_is_read_by_an_option() -> None:
     for path in files:
         for number, line in enumerate(path.read_text().splitlines(), 1):
             for var in named.findall(line):
-                if var not in known and var not in SERVICE_LINK_EXAMPLES:
+                if var not in known and var not in EXAMPLES:
                     unknown.append(f"{path.relative_to(ROOT)}:{number}: {var}")
     assert unknown == []
     assert "AMBASSADOR_ADMIN_PORT" not in known and "SIDECAR_ADMIN_PORT" in known
