@@ -144,31 +144,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="sidecars docs-options",
         description="Print the options table of a settings model, or rewrite the tables between "
         "`<!-- options: KEY -->` and `<!-- end options -->` in Markdown files. KEY is a sidecar "
-        "(`tailer`) or a nested model as module:Class.",
+        "(`tailer`) or a nested model as module:Class, then optionally the path of its keys "
+        "(`sidecars.ambassador.settings:Http2Config http2`).",
     )
     parser.add_argument("key", nargs="?", metavar="KEY", help="print this table")
-    parser.add_argument("--write", nargs="+", type=Path, metavar="FILE", help="rewrite the tables of these files")
-    parser.add_argument("--check", nargs="+", type=Path, metavar="FILE", help="exit 1 if a table differs")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--write", nargs="+", type=Path, metavar="FILE", help="rewrite the tables of these files")
+    mode.add_argument("--check", nargs="+", type=Path, metavar="FILE", help="exit 1 if a table differs")
     args = parser.parse_args(argv)
-    if (args.key is None) == (args.write is None and args.check is None):
+    files: list[Path] = args.write or args.check or []
+    if (args.key is None) == (not files):
         parser.error("give KEY, --write FILE... or --check FILE...")
+    where = args.key
     try:
         if args.key is not None:
             sys.stdout.write(table(args.key))
             return 0
         stale = []
-        for path in args.write or args.check:
+        for path in files:
+            where = str(path)
             text = path.read_text(encoding="utf-8")
             fresh = rewrite(text)
             if fresh != text:
-                stale.append(path)
+                stale.append(where)
                 if args.write:
                     path.write_text(fresh, encoding="utf-8")
     except (LookupError, ImportError, OSError) as exc:
-        print(f"sidecars docs-options: {exc}", file=sys.stderr)
+        print(f"sidecars docs-options: {where}: {exc}", file=sys.stderr)
         return 2
     if args.check and stale:
-        names = ", ".join(map(str, stale))
+        names = ", ".join(stale)
         print(f"sidecars docs-options: tables differ from the models in {names}: run --write", file=sys.stderr)
         return 1
     return 0

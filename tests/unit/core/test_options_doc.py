@@ -111,3 +111,12 @@ def test_every_env_var_the_docs_name_is_read_by_an_option() -> None:
                     unknown.append(f"{path.relative_to(ROOT)}:{number}: {var}")
     assert unknown == []
     assert "AMBASSADOR_ADMIN_PORT" not in known and "SIDECAR_ADMIN_PORT" in known
+
+
+def test_a_marker_naming_no_model_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- options: sidecars.core.tls:NoSuchSettings -->\n<!-- end options -->\n")
+    command = [sys.executable, "-m", "sidecars", "docs-options", "--check", str(doc)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert result.stderr == f"sidecars docs-options: {doc}: sidecars.core.tls:NoSuchSettings: not a settings model\n"
