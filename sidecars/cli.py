@@ -1,5 +1,5 @@
-"""The `sidecars` command: `sidecars list`, `sidecars run NAME ...`, `sidecars schema NAME`, and every
-installed command.
+"""The `sidecars` command: `sidecars list`, `sidecars run NAME ...`, `sidecars schema NAME`,
+`sidecars docs-options`, and every installed command.
 
 Sidecars come from the entry-point group `sidecars.plugins`, commands (`demo`, `inject`, a company's
 own) from `sidecars.commands`, both through the core's registries: this module imports none of them.
@@ -45,12 +45,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
             "(its --config file) or SIDECAR-FILE (adapter-rules: the adapter's rules file).",
             epilog="Without NAME: list the names.",
         ),
+        "docs-options": sub.add_parser(
+            "docs-options",
+            help="print or rewrite the options tables of the docs, from the settings models",
+            add_help=False,  # its own parser: `sidecars docs-options --help`
+        ),
     }
-    builtins["docs-options"] = sub.add_parser(
-        "docs-options",
-        help="print or rewrite the options tables of the docs, from the settings models",
-        add_help=False,  # its own parser: `sidecars docs-options --help`
-    )
     builtins["run"].add_argument("name", metavar="NAME", help="an installed sidecar")
     builtins["schema"].add_argument("name", nargs="?", metavar="NAME")
     for name in COMMANDS.names():
