@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,7 +18,7 @@ from sidecars import __version__
 from sidecars.core import options_doc
 from sidecars.core.cli import run_main
 from sidecars.core.plugins import COMMANDS, SIDECARS, PluginError
-from sidecars.core.runtime import EXIT_CONFIG, EXIT_OK
+from sidecars.core.runtime import EXIT_CONFIG, EXIT_FATAL, EXIT_OK
 from sidecars.core.schema import config_schema
 
 
@@ -72,12 +73,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.parse_args(argv)  # prints help, the version or the usage error
         return EXIT_CONFIG
     command, rest = argv[0], argv[1:]
-    if command in ("list", "schema"):
-        # argparse prints --help and usage errors and exits; SystemExit carries its code.
-        args = build_parser()[1][command].parse_args(rest)
-        return _list() if command == "list" else _schema(args.name)
-    if command == "docs-options":
-        return options_doc.main(rest)
+    try:
+        if command in ("list", "schema"):
+            # argparse prints --help and usage errors and exits; SystemExit carries its code.
+            args = build_parser()[1][command].parse_args(rest)
+            return _list() if command == "list" else _schema(args.name)
+        if command == "docs-options":
+            return options_doc.main(rest)
+    except BrokenPipeError:  # `sidecars schema tailer | head`: the reader left, not an error to trace
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush must not raise again
+        return EXIT_FATAL
     if command == "run":
         if rest and rest[0] in ("-h", "--help"):
             build_parser()[1]["run"].print_help()

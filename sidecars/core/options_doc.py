@@ -169,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stale.append(where)
                 if args.write:
                     path.write_text(fresh, encoding="utf-8")
+    except BrokenPipeError:
+        raise  # the reader left (`| head`): the command line's concern, not a file's error
     except (LookupError, ImportError, OSError) as exc:
         print(f"sidecars docs-options: {where}: {exc}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -65,3 +66,17 @@ def test_no_help_page_has_a_section_twice(args: tuple[str, ...]) -> None:
     sections = _sections(result.stdout)
     assert sections, result.stdout
     assert len(sections) == len(set(sections)), sections
+
+
+@pytest.mark.parametrize("args", [("schema", "ambassador"), ("docs-options", "ambassador"), ("list",)])
+def test_a_reader_that_left_is_no_traceback(args: tuple[str, ...]) -> None:
+    """`sidecars schema ambassador | head -1`: the pipe closes before the output is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "sidecars", *args], stdout=write_end, stderr=subprocess.PIPE, timeout=60, check=False
+        )
+    finally:
+        os.close(write_end)
+    assert result.stderr == b"" and result.returncode == 1
