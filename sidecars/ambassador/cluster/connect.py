@@ -20,8 +20,10 @@ __all__ = ["SHUTDOWN_TIMEOUT_SECS", "UpstreamTlsError", "open_connection"]
 # asyncio waits 30 s by default for the peer's close_notify; a closed connection's descriptor and
 # circuit-breaker slot are held that long.
 SHUTDOWN_TIMEOUT_SECS = 5.0
-# OpenSSL's name for the alert a server sends when it speaks none of the protocols offered (RFC 7301).
+# The alert a server sends when it speaks none of the protocols offered (RFC 7301), as OpenSSL names it
+# in `reason` or, where the ssl module leaves that unset (OpenSSL 3), in the message.
 _NO_PROTOCOL_ALERT = "TLSV1_ALERT_NO_APPLICATION_PROTOCOL"
+_NO_PROTOCOL_TEXT = "alert no application protocol"
 
 
 async def open_connection(
@@ -65,7 +67,7 @@ async def open_connection(
         except ssl.SSLCertVerificationError as exc:
             raise tls.failed(key, "tls_verify", str(exc.verify_message or exc)) from None
         except ssl.SSLError as exc:
-            if exc.reason == _NO_PROTOCOL_ALERT:
+            if exc.reason == _NO_PROTOCOL_ALERT or _NO_PROTOCOL_TEXT in str(exc).lower():
                 offered = ", ".join(context.required_alpn or (alpn or tls.profiles[0]).offer)
                 detail = f"the server speaks none of the protocols offered through ALPN ({offered})"
                 raise tls.failed(key, "tls_alpn", detail) from None

@@ -751,6 +751,8 @@ class Stream:
             self._send_headers(grpc.trailers_only(code, _MESSAGES.get(reason, reason), reason), True)
         else:
             self.status = 504 if reason in ("deadline_exceeded", "upstream_timeout") else 503
+            if reason in TLS_REASONS:
+                self.status = 502  # as on HTTP/1.1: the endpoint answered, but not as the cluster requires
             body = f"{reason}\n".encode()
             self._send_headers(
                 [

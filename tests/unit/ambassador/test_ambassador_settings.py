@@ -124,7 +124,9 @@ def test_cluster_tls_with_http2_and_its_alpn_checked_against_the_protocol() -> N
         ("auto", ["h2", "h2"], r"\['h2', 'http/1\.1'\]"),
         ("http1", ["spdy/3"], r"\['http/1\.1'\]"),
     ]:
-        with pytest.raises(ValidationError, match=rf"cluster\.tls\.alpn .*cluster\.protocol {protocol}: .*or {allowed}"):
+        with pytest.raises(
+            ValidationError, match=rf"cluster\.tls\.alpn .*cluster\.protocol {protocol}: .*or {allowed}"
+        ):
             listener(protocol, alpn)
     # A tcp listener's streams are opaque: any protocol names may be offered.
     tcp = ListenerConfig(name="t", port=7004, mode="tcp", cluster={"endpoints": ["h:443"], "tls": {"alpn": ["h2"]}})
