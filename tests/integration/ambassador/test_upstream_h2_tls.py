@@ -352,3 +352,20 @@ async def test_http2_connections_resume_sessions(ca: trustme.CA, pki: dict[str, 
             await wait_until(lambda: not lst.http2.pool.by_endpoint)
         assert reused == [b".", b"r"]
         assert lst.tls.handshakes == {"full": 1, "resumed": 1}
+
+
+async def test_http_checks_of_an_http2_cluster_offer_http1(ca: trustme.CA, pki: dict[str, Path]) -> None:
+    """An HTTP check is an HTTP/1.1 GET: its handshake offers http/1.1, though the data plane's offer h2."""
+    checks = {"kind": "http", "path": "/healthz", "interval_secs": 0.5, "timeout_secs": 0.5}
+    async with (
+        tls_nginx(ca.issue_cert("localhost"), http2=True) as server,
+        ambassador([f"localhost:{server.port}"], tls={"ca_file": str(pki["ca"])}, cluster={"health_check": checks}) as (
+            sc,
+            port,
+        ),
+    ):
+        assert [ep.port for ep in sc.plugin.listeners[0].cluster.candidates] == [server.port]
+        head, _ = await asyncio.to_thread(h2_get, port)
+        assert head[b":status"] == b"200"
+        served = await server.served()
+        assert served[0] == "GET /healthz HTTP/1.1" and "POST /x HTTP/2.0" in served
