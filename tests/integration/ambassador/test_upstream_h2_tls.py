@@ -32,7 +32,7 @@ from sidecars.testing import RunningSidecar, run_sidecar
 from tests.integration.ambassador.conftest import listener, raw_request
 from tests.integration.ambassador.grpc_service import EchoClient, GrpcServer, grpc_server
 from tests.integration.ambassador.h2_client import RawH2
-from tests.support.tls_peers import secret_volume, tls_nginx, wait_until
+from tests.support.tls_peers import any_server_context, secret_volume, tls_nginx, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -127,23 +127,41 @@ async def test_auto_sends_h2_streams_as_h2_and_http1_requests_as_http1(ca: trust
 # -- a server that does not speak h2: refused, nothing sent -------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def alpn_ignoring_server(cert: trustme.LeafCert) -> AsyncIterator[tuple[int, list[bytes]]]:
+class AlpnIgnoringServer:
     """A TLS server that selects no ALPN protocol (an HTTP/1.1 server that never heard of ALPN) and
-    records every byte it receives after the handshake."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(ctx)
-    received: list[bytes] = []
+    keeps what each connection sent after its handshake."""
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    MARKER = b"served-marker"
+
+    def __init__(self) -> None:
+        self.received: list[bytearray] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        got = bytearray()
+        self.received.append(got)
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-            while data := await reader.read(65536):
-                received.append(data)
+            while (data := await reader.read(65536)) and len(got) < 65536:
+                got += data
         writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx)
+    async def served(self, port: int) -> list[bytes]:
+        """What the connections before now sent: a marker connection is made and waited for, as
+        TlsNginx.served does, so every earlier connection has been taken in by then."""
+        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=any_server_context(), server_hostname="x")
+        writer.write(self.MARKER)
+        writer.close()
+        await wait_until(lambda: any(bytes(r) == self.MARKER for r in self.received))
+        return [bytes(r) for r in self.received if bytes(r) != self.MARKER]
+
+
+@contextlib.asynccontextmanager
+async def alpn_ignoring_server(cert: trustme.LeafCert) -> AsyncIterator[tuple[int, AlpnIgnoringServer]]:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(ctx)
+    peer = AlpnIgnoringServer()
+    server = await asyncio.start_server(peer.handle, "127.0.0.1", 0, ssl=ctx)
     try:
-        yield server.sockets[0].getsockname()[1], received
+        yield server.sockets[0].getsockname()[1], peer
     finally:
         server.close()
 
@@ -176,8 +194,7 @@ async def test_a_server_not_selecting_h2_is_refused_with_tls_alpn(
         if received is None:
             assert await server.served() == []
         else:
-            await asyncio.sleep(0.2)  # a byte sent would have arrived on loopback by now
-            assert received == []
+            assert await received.served(port_up) == []
 
 
 async def test_a_tls_alpn_endpoint_is_skipped_and_ejected(ca: trustme.CA, pki: dict[str, Path]) -> None:
