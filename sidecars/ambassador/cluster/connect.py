@@ -68,7 +68,7 @@ async def open_connection(
             raise tls.failed(key, "tls_verify", str(exc.verify_message or exc)) from None
         except ssl.SSLError as exc:
             if exc.reason == _NO_PROTOCOL_ALERT or _NO_PROTOCOL_TEXT in str(exc).lower():
-                offered = ", ".join(context.required_alpn or (alpn or tls.profiles[0]).offer)
+                offered = ", ".join(sorted(context.required_alpn) or (alpn or tls.profiles[0]).offer)
                 detail = f"the server speaks none of the protocols offered through ALPN ({offered})"
                 raise tls.failed(key, "tls_alpn", detail) from None
             raise tls.failed(key, "tls_handshake", str(exc.reason or exc)) from None
