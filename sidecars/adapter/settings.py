@@ -108,6 +108,13 @@ class AdapterSettings(SidecarSettings):
     push_max_backoff_secs: float = Field(
         30.0, gt=0, description="Longest wait between two tries of a failed batch (unless Retry-After asks more)."
     )
+    flap_window_secs: float = Field(600.0, gt=0, description="Window of the rules-flapping check (see flap_changes).")
+    flap_changes: int = Field(
+        4,
+        ge=2,
+        description="Flips between passing and failing (or warning) within flap_window_secs that make a rule "
+        "flapping; shown by the rules-flapping warn check. keep_firing_for or recover calm such a rule.",
+    )
     rules_poll_secs: float = Field(
         5.0, gt=0, description="Interval of the modification-time check of the rules file (besides inotify)."
     )
