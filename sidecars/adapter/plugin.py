@@ -134,9 +134,9 @@ class Adapter(Sidecar[AdapterSettings]):
                 max_series=settings.max_series,
                 authorization=authorization,
             )
-            push_authorization = settings.push_authorization()
-            if push_authorization is not None:
-                register_secrets((push_authorization, push_authorization.partition(" ")[2]))
+            for push_authorization in (settings.push_authorization(), settings.otlp_authorization()):
+                if push_authorization is not None:
+                    register_secrets((push_authorization, push_authorization.partition(" ")[2]))
             del authorization, push_authorization  # not left in this frame, which lives as long as the process
             stack.callback(scraper.close)
             app = web.Application()

@@ -89,6 +89,16 @@ class AdapterSettings(SidecarSettings):
         description="Token sent to the push receiver as `Authorization: Bearer`, or from a file with the _file "
         "variant (a mounted Secret); never shown.",
     )
+    otlp_url: str | None = Field(
+        None,
+        description="Receiver of the otlp output: an OTLP/HTTP metrics endpoint (e.g. "
+        "http://collector:4318/v1/metrics); push_url when unset. No credentials in it: see otlp_bearer_token.",
+    )
+    otlp_bearer_token: SecretStr | None = Field(
+        None,
+        description="Token sent to the OTLP receiver as `Authorization: Bearer`, or from a file with the _file "
+        "variant; push_bearer_token when unset; never shown.",
+    )
     push_keep: list[str] = Field(
         [], description="Metric-family regexes (RE2, fully anchored) a push output sends; empty sends every family."
     )
@@ -149,7 +159,7 @@ class AdapterSettings(SidecarSettings):
             )
         return data
 
-    @field_validator("push_url")
+    @field_validator("push_url", "otlp_url")
     @classmethod
     def _push_url(cls, value: str | None) -> str | None:
         if value is None:
@@ -186,12 +196,19 @@ class AdapterSettings(SidecarSettings):
     def _push_needs_a_receiver(self) -> AdapterSettings:
         if "remote_write" in self.outputs and not self.push_url:
             raise ValueError("the remote_write output needs push_url")
+        if "otlp" in self.outputs and not (self.otlp_url or self.push_url):
+            raise ValueError("the otlp output needs otlp_url (or push_url)")
         return self
 
     def push_authorization(self) -> str | None:
         if self.push_bearer_token is None:
             return None
         return "Bearer " + self.push_bearer_token.get_secret_value()
+
+    def otlp_authorization(self) -> str | None:
+        if self.otlp_bearer_token is None:
+            return self.push_authorization()
+        return "Bearer " + self.otlp_bearer_token.get_secret_value()
 
     @field_validator("target_url")
     @classmethod
