@@ -142,7 +142,7 @@ class StrictOtlpReceiver:
         data = getattr(metric, kind)
         if not data.data_points:
             raise Malformed(f"{name}: no data points")
-        cumulative = data.aggregation_temporality == AGGREGATION_TEMPORALITY_CUMULATIVE if kind != "gauge" else True
+        cumulative = kind in ("gauge", "summary") or data.aggregation_temporality == AGGREGATION_TEMPORALITY_CUMULATIVE
         if kind == "sum" and not (cumulative and data.is_monotonic):
             raise Malformed(f"{name}: a sum that is not cumulative and monotonic")
         if kind == "histogram" and not cumulative:
