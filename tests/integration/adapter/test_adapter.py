@@ -156,7 +156,8 @@ rules:
         app.page = HEALTHY.replace("queue_depth 3", "queue_depth 500")
         await scrapes_after(sc)
         status, body = await http_get(url(sc, "/readyz?verbose"))
-        assert status == 200 and "[+]queue ok" in body
+        # Pending fails nothing, and says so rather than `ok`.
+        assert status == 200 and "[+]queue pending since " in body and "(for: 1s)" in body, body
         assert sc.plugin.state.verdict.by_name["queue"].state == "pending"
         await wait_for(lambda: sc.plugin.state.verdict.by_name["queue"].state == "firing", 5)
         assert (await http_get(url(sc, "/readyz")))[0] == 503
