@@ -61,6 +61,10 @@ class Running:
         reasons = [r for li in self.listeners if (r := li.cluster.status())]
         return "; ".join(reasons) if reasons else None
 
+    def upstream_tls_status(self) -> str | None:
+        reasons = [r for li in self.listeners if li.tls is not None and (r := li.tls.status())]
+        return " | ".join(reasons) if reasons else None
+
 
 class Ambassador(Sidecar[AmbassadorSettings]):
     name = "ambassador"
@@ -134,6 +138,8 @@ class Ambassador(Sidecar[AmbassadorSettings]):
             Check("clusters", self._clusters_status),
             Check("configured", self._configured, warn=True),
             Check("client_connections", self._client_connections_status, warn=True),
+            # Verification turned off, a refused certificate update, a client certificate near its end.
+            Check("upstream_tls", self._upstream_tls_status, warn=True),
         ]
 
     # Health is asked for from the admin server's start, before `lifespan` has built anything: until
@@ -153,6 +159,9 @@ class Ambassador(Sidecar[AmbassadorSettings]):
 
     def _clusters_status(self) -> str | None:
         return self._running.clusters_status() if self._running is not None else None
+
+    def _upstream_tls_status(self) -> str | None:
+        return self._running.upstream_tls_status() if self._running is not None else None
 
 
 def _client_limit(settings: AmbassadorSettings, log: FilteringBoundLogger) -> ClientLimit:

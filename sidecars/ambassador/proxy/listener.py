@@ -10,6 +10,7 @@ On drain the socket closes (no new connections), the proxy finishes what is in f
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from collections.abc import Callable
 from typing import cast
@@ -19,9 +20,12 @@ from structlog.typing import FilteringBoundLogger
 
 from sidecars.ambassador.cluster import health
 from sidecars.ambassador.cluster.cluster import Cluster
+from sidecars.ambassador.cluster.upstream_tls import UpstreamTls
 from sidecars.ambassador.proxy.access_log import AccessLog
 from sidecars.ambassador.proxy.client_limit import ClientLimit
 from sidecars.ambassador.proxy.headers import local_response
+from sidecars.ambassador.proxy.http2_detect import detecting
+from sidecars.ambassador.proxy.http2_server import Http2Proxy
 from sidecars.ambassador.proxy.http_proxy import HttpProxy
 from sidecars.ambassador.proxy.sharded_listener import ShardedSetup
 from sidecars.ambassador.proxy.sharded_proxy import ShardedProxy
@@ -48,10 +52,19 @@ class Listener:
         self.stats = ListenerStats(config.name, config.name)
         self.sharded = ShardedSetup(config, registry) if config.mode in SHARDED_MODES else None
         probe = self.sharded.probe if self.sharded is not None else health.probe
-        self.cluster = Cluster(config.name, config.cluster, registry, self.log, probe=probe)
+        self.tls: UpstreamTls | None = None
+        if config.cluster.tls is not None:
+            # An http listener speaks HTTP/1.1 upstream: that is what it offers through ALPN.
+            alpn = ["http/1.1"] if config.mode == "http" else None
+            self.tls = UpstreamTls(
+                config.name, config.cluster.tls, self.log, alpn=alpn, poll_secs=config.cluster.tls_poll_secs
+            )
+            probe = functools.partial(health.probe, tls=self.tls)
+        self.cluster = Cluster(config.name, config.cluster, registry, self.log, probe=probe, tls=self.tls)
         self._collector = collector
         self._client_limit = client_limit
         self.proxy: HttpProxy | TcpProxy | ShardedProxy | None = None
+        self.http2: Http2Proxy | None = None  # HTTP/2 clients of an http listener, beside `proxy`
         self.server: asyncio.Server | None = None
         self.port = config.port
         self._cluster_started = False
@@ -72,11 +85,23 @@ class Listener:
         loop = asyncio.get_running_loop()
         cfg = self.config
         proxy: HttpProxy | TcpProxy | ShardedProxy
+        factory: Callable[[], asyncio.BaseProtocol] | None = None
         if cfg.mode == "http":
             access = AccessLog(self.log, cfg.name, cfg.access_log, cfg.access_log_sample_percent, cfg.access_log_query)
             proxy = self._http_proxy_class(cfg, self.cluster, self.stats, access, loop)
             self.cluster.on_removed(proxy.on_endpoint_removed)
             refusal = local_response(503, "client_connection_limit", close=True)
+            if cfg.http2.enabled or cfg.cluster.protocol == "http2":
+                if self.http2 is None:
+                    self.http2 = Http2Proxy(cfg, self.cluster, self.stats, access, loop)
+                    self.cluster.on_removed(self.http2.on_endpoint_removed)
+                # HTTP/1.1 clients: to HTTP/1.1 endpoints, or translated to HTTP/2 streams (http2).
+                http1 = cast(Callable[[], asyncio.BaseProtocol], proxy)
+                if cfg.cluster.protocol == "http2":
+                    http1 = self.http2.http1
+                factory = http1
+                if cfg.http2.enabled:
+                    factory = detecting(http1, self.http2, self.stats, cfg.request_header_timeout_secs)
         elif isinstance(self.proxy, ShardedProxy):
             proxy = self.proxy  # after a restart of `run`: its shard set already follows the cluster
             refusal = b""
@@ -91,7 +116,9 @@ class Listener:
             self.server = await loop.create_server(
                 # The request paths' protocols are asyncio protocols by their methods: a compiled
                 # (extension) type cannot inherit from asyncio.Protocol.
-                self._client_limit.gate(cast(Callable[[], asyncio.BaseProtocol], proxy), self.stats, refusal),
+                self._client_limit.gate(
+                    factory or cast(Callable[[], asyncio.BaseProtocol], proxy), self.stats, refusal
+                ),
                 cfg.host,
                 cfg.port,
                 backlog=BACKLOG,
@@ -107,24 +134,31 @@ class Listener:
     def sweep(self) -> None:
         if self.proxy is not None:
             self.proxy.sweep()
+        if self.http2 is not None:
+            self.http2.sweep()
 
     def active_connections(self) -> int:
         proxy = self.proxy
         if proxy is None:
             return 0
-        return len(proxy.sessions) if isinstance(proxy, TcpProxy) else len(proxy.clients)
+        h2 = len(self.http2.clients) if self.http2 is not None else 0
+        return len(proxy.sessions) if isinstance(proxy, TcpProxy) else len(proxy.clients) + h2
 
     def stop_accepting(self) -> None:
         if self.server is not None:
             self.server.close()
         if self.proxy is not None:
             self.proxy.start_drain()
+        if self.http2 is not None:
+            self.http2.start_drain()
 
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close()
         if self.proxy is not None:
             self.proxy.close_all()
+        if self.http2 is not None:
+            self.http2.close_all()
         if self.server is not None:
             # Servers' wait_closed() waits for connections on some Pythons; they are aborted above.
             await asyncio.sleep(0)
