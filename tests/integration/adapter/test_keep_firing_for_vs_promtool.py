@@ -23,8 +23,7 @@ import pytest
 from sidecars.adapter.evaluator import Evaluator
 from sidecars.adapter.ruletest import build_history, load_test_file, present_at
 
-PROMTOOL = shutil.which("promtool")
-pytestmark = pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian's prometheus package) is not installed")
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"  # Debian's prometheus package: missing, the tests fail
 MINUTES = 40
 COMBOS = [(0, 0), (0, 2), (0, 5), (1, 2), (2, 3), (3, 1), (1, 0)]  # (for, keep_firing_for) in minutes
 _FAILED_AT = re.compile(r"alertname: Q, time: (?:(\d+)m|0s),")  # Go's durations: 0s, 1m, ..., 40m
@@ -68,7 +67,6 @@ def promtool_firing(tmp: Path, values: list[int], for_m: int, keep_m: int) -> se
         ],
     }
     (tmp / "prom_test.yaml").write_text(json.dumps(test))
-    assert PROMTOOL is not None
     out = subprocess.run([PROMTOOL, "test", "rules", str(tmp / "prom_test.yaml")], capture_output=True, text=True)
     text = out.stdout + out.stderr
     assert out.returncode in (0, 1), text
