@@ -62,3 +62,37 @@ def test_a_scalar_a_scrape_and_an_unknown_check() -> None:
     assert scrape is not None and scrape["state"] == "ok" and "condition" not in scrape
     doc = explain(ev, "scalar")
     assert doc is not None and doc["condition"]["selectors"] == [] and doc["condition"]["matched_nothing"] == []
+
+
+def test_sorted_results_keep_prometheus_order_in_the_explanation_and_the_reason() -> None:
+    # Scraped in an order that is neither ascending nor descending: the order shown is the engine's,
+    # the one Prometheus gives, and the reason (what ?verbose prints) names the first series of it.
+    ev = Evaluator(
+        parse_rules(
+            """
+rules:
+  - {name: worst, expr: 'sort_desc(lat > 0.5)'}
+  - {name: best, expr: 'sort(lat)'}
+  - {name: top, expr: 'topk(3, lat)'}
+  - {name: bottom, expr: 'bottomk(2, lat)'}
+""",
+            "x",
+        )
+    )
+    values = {"a": 0.7, "b": 2.5, "c": 0.1, "d": 1.2, "e": 0.9}
+    samples = [("lat", (("pod", pod),), value, None) for pod, value in values.items()]
+    ev.observe(ScrapeReport(t_ms=60_000, ok=True, samples=samples))
+
+    def shown(name: str) -> list[str]:
+        doc = explain(ev, name)
+        assert doc is not None
+        return [s["labels"]["pod"] for s in doc["condition"]["result"]["series"]]
+
+    assert shown("worst") == ["b", "d", "e", "a"]
+    assert shown("best") == ["c", "a", "e", "d", "b"]
+    assert shown("top") == ["b", "d", "e"]
+    assert shown("bottom") == ["c", "a"]
+    verdict = ev.verdict
+    assert verdict is not None
+    assert verdict.by_name["worst"].reason == 'sort_desc(lat > 0.5) = 2.5{pod="b"} and 3 more series'
+    assert verdict.by_name["bottom"].reason == 'bottomk(2, lat) = 0.1{pod="c"} and 1 more series'
