@@ -64,6 +64,17 @@ RULES_SCHEMA: dict[str, Any] = {
                         "default": "ok",
                         "description": "When none of the metrics the rule reads is on the page.",
                     },
+                    "keep_firing_for": {
+                        **_DURATION,
+                        "default": "0s",
+                        "description": "Once failing, stays failing (recovering) this long after the condition "
+                        "stops holding.",
+                    },
+                    "recover": {
+                        "type": ["string", "null"],
+                        "pattern": r"\S",
+                        "description": "PromQL; once failing, the check stays failing until this holds (hysteresis).",
+                    },
                     "description": {"type": ["string", "null"]},
                 },
             },

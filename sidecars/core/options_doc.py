@@ -99,16 +99,16 @@ def _default(info: FieldInfo, name: str) -> str:
         return '`""`'
     text = f"`{_text(value)}`"
     if name.endswith("_bytes") and isinstance(value, int) and value >= 1024:
-        text += f" ({_size(value)})"
+        text += _size(value)
     return text
 
 
 def _size(value: int) -> str:
-    """`8388608` as `8 MiB`: the binary unit the value is a whole multiple of, the largest such."""
+    """`8388608` as ` (8 MiB)`: the largest binary unit the value is a whole multiple of; else nothing."""
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if value % size == 0:
-            return f"{value // size} {unit}"
-    return f"{value / 1024:.1f} KiB"
+            return f" ({value // size} {unit})"
+    return ""  # 10000000 is clearer as it is than as 9765.6 KiB
 
 
 def _text(value: Any) -> str:

@@ -26,6 +26,10 @@ CASES = {
         " no_data: fail, description: text}\n"
     ),
     "for in seconds": "rules:\n- {name: up, expr: up == 0, for: 30}\n",
+    "hysteresis": "rules:\n- {name: up, expr: up == 0, keep_firing_for: 1m, recover: up == 1}\n",
+    "bad keep_firing_for": "rules:\n- {name: up, expr: up == 0, keep_firing_for: later}\n",
+    "recover null": "rules:\n- {name: up, expr: up == 0, recover: null}\n",
+    "blank recover": "rules:\n- {name: up, expr: up == 0, recover: ' '}\n",
     "scrape and export": (
         "scrape: {group: startup, for: 10s, severity: warn}\n"
         "export: {keep: ['http_.*'], drop: ['go_gc_duration_seconds'], rename: [{match: 'x_(.*)', replace: 'y_$1'}]}\n"
