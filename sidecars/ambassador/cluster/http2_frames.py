@@ -13,8 +13,11 @@ from collections import deque
 from typing import Protocol
 
 from h2.config import H2Configuration
-from h2.connection import H2Connection
+from h2.connection import AllowedStreamIDs, H2Connection
 from h2.settings import SettingCodes, Settings
+from h2.stream import H2Stream
+
+from sidecars.ambassador.cluster.http2_hpack import CachingDecoder, CachingEncoder, CachingStream
 
 Header = tuple[bytes, bytes]
 # The first bytes of every HTTP/2 connection with prior knowledge (RFC 9113 §3.4).
@@ -22,9 +25,23 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DEFAULT_WINDOW = 65535  # of a new connection, before any WINDOW_UPDATE (RFC 9113 §6.9.2)
 
 
+class ProxyConnection(H2Connection):
+    """`h2`'s connection with memoized HPACK and header checks (`http2_hpack`)."""
+
+    def __init__(self, config: H2Configuration, max_header_list: int) -> None:
+        super().__init__(config)
+        self.encoder = CachingEncoder()
+        self.decoder = CachingDecoder(max_header_list)
+
+    def _begin_new_stream(self, stream_id: int, allowed_ids: AllowedStreamIDs) -> H2Stream:
+        stream = super()._begin_new_stream(stream_id, allowed_ids)
+        stream.__class__ = CachingStream  # same layout, memoized `_process_received_headers`
+        return stream
+
+
 def connection(*, client: bool, stream_window: int, max_header_list: int, max_streams: int) -> H2Connection:
     """An `h2` connection with the proxy's settings as its current local settings; call `start` next."""
-    conn = H2Connection(
+    conn = ProxyConnection(
         H2Configuration(
             client_side=client,
             header_encoding=None,
@@ -32,7 +49,8 @@ def connection(*, client: bool, stream_window: int, max_header_list: int, max_st
             normalize_inbound_headers=True,
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
-        )
+        ),
+        max_header_list,
     )
     conn.local_settings = Settings(
         client=client,
