@@ -291,6 +291,18 @@ class Http2Pool:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def ready(self, endpoint: Endpoint) -> Upstream | None:
+        """An open connection to `endpoint` with room for one more stream, if there is one now."""
+        best: Upstream | None = None
+        room = 0
+        for up in self.by_endpoint.get(endpoint, ()):
+            free = up.capacity()
+            if free > room and up.transport is not None:
+                best, room = up, free
+        if best is None or best in self.opening:
+            return None
+        return best
+
     async def acquire(self, endpoint: Endpoint) -> Upstream | None:
         """A connection to `endpoint` with room for one more stream (opened if need be), or None when
         `max_connections_per_endpoint` are open and all full. OSError when a new one cannot be opened."""

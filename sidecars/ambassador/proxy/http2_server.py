@@ -466,33 +466,70 @@ class Stream:
         self.done = False
         self.reason = ""
         self.task: asyncio.Task[None] | None = None
+        self.inline = False  # the first try, made without a task, is under way
+        self.try_timer: asyncio.TimerHandle | None = None
+        self.tried: list[Endpoint] = []
         self.deadline_timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
-        self.p.cluster.retry_budget.on_request()
-        self.task = self.p.loop.create_task(self._run())
+        """The first try goes out at once, without a task, when a connection with room is open: most
+        streams then live in callbacks alone. Anything that must wait (a connection to open, room,
+        a retry's backoff) runs in the stream's task."""
+        p = self.p
+        p.cluster.retry_budget.on_request()
+        if p.to_http1:
+            self.task = p.loop.create_task(self._run())
+            return
+        try:
+            ep = self._pick(self.tried)
+        except _TryFailed as failure:
+            self.task = p.loop.create_task(self._run(failure))
+            return
+        up = p.pool.ready(ep)
+        if up is None:
+            self.task = p.loop.create_task(self._run(picked=ep))
+            return
+        now = p.loop.time()
+        self.inline = True
+        expiry = now + min(self.deadline - now, p.config.per_try_timeout_secs)
+        self.try_timer = p.loop.call_at(expiry, self._try_expired)
+        try:
+            self._open(up)
+        except _TryFailed as failure:
+            self._settle(failure)
+
+    def _try_expired(self) -> None:
+        self.try_timer = None
+        if self.inline and not self.done:
+            late = self.p.loop.time() >= self.deadline
+            self._settle(_TryFailed("deadline_exceeded" if late else "upstream_timeout", Outcome.TIMEOUT))
 
     # -- the tries ----------------------------------------------------------------------------------
 
-    async def _run(self) -> None:
+    async def _run(self, failure: _TryFailed | None = None, picked: Endpoint | None = None) -> None:
+        """The tries from here on: `failure` is how the inline first try ended, `picked` the endpoint
+        it chose before finding no connection ready."""
         p = self.p
         cfg = p.config
-        exclude: list[Endpoint] = []
+        exclude = self.tried
         try:
             while True:
-                remaining = self.deadline - p.loop.time()
-                if remaining <= 0:
-                    return self.fail("deadline_exceeded")
-                try:
-                    async with asyncio.timeout(min(remaining, cfg.per_try_timeout_secs)):
-                        await self._try(exclude)
-                    return
-                except TimeoutError:
-                    failure = _TryFailed(
-                        "deadline_exceeded" if p.loop.time() >= self.deadline else "upstream_timeout", Outcome.TIMEOUT
-                    )
-                except _TryFailed as exc:
-                    failure = exc
+                if failure is None:
+                    remaining = self.deadline - p.loop.time()
+                    if remaining <= 0:
+                        return self.fail("deadline_exceeded")
+                    try:
+                        async with asyncio.timeout(min(remaining, cfg.per_try_timeout_secs)):
+                            await self._try(exclude, picked)
+                        return
+                    except TimeoutError:
+                        failure = _TryFailed(
+                            "deadline_exceeded" if p.loop.time() >= self.deadline else "upstream_timeout",
+                            Outcome.TIMEOUT,
+                        )
+                    except _TryFailed as exc:
+                        failure = exc
+                    picked = None
                 if self.done or self.responded:
                     return
                 self._end_try(failure.outcome)
@@ -505,6 +542,7 @@ class Stream:
                 )
                 if backoff > 0 and failure.reason not in NEVER_REACHED:
                     await asyncio.sleep(min(backoff, max(0.0, self.deadline - p.loop.time())))
+                failure = None
         except asyncio.CancelledError:
             self._end_try(Outcome.LOCAL_ERROR)
             raise
@@ -531,7 +569,8 @@ class Stream:
             allowed = False
         return allowed and bool(p.cluster.retry_budget.can_retry())
 
-    async def _try(self, exclude: list[Endpoint]) -> None:
+    def _pick(self, exclude: list[Endpoint]) -> Endpoint:
+        """The endpoint of the next try, booked as carrying one more request."""
         p = self.p
         ep = p.cluster.pick(None, exclude)
         if ep is None and exclude:
@@ -544,6 +583,11 @@ class Stream:
         ep.start_request()
         self.try_t0 = perf_counter()
         exclude.append(ep)
+        return ep
+
+    async def _try(self, exclude: list[Endpoint], picked: Endpoint | None = None) -> None:
+        p = self.p
+        ep = picked if picked is not None else self._pick(exclude)
         up: UpstreamSide | None
         while True:
             try:
@@ -563,6 +607,14 @@ class Stream:
                 p.cluster.breaker.release_pending()
         if self.done:
             return
+        waiter = self.waiter = p.loop.create_future()
+        self._open(up)
+        p.writes.flush()
+        await waiter
+
+    def _open(self, up: UpstreamSide) -> None:
+        """The try's upstream stream: its head, and the request body so far (written by the caller)."""
+        p = self.p
         headers = self.headers
         if self.call_deadline is not None:
             headers = [*headers, (b"grpc-timeout", grpc.format_timeout(self.call_deadline - p.loop.time()))]
@@ -570,7 +622,6 @@ class Stream:
         self.sent = 0
         self.req_end_sent = False
         no_body = self.req_ended and not self.body and self.req_trailers is None
-        waiter = self.waiter = p.loop.create_future()
         try:
             self.up_id = up.open_stream(headers, no_body, self)
         except h2.exceptions.H2Error:
@@ -578,8 +629,6 @@ class Stream:
             raise _TryFailed("upstream_refused_stream", Outcome.LOCAL_ERROR) from None
         self.req_end_sent = no_body
         self.push_request()
-        p.writes.flush()
-        await waiter
 
     def _end_try(self, outcome: Outcome) -> None:
         up, self.upstream = self.upstream, None
@@ -593,6 +642,15 @@ class Stream:
             self.p.cluster.breaker.release_request()
 
     def _settle(self, failure: _TryFailed | None) -> None:
+        if self.inline:
+            # The inline first try is over: done, or the retries go on in the stream's task.
+            self.inline = False
+            if self.try_timer is not None:
+                self.try_timer.cancel()
+                self.try_timer = None
+            if failure is not None:
+                self.task = self.p.loop.create_task(self._run(failure))
+            return
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             if failure is None:
@@ -802,7 +860,13 @@ class Stream:
             up.reset(self.up_id)
         self.out.clear()
         if not self.responded:
-            self._settle(_TryFailed(reason, Outcome.LOCAL_ERROR))
+            if self.inline:
+                self.inline = False  # no retry: `_finish` books the try
+                if self.try_timer is not None:
+                    self.try_timer.cancel()
+                    self.try_timer = None
+            else:
+                self._settle(_TryFailed(reason, Outcome.LOCAL_ERROR))
             if self.task is not None:
                 self.task.cancel()
         self._finish(reason)
@@ -815,6 +879,10 @@ class Stream:
         if self.deadline_timer is not None:
             self.deadline_timer.cancel()
             self.deadline_timer = None
+        if self.try_timer is not None:
+            self.try_timer.cancel()
+            self.try_timer = None
+        self.inline = False
         p = self.p
         up = self.upstream
         if up is not None and self.up_id and (not self.req_end_sent or up.carries(self.up_id, self)):
