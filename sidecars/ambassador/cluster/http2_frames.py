@@ -78,20 +78,23 @@ def enforce_max_streams(conn: H2Connection, limit: int) -> None:
     conn.local_settings._settings[SettingCodes.MAX_CONCURRENT_STREAMS] = deque([limit])
 
 
-def send_some(conn: H2Connection, stream_id: int, data: bytes) -> int:
-    """Queue as much of `data` as the stream's and the connection's windows allow; the bytes queued."""
+def send_some(conn: H2Connection, stream_id: int, data: bytes, end: bool = False) -> int:
+    """Queue as much of `data` as the stream's and the connection's windows allow; the bytes queued.
+    With `end`, the last frame ends the stream when it carries the last byte."""
     window = conn.local_flow_control_window(stream_id)
     if window <= 0:
         return 0
     size = len(data)
     if size > window:
         size = window
+    end = end and size == len(data)
     frame = conn.max_outbound_frame_size
     if size <= frame:
-        conn.send_data(stream_id, data if size == len(data) else data[:size])
+        conn.send_data(stream_id, data if size == len(data) else data[:size], end_stream=end)
         return size
     for at in range(0, size, frame):
-        conn.send_data(stream_id, data[at : min(at + frame, size)])
+        stop = min(at + frame, size)
+        conn.send_data(stream_id, data[at:stop], end_stream=end and stop == size)
     return size
 
 

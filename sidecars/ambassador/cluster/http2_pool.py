@@ -45,7 +45,7 @@ class StreamSink(Protocol):
     """The client side of one upstream stream: what the upstream connection reports to."""
 
     def on_response(self, headers: list[Header], end_stream: bool) -> None: ...
-    def on_data(self, data: bytes, flow_len: int) -> None: ...
+    def on_data(self, data: bytes, flow_len: int, end: bool = False) -> None: ...
     def on_trailers(self, headers: list[Header]) -> None: ...
     def on_end(self) -> None: ...
     def on_reset(self, reason: str, code: int) -> None: ...
@@ -107,10 +107,10 @@ class Upstream(asyncio.Protocol):
             sink = self.sinks.get(event.stream_id)
             if sink is None:
                 self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif event.stream_ended is not None:
+                self._ended(event.stream_id, event.data, event.flow_controlled_length)  # the last data and the end
             elif event.data or event.flow_controlled_length:
                 sink.on_data(event.data, event.flow_controlled_length)
-            if event.stream_ended is not None:
-                self._ended(event.stream_id)
         elif isinstance(event, h2.events.ResponseReceived):
             sink = self.sinks.get(event.stream_id)
             if sink is not None:
@@ -153,10 +153,13 @@ class Upstream(asyncio.Protocol):
             if not self.sinks:
                 self.close()
 
-    def _ended(self, stream_id: int) -> None:
+    def _ended(self, stream_id: int, data: bytes = b"", flow_len: int = 0) -> None:
         sink = self.sinks.pop(stream_id, None)
         if sink is not None:
-            sink.on_end()
+            if data or flow_len:
+                sink.on_data(data, flow_len, True)
+            else:
+                sink.on_end()
             self.pool.changed(self)
             if self.goaway and not self.sinks:
                 self.close()

@@ -302,9 +302,9 @@ class Http2Client(asyncio.Protocol):
             self.conn.send_headers(stream_id, headers, end_stream=end_stream)
             self.p.writes.mark(self)
 
-    def send_some(self, stream_id: int, data: bytes) -> int:
+    def send_some(self, stream_id: int, data: bytes, end: bool = False) -> int:
         try:
-            sent = http2_frames.send_some(self.conn, stream_id, data)
+            sent = http2_frames.send_some(self.conn, stream_id, data, end)
         except h2.exceptions.H2Error:
             return 0
         if sent:
@@ -393,7 +393,10 @@ class Downstream(Protocol):
     @property
     def transport(self) -> asyncio.Transport | None: ...
     def send_headers(self, stream_id: int, headers: list[Header], end_stream: bool) -> None: ...
-    def send_some(self, stream_id: int, data: bytes) -> int: ...
+    def send_some(self, stream_id: int, data: bytes, end: bool = False) -> int:
+        """Bytes of `data` taken; with `end`, the stream ends with them if all were taken."""
+        ...
+
     def end(self, stream_id: int, trailers: list[Header] | None) -> None: ...
     def ack(self, stream_id: int, size: int) -> None: ...
     def reset(self, stream_id: int, code: int) -> None: ...
@@ -735,13 +738,16 @@ class Stream:
             self.deadline_timer = self.p.loop.call_at(self.call_deadline, self._call_expired)
         self._settle(None)
 
-    def on_data(self, data: bytes, flow_len: int) -> None:
+    def on_data(self, data: bytes, flow_len: int, end: bool = False) -> None:
         self.active = self.p.loop.time()
         padding = flow_len - len(data)
         if padding and self.upstream is not None:
             self.upstream.consumed(self.up_id, padding)
         self.out += data
-        self.flush_response()
+        if end:
+            self.on_end()
+        else:
+            self.flush_response()
 
     def on_trailers(self, headers: list[Header]) -> None:
         self.out_trailers = [(n, v) for n, v in headers if n not in CONNECTION_FIELDS]
@@ -772,7 +778,8 @@ class Stream:
         if self.out:
             if not client.writable:
                 return
-            n = client.send_some(self.id, bytes(self.out))
+            last = self.out_end and not self.out_trailers  # the end goes with the last data
+            n = client.send_some(self.id, bytes(self.out), last)
             if n:
                 del self.out[:n]
                 if self.upstream is not None:
@@ -782,6 +789,9 @@ class Stream:
                     self.blocked_since = self.p.loop.time()
                 return
             self.blocked_since = 0.0
+            if last:
+                self._finish("")
+                return
         if self.out_end:
             client.end(self.id, self.out_trailers)
             self._finish("")
