@@ -15,7 +15,7 @@ from typing import Protocol
 from h2.config import H2Configuration
 from h2.connection import AllowedStreamIDs, H2Connection
 from h2.settings import SettingCodes, Settings
-from h2.stream import H2Stream
+from h2.stream import STREAM_OPEN, H2Stream, StreamState
 
 from sidecars.ambassador.cluster.http2_hpack import CachingDecoder, CachingEncoder, CachingStream
 
@@ -23,6 +23,7 @@ Header = tuple[bytes, bytes]
 # The first bytes of every HTTP/2 connection with prior knowledge (RFC 9113 §3.4).
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DEFAULT_WINDOW = 65535  # of a new connection, before any WINDOW_UPDATE (RFC 9113 §6.9.2)
+SWEEP_AT = 512  # streams, open or closed, one connection's `h2` state tracks before closed ones are swept
 
 
 class ProxyConnection(H2Connection):
@@ -32,6 +33,28 @@ class ProxyConnection(H2Connection):
         super().__init__(config)
         self.encoder = CachingEncoder()
         self.decoder = CachingDecoder(max_header_list)
+
+    def _open_streams(self, remainder: int) -> int:
+        """`h2` counts the open streams of one direction on every new stream, walking them all (and
+        sweeping closed ones out) only to compare with that direction's limit. While fewer than the
+        limit are tracked at all, that many is a bound that compares the same, and no walk is made;
+        at the limit (or `SWEEP_AT`, which bounds what is tracked) the walk counts and sweeps."""
+        streams = self.streams
+        outbound = (remainder == 1) == self.config.client_side
+        limit = (self.remote_settings if outbound else self.local_settings).max_concurrent_streams
+        if len(streams) < min(limit, SWEEP_AT):
+            return len(streams)
+        count = 0
+        closed: list[int] = []
+        for stream_id, stream in streams.items():
+            state = stream.state_machine.state
+            if state is StreamState.CLOSED:
+                closed.append(stream_id)
+            elif STREAM_OPEN[state] and stream_id % 2 == remainder:
+                count += 1
+        for stream_id in closed:
+            self._closed_streams[stream_id] = streams.pop(stream_id).closed_by
+        return count
 
     def _begin_new_stream(self, stream_id: int, allowed_ids: AllowedStreamIDs) -> H2Stream:
         stream = super()._begin_new_stream(stream_id, allowed_ids)
