@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from h2.stream import H2Stream
+from h2.utilities import HeaderValidationFlags, normalize_inbound_headers, validate_headers
 from hpack import Decoder, Encoder, HeaderTuple, NeverIndexedHeaderTuple
 from hpack.table import HeaderTable
 
@@ -105,27 +106,32 @@ class CachingEncoder(Encoder):
 _checked: dict[tuple[Any, ...], list[Any]] = {}
 
 
+def checked_headers(headers: list[Any], flags: HeaderValidationFlags) -> list[Any]:
+    """`h2`'s normalization and checks of a received header list (RFC 9113 §8; ProtocolError when
+    malformed), memoized per (list, kind of block)."""
+    key = (*headers, flags)
+    hit = _checked.get(key)
+    if hit is not None and _plain(headers):
+        return list(hit)
+    checked = list(validate_headers(normalize_inbound_headers(headers, flags), flags))
+    if _memoizable(checked):
+        if len(_checked) >= MEMO_ENTRIES:
+            _checked.clear()
+        _checked[key] = checked
+        return list(checked)
+    return checked
+
+
 class CachingStream(H2Stream):
     """An `h2` stream whose received header lists are normalized and validated once per distinct list."""
 
     def _process_received_headers(
         self, headers: Iterable[Any], header_validation_flags: Any, header_encoding: bool | str | None
     ) -> list[Any]:
-        if header_encoding:
+        config = self.config
+        if header_encoding or not (config.validate_inbound_headers and config.normalize_inbound_headers):
             return super()._process_received_headers(headers, header_validation_flags, header_encoding)
-        if not isinstance(headers, list):
-            headers = list(headers)
-        key = (*headers, header_validation_flags)
-        hit = _checked.get(key)
-        if hit is not None and _plain(headers):
-            return list(hit)
-        checked = super()._process_received_headers(headers, header_validation_flags, header_encoding)
-        if _memoizable(checked):
-            if len(_checked) >= MEMO_ENTRIES:
-                _checked.clear()
-            _checked[key] = checked
-            return list(checked)
-        return checked
+        return checked_headers(headers if isinstance(headers, list) else list(headers), header_validation_flags)
 
 
-__all__ = ["MEMO_ENTRIES", "CachingDecoder", "CachingEncoder", "CachingStream"]
+__all__ = ["MEMO_ENTRIES", "CachingDecoder", "CachingEncoder", "CachingStream", "checked_headers"]

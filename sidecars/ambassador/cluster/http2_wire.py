@@ -1,0 +1,523 @@
+"""The client side of an HTTP/2 connection to an endpoint, framed by hand (RFC 9113).
+
+The proxy's upstream connections need a small part of HTTP/2: send requests, receive responses,
+flow control both ways, SETTINGS, PING, GOAWAY, RST_STREAM. `h2`'s general state machine costs
+several times what that part needs per stream (an event object, state-machine transitions and a
+frame object for every frame), so the upstream side frames its own, in one pass over each read,
+calling its subclass back directly. What it still checks of every frame the endpoint sends (the
+endpoint is a peer like any other): frame sizes and stream ids, header blocks (CONTINUATION only
+right after, bounded in frames and bytes), HPACK and the header list size, the response header
+fields (RFC 9113 §8, with `h2`'s own checks), content-length against DATA, both flow-control
+windows. A connection error sends GOAWAY and raises `WireError`; a stream error resets the stream.
+
+HPACK and the header checks are memoized (`http2_hpack`). The app's side stays on `h2`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h2.exceptions
+from h2.errors import ErrorCodes
+from h2.utilities import HeaderValidationFlags
+
+from sidecars.ambassador.cluster.http2_hpack import CachingDecoder, CachingEncoder, checked_headers
+
+Header = tuple[bytes, bytes]
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DEFAULT_WINDOW = 65535
+MAX_WINDOW = 2**31 - 1
+MAX_FRAME = 16384  # what the proxy accepts (it never raises SETTINGS_MAX_FRAME_SIZE)
+MAX_CONTINUATIONS = 64
+
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
+END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
+S_HEADER_TABLE_SIZE, S_ENABLE_PUSH, S_MAX_CONCURRENT, S_INITIAL_WINDOW, S_MAX_FRAME, S_MAX_HEADER_LIST = range(1, 7)
+
+RESPONSE = HeaderValidationFlags(is_client=True, is_trailer=False, is_response_header=True, is_push_promise=False)
+TRAILER = HeaderValidationFlags(is_client=True, is_trailer=True, is_response_header=False, is_push_promise=False)
+
+
+class WireError(h2.exceptions.ProtocolError):
+    """The endpoint broke HTTP/2: the connection is over (GOAWAY with `error_code` is queued)."""
+
+    def __init__(self, message: str, error_code: int = ErrorCodes.PROTOCOL_ERROR) -> None:
+        super().__init__(message)
+        self.error_code = error_code  # type: ignore[assignment]  # h2's attribute holds any code
+
+
+def _head(length: int, kind: int, flags: int, stream_id: int) -> bytes:
+    return (length << 48 | kind << 40 | flags << 32 | stream_id).to_bytes(9, "big")
+
+
+def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    return _head(len(payload), kind, flags, stream_id) + payload
+
+
+class WireStream:
+    __slots__ = (
+        "expected",
+        "head",
+        "local_closed",
+        "received",
+        "recv_window",
+        "remote_closed",
+        "send_window",
+        "unacked",
+    )
+
+    def __init__(self, send_window: int, recv_window: int, head: bool, local_closed: bool) -> None:
+        self.send_window = send_window
+        self.recv_window = recv_window  # bytes the endpoint may still send on this stream
+        self.unacked = 0  # bytes passed on, not yet given back in a WINDOW_UPDATE
+        self.local_closed = local_closed  # our END_STREAM is sent
+        self.remote_closed = False  # theirs is received; the stream is forgotten once both are
+        self.head = head  # a HEAD request: the response has no body, whatever content-length says
+        self.expected: int | None = None  # content-length of the response, once its head is in
+        self.received = 0
+
+
+class ClientWire:
+    """Frames, windows and settings of one client connection; a subclass handles what arrives."""
+
+    def __init__(self, *, stream_window: int, connection_window: int, max_header_list: int) -> None:
+        self.out = bytearray()
+        self.streams: dict[int, WireStream] = {}
+        self.next_stream_id = 1
+        self.encoder = CachingEncoder()
+        self.decoder = CachingDecoder(max_header_list)
+        self.max_header_list = max_header_list
+        self.stream_window = stream_window
+        self.connection_window = max(connection_window, DEFAULT_WINDOW)
+        self.conn_recv_window = DEFAULT_WINDOW
+        self.conn_unacked = 0
+        self.conn_send_window = DEFAULT_WINDOW
+        self.remote_initial_window = DEFAULT_WINDOW
+        self.remote_max_frame = 16384
+        self.remote_max_streams = 100
+        self.buffer = b""
+        self.block: bytearray | None = None  # a header block waiting for its CONTINUATION frames
+        self.block_stream = 0
+        self.block_end_stream = False
+        self.block_frames = 0
+        self.wire_closed = False  # GOAWAY sent: nothing more is sent or read
+
+    # -- sending -----------------------------------------------------------------------------------
+
+    def initiate(self) -> None:
+        """The preface, our SETTINGS and the connection window, queued."""
+        settings = b"".join(
+            code.to_bytes(2, "big") + value.to_bytes(4, "big")
+            for code, value in (
+                (S_ENABLE_PUSH, 0),
+                (S_INITIAL_WINDOW, self.stream_window),
+                (S_MAX_HEADER_LIST, self.max_header_list),
+                (S_MAX_CONCURRENT, 100),
+            )
+        )
+        self.out += PREFACE + _frame(SETTINGS, 0, 0, settings)
+        if self.connection_window > DEFAULT_WINDOW:
+            grow = self.connection_window - DEFAULT_WINDOW
+            self.conn_recv_window += grow
+            self.out += _frame(WINDOW_UPDATE, 0, 0, grow.to_bytes(4, "big"))
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self.out)
+        self.out.clear()
+        return out
+
+    def request(self, headers: list[Header], end_stream: bool) -> int:
+        """A new stream with `headers` as its head; its id."""
+        stream_id = self.next_stream_id
+        if stream_id > MAX_WINDOW or self.wire_closed:
+            raise h2.exceptions.NoAvailableStreamIDError("no stream id left on this connection")
+        self.next_stream_id += 2
+        head = False
+        for name, value in headers:
+            if name == b":method":
+                head = value == b"HEAD"
+                break
+        self.streams[stream_id] = WireStream(self.remote_initial_window, self.stream_window, head, end_stream)
+        self._headers(stream_id, headers, end_stream)
+        return stream_id
+
+    def _headers(self, stream_id: int, headers: list[Header], end_stream: bool) -> None:
+        block = self.encoder.encode(headers)
+        size = self.remote_max_frame
+        flags = END_STREAM if end_stream else 0
+        out = self.out
+        if len(block) <= size:
+            out += _head(len(block), HEADERS, flags | END_HEADERS, stream_id)
+            out += block
+            return
+        out += _head(size, HEADERS, flags, stream_id)
+        out += block[:size]
+        for at in range(size, len(block), size):
+            chunk = block[at : at + size]
+            last = at + size >= len(block)
+            out += _head(len(chunk), CONTINUATION, END_HEADERS if last else 0, stream_id)
+            out += chunk
+
+    def send(self, stream_id: int, data: bytes, end_stream: bool = False) -> int:
+        """Queue as much of `data` as both windows allow; the bytes queued."""
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.local_closed:
+            return 0
+        size = min(len(data), stream.send_window, self.conn_send_window)
+        if size <= 0 and (data or not end_stream):
+            return 0
+        end = end_stream and size == len(data)
+        frame = self.remote_max_frame
+        out = self.out
+        at = 0
+        while True:
+            stop = min(at + frame, size)
+            out += _head(stop - at, DATA, END_STREAM if end and stop == size else 0, stream_id)
+            out += data[at:stop]
+            at = stop
+            if at >= size:
+                break
+        stream.send_window -= size
+        self.conn_send_window -= size
+        if end:
+            self._local_end(stream_id, stream)
+        return size
+
+    def finish(self, stream_id: int, trailers: list[Header] | None) -> None:
+        """Our end of the stream: trailers, or an empty DATA frame with END_STREAM."""
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.local_closed:
+            return
+        if trailers:
+            self._headers(stream_id, trailers, True)
+        else:
+            self.out += _head(0, DATA, END_STREAM, stream_id)
+        self._local_end(stream_id, stream)
+
+    def _local_end(self, stream_id: int, stream: WireStream) -> None:
+        stream.local_closed = True
+        if stream.remote_closed:
+            del self.streams[stream_id]
+
+    def _remote_end(self, stream_id: int, stream: WireStream) -> None:
+        stream.remote_closed = True
+        if stream.local_closed:
+            del self.streams[stream_id]
+
+    def rst(self, stream_id: int, code: int) -> None:
+        """RST_STREAM for a stream still open (either way); forgotten."""
+        if self.streams.pop(stream_id, None) is not None:
+            self.out += _frame(RST_STREAM, 0, stream_id, int(code).to_bytes(4, "big"))
+
+    def ack(self, stream_id: int, size: int) -> None:
+        """`size` received bytes were passed on: the endpoint may send that many more (batched: a
+        WINDOW_UPDATE once half a window is owed)."""
+        self.conn_unacked += size
+        if self.conn_unacked >= self.connection_window // 2:
+            self.conn_recv_window += self.conn_unacked
+            self.out += _frame(WINDOW_UPDATE, 0, 0, self.conn_unacked.to_bytes(4, "big"))
+            self.conn_unacked = 0
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.remote_closed:
+            return
+        stream.unacked += size
+        if stream.unacked >= self.stream_window // 2:
+            stream.recv_window += stream.unacked
+            self.out += _frame(WINDOW_UPDATE, 0, stream_id, stream.unacked.to_bytes(4, "big"))
+            stream.unacked = 0
+
+    def send_goaway(self, code: int = ErrorCodes.NO_ERROR) -> None:
+        if not self.wire_closed:
+            self.wire_closed = True
+            self.out += _frame(GOAWAY, 0, 0, (0).to_bytes(4, "big") + int(code).to_bytes(4, "big"))
+
+    # -- receiving ---------------------------------------------------------------------------------
+
+    def receive(self, data: bytes) -> None:
+        """Handle every whole frame of what came in; WireError on a connection error."""
+        if self.wire_closed:
+            return
+        buf = self.buffer + data if self.buffer else data
+        size = len(buf)
+        pos = 0
+        try:
+            while size - pos >= 9:
+                length = int.from_bytes(buf[pos : pos + 3], "big")
+                if length > MAX_FRAME:
+                    raise WireError(f"frame of {length} bytes over {MAX_FRAME}", ErrorCodes.FRAME_SIZE_ERROR)
+                end = pos + 9 + length
+                if end > size:
+                    break
+                kind = buf[pos + 3]
+                flags = buf[pos + 4]
+                stream_id = int.from_bytes(buf[pos + 5 : pos + 9], "big") & MAX_WINDOW
+                payload = buf[pos + 9 : end]
+                pos = end
+                if self.block is not None and (kind != CONTINUATION or stream_id != self.block_stream):
+                    raise WireError("a header block interrupted before its end")
+                if kind == DATA:
+                    self._data(stream_id, flags, payload)
+                elif kind == HEADERS:
+                    self._headers_frame(stream_id, flags, payload)
+                elif kind == CONTINUATION:
+                    self._continuation(stream_id, flags, payload)
+                elif kind == WINDOW_UPDATE:
+                    self._window_update(stream_id, payload)
+                elif kind == RST_STREAM:
+                    if stream_id == 0 or length != 4:
+                        raise WireError("RST_STREAM on stream 0 or not 4 bytes", ErrorCodes.FRAME_SIZE_ERROR)
+                    self._check_known(stream_id)
+                    if self.streams.pop(stream_id, None) is not None:
+                        self.on_stream_reset(stream_id, int.from_bytes(payload, "big"))
+                elif kind == SETTINGS:
+                    self._settings(stream_id, flags, payload)
+                elif kind == PING:
+                    if stream_id != 0 or length != 8:
+                        raise WireError("PING on a stream or not 8 bytes", ErrorCodes.FRAME_SIZE_ERROR)
+                    if not flags & ACK:
+                        self.out += _frame(PING, ACK, 0, payload)
+                elif kind == GOAWAY:
+                    if stream_id != 0 or length < 8:
+                        raise WireError("GOAWAY on a stream or under 8 bytes")
+                    last = int.from_bytes(payload[:4], "big") & MAX_WINDOW
+                    self.on_goaway(last, int.from_bytes(payload[4:8], "big"))
+                elif kind == PUSH_PROMISE:
+                    raise WireError("PUSH_PROMISE with push disabled")
+                elif kind == PRIORITY and (stream_id == 0 or length != 5):
+                    raise WireError("PRIORITY on stream 0 or not 5 bytes", ErrorCodes.FRAME_SIZE_ERROR)
+                # Frames of unknown types are ignored (RFC 9113 §4.1).
+        except WireError as exc:
+            self.send_goaway(exc.error_code)
+            self.buffer = b""
+            raise
+        self.buffer = buf[pos:] if pos < size else b""
+
+    def _check_known(self, stream_id: int) -> None:
+        if stream_id >= self.next_stream_id:
+            raise WireError(f"frame on stream {stream_id}, never opened")
+        if stream_id % 2 == 0:
+            raise WireError(f"frame on even stream {stream_id} (push is off)")
+
+    def _unpad(self, flags: int, payload: bytes) -> bytes:
+        if flags & PADDED:
+            if not payload or payload[0] >= len(payload):
+                raise WireError("padding longer than the frame")
+            return payload[1 : len(payload) - payload[0]]
+        return payload
+
+    def _data(self, stream_id: int, flags: int, payload: bytes) -> None:
+        if stream_id == 0:
+            raise WireError("DATA on stream 0")
+        self._check_known(stream_id)
+        flow = len(payload)
+        if flow > self.conn_recv_window:
+            raise WireError("DATA over the connection window", ErrorCodes.FLOW_CONTROL_ERROR)
+        self.conn_recv_window -= flow
+        data = self._unpad(flags, payload)
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            self.ack(stream_id, flow)  # a stream already reset: the connection's window comes back
+            return
+        if stream.remote_closed or stream.expected is None:
+            self._stream_error(stream_id, "DATA before the response head or after the end")
+            self.ack(stream_id, flow)
+            return
+        if flow > stream.recv_window:
+            self._stream_error(stream_id, "DATA over the stream window", ErrorCodes.FLOW_CONTROL_ERROR)
+            self.ack(stream_id, flow)
+            return
+        stream.recv_window -= flow
+        stream.received += len(data)
+        end = bool(flags & END_STREAM)
+        if (stream.expected >= 0 and stream.received > stream.expected) or (
+            end and stream.expected >= 0 and stream.received != stream.expected
+        ):
+            self._stream_error(stream_id, "DATA does not match content-length")
+            self.ack(stream_id, flow)
+            return
+        if end:
+            self._remote_end(stream_id, stream)
+        self.on_data(stream_id, data, flow, end)
+
+    def _headers_frame(self, stream_id: int, flags: int, payload: bytes) -> None:
+        if stream_id == 0:
+            raise WireError("HEADERS on stream 0")
+        self._check_known(stream_id)
+        block = self._unpad(flags, payload)
+        if flags & PRIORITY_FLAG:
+            if len(block) < 5:
+                raise WireError("HEADERS too short for its priority")
+            block = block[5:]
+        if flags & END_HEADERS:
+            self._block(stream_id, block, bool(flags & END_STREAM))
+        else:
+            self.block = bytearray(block)
+            self.block_stream = stream_id
+            self.block_end_stream = bool(flags & END_STREAM)
+            self.block_frames = 1
+
+    def _continuation(self, stream_id: int, flags: int, payload: bytes) -> None:
+        block = self.block
+        if block is None:
+            raise WireError("CONTINUATION without a header block")
+        block += payload
+        self.block_frames += 1
+        if self.block_frames > MAX_CONTINUATIONS or len(block) > self.max_header_list:
+            raise WireError("header block too long", ErrorCodes.ENHANCE_YOUR_CALM)
+        if flags & END_HEADERS:
+            self.block = None
+            self._block(stream_id, bytes(block), self.block_end_stream)
+
+    def _block(self, stream_id: int, block: bytes, end_stream: bool) -> None:
+        try:
+            headers = self.decoder.decode(block, raw=True)
+        except Exception as exc:  # hpack's errors, and what a broken block makes it raise
+            code = ErrorCodes.ENHANCE_YOUR_CALM if "larger than" in str(exc) else ErrorCodes.COMPRESSION_ERROR
+            raise WireError(f"header block: {exc}", code) from None
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return  # a stream already reset: the block is decoded (the HPACK state moves on) and dropped
+        if stream.remote_closed:
+            self._stream_error(stream_id, "HEADERS after the end of the stream")
+            return
+        trailer = stream.expected is not None
+        try:
+            headers = checked_headers(headers, TRAILER if trailer else RESPONSE)
+        except h2.exceptions.ProtocolError as exc:
+            self._stream_error(stream_id, str(exc))
+            return
+        if trailer:
+            if not end_stream:
+                self._stream_error(stream_id, "trailers without END_STREAM")
+                return
+            if stream.expected is not None and stream.expected >= 0 and stream.received != stream.expected:
+                self._stream_error(stream_id, "DATA does not match content-length")
+                return
+            self._remote_end(stream_id, stream)
+            self.on_trailers(stream_id, headers)
+            return
+        status = headers[0][1] if headers and headers[0][0] == b":status" else b""
+        if status[:1] == b"1":
+            if end_stream:
+                self._stream_error(stream_id, "an informational response ends the stream")
+            elif status != b"101":
+                self.on_informational(stream_id, headers)
+            else:
+                self._stream_error(stream_id, "101 in HTTP/2")
+            return
+        expected = -1
+        if not stream.head and status not in (b"204", b"304"):
+            for name, value in headers:
+                if name == b"content-length":
+                    if not value.isdigit():
+                        self._stream_error(stream_id, "content-length not a number")
+                        return
+                    expected = int(value)
+                    break
+        else:
+            expected = 0
+        stream.expected = expected
+        if end_stream:
+            if expected > 0:
+                self._stream_error(stream_id, "response ended short of its content-length")
+                return
+            self._remote_end(stream_id, stream)
+        self.on_response(stream_id, headers, end_stream)
+
+    def _window_update(self, stream_id: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise WireError("WINDOW_UPDATE not 4 bytes", ErrorCodes.FRAME_SIZE_ERROR)
+        grow = int.from_bytes(payload, "big") & MAX_WINDOW
+        if stream_id == 0:
+            if grow == 0:
+                raise WireError("WINDOW_UPDATE of 0")
+            self.conn_send_window += grow
+            if self.conn_send_window > MAX_WINDOW:
+                raise WireError("connection window over 2^31-1", ErrorCodes.FLOW_CONTROL_ERROR)
+            self.on_window(0)
+            return
+        self._check_known(stream_id)
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        if grow == 0:
+            self._stream_error(stream_id, "WINDOW_UPDATE of 0")
+            return
+        stream.send_window += grow
+        if stream.send_window > MAX_WINDOW:
+            self._stream_error(stream_id, "stream window over 2^31-1", ErrorCodes.FLOW_CONTROL_ERROR)
+            return
+        self.on_window(stream_id)
+
+    def _settings(self, stream_id: int, flags: int, payload: bytes) -> None:
+        if stream_id != 0:
+            raise WireError("SETTINGS on a stream")
+        if flags & ACK:
+            if payload:
+                raise WireError("SETTINGS ACK with a payload", ErrorCodes.FRAME_SIZE_ERROR)
+            return
+        if len(payload) % 6:
+            raise WireError("SETTINGS not a multiple of 6 bytes", ErrorCodes.FRAME_SIZE_ERROR)
+        window_changed = False
+        for at in range(0, len(payload), 6):
+            code = int.from_bytes(payload[at : at + 2], "big")
+            value = int.from_bytes(payload[at + 2 : at + 6], "big")
+            if code == S_HEADER_TABLE_SIZE:
+                self.encoder.header_table_size = value
+            elif code == S_ENABLE_PUSH:
+                if value > 1:
+                    raise WireError("ENABLE_PUSH not 0 or 1")
+            elif code == S_MAX_CONCURRENT:
+                self.remote_max_streams = value
+            elif code == S_INITIAL_WINDOW:
+                if value > MAX_WINDOW:
+                    raise WireError("INITIAL_WINDOW_SIZE over 2^31-1", ErrorCodes.FLOW_CONTROL_ERROR)
+                delta = value - self.remote_initial_window
+                self.remote_initial_window = value
+                for stream in self.streams.values():
+                    stream.send_window += delta
+                    if stream.send_window > MAX_WINDOW:
+                        raise WireError("a stream window over 2^31-1", ErrorCodes.FLOW_CONTROL_ERROR)
+                window_changed = True
+            elif code == S_MAX_FRAME:
+                if not 16384 <= value <= 2**24 - 1:
+                    raise WireError("MAX_FRAME_SIZE out of range")
+                self.remote_max_frame = value
+        self.out += _head(0, SETTINGS, ACK, 0)
+        if window_changed:
+            self.on_window(0)
+
+    def _stream_error(self, stream_id: int, reason: str, code: int = ErrorCodes.PROTOCOL_ERROR) -> None:
+        """A malformed stream (RFC 9113 §8.1.1): reset it, tell the subclass."""
+        if self.streams.pop(stream_id, None) is not None:
+            self.out += _frame(RST_STREAM, 0, stream_id, int(code).to_bytes(4, "big"))
+            self.on_stream_error(stream_id, reason)
+
+    # -- what the subclass handles ------------------------------------------------------------------
+
+    def on_response(self, stream_id: int, headers: list[Any], end_stream: bool) -> None:
+        raise NotImplementedError
+
+    def on_informational(self, stream_id: int, headers: list[Any]) -> None:
+        raise NotImplementedError
+
+    def on_data(self, stream_id: int, data: bytes, flow_len: int, end_stream: bool) -> None:
+        raise NotImplementedError
+
+    def on_trailers(self, stream_id: int, headers: list[Any]) -> None:
+        raise NotImplementedError
+
+    def on_stream_reset(self, stream_id: int, code: int) -> None:
+        raise NotImplementedError
+
+    def on_stream_error(self, stream_id: int, reason: str) -> None:
+        raise NotImplementedError
+
+    def on_window(self, stream_id: int) -> None:
+        raise NotImplementedError
+
+    def on_goaway(self, last_stream_id: int, code: int) -> None:
+        raise NotImplementedError
+
+
+__all__ = ["ClientWire", "WireError", "WireStream"]
