@@ -132,8 +132,7 @@ class Http2UpstreamConfig(_Section):
         100,
         ge=1,
         le=2**31 - 1,
-        description="Streams the ambassador opens on one upstream connection at most, even if the server "
-        "allows more.",
+        description="Streams the ambassador opens on one upstream connection at most, even if the server allows more.",
     )
     initial_stream_window_bytes: int = Field(
         262144,
