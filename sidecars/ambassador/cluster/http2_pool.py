@@ -111,7 +111,7 @@ class Upstream(ClientWire, asyncio.Protocol):
     def on_data(self, stream_id: int, data: bytes, flow_len: int, end_stream: bool) -> None:
         sink = self.sinks.get(stream_id)
         if sink is None:
-            self.ack(stream_id, flow_len)
+            self.credit(stream_id, flow_len)
         elif end_stream:
             self._ended(stream_id, data, flow_len)  # the last data and the end
         elif data or flow_len:
@@ -211,7 +211,7 @@ class Upstream(ClientWire, asyncio.Protocol):
 
     def consumed(self, stream_id: int, flow_len: int) -> None:
         """The sink passed `flow_len` response bytes on: the server may send that many more."""
-        self.ack(stream_id, flow_len)
+        self.credit(stream_id, flow_len)
         if self.out:
             self.pool.writes.mark(self)
 

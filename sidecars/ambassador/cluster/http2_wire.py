@@ -20,6 +20,7 @@ from typing import Any
 import h2.exceptions
 from h2.errors import ErrorCodes
 from h2.utilities import HeaderValidationFlags
+from hpack.exceptions import OversizedHeaderListError
 
 from sidecars.ambassador.cluster.http2_hpack import CachingDecoder, CachingEncoder, checked_headers
 
@@ -38,12 +39,22 @@ RESPONSE = HeaderValidationFlags(is_client=True, is_trailer=False, is_response_h
 TRAILER = HeaderValidationFlags(is_client=True, is_trailer=True, is_response_header=False, is_push_promise=False)
 
 
-class WireError(h2.exceptions.ProtocolError):
-    """The endpoint broke HTTP/2: the connection is over (GOAWAY with `error_code` is queued)."""
+REQUEST = HeaderValidationFlags(is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False)
+REQUEST_TRAILER = HeaderValidationFlags(
+    is_client=False, is_trailer=True, is_response_header=False, is_push_promise=False
+)
 
-    def __init__(self, message: str, error_code: int = ErrorCodes.PROTOCOL_ERROR) -> None:
+
+class WireError(h2.exceptions.ProtocolError):
+    """The peer broke HTTP/2: the connection is over (GOAWAY with `error_code` is queued). `reason`
+    names the violation for the counters."""
+
+    def __init__(
+        self, message: str, error_code: int = ErrorCodes.PROTOCOL_ERROR, reason: str = "h2_protocol_error"
+    ) -> None:
         super().__init__(message)
         self.error_code = error_code  # type: ignore[assignment]  # h2's attribute holds any code
+        self.reason = reason
 
 
 def _head(length: int, kind: int, flags: int, stream_id: int) -> bytes:
@@ -77,12 +88,12 @@ class WireStream:
         self.received = 0
 
 
-class ClientWire:
-    """Frames, windows and settings of one client connection; a subclass handles what arrives."""
+class Wire:
+    """Frames, windows and settings of one connection, either side; a subclass handles what arrives."""
 
     def __init__(self, *, stream_window: int, connection_window: int, max_header_list: int) -> None:
         self.out = bytearray()
-        self.streams: dict[int, WireStream] = {}
+        self.wire_streams: dict[int, WireStream] = {}
         self.next_stream_id = 1
         self.encoder = CachingEncoder()
         self.decoder = CachingDecoder(max_header_list)
@@ -104,18 +115,9 @@ class ClientWire:
 
     # -- sending -----------------------------------------------------------------------------------
 
-    def initiate(self) -> None:
-        """The preface, our SETTINGS and the connection window, queued."""
-        settings = b"".join(
-            code.to_bytes(2, "big") + value.to_bytes(4, "big")
-            for code, value in (
-                (S_ENABLE_PUSH, 0),
-                (S_INITIAL_WINDOW, self.stream_window),
-                (S_MAX_HEADER_LIST, self.max_header_list),
-                (S_MAX_CONCURRENT, 100),
-            )
-        )
-        self.out += PREFACE + _frame(SETTINGS, 0, 0, settings)
+    def _initiate(self, opening: bytes, settings: tuple[tuple[int, int], ...]) -> None:
+        payload = b"".join(code.to_bytes(2, "big") + value.to_bytes(4, "big") for code, value in settings)
+        self.out += opening + _frame(SETTINGS, 0, 0, payload)
         if self.connection_window > DEFAULT_WINDOW:
             grow = self.connection_window - DEFAULT_WINDOW
             self.conn_recv_window += grow
@@ -125,21 +127,6 @@ class ClientWire:
         out = bytes(self.out)
         self.out.clear()
         return out
-
-    def request(self, headers: list[Header], end_stream: bool) -> int:
-        """A new stream with `headers` as its head; its id."""
-        stream_id = self.next_stream_id
-        if stream_id > MAX_WINDOW or self.wire_closed:
-            raise h2.exceptions.NoAvailableStreamIDError("no stream id left on this connection")
-        self.next_stream_id += 2
-        head = False
-        for name, value in headers:
-            if name == b":method":
-                head = value == b"HEAD"
-                break
-        self.streams[stream_id] = WireStream(self.remote_initial_window, self.stream_window, head, end_stream)
-        self._headers(stream_id, headers, end_stream)
-        return stream_id
 
     def _headers(self, stream_id: int, headers: list[Header], end_stream: bool) -> None:
         block = self.encoder.encode(headers)
@@ -160,7 +147,7 @@ class ClientWire:
 
     def send(self, stream_id: int, data: bytes, end_stream: bool = False) -> int:
         """Queue as much of `data` as both windows allow; the bytes queued."""
-        stream = self.streams.get(stream_id)
+        stream = self.wire_streams.get(stream_id)
         if stream is None or stream.local_closed:
             return 0
         size = min(len(data), stream.send_window, self.conn_send_window)
@@ -185,7 +172,7 @@ class ClientWire:
 
     def finish(self, stream_id: int, trailers: list[Header] | None) -> None:
         """Our end of the stream: trailers, or an empty DATA frame with END_STREAM."""
-        stream = self.streams.get(stream_id)
+        stream = self.wire_streams.get(stream_id)
         if stream is None or stream.local_closed:
             return
         if trailers:
@@ -197,19 +184,19 @@ class ClientWire:
     def _local_end(self, stream_id: int, stream: WireStream) -> None:
         stream.local_closed = True
         if stream.remote_closed:
-            del self.streams[stream_id]
+            del self.wire_streams[stream_id]
 
     def _remote_end(self, stream_id: int, stream: WireStream) -> None:
         stream.remote_closed = True
         if stream.local_closed:
-            del self.streams[stream_id]
+            del self.wire_streams[stream_id]
 
     def rst(self, stream_id: int, code: int) -> None:
         """RST_STREAM for a stream still open (either way); forgotten."""
-        if self.streams.pop(stream_id, None) is not None:
+        if self.wire_streams.pop(stream_id, None) is not None:
             self.out += _frame(RST_STREAM, 0, stream_id, int(code).to_bytes(4, "big"))
 
-    def ack(self, stream_id: int, size: int) -> None:
+    def credit(self, stream_id: int, size: int) -> None:
         """`size` received bytes were passed on: the endpoint may send that many more (batched: a
         WINDOW_UPDATE once half a window is owed)."""
         self.conn_unacked += size
@@ -217,7 +204,7 @@ class ClientWire:
             self.conn_recv_window += self.conn_unacked
             self.out += _frame(WINDOW_UPDATE, 0, 0, self.conn_unacked.to_bytes(4, "big"))
             self.conn_unacked = 0
-        stream = self.streams.get(stream_id)
+        stream = self.wire_streams.get(stream_id)
         if stream is None or stream.remote_closed:
             return
         stream.unacked += size
@@ -226,10 +213,11 @@ class ClientWire:
             self.out += _frame(WINDOW_UPDATE, 0, stream_id, stream.unacked.to_bytes(4, "big"))
             stream.unacked = 0
 
-    def send_goaway(self, code: int = ErrorCodes.NO_ERROR) -> None:
+    def send_goaway(self, code: int = ErrorCodes.NO_ERROR, last_stream_id: int = 0) -> None:
+        """The last GOAWAY: nothing more is sent or read."""
         if not self.wire_closed:
             self.wire_closed = True
-            self.out += _frame(GOAWAY, 0, 0, (0).to_bytes(4, "big") + int(code).to_bytes(4, "big"))
+            self.out += _frame(GOAWAY, 0, 0, last_stream_id.to_bytes(4, "big") + int(code).to_bytes(4, "big"))
 
     # -- receiving ---------------------------------------------------------------------------------
 
@@ -267,7 +255,7 @@ class ClientWire:
                     if stream_id == 0 or length != 4:
                         raise WireError("RST_STREAM on stream 0 or not 4 bytes", ErrorCodes.FRAME_SIZE_ERROR)
                     self._check_known(stream_id)
-                    if self.streams.pop(stream_id, None) is not None:
+                    if self.wire_streams.pop(stream_id, None) is not None:
                         self.on_stream_reset(stream_id, int.from_bytes(payload, "big"))
                 elif kind == SETTINGS:
                     self._settings(stream_id, flags, payload)
@@ -287,16 +275,10 @@ class ClientWire:
                     raise WireError("PRIORITY on stream 0 or not 5 bytes", ErrorCodes.FRAME_SIZE_ERROR)
                 # Frames of unknown types are ignored (RFC 9113 §4.1).
         except WireError as exc:
-            self.send_goaway(exc.error_code)
+            self.send_goaway(exc.error_code, self.last_stream_id())
             self.buffer = b""
             raise
         self.buffer = buf[pos:] if pos < size else b""
-
-    def _check_known(self, stream_id: int) -> None:
-        if stream_id >= self.next_stream_id:
-            raise WireError(f"frame on stream {stream_id}, never opened")
-        if stream_id % 2 == 0:
-            raise WireError(f"frame on even stream {stream_id} (push is off)")
 
     def _unpad(self, flags: int, payload: bytes) -> bytes:
         if flags & PADDED:
@@ -314,17 +296,17 @@ class ClientWire:
             raise WireError("DATA over the connection window", ErrorCodes.FLOW_CONTROL_ERROR)
         self.conn_recv_window -= flow
         data = self._unpad(flags, payload)
-        stream = self.streams.get(stream_id)
+        stream = self.wire_streams.get(stream_id)
         if stream is None:
-            self.ack(stream_id, flow)  # a stream already reset: the connection's window comes back
+            self.credit(stream_id, flow)  # a stream already reset: the connection's window comes back
             return
         if stream.remote_closed or stream.expected is None:
             self._stream_error(stream_id, "DATA before the response head or after the end")
-            self.ack(stream_id, flow)
+            self.credit(stream_id, flow)
             return
         if flow > stream.recv_window:
             self._stream_error(stream_id, "DATA over the stream window", ErrorCodes.FLOW_CONTROL_ERROR)
-            self.ack(stream_id, flow)
+            self.credit(stream_id, flow)
             return
         stream.recv_window -= flow
         stream.received += len(data)
@@ -333,7 +315,7 @@ class ClientWire:
             end and stream.expected >= 0 and stream.received != stream.expected
         ):
             self._stream_error(stream_id, "DATA does not match content-length")
-            self.ack(stream_id, flow)
+            self.credit(stream_id, flow)
             return
         if end:
             self._remote_end(stream_id, stream)
@@ -368,61 +350,38 @@ class ClientWire:
             self.block = None
             self._block(stream_id, bytes(block), self.block_end_stream)
 
-    def _block(self, stream_id: int, block: bytes, end_stream: bool) -> None:
+    def _decode(self, block: bytes) -> list[Any]:
         try:
-            headers = self.decoder.decode(block, raw=True)
+            return self.decoder.decode(block, raw=True)
+        except OversizedHeaderListError as exc:  # the HPACK bomb
+            raise WireError(str(exc), ErrorCodes.ENHANCE_YOUR_CALM, "h2_header_list_too_large") from None
         except Exception as exc:  # hpack's errors, and what a broken block makes it raise
-            code = ErrorCodes.ENHANCE_YOUR_CALM if "larger than" in str(exc) else ErrorCodes.COMPRESSION_ERROR
-            raise WireError(f"header block: {exc}", code) from None
-        stream = self.streams.get(stream_id)
-        if stream is None:
-            return  # a stream already reset: the block is decoded (the HPACK state moves on) and dropped
-        if stream.remote_closed:
-            self._stream_error(stream_id, "HEADERS after the end of the stream")
-            return
-        trailer = stream.expected is not None
+            raise WireError(f"header block: {exc}", ErrorCodes.COMPRESSION_ERROR) from None
+
+    def _content_length(self, stream_id: int, headers: list[Any]) -> int | None:
+        """The content-length of a head (-1: none); None, and the stream reset, when it is no number."""
+        for name, value in headers:
+            if name == b"content-length":
+                if not value.isdigit():
+                    self._stream_error(stream_id, "content-length not a number")
+                    return None
+                return int(value)
+        return -1
+
+    def _trailers(self, stream_id: int, stream: WireStream, headers: list[Any], end_stream: bool, kind: Any) -> None:
         try:
-            headers = checked_headers(headers, TRAILER if trailer else RESPONSE)
+            headers = checked_headers(headers, kind)
         except h2.exceptions.ProtocolError as exc:
             self._stream_error(stream_id, str(exc))
             return
-        if trailer:
-            if not end_stream:
-                self._stream_error(stream_id, "trailers without END_STREAM")
-                return
-            if stream.expected is not None and stream.expected >= 0 and stream.received != stream.expected:
-                self._stream_error(stream_id, "DATA does not match content-length")
-                return
-            self._remote_end(stream_id, stream)
-            self.on_trailers(stream_id, headers)
+        if not end_stream:
+            self._stream_error(stream_id, "trailers without END_STREAM")
             return
-        status = headers[0][1] if headers and headers[0][0] == b":status" else b""
-        if status[:1] == b"1":
-            if end_stream:
-                self._stream_error(stream_id, "an informational response ends the stream")
-            elif status != b"101":
-                self.on_informational(stream_id, headers)
-            else:
-                self._stream_error(stream_id, "101 in HTTP/2")
+        if stream.expected is not None and stream.expected >= 0 and stream.received != stream.expected:
+            self._stream_error(stream_id, "DATA does not match content-length")
             return
-        expected = -1
-        if not stream.head and status not in (b"204", b"304"):
-            for name, value in headers:
-                if name == b"content-length":
-                    if not value.isdigit():
-                        self._stream_error(stream_id, "content-length not a number")
-                        return
-                    expected = int(value)
-                    break
-        else:
-            expected = 0
-        stream.expected = expected
-        if end_stream:
-            if expected > 0:
-                self._stream_error(stream_id, "response ended short of its content-length")
-                return
-            self._remote_end(stream_id, stream)
-        self.on_response(stream_id, headers, end_stream)
+        self._remote_end(stream_id, stream)
+        self.on_trailers(stream_id, headers)
 
     def _window_update(self, stream_id: int, payload: bytes) -> None:
         if len(payload) != 4:
@@ -437,7 +396,7 @@ class ClientWire:
             self.on_window(0)
             return
         self._check_known(stream_id)
-        stream = self.streams.get(stream_id)
+        stream = self.wire_streams.get(stream_id)
         if stream is None:
             return
         if grow == 0:
@@ -474,7 +433,7 @@ class ClientWire:
                     raise WireError("INITIAL_WINDOW_SIZE over 2^31-1", ErrorCodes.FLOW_CONTROL_ERROR)
                 delta = value - self.remote_initial_window
                 self.remote_initial_window = value
-                for stream in self.streams.values():
+                for stream in self.wire_streams.values():
                     stream.send_window += delta
                     if stream.send_window > MAX_WINDOW:
                         raise WireError("a stream window over 2^31-1", ErrorCodes.FLOW_CONTROL_ERROR)
@@ -489,16 +448,19 @@ class ClientWire:
 
     def _stream_error(self, stream_id: int, reason: str, code: int = ErrorCodes.PROTOCOL_ERROR) -> None:
         """A malformed stream (RFC 9113 §8.1.1): reset it, tell the subclass."""
-        if self.streams.pop(stream_id, None) is not None:
+        if self.wire_streams.pop(stream_id, None) is not None:
             self.out += _frame(RST_STREAM, 0, stream_id, int(code).to_bytes(4, "big"))
             self.on_stream_error(stream_id, reason)
 
     # -- what the subclass handles ------------------------------------------------------------------
 
-    def on_response(self, stream_id: int, headers: list[Any], end_stream: bool) -> None:
+    def _check_known(self, stream_id: int) -> None:
         raise NotImplementedError
 
-    def on_informational(self, stream_id: int, headers: list[Any]) -> None:
+    def _block(self, stream_id: int, block: bytes, end_stream: bool) -> None:
+        raise NotImplementedError
+
+    def last_stream_id(self) -> int:
         raise NotImplementedError
 
     def on_data(self, stream_id: int, data: bytes, flow_len: int, end_stream: bool) -> None:
@@ -520,4 +482,206 @@ class ClientWire:
         raise NotImplementedError
 
 
-__all__ = ["ClientWire", "WireError", "WireStream"]
+class ClientWire(Wire):
+    """The proxy's side of a connection to an endpoint: requests out, responses in."""
+
+    def initiate(self) -> None:
+        """The preface, our SETTINGS and the connection window, queued."""
+        self._initiate(
+            PREFACE,
+            (
+                (S_ENABLE_PUSH, 0),
+                (S_INITIAL_WINDOW, self.stream_window),
+                (S_MAX_HEADER_LIST, self.max_header_list),
+                (S_MAX_CONCURRENT, 100),
+            ),
+        )
+
+    def request(self, headers: list[Header], end_stream: bool) -> int:
+        """A new stream with `headers` as its head; its id."""
+        stream_id = self.next_stream_id
+        if stream_id > MAX_WINDOW or self.wire_closed:
+            raise h2.exceptions.NoAvailableStreamIDError("no stream id left on this connection")
+        self.next_stream_id += 2
+        head = False
+        for name, value in headers:
+            if name == b":method":
+                head = value == b"HEAD"
+                break
+        self.wire_streams[stream_id] = WireStream(self.remote_initial_window, self.stream_window, head, end_stream)
+        self._headers(stream_id, headers, end_stream)
+        return stream_id
+
+    def last_stream_id(self) -> int:
+        return 0  # the endpoint opens no streams (push is off)
+
+    def _check_known(self, stream_id: int) -> None:
+        if stream_id >= self.next_stream_id:
+            raise WireError(f"frame on stream {stream_id}, never opened")
+        if stream_id % 2 == 0:
+            raise WireError(f"frame on even stream {stream_id} (push is off)")
+
+    def _block(self, stream_id: int, block: bytes, end_stream: bool) -> None:
+        headers = self._decode(block)
+        stream = self.wire_streams.get(stream_id)
+        if stream is None:
+            return  # a stream already reset: the block is decoded (the HPACK state moves on) and dropped
+        if stream.remote_closed:
+            self._stream_error(stream_id, "HEADERS after the end of the stream")
+            return
+        if stream.expected is not None:
+            self._trailers(stream_id, stream, headers, end_stream, TRAILER)
+            return
+        try:
+            headers = checked_headers(headers, RESPONSE)
+        except h2.exceptions.ProtocolError as exc:
+            self._stream_error(stream_id, str(exc))
+            return
+        status = headers[0][1] if headers and headers[0][0] == b":status" else b""
+        if status[:1] == b"1":
+            if end_stream:
+                self._stream_error(stream_id, "an informational response ends the stream")
+            elif status != b"101":
+                self.on_informational(stream_id, headers)
+            else:
+                self._stream_error(stream_id, "101 in HTTP/2")
+            return
+        if stream.head or status in (b"204", b"304"):
+            expected: int | None = 0
+        else:
+            expected = self._content_length(stream_id, headers)
+            if expected is None:
+                return
+        stream.expected = expected
+        if end_stream:
+            if expected is not None and expected > 0:
+                self._stream_error(stream_id, "response ended short of its content-length")
+                return
+            self._remote_end(stream_id, stream)
+        self.on_response(stream_id, headers, end_stream)
+
+    def on_response(self, stream_id: int, headers: list[Any], end_stream: bool) -> None:
+        raise NotImplementedError
+
+    def on_informational(self, stream_id: int, headers: list[Any]) -> None:
+        raise NotImplementedError
+
+
+class ServerWire(Wire):
+    """The proxy's side of a connection from the app: requests in, responses out. What it enforces
+    itself: the preface, stream ids (odd, rising), `hard_max_streams` open at once (beyond: a
+    connection error, `h2_too_many_streams`; the softer limit is the caller's), request fields
+    (RFC 9113 §8, `h2`'s checks: a malformed request is a stream error), content-length against
+    DATA, the header list size (ENHANCE_YOUR_CALM, `h2_header_list_too_large`)."""
+
+    def __init__(
+        self,
+        *,
+        stream_window: int,
+        connection_window: int,
+        max_header_list: int,
+        max_streams: int,
+        hard_max_streams: int,
+    ) -> None:
+        super().__init__(
+            stream_window=stream_window, connection_window=connection_window, max_header_list=max_header_list
+        )
+        self.max_streams = max_streams
+        self.hard_max_streams = hard_max_streams
+        self.highest_inbound = 0
+        self.preface_pending = PREFACE
+        # Streams reset during the current read still count against `hard_max_streams`: the client
+        # opened them all at once, before any reset could reach it.
+        self.reset_in_read = 0
+
+    def initiate(self) -> None:
+        """Our SETTINGS and the connection window, queued (the client speaks first)."""
+        self._initiate(
+            b"",
+            (
+                (S_MAX_CONCURRENT, self.max_streams),
+                (S_INITIAL_WINDOW, self.stream_window),
+                (S_MAX_HEADER_LIST, self.max_header_list),
+            ),
+        )
+
+    def receive(self, data: bytes) -> None:
+        if self.preface_pending:
+            want = self.preface_pending
+            got = data[: len(want)]
+            if want[: len(got)] != got:
+                self.send_goaway(ErrorCodes.PROTOCOL_ERROR)
+                raise WireError("not the HTTP/2 connection preface")
+            self.preface_pending = want[len(got) :]
+            data = data[len(got) :]
+            if not data:
+                return
+        self.reset_in_read = 0
+        super().receive(data)
+
+    def rst(self, stream_id: int, code: int) -> None:
+        if stream_id in self.wire_streams:
+            self.reset_in_read += 1
+        super().rst(stream_id, code)
+
+    def respond(self, stream_id: int, headers: list[Header], end_stream: bool) -> None:
+        """The response head (or a trailers-only response with `end_stream`)."""
+        stream = self.wire_streams.get(stream_id)
+        if stream is None or stream.local_closed:
+            return
+        self._headers(stream_id, headers, end_stream)
+        if end_stream:
+            self._local_end(stream_id, stream)
+
+    def graceful_goaway(self) -> None:
+        """GOAWAY(NO_ERROR) naming the last stream taken: those finish, newer ones are not served."""
+        self.out += _frame(GOAWAY, 0, 0, self.highest_inbound.to_bytes(4, "big") + bytes(4))
+
+    def last_stream_id(self) -> int:
+        return self.highest_inbound
+
+    def _check_known(self, stream_id: int) -> None:
+        if stream_id > self.highest_inbound:
+            raise WireError(f"frame on stream {stream_id}, never opened")
+        if stream_id % 2 == 0:
+            raise WireError(f"frame on even stream {stream_id}")
+
+    def _block(self, stream_id: int, block: bytes, end_stream: bool) -> None:
+        headers = self._decode(block)
+        stream = self.wire_streams.get(stream_id)
+        if stream is not None:
+            if stream.remote_closed:
+                self._stream_error(stream_id, "HEADERS after the end of the stream", ErrorCodes.STREAM_CLOSED)
+                return
+            self._trailers(stream_id, stream, headers, end_stream, REQUEST_TRAILER)
+            return
+        if stream_id <= self.highest_inbound:
+            return  # a stream that is over (reset, or answered): the block moved the HPACK state, no more
+        if stream_id % 2 == 0:
+            raise WireError(f"a client opened even stream {stream_id}")
+        if len(self.wire_streams) + self.reset_in_read + 1 > self.hard_max_streams:
+            raise WireError("too many streams open at once", ErrorCodes.PROTOCOL_ERROR, "h2_too_many_streams")
+        self.highest_inbound = stream_id
+        stream = WireStream(self.remote_initial_window, self.stream_window, False, False)
+        self.wire_streams[stream_id] = stream
+        try:
+            headers = checked_headers(headers, REQUEST)
+        except h2.exceptions.ProtocolError as exc:
+            self._stream_error(stream_id, str(exc))
+            return
+        expected = self._content_length(stream_id, headers)
+        if expected is None:
+            return
+        stream.expected = expected
+        if end_stream:
+            if expected > 0:
+                self._stream_error(stream_id, "request ended short of its content-length")
+                return
+            stream.remote_closed = True
+        self.on_request(stream_id, headers, end_stream)
+
+    def on_request(self, stream_id: int, headers: list[Any], end_stream: bool) -> None:
+        raise NotImplementedError
+
+
+__all__ = ["ClientWire", "ServerWire", "Wire", "WireError", "WireStream"]

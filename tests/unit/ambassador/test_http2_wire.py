@@ -117,7 +117,7 @@ def test_a_request_and_its_response_body_and_trailers_pass_through() -> None:
         ("data", 1, b"hello", 5, False),
         ("trailers", 1, [(b"grpc-status", b"0")]),
     ]
-    assert stream_id not in wire.streams  # both ends closed: forgotten
+    assert stream_id not in wire.wire_streams  # both ends closed: forgotten
 
 
 def test_request_body_goes_within_the_servers_window_and_resumes_on_its_update() -> None:
@@ -147,9 +147,9 @@ def test_received_bytes_are_given_back_once_half_a_window_is_owed() -> None:
     for _ in range(3):
         srv.send_data(stream_id, b"y" * 16000)
     wire.receive(srv.data_to_send())
-    wire.ack(stream_id, 16000)
+    wire.credit(stream_id, 16000)
     assert not wire.out  # under half a window owed: no WINDOW_UPDATE yet
-    wire.ack(stream_id, 32000)
+    wire.credit(stream_id, 32000)
     updates = [f for f in sent_frames(wire) if isinstance(f, WindowUpdateFrame)]
     assert [(f.stream_id, f.window_increment) for f in updates] == [(stream_id, 48000)]
 
@@ -160,7 +160,7 @@ def test_data_past_the_stream_window_resets_that_stream_only() -> None:
     srv.receive_data(wire.data_to_send())
     srv.send_headers(stream_id, OK)
     wire.receive(srv.data_to_send())
-    wire.streams[stream_id].recv_window = 3  # as if the rest of the window were spent
+    wire.wire_streams[stream_id].recv_window = 3  # as if the rest of the window were spent
     wire.receive(DataFrame(stream_id, data=b"four").serialize())
     assert wire.seen[-1][0] == "error"
     rst = [f for f in sent_frames(wire) if isinstance(f, RstStreamFrame)]
@@ -193,7 +193,7 @@ def test_a_malformed_response_head_resets_its_stream(headers: list[tuple[bytes, 
     srv.send_headers(stream_id, headers, end_stream=True)
     wire.receive(srv.data_to_send())
     assert [s[0] for s in wire.seen] == ["error"], why
-    assert stream_id not in wire.streams
+    assert stream_id not in wire.wire_streams
 
 
 def test_an_early_hint_is_reported_and_101_is_refused() -> None:
@@ -305,4 +305,4 @@ def test_ping_settings_goaway_and_reset_from_the_server() -> None:
     assert wire.remote_max_streams == 7
     assert ("reset", one, ErrorCodes.REFUSED_STREAM) in wire.seen
     assert ("goaway", one, 0) in wire.seen
-    assert three in wire.streams
+    assert three in wire.wire_streams
