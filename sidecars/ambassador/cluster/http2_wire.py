@@ -228,6 +228,7 @@ class Wire:
         buf = self.buffer + data if self.buffer else data
         size = len(buf)
         pos = 0
+        mark = len(self.out)
         try:
             while size - pos >= 9:
                 length = int.from_bytes(buf[pos : pos + 3], "big")
@@ -275,6 +276,9 @@ class Wire:
                     raise WireError("PRIORITY on stream 0 or not 5 bytes", ErrorCodes.FRAME_SIZE_ERROR)
                 # Frames of unknown types are ignored (RFC 9113 §4.1).
         except WireError as exc:
+            # As `h2` does, the read that broke the connection is answered by the GOAWAY alone (no
+            # resets or acks for streams the peer may not know were taken).
+            del self.out[mark:]
             self.send_goaway(exc.error_code, self.last_stream_id())
             self.buffer = b""
             raise
@@ -324,7 +328,6 @@ class Wire:
     def _headers_frame(self, stream_id: int, flags: int, payload: bytes) -> None:
         if stream_id == 0:
             raise WireError("HEADERS on stream 0")
-        self._check_known(stream_id)
         block = self._unpad(flags, payload)
         if flags & PRIORITY_FLAG:
             if len(block) < 5:
@@ -522,6 +525,7 @@ class ClientWire(Wire):
             raise WireError(f"frame on even stream {stream_id} (push is off)")
 
     def _block(self, stream_id: int, block: bytes, end_stream: bool) -> None:
+        self._check_known(stream_id)
         headers = self._decode(block)
         stream = self.wire_streams.get(stream_id)
         if stream is None:

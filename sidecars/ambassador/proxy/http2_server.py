@@ -26,19 +26,17 @@ gRPC calls answered with a status in `retry_on_grpc_status` (gRPC's own policy: 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import TYPE_CHECKING, Protocol
 
-import h2.events
 import h2.exceptions
 from h2.errors import ErrorCodes
-from hyperframe.frame import GoAwayFrame
 
 from sidecars.ambassador.cluster import http2_frames
 from sidecars.ambassador.cluster.endpoint import LOCAL_ERRNOS, Endpoint, Outcome
 from sidecars.ambassador.cluster.http2_frames import PREFACE, Header
 from sidecars.ambassador.cluster.http2_pool import Http2Pool, StreamSink
+from sidecars.ambassador.cluster.http2_wire import ServerWire, WireError
 from sidecars.ambassador.proxy import grpc
 from sidecars.ambassador.proxy.headers import IDEMPOTENT
 from sidecars.ambassador.proxy.http2_limits import InboundGuard
@@ -144,18 +142,21 @@ class Http2Proxy:
         self.http1_pool.close_all()
 
 
-class Http2Client(asyncio.Protocol):
-    """One HTTP/2 connection from the app (an asyncio protocol)."""
+class Http2Client(ServerWire, asyncio.Protocol):
+    """One HTTP/2 connection from the app (an asyncio protocol; its frames: `ServerWire`)."""
 
     def __init__(self, proxy: Http2Proxy) -> None:
         cfg = proxy.h2
-        self.p = proxy
-        self.conn = http2_frames.connection(
-            client=False,
+        # Advertised: the limit; one stream over it is refused (REFUSED_STREAM), a client with twice as
+        # many open at once ignores the setting and loses its connection.
+        super().__init__(
             stream_window=cfg.initial_stream_window_bytes,
+            connection_window=cfg.connection_window_bytes,
             max_header_list=cfg.max_header_list_bytes,
             max_streams=cfg.max_concurrent_streams,
+            hard_max_streams=min(2 * cfg.max_concurrent_streams, 2**31 - 1),
         )
+        self.p = proxy
         self.guard = InboundGuard(cfg)
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, Stream] = {}
@@ -171,10 +172,7 @@ class Http2Client(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.p.clients.add(self)
         self.p.stats.client_connections += 1
-        http2_frames.start(self.conn, self.p.h2.connection_window_bytes)
-        # Advertised: the limit; one stream over it is refused (REFUSED_STREAM), a client with twice as
-        # many open at once ignores the setting and `h2` ends its connection.
-        http2_frames.enforce_max_streams(self.conn, min(2 * self.p.h2.max_concurrent_streams, 2**31 - 1))
+        self.initiate()
         self.flush()
         if self.p.draining:
             self.goaway()
@@ -190,74 +188,70 @@ class Http2Client(asyncio.Protocol):
             return
         self.last_active = self.p.loop.time()
         try:
-            events = self.conn.receive_data(data)
-        except h2.exceptions.DenialOfServiceError:
-            self.violation("h2_header_list_too_large", ErrorCodes.ENHANCE_YOUR_CALM, sent=True)
+            self.receive(data)
+        except WireError as exc:
+            self.violation(exc.reason, exc.error_code, sent=True)
             return
-        except h2.exceptions.TooManyStreamsError:
-            self.violation("h2_too_many_streams", ErrorCodes.PROTOCOL_ERROR, sent=True)
-            return
-        except h2.exceptions.ProtocolError as exc:
-            self.violation("h2_protocol_error", int(getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR)), sent=True)
-            return
-        for event in events:
-            self._event(event)
         self.p.writes.flush()
         self.flush()
 
-    def _event(self, event: h2.events.Event) -> None:
-        if isinstance(event, h2.events.DataReceived):
-            stream = self.streams.get(event.stream_id)
-            if stream is None:
-                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            else:
-                stream.request_data(event.data, event.flow_controlled_length)
-                if event.stream_ended is not None:
-                    stream.request_end(None)
-        elif isinstance(event, h2.events.RequestReceived):
-            self._request(event)
-        elif isinstance(event, h2.events.TrailersReceived):
-            stream = self.streams.get(event.stream_id)
-            if stream is not None:
-                stream.request_end(event.headers)
-        elif isinstance(event, h2.events.StreamReset):
-            stream = self.streams.pop(event.stream_id, None)
-            if stream is not None:
-                stream.cancelled("client_reset")
-        elif isinstance(event, h2.events.WindowUpdated):
-            if event.stream_id:
-                stream = self.streams.get(event.stream_id)
-                if stream is not None:
-                    stream.flush_response()
-            else:
-                for stream in list(self.streams.values()):
-                    stream.flush_response()
-        elif isinstance(event, h2.events.RemoteSettingsChanged):
-            for stream in list(self.streams.values()):
-                stream.flush_response()
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            self.going_away = True
-            if not self.streams:
-                self.close()
+    # -- ServerWire: what the app sent ------------------------------------------------------------
 
-    def _request(self, event: h2.events.RequestReceived) -> None:
-        stream_id = event.stream_id
+    def on_request(self, stream_id: int, headers: list[Header], end_stream: bool) -> None:
         if self.going_away:
             self.refuse(stream_id, "draining")
             return
         if len(self.streams) >= self.p.h2.max_concurrent_streams:
             self.refuse(stream_id, "h2_too_many_streams")
             return
-        stream = Stream(self, stream_id, event.headers, event.stream_ended is not None)
+        stream = Stream(self, stream_id, headers, end_stream)
         self.streams[stream_id] = stream
         stream.start()
 
+    def on_data(self, stream_id: int, data: bytes, flow_len: int, end_stream: bool) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            self.ack(stream_id, flow_len)
+        else:
+            stream.request_data(data, flow_len)
+            if end_stream:
+                stream.request_end(None)
+
+    def on_trailers(self, stream_id: int, headers: list[Header]) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            stream.request_end(headers)
+
+    def on_stream_reset(self, stream_id: int, code: int) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            stream.cancelled("client_reset")
+
+    def on_stream_error(self, stream_id: int, reason: str) -> None:
+        """A malformed request (RFC 9113 §8.1.1): its stream is reset with PROTOCOL_ERROR."""
+        self.p.stats.error("h2_malformed_request")
+        self.p.writes.mark(self)
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            stream.cancelled("h2_malformed_request")
+
+    def on_window(self, stream_id: int) -> None:
+        if stream_id:
+            stream = self.streams.get(stream_id)
+            if stream is not None:
+                stream.flush_response()
+        else:
+            for stream in list(self.streams.values()):
+                stream.flush_response()
+
+    def on_goaway(self, last_stream_id: int, code: int) -> None:
+        self.going_away = True
+        if not self.streams:
+            self.close()
+
     def refuse(self, stream_id: int, reason: str) -> None:
         self.p.stats.error(reason)
-        try:
-            self.conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
-        except h2.exceptions.H2Error:
-            return
+        self.rst(stream_id, ErrorCodes.REFUSED_STREAM)
         self.p.writes.mark(self)
 
     def violation(self, reason: str, code: int, *, sent: bool = False) -> None:
@@ -265,8 +259,7 @@ class Http2Client(asyncio.Protocol):
         self.p.stats.error(reason)
         self.p.stats.h2_violation(reason)
         if not sent:
-            with contextlib.suppress(h2.exceptions.H2Error):
-                self.conn.close_connection(error_code=code)
+            self.send_goaway(code, self.highest_inbound)
         self.flush()
         for stream in list(self.streams.values()):
             stream.cancelled(reason)
@@ -298,36 +291,27 @@ class Http2Client(asyncio.Protocol):
     # -- Downstream: used by streams ----------------------------------------------------------------
 
     def send_headers(self, stream_id: int, headers: list[Header], end_stream: bool) -> None:
-        with contextlib.suppress(h2.exceptions.H2Error):
-            self.conn.send_headers(stream_id, headers, end_stream=end_stream)
-            self.p.writes.mark(self)
+        self.respond(stream_id, headers, end_stream)
+        self.p.writes.mark(self)
 
     def send_some(self, stream_id: int, data: bytes, end: bool = False) -> int:
-        try:
-            sent = http2_frames.send_some(self.conn, stream_id, data, end)
-        except h2.exceptions.H2Error:
-            return 0
-        if sent:
+        sent = self.send(stream_id, data, end)
+        if sent or end:
             self.p.writes.mark(self)
         return sent
 
     def end(self, stream_id: int, trailers: list[Header] | None) -> None:
-        with contextlib.suppress(h2.exceptions.H2Error):
-            if trailers:
-                self.conn.send_headers(stream_id, trailers, end_stream=True)
-            else:
-                self.conn.end_stream(stream_id)
-            self.p.writes.mark(self)
+        self.finish(stream_id, trailers)
+        self.p.writes.mark(self)
 
     def ack(self, stream_id: int, size: int) -> None:
-        with contextlib.suppress(h2.exceptions.H2Error):
-            self.conn.acknowledge_received_data(size, stream_id)
+        self.credit(stream_id, size)
+        if self.out:
             self.p.writes.mark(self)
 
     def reset(self, stream_id: int, code: int) -> None:
-        with contextlib.suppress(h2.exceptions.H2Error):
-            self.conn.reset_stream(stream_id, code)
-            self.p.writes.mark(self)
+        self.rst(stream_id, code)
+        self.p.writes.mark(self)
 
     def stream_done(self, stream_id: int) -> None:
         self.streams.pop(stream_id, None)
@@ -335,14 +319,12 @@ class Http2Client(asyncio.Protocol):
             self.p.loop.call_soon(self.close)
 
     def goaway(self) -> None:
-        """A graceful GOAWAY (RFC 9113 §6.8): streams up to the last one seen finish, newer ones are refused.
-        Written as a frame of its own, so `h2` keeps serving the open streams."""
+        """A graceful GOAWAY (RFC 9113 §6.8): streams up to the last one seen finish, newer ones are refused."""
         if self.going_away or self.transport is None:
             return
         self.going_away = True
-        frame = GoAwayFrame(0, last_stream_id=self.conn.highest_inbound_stream_id, error_code=0)
+        self.graceful_goaway()
         self.flush()
-        self.transport.write(frame.serialize())
         if not self.streams:
             self.close()
 
@@ -361,7 +343,9 @@ class Http2Client(asyncio.Protocol):
                 stream.abort("stream_idle_timeout", ErrorCodes.CANCEL)
 
     def flush(self) -> None:
-        http2_frames.write_out(self.conn, self.transport)
+        transport = self.transport
+        if self.out and transport is not None and not transport.is_closing():
+            transport.write(self.data_to_send())
 
     def close(self) -> None:
         if self.transport is not None:
