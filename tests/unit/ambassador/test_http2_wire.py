@@ -8,6 +8,7 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.events
+import hpack
 import pytest
 from h2.errors import ErrorCodes
 from hyperframe.frame import (
@@ -23,7 +24,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from sidecars.ambassador.cluster.http2_wire import MAX_CONTINUATIONS, ClientWire, WireError
+from sidecars.ambassador.cluster.http2_wire import MAX_CONTINUATIONS, ClientWire, ServerWire, WireError
 
 REQUEST = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"http"), (b":authority", b"a")]
 OK = [(b":status", b"200")]
@@ -306,3 +307,155 @@ def test_ping_settings_goaway_and_reset_from_the_server() -> None:
     assert ("reset", one, ErrorCodes.REFUSED_STREAM) in wire.seen
     assert ("goaway", one, 0) in wire.seen
     assert three in wire.wire_streams
+
+
+# -- the serving side, against h2 as the app's client ----------------------------------------------
+
+
+class Serving(ServerWire):
+    def __init__(self, max_streams: int = 100, refuse_after: int = 1000, **kwargs: Any) -> None:
+        super().__init__(
+            stream_window=65535,
+            connection_window=65535,
+            max_header_list=kwargs.get("max_header_list", 16384),
+            max_streams=max_streams,
+            hard_max_streams=2 * max_streams,
+        )
+        self.refuse_after = refuse_after
+        self.seen: list[tuple[Any, ...]] = []
+
+    def on_request(self, stream_id: int, headers: list[Any], end_stream: bool) -> None:
+        self.seen.append(("request", stream_id, [tuple(h) for h in headers], end_stream))
+        if len(self.wire_streams) > self.refuse_after:
+            self.rst(stream_id, ErrorCodes.REFUSED_STREAM)
+
+    def on_data(self, stream_id: int, data: bytes, flow_len: int, end_stream: bool) -> None:
+        self.seen.append(("data", stream_id, data, end_stream))
+
+    def on_trailers(self, stream_id: int, headers: list[Any]) -> None:
+        self.seen.append(("trailers", stream_id, [tuple(h) for h in headers]))
+
+    def on_stream_reset(self, stream_id: int, code: int) -> None:
+        self.seen.append(("reset", stream_id, code))
+
+    def on_stream_error(self, stream_id: int, reason: str) -> None:
+        self.seen.append(("error", stream_id, reason))
+
+    def on_window(self, stream_id: int) -> None:
+        pass
+
+    def on_goaway(self, last_stream_id: int, code: int) -> None:
+        self.seen.append(("goaway", last_stream_id, code))
+
+
+def app_client() -> h2.connection.H2Connection:
+    return h2.connection.H2Connection(
+        h2.config.H2Configuration(
+            client_side=True, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False
+        )
+    )
+
+
+def serving(**kwargs: Any) -> tuple[Serving, h2.connection.H2Connection]:
+    wire, app = Serving(**kwargs), app_client()
+    wire.initiate()
+    app.initiate_connection()
+    wire.receive(app.data_to_send())
+    app.receive_data(wire.data_to_send())
+    wire.receive(app.data_to_send())
+    app.receive_data(wire.data_to_send())
+    return wire, app
+
+
+def test_a_request_with_body_and_trailers_is_served_and_answered() -> None:
+    wire, app = serving()
+    app.send_headers(1, [(b":method", b"POST"), *REQUEST[1:], (b"content-length", b"4")])
+    app.send_data(1, b"body")
+    app.send_headers(1, [(b"x-sum", b"1")], end_stream=True)
+    wire.receive(app.data_to_send())
+    assert [s[0] for s in wire.seen] == ["request", "data", "trailers"]
+    wire.respond(1, [*OK], end_stream=False)
+    assert wire.send(1, b"done", end_stream=True) == 4
+    events = app.receive_data(wire.data_to_send())
+    assert [type(e).__name__ for e in events] == ["ResponseReceived", "DataReceived", "StreamEnded"]
+    assert 1 not in wire.wire_streams
+
+
+def test_a_malformed_request_resets_its_stream_and_the_connection_goes_on() -> None:
+    wire, app = serving()
+    app.send_headers(1, [*REQUEST, (b"Upper", b"1")], end_stream=True)
+    app.send_headers(3, REQUEST, end_stream=True)
+    wire.receive(app.data_to_send())
+    assert wire.seen[0][:2] == ("error", 1)
+    assert wire.seen[1][:2] == ("request", 3)
+    events = app.receive_data(wire.data_to_send())
+    resets = [e for e in events if isinstance(e, h2.events.StreamReset)]
+    assert [(e.stream_id, e.error_code) for e in resets] == [(1, ErrorCodes.PROTOCOL_ERROR)]
+
+
+def test_request_data_that_does_not_match_content_length_is_a_stream_error() -> None:
+    wire, app = serving()
+    app.send_headers(1, [(b":method", b"POST"), *REQUEST[1:], (b"content-length", b"2")])
+    app.send_data(1, b"three", end_stream=True)
+    wire.receive(app.data_to_send())
+    assert wire.seen[-1] == ("error", 1, "DATA does not match content-length")
+
+
+def test_a_wrong_preface_is_a_protocol_error() -> None:
+    wire = Serving()
+    with pytest.raises(WireError):
+        wire.receive(b"GET / HTTP/1.1\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (raw(1, 0x5, 2, b"\x82"), ErrorCodes.PROTOCOL_ERROR),  # a client opening an even stream
+        (raw(0, 0, 5, b"x"), ErrorCodes.PROTOCOL_ERROR),  # DATA on a stream never opened
+        (raw(8, 0, 7, (1).to_bytes(4, "big")), ErrorCodes.PROTOCOL_ERROR),  # WINDOW_UPDATE on an idle stream
+    ],
+)
+def test_stream_ids_the_client_may_not_use_end_its_connection(frame: bytes, code: int) -> None:
+    wire, _ = serving()
+    with pytest.raises(WireError) as raised:
+        wire.receive(frame)
+    assert raised.value.error_code == code
+
+
+def test_twice_the_streams_at_once_end_the_connection_and_the_read_is_answered_by_goaway_alone() -> None:
+    wire, _ = serving(max_streams=2, refuse_after=2)
+    encoder = hpack.Encoder()
+    burst = b"".join(raw(1, 0x5, 2 * n + 1, encoder.encode(REQUEST)) for n in range(5))
+    with pytest.raises(WireError) as raised:
+        wire.receive(burst)
+    assert raised.value.reason == "h2_too_many_streams"
+    frames = sent_frames(wire)
+    assert [type(f).__name__ for f in frames] == ["GoAwayFrame"]  # none of the refusals of that read
+
+
+def test_streams_refused_in_earlier_reads_no_longer_count() -> None:
+    wire, _ = serving(max_streams=2, refuse_after=2)
+    encoder = hpack.Encoder()
+    for n in range(8):
+        wire.receive(raw(1, 0x5, 2 * n + 1, encoder.encode(REQUEST)))
+    assert len(wire.seen) == 8
+
+
+def test_the_graceful_goaway_names_the_last_stream_taken() -> None:
+    wire, app = serving()
+    app.send_headers(1, REQUEST, end_stream=True)
+    app.send_headers(3, REQUEST, end_stream=True)
+    wire.receive(app.data_to_send())
+    wire.graceful_goaway()
+    events = app.receive_data(wire.data_to_send())
+    ended = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert [(e.last_stream_id, e.error_code) for e in ended] == [(3, 0)]
+
+
+def test_an_hpack_bomb_from_the_app_is_enhance_your_calm() -> None:
+    wire, _ = serving(max_header_list=4096)
+    encoder = hpack.Encoder()
+    block = encoder.encode([*REQUEST, (b"x-big", b"v" * 3000)]) + bytes([0x80 | 62]) * 10
+    with pytest.raises(WireError) as raised:
+        wire.receive(raw(1, 0x5, 1, block))
+    assert (raised.value.error_code, raised.value.reason) == (ErrorCodes.ENHANCE_YOUR_CALM, "h2_header_list_too_large")
