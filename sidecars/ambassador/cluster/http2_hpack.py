@@ -9,8 +9,8 @@ is most of what HTTP/2 costs in pure Python, so each step keeps a small memo:
 - `CachingEncoder`: the same for the encoder: a header list whose encoding left the table untouched
   (only indexed fields and literals without indexing) has the same bytes while the table is as it
   was. Lists with a never-indexed field are always encoded afresh.
-- `CachingStream`: `h2`'s checks of received headers (RFC 9113 §8) are a pure function of the list
-  and the kind of block; their result is kept per (list, kind) for every connection alike.
+- `checked_headers`: `h2`'s checks of received headers (RFC 9113 §8) are a pure function of the
+  list and the kind of block; their result is kept per (list, kind) for every connection alike.
 
 Every memo is bounded: at most `MEMO_ENTRIES` lists of up to `MEMO_LIST_BYTES` each (larger ones are
 never kept); when full it is emptied, and work goes on uncached.
@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from h2.stream import H2Stream
 from h2.utilities import HeaderValidationFlags, normalize_inbound_headers, validate_headers
 from hpack import Decoder, Encoder, HeaderTuple, NeverIndexedHeaderTuple
 from hpack.table import HeaderTable
@@ -122,16 +121,4 @@ def checked_headers(headers: list[Any], flags: HeaderValidationFlags) -> list[An
     return checked
 
 
-class CachingStream(H2Stream):
-    """An `h2` stream whose received header lists are normalized and validated once per distinct list."""
-
-    def _process_received_headers(
-        self, headers: Iterable[Any], header_validation_flags: Any, header_encoding: bool | str | None
-    ) -> list[Any]:
-        config = self.config
-        if header_encoding or not (config.validate_inbound_headers and config.normalize_inbound_headers):
-            return super()._process_received_headers(headers, header_validation_flags, header_encoding)
-        return checked_headers(headers if isinstance(headers, list) else list(headers), header_validation_flags)
-
-
-__all__ = ["MEMO_ENTRIES", "CachingDecoder", "CachingEncoder", "CachingStream", "checked_headers"]
+__all__ = ["MEMO_ENTRIES", "CachingDecoder", "CachingEncoder", "checked_headers"]

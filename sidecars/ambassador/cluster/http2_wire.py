@@ -22,11 +22,9 @@ from h2.errors import ErrorCodes
 from h2.utilities import HeaderValidationFlags
 from hpack.exceptions import OversizedHeaderListError
 
+from sidecars.ambassador.cluster.http2_frames import DEFAULT_WINDOW, PREFACE, Header
 from sidecars.ambassador.cluster.http2_hpack import CachingDecoder, CachingEncoder, checked_headers
 
-Header = tuple[bytes, bytes]
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DEFAULT_WINDOW = 65535
 MAX_WINDOW = 2**31 - 1
 MAX_FRAME = 16384  # what the proxy accepts (it never raises SETTINGS_MAX_FRAME_SIZE)
 MAX_CONTINUATIONS = 64
