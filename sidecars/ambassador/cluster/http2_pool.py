@@ -42,6 +42,7 @@ class StreamSink(Protocol):
     """The client side of one upstream stream: what the upstream connection reports to."""
 
     def on_response(self, headers: list[Header], end_stream: bool) -> None: ...
+    def on_informational(self, headers: list[Header]) -> None: ...
     def on_data(self, data: bytes, flow_len: int, end: bool = False) -> None: ...
     def on_trailers(self, headers: list[Header]) -> None: ...
     def on_end(self) -> None: ...
@@ -106,7 +107,9 @@ class Upstream(ClientWire, asyncio.Protocol):
                 self._ended(stream_id)
 
     def on_informational(self, stream_id: int, headers: list[Header]) -> None:
-        pass
+        sink = self.sinks.get(stream_id)
+        if sink is not None:
+            sink.on_informational(headers)
 
     def on_data(self, stream_id: int, data: bytes, flow_len: int, end_stream: bool) -> None:
         sink = self.sinks.get(stream_id)

@@ -231,6 +231,10 @@ class Http1Client(asyncio.Protocol):
             lines.append(b"connection: close\r\n")
         self.transport.write(b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, _reason(status), b"".join(lines)))
 
+    def informational(self, stream_id: int, headers: list[Header]) -> None:
+        """1xx responses go to HTTP/2 clients only: an HTTP/1.0 client must never see one (RFC 9110
+        §15.2), and the final response says all an HTTP/1.1 client needs."""
+
     def send_some(self, stream_id: int, data: bytes, end: bool = False) -> int:
         stream = self.current
         if stream is None or stream.id != stream_id or self.transport is None:

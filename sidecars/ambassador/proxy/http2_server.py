@@ -57,6 +57,9 @@ CONNECTION_FIELDS = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"host"}
 )
 
+# 1xx responses (103 Early Hints) passed on per stream; more are dropped.
+MAX_INFORMATIONAL = 8
+
 # Reasons a try failed that say the application never saw the request.
 NEVER_REACHED = frozenset({"connect_failed", "upstream_refused_stream", "upstream_goaway"})
 
@@ -294,6 +297,11 @@ class Http2Client(ServerWire, asyncio.Protocol):
         self.respond(stream_id, headers, end_stream)
         self.p.writes.mark(self)
 
+    def informational(self, stream_id: int, headers: list[Header]) -> None:
+        if self.writable:  # advisory: not queued behind a client that does not read
+            self.respond(stream_id, headers, False)
+            self.p.writes.mark(self)
+
     def send_some(self, stream_id: int, data: bytes, end: bool = False) -> int:
         sent = self.send(stream_id, data, end)
         if sent or end:
@@ -377,6 +385,10 @@ class Downstream(Protocol):
     @property
     def transport(self) -> asyncio.Transport | None: ...
     def send_headers(self, stream_id: int, headers: list[Header], end_stream: bool) -> None: ...
+    def informational(self, stream_id: int, headers: list[Header]) -> None:
+        """A 1xx response (103 Early Hints) ahead of the final one."""
+        ...
+
     def send_some(self, stream_id: int, data: bytes, end: bool = False) -> int:
         """Bytes of `data` taken; with `end`, the stream ends with them if all were taken."""
         ...
@@ -449,6 +461,7 @@ class Stream:
         self.out = bytearray()  # response bytes not yet taken by the client's window
         self.out_end = False
         self.out_trailers: list[Header] | None = None
+        self.informational = 0  # 1xx responses passed on
         self.blocked_since = 0.0
         self.done = False
         self.reason = ""
@@ -688,6 +701,14 @@ class Stream:
 
     def on_window(self) -> None:
         self.push_request()
+
+    def on_informational(self, headers: list[Header]) -> None:
+        """A 1xx from the upstream: passed on ahead of the final response, at most
+        `MAX_INFORMATIONAL` per stream (an upstream sending endless ones costs the app nothing)."""
+        if self.done or self.responded or self.informational >= MAX_INFORMATIONAL:
+            return
+        self.informational += 1
+        self.client.informational(self.id, [(n, v) for n, v in headers if n not in CONNECTION_FIELDS])
 
     def on_response(self, headers: list[Header], end_stream: bool) -> None:
         self.active = self.p.loop.time()
