@@ -1,16 +1,18 @@
-"""The client side of an HTTP/2 connection to an endpoint, framed by hand (RFC 9113).
+"""HTTP/2 connections framed by hand (RFC 9113): the proxy's side of the app's connections
+(`ServerWire`) and of its connections to the endpoints (`ClientWire`).
 
-The proxy's upstream connections need a small part of HTTP/2: send requests, receive responses,
-flow control both ways, SETTINGS, PING, GOAWAY, RST_STREAM. `h2`'s general state machine costs
-several times what that part needs per stream (an event object, state-machine transitions and a
-frame object for every frame), so the upstream side frames its own, in one pass over each read,
-calling its subclass back directly. What it still checks of every frame the endpoint sends (the
-endpoint is a peer like any other): frame sizes and stream ids, header blocks (CONTINUATION only
-right after, bounded in frames and bytes), HPACK and the header list size, the response header
-fields (RFC 9113 §8, with `h2`'s own checks), content-length against DATA, both flow-control
-windows. A connection error sends GOAWAY and raises `WireError`; a stream error resets the stream.
+A proxy needs a small part of HTTP/2: heads, bodies and trailers passed on, flow control both ways,
+SETTINGS, PING, GOAWAY, RST_STREAM. `h2`'s general state machine costs several times what that part
+needs per stream (an event object, state-machine transitions and a frame object for every frame),
+so `Wire` frames it in one pass over each read and calls its subclass back directly. What it still
+checks of every frame the peer sends (every peer is treated as hostile): frame sizes and stream ids,
+header blocks (CONTINUATION only right after, bounded in frames and bytes), HPACK and the header
+list size, the header fields (RFC 9113 §8, with `h2`'s own checks), content-length against DATA,
+both flow-control windows. A connection error queues GOAWAY and raises `WireError`; a malformed
+stream is reset (a stream error) and reported to the subclass.
 
-HPACK and the header checks are memoized (`http2_hpack`). The app's side stays on `h2`.
+HPACK and the header checks are memoized (`http2_hpack`). The floods a client may try (rapid reset,
+SETTINGS, PING, CONTINUATION) are cut before the wire sees the bytes (`http2_limits.InboundGuard`).
 """
 
 from __future__ import annotations
@@ -33,14 +35,11 @@ DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDO
 END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
 S_HEADER_TABLE_SIZE, S_ENABLE_PUSH, S_MAX_CONCURRENT, S_INITIAL_WINDOW, S_MAX_FRAME, S_MAX_HEADER_LIST = range(1, 7)
 
+# The kinds of header block, as `h2`'s checks tell them apart.
 RESPONSE = HeaderValidationFlags(is_client=True, is_trailer=False, is_response_header=True, is_push_promise=False)
 TRAILER = HeaderValidationFlags(is_client=True, is_trailer=True, is_response_header=False, is_push_promise=False)
-
-
 REQUEST = HeaderValidationFlags(is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False)
-REQUEST_TRAILER = HeaderValidationFlags(
-    is_client=False, is_trailer=True, is_response_header=False, is_push_promise=False
-)
+REQUEST_TRAILER = REQUEST._replace(is_trailer=True)
 
 
 class WireError(h2.exceptions.ProtocolError):
@@ -77,12 +76,12 @@ class WireStream:
 
     def __init__(self, send_window: int, recv_window: int, head: bool, local_closed: bool) -> None:
         self.send_window = send_window
-        self.recv_window = recv_window  # bytes the endpoint may still send on this stream
+        self.recv_window = recv_window  # bytes the peer may still send on this stream
         self.unacked = 0  # bytes passed on, not yet given back in a WINDOW_UPDATE
         self.local_closed = local_closed  # our END_STREAM is sent
         self.remote_closed = False  # theirs is received; the stream is forgotten once both are
         self.head = head  # a HEAD request: the response has no body, whatever content-length says
-        self.expected: int | None = None  # content-length of the response, once its head is in
+        self.expected: int | None = None  # the peer's content-length (-1: none), once its head is in
         self.received = 0
 
 

@@ -2,10 +2,13 @@
 
 - `Http2Proxy` is the listener's shared state (pool of upstream HTTP/2 connections, counters); calling
   it makes the protocol of one client connection, `Http2Client`.
-- `Http2Client` runs the client's bytes through `InboundGuard` (floods) and the `h2` state machine,
-  and owns the streams. Limits it enforces itself: streams beyond `max_concurrent_streams` refused
-  (REFUSED_STREAM), twice as many at once end the connection (`h2`), header lists over
-  `max_header_list_bytes` (HPACK bombs: `h2` ends the connection with ENHANCE_YOUR_CALM).
+- `Http2Client` runs the client's bytes through `InboundGuard` (floods) and its framing
+  (`http2_wire.ServerWire`), and owns the streams. Limits: streams beyond `max_concurrent_streams`
+  refused (REFUSED_STREAM), twice as many at once end the connection (the wire), header lists over
+  `max_header_list_bytes` (HPACK bombs: the wire ends the connection with ENHANCE_YOUR_CALM).
+- A stream whose endpoint has an open connection with room goes out from the read that brought it,
+  without a task; a task runs its tries only when one must wait (a connection to open, room, a
+  retry's backoff).
 - `Stream` is one request through all its tries. Its head is sent to the endpoint the cluster picks;
   until the response head is passed on, a failed try is retried when that is safe (below). After
   that the stream is spliced: data both ways, trailers both ways.
@@ -51,8 +54,8 @@ if TYPE_CHECKING:
 
 perf_counter = time.perf_counter
 
-# Fields that are connection-specific in HTTP/1.1 and forbidden in HTTP/2 (RFC 9113 §8.2.2). `h2`
-# rejects them on receipt; this set keeps them out of what the proxy itself writes.
+# Fields that are connection-specific in HTTP/1.1 and forbidden in HTTP/2 (RFC 9113 §8.2.2). The
+# header checks reject them on receipt; this set keeps them out of what the proxy itself writes.
 CONNECTION_FIELDS = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"host"}
 )
