@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from sidecars.adapter.evaluator import Evaluator, ScrapeReport
+from sidecars.adapter.evaluator import Evaluator, ScrapeReport, StateChange, Verdict
 from sidecars.adapter.exposition import SampleTuple, family_names
 from sidecars.adapter.metrics import AdapterMetrics
 from sidecars.adapter.outputs import Output, load_output
@@ -76,6 +76,8 @@ class Adapter(Sidecar[AdapterSettings]):
         # A failing scrape or rule is logged when it starts, then at most every ten minutes while it
         # lasts (the metrics count every one); a good scrape resets the scrape's lines.
         self._lines = LogLimiter(self.log, 600.0)
+        # One line per state change; a check flapping on every scrape is held to 20 a minute.
+        self._changes = LogLimiter(self.log, 60.0, burst=20)
         self._outages = 0
 
     @property
@@ -105,7 +107,10 @@ class Adapter(Sidecar[AdapterSettings]):
             rules = self.rules.load()  # a bad file at start-up stops the sidecar
         self.state.rules = rules
         self.metrics.rules.set(len(rules.rules))
-        evaluator = Evaluator(rules)
+        evaluator = Evaluator(
+            rules, flap_window_ms=round(settings.flap_window_secs * 1000), flap_changes=settings.flap_changes
+        )
+        self.state.evaluator = evaluator
         try:
             outputs = tuple(load_output(name)(self.state, settings) for name in settings.outputs)
         except PluginError as exc:
@@ -129,9 +134,9 @@ class Adapter(Sidecar[AdapterSettings]):
                 max_series=settings.max_series,
                 authorization=authorization,
             )
-            push_authorization = settings.push_authorization()
-            if push_authorization is not None:
-                register_secrets((push_authorization, push_authorization.partition(" ")[2]))
+            for push_authorization in (settings.push_authorization(), settings.otlp_authorization()):
+                if push_authorization is not None:
+                    register_secrets((push_authorization, push_authorization.partition(" ")[2]))
             del authorization, push_authorization  # not left in this frame, which lives as long as the process
             stack.callback(scraper.close)
             app = web.Application()
@@ -230,6 +235,8 @@ class Adapter(Sidecar[AdapterSettings]):
         self.state.verdict = verdict
         for check in verdict.checks:
             metrics.set_check(check.name, check.group, check.severity, check.state, check.failing)
+        for change in verdict.changes:
+            self._state_changed(change, verdict)
         for name, error in serving.evaluator.errors.items():
             metrics.evaluation_errors.labels(check=name).inc()
             self._lines.warning("rule evaluation failed", key=f"rule:{name}:{error}", check=name, error=error)
@@ -237,6 +244,22 @@ class Adapter(Sidecar[AdapterSettings]):
         if garbage:
             await asyncio.to_thread(_release, garbage)
         return scrape
+
+    def _state_changed(self, change: StateChange, verdict: Verdict) -> None:
+        self.metrics.state_changes.labels(check=change.check, **{"from": change.old, "to": change.new}).inc()
+        check = verdict.by_name[change.check]
+        self._changes.write(
+            "warning" if check.failing else "info",
+            "check state changed",
+            key=f"change:{change.check}",
+            check=change.check,
+            group=change.group,
+            old=change.old,
+            new=change.new,
+            value=change.value,
+            series=list(change.series),
+            reason=change.reason,
+        )
 
     def _log_failure(self, reason: str, detail: str) -> None:
         last = self.state.last_scrape
@@ -278,7 +301,17 @@ class Adapter(Sidecar[AdapterSettings]):
             Check("first-scrape", lambda: None if self.scrape_attempted else "no scrape attempted yet"),
             Check("scrape-loop", self._loop_alive, readiness=False, liveness=True),
             Check("rules-reload", self._rules_reload, warn=True),
+            Check("rules-flapping", self._flapping, warn=True),
         ]
+
+    def _flapping(self) -> str | None:
+        verdict = self.state.verdict
+        if verdict is None or not verdict.flapping:
+            return None
+        window = f"{self.settings.flap_window_secs:g} s"
+        named = ", ".join(f"{name} ({flips} flips)" for name, flips in verdict.flapping[:10])
+        more = f" and {len(verdict.flapping) - 10} more" if len(verdict.flapping) > 10 else ""
+        return f"flapping within {window}: {named}{more}; keep_firing_for or recover would calm them"
 
     def _rules_reload(self) -> str | None:
         error = self.rules.error if self.rules is not None else None

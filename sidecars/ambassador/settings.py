@@ -23,6 +23,10 @@ GrpcRetryOn = Literal["cancelled", "deadline-exceeded", "internal", "resource-ex
 Mode = Literal["http", "tcp", "redis", "memcached"]
 SHARDED_MODES = ("redis", "memcached")
 
+# What an http listener's TLS connections offer through ALPN, by cluster.protocol (listener.alpn_profiles):
+# http2 and auto connections for HTTP/2 streams offer h2 alone, those for HTTP/1.1 requests http/1.1.
+HTTP_ALPN = {"http1": ["http/1.1"], "http2": ["h2"], "auto": ["h2", "http/1.1"]}
+
 HTTP_IDLE_TIMEOUT_SECS = 4.0
 TCP_IDLE_TIMEOUT_SECS = 3600.0
 
@@ -258,10 +262,13 @@ class ListenerConfig(BaseModel):
         tls = self.cluster.tls
         if tls is not None and self.mode in SHARDED_MODES:
             raise ValueError("cluster.tls applies to http and tcp listeners (a TLS cache: use a tcp listener)")
-        if tls is not None and self.cluster.protocol != "http1":
-            raise ValueError("cluster.tls with cluster.protocol http2 or auto: HTTP/2 upstreams are h2c only")
-        if tls is not None and self.mode == "http" and tls.alpn not in ([], ["http/1.1"]):
-            raise ValueError("cluster.tls.alpn of an http listener: it speaks http/1.1 (offered by default)")
+        if tls is not None and self.mode == "http" and tls.alpn:
+            allowed = HTTP_ALPN[self.cluster.protocol]
+            if sorted(tls.alpn) != sorted(allowed) or len(set(tls.alpn)) != len(tls.alpn):
+                raise ValueError(
+                    f"cluster.tls.alpn {tls.alpn} of an http listener with cluster.protocol {self.cluster.protocol}: "
+                    f"the ambassador offers what it speaks, so the only values are [] (the default) or {allowed}"
+                )
         if self.mode == "memcached":
             sh = self.sharding
             if sh.server_password_file or sh.client_password_file or sh.database:

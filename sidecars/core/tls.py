@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sidecars.core.redact import register_secret
 
 __all__ = [
+    "AlpnRefused",
     "ClientContext",
     "Handshake",
     "TlsClientSettings",
@@ -49,6 +50,13 @@ _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+?)-----EN
 
 class TlsError(ValueError):
     """TLS material that cannot be used: a missing or malformed file, a key that does not match."""
+
+
+class AlpnRefused(ssl.SSLError):
+    """The server completed the handshake without selecting a protocol the client requires (ALPN).
+
+    An SSLError, so the event loop fails the handshake with it like any other: the connection never
+    counts as open and not one byte of the protocol the server does not speak is sent."""
 
 
 class TlsClientSettings(BaseModel):
@@ -129,9 +137,13 @@ class TlsClientSettings(BaseModel):
         """
         return self.context_from(self.read_files(), alpn=alpn)
 
-    def context_from(self, contents: Sequence[bytes], *, alpn: Sequence[str] | None = None) -> ClientContext:
+    def context_from(
+        self, contents: Sequence[bytes], *, alpn: Sequence[str] | None = None, require_alpn: bool = False
+    ) -> ClientContext:
         """The context built from `contents`, the files' contents in `files()` order (as a watcher read
-        them); `alpn` overrides the configured protocols (a caller that speaks a set of its own)."""
+        them); `alpn` overrides the configured protocols (a caller that speaks a set of its own);
+        `require_alpn`: a handshake in which the server selects none of them fails with AlpnRefused
+        (a caller that cannot fall back, as HTTP/2 over TLS cannot to HTTP/1.1)."""
         material = dict(zip((name for name, _ in self._named_files()), contents, strict=True))
         ctx = ClientContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the certificate and the name
         try:
@@ -162,9 +174,14 @@ class TlsClientSettings(BaseModel):
         protocols = self.alpn if alpn is None else list(alpn)
         if protocols:
             ctx.set_alpn_protocols(protocols)
+        if require_alpn:
+            if not protocols:
+                raise TlsError("require_alpn needs protocols to offer")
+            ctx.required_alpn = frozenset(protocols)
         if self.pinned_sha256 and not self.insecure_skip_verify:
             ctx.pinned_sha256 = frozenset(self.pinned_sha256)
-            ctx.sslobject_class = _PinnedObject
+        if ctx.pinned_sha256 or ctx.required_alpn:
+            ctx.sslobject_class = _CheckedObject
         return ctx
 
     def server_hostname(self, host: str) -> str:
@@ -214,10 +231,11 @@ def offering(session: ssl.SSLSession | None = None) -> Iterator[Handshake]:
 
 
 class ClientContext(ssl.SSLContext):
-    """An SSLContext whose handshakes take their session offer from `offering()`, and check the
-    server's certificate against `pinned_sha256` when set."""
+    """An SSLContext whose handshakes take their session offer from `offering()`, check the server's
+    certificate against `pinned_sha256` and the server's ALPN choice against `required_alpn` when set."""
 
     pinned_sha256: frozenset[str] = frozenset()
+    required_alpn: frozenset[str] = frozenset()
 
     def wrap_bio(
         self,
@@ -240,13 +258,25 @@ class ClientContext(ssl.SSLContext):
         return obj
 
 
-class _PinnedObject(ssl.SSLObject):
-    """Fails the handshake itself on a certificate not pinned, so the connection never counts as open
-    (asyncio tells its protocol nothing) and no byte of a request goes to that server."""
+class _CheckedObject(ssl.SSLObject):
+    """Fails the handshake itself on a certificate not pinned or a protocol not selected, so the
+    connection never counts as open (asyncio tells its protocol nothing) and no byte of a request goes
+    to that server."""
 
     def do_handshake(self) -> None:
         super().do_handshake()
         pins: frozenset[str] = getattr(self.context, "pinned_sha256", frozenset())
+        if pins:
+            self._check_pin(pins)
+        required: frozenset[str] = getattr(self.context, "required_alpn", frozenset())
+        if required:
+            chosen = self.selected_alpn_protocol()
+            if chosen not in required:
+                offered = ", ".join(sorted(required))
+                what = "selected no protocol" if chosen is None else f"selected {chosen[:40]!r}"
+                raise AlpnRefused(f"the server {what} through ALPN, not one of the protocols required ({offered})")
+
+    def _check_pin(self, pins: frozenset[str]) -> None:
         der = self.getpeercert(binary_form=True)
         digest = hashlib.sha256(der).hexdigest() if der else None
         if digest not in pins:

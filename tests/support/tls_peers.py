@@ -52,7 +52,8 @@ def _replace(path: Path, data: bytes) -> None:
 
 class TlsNginx:
     """An nginx speaking TLS on 127.0.0.1 with `cert` (made by the caller's CA), optionally requiring
-    client certificates from `client_ca`, limited to `protocols`."""
+    client certificates from `client_ca`, limited to `protocols`; `http2`: HTTP/2 too (ALPN h2 and
+    http/1.1), else HTTP/1.1 only (nginx then refuses a handshake offering h2 alone)."""
 
     def __init__(
         self,
@@ -62,6 +63,7 @@ class TlsNginx:
         client_ca: trustme.CA | None = None,
         protocols: str = "TLSv1.2 TLSv1.3",
         ciphers: str = "HIGH:!aNULL",
+        http2: bool = False,
     ) -> None:
         self.dir = directory
         write_leaf(cert, directory / "server.pem", directory / "server.key")
@@ -72,7 +74,7 @@ class TlsNginx:
         server = TLS_SERVER.replace("{protocols}", protocols).replace("{ciphers}", ciphers)
         server = server.replace("{client_auth}", client_auth)
         self.nginx = Nginx(directory, server)
-        write_config(directory, server, self.nginx.port, listen="ssl reuseport")
+        write_config(directory, server, self.nginx.port, listen="ssl http2 reuseport" if http2 else "ssl reuseport")
         self.port = self.nginx.port
 
     async def served(self) -> list[str]:
@@ -115,9 +117,10 @@ async def tls_nginx(
     client_ca: trustme.CA | None = None,
     protocols: str = "TLSv1.2 TLSv1.3",
     ciphers: str = "HIGH:!aNULL",
+    http2: bool = False,
 ) -> AsyncIterator[TlsNginx]:
     with tempfile.TemporaryDirectory() as tmp:
-        server = TlsNginx(Path(tmp), cert, client_ca=client_ca, protocols=protocols, ciphers=ciphers)
+        server = TlsNginx(Path(tmp), cert, client_ca=client_ca, protocols=protocols, ciphers=ciphers, http2=http2)
         await server.nginx.start()
         try:
             yield server

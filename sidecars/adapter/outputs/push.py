@@ -31,6 +31,7 @@ from sidecars.adapter.scraper import Scrape
 from sidecars.core import Context
 from sidecars.core.backoff import jittered_backoff
 from sidecars.core.redact import redact_text
+from sidecars.core.telemetry import LogLimiter
 
 Labels = tuple[tuple[str, str], ...]
 Point = tuple[Labels, int, float, str]  # labels (with __name__), timestamp ms, value, family type
@@ -66,7 +67,8 @@ class PushMetrics:
         self.sent = Counter("adapter_push_samples", "Samples a push receiver accepted.", ["output"], registry=registry)
         self.dropped = Counter(
             "adapter_push_dropped_samples",
-            "Samples given up: queue_full (the oldest, past push_queue_max_samples), rejected (a 4xx).",
+            "Samples given up: queue_full (the oldest, past push_queue_max_samples), rejected (a 4xx), "
+            "malformed (a histogram that cannot be sent), partial_rejected (refused within an accepted request).",
             ["output", "reason"],
             registry=registry,
         )
@@ -120,6 +122,7 @@ class PushOutput(Output):
 
     max_samples: int
     queue_max_samples: int
+    DROP_REASONS: tuple[str, ...] = ("queue_full", "rejected")
 
     def __init__(self, state, settings) -> None:  # type: ignore[no-untyped-def]
         super().__init__(state, settings)
@@ -149,9 +152,10 @@ class PushOutput(Output):
 
     def start(self, context: Context) -> None:
         self._context = context
+        self._lines = LogLimiter(context.log, 60.0)
         self._metrics = PushMetrics.of(context.metrics.registry)
         self._metrics.queued.labels(output=self.name).set(0)
-        for reason in ("queue_full", "rejected"):
+        for reason in self.DROP_REASONS:
             self._metrics.dropped.labels(output=self.name, reason=reason)
         context.spawn(f"push-{self.name}", self.run)
 
@@ -206,7 +210,7 @@ class PushOutput(Output):
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                batch = [self.queue[i] for i in range(min(self.batch_max, len(self.queue)))]
+                batch = [self.queue[i] for i in range(self.batch_size())]
                 self._dropped_in_flight = 0
                 try:
                     await self.send(session, batch)
@@ -226,6 +230,18 @@ class PushOutput(Output):
                 if self._logged is not None and self._context is not None:
                     self._context.log.info("push delivering again", output=self.name)
                 self._logged = None
+
+    def batch_size(self) -> int:
+        """How many points of the queue's head the next batch takes (a subclass may keep groups whole)."""
+        return min(int(self.batch_max), len(self.queue))
+
+    def count_dropped(self, reason: str, n: int, detail: str | None = None) -> None:
+        """`n` samples given up for `reason` by the output itself (not sent, not to be retried)."""
+        assert self._metrics is not None and self._context is not None
+        self._metrics.dropped.labels(output=self.name, reason=reason).inc(n)
+        self._lines.warning(
+            "push samples dropped", key=f"dropped:{reason}", output=self.name, reason=reason, samples=n, detail=detail
+        )
 
     def _done(self, batch: list[Point]) -> None:
         # The batch was the head of the queue; drops past the bound meanwhile took its oldest first.

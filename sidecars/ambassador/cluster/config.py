@@ -208,9 +208,10 @@ class ClusterConfig(_Section):
     protocol: Literal["http1", "http2", "auto"] = Field(
         "http1",
         description="http listeners: the protocol spoken to the endpoints. http1: HTTP/1.1; http2: HTTP/2 "
-        "(h2c, prior knowledge), every request a stream, streams balanced one by one; auto: the protocol "
-        "the app spoke (an HTTP/2 client's streams go out as HTTP/2, an HTTP/1.1 client's requests as "
-        "HTTP/1.1).",
+        "(h2c, prior knowledge; with tls: TLS with ALPN h2, a server not selecting it refused as tls_alpn), "
+        "every request a stream, streams balanced one by one; auto: the protocol the app spoke (an HTTP/2 "
+        "client's streams go out as HTTP/2, an HTTP/1.1 client's requests as HTTP/1.1; with tls each "
+        "connection offers its own through ALPN).",
     )
     http2: Http2UpstreamConfig = Field(default_factory=Http2UpstreamConfig, description="HTTP/2 to the endpoints.")
     health_check: HealthCheckConfig = Field(default_factory=HealthCheckConfig, description="Active health checks.")

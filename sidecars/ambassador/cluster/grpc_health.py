@@ -1,4 +1,5 @@
-"""The `grpc` active health check: `grpc.health.v1.Health/Check` over a fresh HTTP/2 connection.
+"""The `grpc` active health check: `grpc.health.v1.Health/Check` over a fresh HTTP/2 connection
+(h2c, or TLS with ALPN h2 to a cluster with TLS settings: the data plane's verification and identity).
 
 The request and the answer are tiny protobuf messages, written and read here by hand (a string field
 1, `service`; an enum field 1, `status`, where 1 is SERVING), so the check needs no generated code.
@@ -15,7 +16,8 @@ import h2.exceptions
 from sidecars.ambassador.cluster import http2_frames
 from sidecars.ambassador.cluster.config import HealthCheckConfig
 from sidecars.ambassador.cluster.endpoint import Endpoint
-from sidecars.ambassador.cluster.upstream_connect import open_h2
+from sidecars.ambassador.cluster.upstream_connect import H2, open_h2
+from sidecars.ambassador.cluster.upstream_tls import UpstreamTls, UpstreamTlsError
 
 PATH = b"/grpc.health.v1.Health/Check"
 SERVING = 1
@@ -64,6 +66,7 @@ def status_of_answer(data: bytes) -> int | None:
 
 class _Check(asyncio.Protocol):
     def __init__(self, host: str) -> None:
+        self.scheme = b"http"
         self.conn = http2_frames.connection(client=True, stream_window=65535, max_header_list=16384, max_streams=1)
         self.host = host.encode()
         self.transport: asyncio.Transport | None = None
@@ -80,7 +83,7 @@ class _Check(asyncio.Protocol):
         stream_id = self.conn.get_next_available_stream_id()
         headers = [
             (b":method", b"POST"),
-            (b":scheme", b"http"),
+            (b":scheme", self.scheme),
             (b":authority", self.host),
             (b":path", PATH),
             (b"content-type", b"application/grpc"),
@@ -139,14 +142,19 @@ class _Check(asyncio.Protocol):
         self._settle("connection closed before an answer")
 
 
-async def probe(config: HealthCheckConfig, endpoint: Endpoint) -> str | None:
-    """None when the endpoint answers SERVING; else a reason ("NOT_SERVING", "connect: refused")."""
+async def probe(config: HealthCheckConfig, endpoint: Endpoint, tls: UpstreamTls | None = None) -> str | None:
+    """None when the endpoint answers SERVING; else a reason ("NOT_SERVING", "connect: refused",
+    "tls_alpn: ...")."""
     loop = asyncio.get_running_loop()
     check = _Check(config.host_header or endpoint.key)
     try:
-        transport, _protocol = await open_h2(loop, lambda: check, endpoint, config.timeout_secs)
+        transport, protocol = await open_h2(loop, lambda: check, endpoint, config.timeout_secs, tls)
+    except UpstreamTlsError as exc:
+        return str(exc)[:200]
     except OSError as exc:
         return f"connect: {exc.strerror or exc}"
+    if protocol == H2:
+        check.scheme = b"https"
     try:
         check.send(config.grpc_service)
         return await check.done

@@ -15,7 +15,7 @@ from sidecars.ambassador.cluster import grpc_health
 from sidecars.ambassador.cluster.config import HealthCheckConfig
 from sidecars.ambassador.cluster.connect import UpstreamTlsError, open_connection
 from sidecars.ambassador.cluster.endpoint import Endpoint
-from sidecars.ambassador.cluster.upstream_tls import UpstreamTls
+from sidecars.ambassador.cluster.upstream_tls import HTTP1, UpstreamTls
 
 # The status line of a check answer must fit in this; headers and body are never read.
 MAX_STATUS_LINE_BYTES = 4096
@@ -38,12 +38,14 @@ async def _probe(
     config: HealthCheckConfig, endpoint: Endpoint, password: bytes | None, tls: UpstreamTls | None
 ) -> str | None:
     if config.kind == "grpc":
-        return await grpc_health.probe(config, endpoint)
+        return await grpc_health.probe(config, endpoint, tls)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=MAX_STATUS_LINE_BYTES, loop=loop)
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
     try:
-        transport, _ = await open_connection(loop, lambda: protocol, endpoint, tls, config.timeout_secs)
+        # An HTTP check is an HTTP/1.1 request, whatever the cluster's protocol: it offers http/1.1.
+        alpn = HTTP1 if config.kind == "http" and tls is not None and HTTP1 in tls.profiles else None
+        transport, _ = await open_connection(loop, lambda: protocol, endpoint, tls, config.timeout_secs, alpn)
     except UpstreamTlsError as exc:
         return str(exc)[:200]
     except OSError as exc:

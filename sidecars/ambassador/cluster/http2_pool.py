@@ -29,6 +29,7 @@ from sidecars.ambassador.cluster.upstream_connect import open_h2
 
 if TYPE_CHECKING:
     from sidecars.ambassador.cluster.config import Http2UpstreamConfig
+    from sidecars.ambassador.cluster.upstream_tls import UpstreamTls
 
 
 class Counters(Protocol):
@@ -261,8 +262,10 @@ class Http2Pool:
         stats: Counters,
         writes: http2_frames.Writes,
         loop: asyncio.AbstractEventLoop,
+        tls: UpstreamTls | None = None,
     ) -> None:
         self.config = config
+        self.tls = tls  # the cluster's: connections are TLS with ALPN h2, else h2c
         self.connect_timeout = connect_timeout_secs
         self.stats = stats
         self.writes = writes
@@ -334,7 +337,7 @@ class Http2Pool:
         self.opening[up] = opened
         up.reserved += 1
         try:
-            await open_h2(self.loop, lambda: up, endpoint, self.connect_timeout)
+            await open_h2(self.loop, lambda: up, endpoint, self.connect_timeout, self.tls)
         except BaseException as exc:
             up.closed = True
             self._forget(up)

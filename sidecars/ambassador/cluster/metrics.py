@@ -100,7 +100,7 @@ class ClusterCollector(Collector):
         )
         tls_failures = CounterMetricFamily(
             "ambassador_upstream_tls_failures",
-            "TLS handshakes to the endpoint that failed, by reason (tls_verify, tls_handshake).",
+            "TLS handshakes to the endpoint that failed, by reason (tls_verify, tls_alpn, tls_handshake).",
             labels=[*ce, "reason"],
         )
         handshakes = CounterMetricFamily(

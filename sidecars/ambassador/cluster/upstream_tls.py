@@ -7,6 +7,11 @@ so new connections use the new material, and tells the proxies, which retire the
 shows in the warn check. Sessions are kept per endpoint, so the pool's next connection to an
 endpoint resumes instead of doing a full handshake; a session of a replaced context is never offered.
 
+A cluster may speak more than one protocol over TLS (HTTP/1.1 for its HTTP/1.1 requests and checks,
+HTTP/2 for its streams and gRPC checks), each offered through ALPN by a context of its own: an `Alpn`
+profile. Every profile's context is built from the same read of the files, so one rotation moves
+them all; sessions are kept per endpoint and profile.
+
 Connections are opened by `connect.open_connection`; this module only holds state and counts.
 """
 
@@ -16,6 +21,7 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from structlog.typing import FilteringBoundLogger
 
@@ -23,19 +29,42 @@ from sidecars.core.telemetry import LogLimiter
 from sidecars.core.tls import ClientContext, TlsClientSettings, TlsError, certificate_not_after
 from sidecars.core.watch import MountedFiles
 
-__all__ = ["EXPIRY_WARN_SECS", "TLS_REASONS", "Material", "UpstreamTls", "UpstreamTlsError"]
+__all__ = [
+    "EXPIRY_WARN_SECS",
+    "H2",
+    "HTTP1",
+    "TLS_REASONS",
+    "Alpn",
+    "Material",
+    "UpstreamTls",
+    "UpstreamTlsError",
+]
 
 # A client certificate closer than this to its end is a warn check.
 EXPIRY_WARN_SECS = 7 * 24 * 3600.0
-TLS_REASONS = ("tls_handshake", "tls_verify")
+TLS_REASONS = ("tls_alpn", "tls_handshake", "tls_verify")
+
+
+class Alpn(NamedTuple):
+    """What a connection offers through ALPN, and whether the server must select one of it."""
+
+    offer: tuple[str, ...]
+    required: bool = False
+
+
+# A server that selects nothing speaks HTTP/1.1 (the protocol ALPN was added beside); one that does not
+# select h2 does not speak HTTP/2 over TLS, and falling back would send a request it never asked for.
+HTTP1 = Alpn(("http/1.1",))
+H2 = Alpn(("h2",), required=True)
 
 
 class UpstreamTlsError(ConnectionError):
     """A TLS handshake to an endpoint failed after its TCP connection was up; nothing was sent.
 
-    `reason` is `tls_verify` (the server's certificate, name or pin was refused) or `tls_handshake`
-    (no common version or cipher, an alert, a close or a timeout during the handshake). An OSError
-    without errno, so every path handles it as the connect failure it is."""
+    `reason` is `tls_verify` (the server's certificate, name or pin was refused), `tls_alpn` (the
+    server does not speak the protocol required, e.g. h2) or `tls_handshake` (no common version or
+    cipher, an alert, a close or a timeout during the handshake). An OSError without errno, so every
+    path handles it as the connect failure it is."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -44,18 +73,21 @@ class UpstreamTlsError(ConnectionError):
 
 
 class Material:
-    """One accepted version of the files: its context, a generation number, the client cert's expiry."""
+    """One accepted version of the files: a context per ALPN profile (`context`: the first profile's),
+    a generation number, the client certificate's expiry."""
 
-    __slots__ = ("context", "generation", "not_after")
+    __slots__ = ("context", "contexts", "generation", "not_after")
 
-    def __init__(self, context: ClientContext, generation: int, not_after: float | None) -> None:
-        self.context = context
+    def __init__(self, contexts: dict[Alpn, ClientContext], generation: int, not_after: float | None) -> None:
+        self.contexts = contexts
+        self.context = next(iter(contexts.values()))
         self.generation = generation
         self.not_after = not_after
 
 
 class UpstreamTls:
-    """See the module docstring. `alpn` overrides the settings' protocols (what the listener speaks)."""
+    """See the module docstring. `profiles`: what the listener speaks, the default first; unset: the
+    settings' own `alpn`, none required (an opaque TCP stream)."""
 
     def __init__(
         self,
@@ -63,19 +95,20 @@ class UpstreamTls:
         settings: TlsClientSettings,
         log: FilteringBoundLogger,
         *,
-        alpn: Sequence[str] | None = None,
+        profiles: Sequence[Alpn] | None = None,
         poll_secs: float = 5.0,
     ) -> None:
         self.cluster = cluster
         self.settings = settings
-        self.alpn = None if alpn is None else list(alpn)
+        self.profiles = list(profiles) if profiles else [Alpn(tuple(settings.alpn))]
         self.log = log
         self.material: Material | None = None
         self.handshakes = {"full": 0, "resumed": 0}
         self.failures: dict[tuple[str, str], int] = {}  # (endpoint, reason) -> count
         self.rotations = 0
         self._generation = 0
-        self._last: dict[str, ssl.SSLObject] = {}  # endpoint -> its latest connection, for its session
+        # (endpoint, profile) -> the latest connection, for its session
+        self._last: dict[tuple[str, Alpn], ssl.SSLObject] = {}
         self._limiter = LogLimiter(log, None)  # once per endpoint and reason, again after a success
         self._on_rotate: list[Callable[[], None]] = []
         self._files: Sequence[Path] = settings.files()
@@ -112,7 +145,9 @@ class UpstreamTls:
         self._on_rotate.append(callback)
 
     def _parse(self, contents: list[bytes]) -> Material:
-        context = self.settings.context_from(contents, alpn=self.alpn)
+        contexts = {
+            p: self.settings.context_from(contents, alpn=p.offer, require_alpn=p.required) for p in self.profiles
+        }
         not_after = None
         if self._cert_index is not None:
             try:
@@ -120,7 +155,7 @@ class UpstreamTls:
             except TlsError as exc:
                 raise TlsError(f"cert_file {self.settings.cert_file}: {exc}") from None
         self._generation += 1
-        return Material(context, self._generation, not_after)
+        return Material(contexts, self._generation, not_after)
 
     def _changed(self, material: Material) -> None:
         self.material = material
@@ -139,33 +174,34 @@ class UpstreamTls:
 
     # -- connections ----------------------------------------------------------------------------
 
-    def context(self) -> ClientContext:
+    def context(self, profile: Alpn | None = None) -> ClientContext:
+        """The context in force for `profile` (unset: the default one); KeyError for one not built."""
         if self.material is None:
             raise RuntimeError("UpstreamTls.load() has not succeeded yet")
-        return self.material.context
+        return self.material.context if profile is None else self.material.contexts[profile]
 
-    def session_for(self, endpoint: str, context: ClientContext) -> ssl.SSLSession | None:
+    def session_for(self, endpoint: str, context: ClientContext, profile: Alpn | None = None) -> ssl.SSLSession | None:
         """The session to offer for a new connection to `endpoint` under `context`, if any.
 
         Read from the endpoint's latest connection only now: a TLS 1.3 ticket arrives after the
         handshake, so the session is resumable once that connection has read something."""
-        obj = self._last.get(endpoint)
+        obj = self._last.get((endpoint, profile or self.profiles[0]))
         if obj is None or obj.context is not context:
             return None
         return obj.session
 
-    def handshake_done(self, endpoint: str, obj: ssl.SSLObject) -> None:
+    def handshake_done(self, endpoint: str, obj: ssl.SSLObject, profile: Alpn | None = None) -> None:
         self.handshakes["resumed" if obj.session_reused else "full"] += 1
-        if endpoint not in self._last:
-            self._limiter.reset(f"{endpoint}:tls_handshake")
-            self._limiter.reset(f"{endpoint}:tls_verify")
-        self._last[endpoint] = obj
+        if not any(key[0] == endpoint for key in self._last):
+            for reason in TLS_REASONS:
+                self._limiter.reset(f"{endpoint}:{reason}")
+        self._last[(endpoint, profile or self.profiles[0])] = obj
 
     def failed(self, endpoint: str, reason: str, detail: str) -> UpstreamTlsError:
         """Count and log (once per endpoint and reason until a handshake succeeds) one failure."""
         key = (endpoint, reason)
         self.failures[key] = self.failures.get(key, 0) + 1
-        self._last.pop(endpoint, None)
+        self._drop_sessions(endpoint)
         self._limiter.warning(
             "upstream tls handshake failed",
             key=f"{endpoint}:{reason}",
@@ -177,10 +213,14 @@ class UpstreamTls:
         return UpstreamTlsError(reason, detail)
 
     def forget(self, endpoint: str) -> None:
-        """`endpoint` left the cluster: drop its session and its failure series."""
-        self._last.pop(endpoint, None)
+        """`endpoint` left the cluster: drop its sessions and its failure series."""
+        self._drop_sessions(endpoint)
         for key in [k for k in self.failures if k[0] == endpoint]:
             del self.failures[key]
+
+    def _drop_sessions(self, endpoint: str) -> None:
+        for key in [k for k in self._last if k[0] == endpoint]:
+            del self._last[key]
 
     # -- health -----------------------------------------------------------------------------------
 

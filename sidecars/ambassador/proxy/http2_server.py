@@ -40,6 +40,7 @@ from sidecars.ambassador.cluster.endpoint import LOCAL_ERRNOS, Endpoint, Outcome
 from sidecars.ambassador.cluster.http2_frames import PREFACE, Header
 from sidecars.ambassador.cluster.http2_pool import Http2Pool, StreamSink
 from sidecars.ambassador.cluster.http2_wire import ServerWire, WireError
+from sidecars.ambassador.cluster.upstream_tls import TLS_REASONS, UpstreamTlsError
 from sidecars.ambassador.proxy import grpc
 from sidecars.ambassador.proxy.headers import IDEMPOTENT
 from sidecars.ambassador.proxy.http2_limits import InboundGuard
@@ -64,7 +65,8 @@ CONNECTION_FIELDS = frozenset(
 MAX_INFORMATIONAL = 8
 
 # Reasons a try failed that say the application never saw the request.
-NEVER_REACHED = frozenset({"connect_failed", "upstream_refused_stream", "upstream_goaway"})
+NEVER_REACHED = frozenset({"connect_failed", *TLS_REASONS, "upstream_refused_stream", "upstream_goaway"})
+CONNECT_FAILURES = frozenset({"connect_failed", *TLS_REASONS})
 
 
 class _TryFailed(Exception):
@@ -103,11 +105,12 @@ class Http2Proxy:
         self.access_log = access_log
         self.loop = loop
         self.writes = http2_frames.Writes()
-        self.pool = Http2Pool(config.cluster.http2, config.connect_timeout_secs, stats, self.writes, loop)
+        tls = getattr(cluster, "tls", None)  # the cluster's TLS: both pools' connections use it
+        self.pool = Http2Pool(config.cluster.http2, config.connect_timeout_secs, stats, self.writes, loop, tls)
         # protocol http1: streams go out as HTTP/1.1 requests (auto and http2: as HTTP/2 streams).
         self.to_http1 = config.cluster.protocol == "http1"
         self.http1_pool = Http1Pool(
-            config.connect_timeout_secs, config.http2.initial_stream_window_bytes, stats, self.writes, loop
+            config.connect_timeout_secs, config.http2.initial_stream_window_bytes, stats, self.writes, loop, tls
         )
         self.clients: set[ClientSide] = set()
         self.draining = False
@@ -557,7 +560,7 @@ class Stream:
         if not self.replayable and self.received:
             return False
         if reason in NEVER_REACHED:
-            return reason != "connect_failed" or "connect-failure" in p.retry_on
+            return reason not in CONNECT_FAILURES or "connect-failure" in p.retry_on
         if reason.startswith("grpc_"):
             allowed = True
         elif reason == "upstream_reset":
@@ -597,7 +600,9 @@ class Stream:
                 up = await p.http1_pool.acquire(ep) if p.to_http1 else await p.pool.acquire(ep)
             except OSError as exc:
                 outcome = Outcome.LOCAL_ERROR if exc.errno in LOCAL_ERRNOS else Outcome.CONNECT_FAILURE
-                raise _TryFailed("connect_failed", outcome) from None
+                # A failed TLS handshake is a connect failure too (nothing was sent), named as such.
+                reason = exc.reason if isinstance(exc, UpstreamTlsError) else "connect_failed"
+                raise _TryFailed(reason, outcome) from None
             if up is not None:
                 break
             # Every connection to this endpoint is open and full: wait for room, as a pending request
@@ -822,6 +827,8 @@ class Stream:
             self._send_headers(grpc.trailers_only(code, _MESSAGES.get(reason, reason), reason), True)
         else:
             self.status = 504 if reason in ("deadline_exceeded", "upstream_timeout") else 503
+            if reason in TLS_REASONS:
+                self.status = 502  # as on HTTP/1.1: the endpoint answered, but not as the cluster requires
             body = f"{reason}\n".encode()
             self._send_headers(
                 [
@@ -940,6 +947,9 @@ _MESSAGES = {
     "upstream_timeout": "upstream timed out",
     "overflow": "too many requests in flight to the cluster",
     "upstream_protocol_error": "upstream broke the HTTP/2 protocol",
+    "tls_verify": "upstream TLS verification failed",
+    "tls_handshake": "upstream TLS handshake failed",
+    "tls_alpn": "upstream does not speak HTTP/2 over TLS (ALPN h2 not selected)",
 }
 
 __all__ = ["Http2Client", "Http2Proxy", "Stream"]

@@ -4,7 +4,9 @@ keep-alive connection of its own while it runs.
 The stream's head becomes a request line and `Host` (from `:authority`); the body goes out with the
 client's `content-length`, or chunked (with the client's trailers in the last chunk). The response
 head comes back lower-cased without the connection-specific fields HTTP/2 forbids (RFC 9113 §8.2.2).
-A connection whose exchange ended cleanly goes back to a small idle list per endpoint.
+A connection whose exchange ended cleanly goes back to a small idle list per endpoint. To a cluster
+with TLS settings the connections are TLS (ALPN http/1.1), opened as the HTTP/1.1 path opens its own;
+a rotation of the material retires the idle ones and those in use once their exchange ends.
 
 Flow control: response bytes the app's stream has not taken stop this connection's reading beyond one
 stream window; request bytes are written as the transport takes them (its write buffer paused).
@@ -17,12 +19,14 @@ from typing import TYPE_CHECKING
 
 from httptools import HttpParserError, HttpResponseParser
 
+from sidecars.ambassador.cluster.connect import open_connection
 from sidecars.ambassador.cluster.endpoint import Endpoint
 from sidecars.ambassador.cluster.http2_frames import Header, Writes
 from sidecars.ambassador.cluster.http2_pool import StreamSink
 from sidecars.ambassador.proxy.headers import connection_tokens
 
 if TYPE_CHECKING:
+    from sidecars.ambassador.cluster.upstream_tls import UpstreamTls
     from sidecars.ambassador.proxy.stats import ListenerStats
 
 _DROPPED = frozenset(
@@ -37,6 +41,7 @@ class Http1Upstream(asyncio.Protocol):
     def __init__(self, pool: Http1Pool, endpoint: Endpoint) -> None:
         self.pool = pool
         self.endpoint = endpoint
+        self.generation = pool.generation
         self.transport: asyncio.Transport | None = None
         self.parser = HttpResponseParser(self)
         self.sink: StreamSink | None = None
@@ -219,13 +224,18 @@ class Http1Pool:
         stats: ListenerStats,
         writes: Writes,
         loop: asyncio.AbstractEventLoop,
+        tls: UpstreamTls | None = None,
     ) -> None:
         self.connect_timeout = connect_timeout_secs
         self.window = window
         self.stats = stats
         self.writes = writes
         self.loop = loop
+        self.tls = tls
+        self.generation = 0  # of the TLS material: a connection of an older one is not reused
         self.idle: dict[Endpoint, list[Http1Upstream]] = {}
+        if tls is not None:
+            tls.on_rotate(self.retire)
 
     async def acquire(self, endpoint: Endpoint) -> Http1Upstream:
         idle = self.idle.get(endpoint)
@@ -234,13 +244,20 @@ class Http1Pool:
             if conn.transport is not None and not conn.transport.is_closing():
                 return conn
         conn = Http1Upstream(self, endpoint)
-        async with asyncio.timeout(self.connect_timeout):
-            await self.loop.create_connection(lambda: conn, endpoint.host, endpoint.port)
+        # The HTTP/1.1 path's connect: plain, or TLS offering http/1.1 (the TLS's default profile
+        # of an http listener), its failures UpstreamTlsError with the reason.
+        await open_connection(self.loop, lambda: conn, endpoint, self.tls, self.connect_timeout)
         return conn
+
+    def retire(self) -> None:
+        """New TLS material: idle connections close, busy ones close when their exchange ends."""
+        self.generation += 1
+        for endpoint in list(self.idle):
+            self.close_endpoint(endpoint)
 
     def release(self, conn: Http1Upstream) -> None:
         idle = self.idle.setdefault(conn.endpoint, [])
-        if len(idle) < MAX_IDLE_PER_ENDPOINT and conn not in idle:
+        if conn.generation == self.generation and len(idle) < MAX_IDLE_PER_ENDPOINT and conn not in idle:
             idle.append(conn)
         elif conn not in idle and conn.transport is not None:
             conn.transport.close()

@@ -20,7 +20,7 @@ from structlog.typing import FilteringBoundLogger
 
 from sidecars.ambassador.cluster import health
 from sidecars.ambassador.cluster.cluster import Cluster
-from sidecars.ambassador.cluster.upstream_tls import UpstreamTls
+from sidecars.ambassador.cluster.upstream_tls import H2, HTTP1, Alpn, UpstreamTls
 from sidecars.ambassador.proxy.access_log import AccessLog
 from sidecars.ambassador.proxy.client_limit import ClientLimit
 from sidecars.ambassador.proxy.headers import local_response
@@ -54,10 +54,12 @@ class Listener:
         probe = self.sharded.probe if self.sharded is not None else health.probe
         self.tls: UpstreamTls | None = None
         if config.cluster.tls is not None:
-            # An http listener speaks HTTP/1.1 upstream: that is what it offers through ALPN.
-            alpn = ["http/1.1"] if config.mode == "http" else None
             self.tls = UpstreamTls(
-                config.name, config.cluster.tls, self.log, alpn=alpn, poll_secs=config.cluster.tls_poll_secs
+                config.name,
+                config.cluster.tls,
+                self.log,
+                profiles=alpn_profiles(config),
+                poll_secs=config.cluster.tls_poll_secs,
             )
             probe = functools.partial(health.probe, tls=self.tls)
         self.cluster = Cluster(config.name, config.cluster, registry, self.log, probe=probe, tls=self.tls)
@@ -95,6 +97,8 @@ class Listener:
                 if self.http2 is None:
                     self.http2 = Http2Proxy(cfg, self.cluster, self.stats, access, loop)
                     self.cluster.on_removed(self.http2.on_endpoint_removed)
+                    if self.tls is not None:
+                        self.tls.on_rotate(self._retire_http2)
                 # HTTP/1.1 clients: to HTTP/1.1 endpoints, or translated to HTTP/2 streams (http2).
                 http1 = cast(Callable[[], asyncio.BaseProtocol], proxy)
                 if cfg.cluster.protocol == "http2":
@@ -130,6 +134,14 @@ class Listener:
         self.port = self.server.sockets[0].getsockname()[1]
         self._collector.add(self.stats)
         self.log.info("listening", host=cfg.host, port=self.port, mode=cfg.mode, endpoints=len(self.cluster.endpoints))
+
+    def _retire_http2(self) -> None:
+        """New TLS material: the HTTP/2 connections take no new stream and close once their streams
+        end (as a removed endpoint's do); the next streams open connections with the new material."""
+        if self.http2 is not None:
+            pool = self.http2.pool
+            for endpoint in list(pool.by_endpoint):
+                pool.close_endpoint(endpoint)
 
     def sweep(self) -> None:
         if self.proxy is not None:
@@ -167,6 +179,21 @@ class Listener:
         # Also a cluster never started: its series were attached when it was built.
         await self.cluster.stop()
         self._cluster_started = False
+
+
+def alpn_profiles(config: ListenerConfig) -> list[Alpn]:
+    """What the listener's TLS connections offer through ALPN, the default first.
+
+    An http listener speaks HTTP/1.1 (its HTTP/1.1 requests, HTTP checks) and HTTP/2 (its streams to
+    `protocol: http2|auto` endpoints, gRPC checks), each connection offering one of them, so the
+    server's choice never turns a connection into a protocol its caller does not speak; with
+    `protocol: http2` the default (what a `tcp` check's handshake offers) is h2. A tcp listener offers
+    the cluster's own `tls.alpn`, nothing required (the app's protocol is opaque to it).
+    """
+    grpc_check = config.cluster.health_check.kind == "grpc"
+    if config.mode != "http":
+        return [Alpn(tuple(config.cluster.tls.alpn if config.cluster.tls else ()))] + ([H2] if grpc_check else [])
+    return [H2, HTTP1] if config.cluster.protocol == "http2" else [HTTP1, H2]
 
 
 def _family(host: str) -> socket.AddressFamily:

@@ -11,6 +11,9 @@ the serializers are the identity):
 - Big: the request is a size; one message of that many bytes.
 `test.Control/SetServing` (request b"1" or b"0") flips the standard health service
 (`grpc.health.v1.Health`) between SERVING and NOT_SERVING.
+
+`grpc_server(name, tls=(cert_file, key_file))` serves TLS (grpcio's own, ALPN h2) instead of h2c;
+`client_ca=ca_file` then requires client certificates of that CA (mutual TLS).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -49,9 +53,14 @@ class GrpcServer:
 
 
 @contextlib.asynccontextmanager
-async def grpc_server(name: str) -> AsyncIterator[GrpcServer]:
+async def grpc_server(
+    name: str, tls: tuple[Path, Path] | None = None, client_ca: Path | None = None
+) -> AsyncIterator[GrpcServer]:
+    tls_args = [str(tls[0]), str(tls[1])] if tls is not None else []
+    if client_ca is not None:
+        tls_args.append(str(client_ca))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.ambassador.grpc_service", name],
+        [sys.executable, "-m", "tests.integration.ambassador.grpc_service", name, *tls_args],
         stdout=subprocess.PIPE,
         cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -76,9 +85,16 @@ async def grpc_server(name: str) -> AsyncIterator[GrpcServer]:
 class EchoClient:
     """Stubs of `test.Echo` over one channel (so one HTTP/2 connection) to `target`."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, ca: bytes | None = None, server_name: str | None = None) -> None:
         # One subchannel, no client-side balancing or retries of grpcio's own: what the proxy does is seen.
-        self.channel = grpc.insecure_channel(target, options=[("grpc.enable_retries", 0)])
+        options: list[tuple[str, Any]] = [("grpc.enable_retries", 0)]
+        if ca is None:
+            self.channel = grpc.insecure_channel(target, options=options)
+        else:  # straight to a TLS server (a test's own control calls)
+            if server_name is not None:
+                options.append(("grpc.ssl_target_name_override", server_name))
+            credentials = grpc.ssl_channel_credentials(root_certificates=ca)
+            self.channel = grpc.secure_channel(target, credentials, options=options)
         self.unary = self.channel.unary_unary("/test.Echo/Unary")
         self.server_stream = self.channel.unary_stream("/test.Echo/ServerStream")
         self.client_stream = self.channel.stream_unary("/test.Echo/ClientStream")
@@ -100,7 +116,7 @@ def health_check(target: str, service: str = "") -> int:
 # -- the server, run in its own process -------------------------------------------------------------------
 
 
-def _serve(name: str) -> None:
+def _serve(name: str, cert_file: str | None = None, key_file: str | None = None, client_ca: str | None = None) -> None:
     me = name.encode()
     health_servicer = health.HealthServicer()
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -149,7 +165,16 @@ def _serve(name: str) -> None:
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), handlers=[echo, control])
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    if cert_file is not None and key_file is not None:
+        chain = Path(cert_file).read_bytes()
+        key = Path(key_file).read_bytes()
+        roots = Path(client_ca).read_bytes() if client_ca is not None else None
+        credentials = grpc.ssl_server_credentials(
+            [(key, chain)], root_certificates=roots, require_client_auth=roots is not None
+        )
+        port = server.add_secure_port("127.0.0.1:0", credentials)
+    else:
+        port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(f"listening {port}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: server.stop(1))
@@ -157,4 +182,4 @@ def _serve(name: str) -> None:
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1])
+    _serve(*sys.argv[1:5])

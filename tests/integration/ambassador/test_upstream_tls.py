@@ -16,6 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import h2.events
 import pytest
 import structlog
 import trustme
@@ -26,7 +27,8 @@ from sidecars.ambassador.cluster.health import probe
 from sidecars.ambassador.cluster.upstream_tls import UpstreamTls
 from sidecars.core.tls import TlsClientSettings
 from sidecars.testing import free_port, http_get
-from tests.integration.ambassador.conftest import Proxy, raw_request
+from tests.integration.ambassador.conftest import Proxy, _proxy, raw_request
+from tests.integration.ambassador.h2_client import RawH2
 from tests.support.tls_peers import any_server_context, expired, expiring, secret_volume, tls_nginx, wait_until
 
 GET = b"GET /x HTTP/1.1\r\nHost: app\r\n\r\n"
@@ -63,6 +65,29 @@ async def test_plain_app_reaches_a_tls_server(proxy: Proxy, ca: trustme.CA, pki:
         assert status == 200
         assert body.startswith(b"tls TLSv1.3 ")  # the name checked and sent as SNI: the endpoint's host
         assert await server.served() == ["GET /x HTTP/1.1"]
+
+
+async def test_h2c_client_reaches_a_tls_http1_server_over_tls(ca: trustme.CA, pki: dict[str, Path]) -> None:
+    """protocol http1, an HTTP/2 client: its stream goes out as an HTTP/1.1 request over the cluster's
+    TLS, never in plaintext to the TLS port."""
+
+    def h2c_get(port: int) -> tuple[dict[bytes, bytes], bytes]:
+        raw = RawH2(port)
+        try:
+            raw.request(b"/from-h2")
+            events = raw.read_until(lambda e: isinstance(e, h2.events.StreamEnded))
+        finally:
+            raw.close()
+        head = next(dict(e.headers) for e in events if isinstance(e, h2.events.ResponseReceived))
+        return head, b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+
+    async with (
+        tls_nginx(ca.issue_cert("localhost")) as server,
+        _proxy("python", [], cluster=tls_cluster(server.port, ca_file=str(pki["ca"]))) as (_, port),
+    ):
+        head, body = await asyncio.to_thread(h2c_get, port)
+        assert head[b":status"] == b"200" and body.startswith(b"tls TLSv1.3 "), (head, body)
+        assert await server.served() == ["POST /from-h2 HTTP/1.1"]
 
 
 async def test_ip_endpoint_needs_server_name(proxy: Proxy, ca: trustme.CA, pki: dict[str, Path]) -> None:

@@ -66,3 +66,12 @@ def test_certificate_not_after_matches_cryptography() -> None:
 def test_certificate_not_after_refuses_garbage(data: bytes) -> None:
     with pytest.raises(TlsError):
         certificate_not_after(data)
+
+
+def test_require_alpn_needs_protocols_and_checks_the_servers_choice() -> None:
+    settings = TlsClientSettings()
+    ctx = settings.context_from([], alpn=["h2"], require_alpn=True)
+    assert ctx.required_alpn == frozenset({"h2"}) and ctx.sslobject_class is not ssl.SSLObject
+    assert settings.context_from([], alpn=["h2"]).sslobject_class is ssl.SSLObject  # offered, not required
+    with pytest.raises(TlsError, match="require_alpn needs protocols"):
+        settings.context_from([], require_alpn=True)
