@@ -1,5 +1,6 @@
-"""What both HTTP/2 sides share: their `h2` state machines set up alike, sending within a window, and
-writes gathered into one per connection per event-loop callback.
+"""What the HTTP/2 connections share: writes gathered into one per connection per event-loop
+callback, and the `h2` state machine set up for the health checks (`grpc_health`); the proxy's own
+connections frame by hand (`http2_wire`).
 
 Every `h2` connection here validates what it receives (pseudo-headers, connection-specific fields,
 upper-case names, content-length against DATA: RFC 9113 §8) and skips validating what it sends: the
@@ -9,7 +10,6 @@ proxy sends only fields it received validated, or wrote itself.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from typing import Protocol
 
 from h2.config import H2Configuration
@@ -54,29 +54,6 @@ def start(conn: H2Connection, connection_window: int) -> None:
         conn.increment_flow_control_window(connection_window - DEFAULT_WINDOW)
 
 
-def enforce_max_streams(conn: H2Connection, limit: int) -> None:
-    """Let `h2` accept up to `limit` concurrent streams from the peer, whatever SETTINGS advertised
-    (`h2` keeps one limit for both and ends the connection one stream past it)."""
-    conn.local_settings._settings[SettingCodes.MAX_CONCURRENT_STREAMS] = deque([limit])
-
-
-def send_some(conn: H2Connection, stream_id: int, data: bytes) -> int:
-    """Queue as much of `data` as the stream's and the connection's windows allow; the bytes queued."""
-    window = conn.local_flow_control_window(stream_id)
-    if window <= 0:
-        return 0
-    size = len(data)
-    if size > window:
-        size = window
-    frame = conn.max_outbound_frame_size
-    if size <= frame:
-        conn.send_data(stream_id, data if size == len(data) else data[:size])
-        return size
-    for at in range(0, size, frame):
-        conn.send_data(stream_id, data[at : min(at + frame, size)])
-    return size
-
-
 class Flushable(Protocol):
     dirty: bool
 
@@ -113,4 +90,4 @@ def write_out(conn: H2Connection, transport: asyncio.Transport | None) -> None:
         transport.write(data)
 
 
-__all__ = ["PREFACE", "Header", "Writes", "connection", "enforce_max_streams", "send_some", "start", "write_out"]
+__all__ = ["PREFACE", "Header", "Writes", "connection", "start", "write_out"]

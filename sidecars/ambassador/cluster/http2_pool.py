@@ -7,26 +7,24 @@ takes no new stream: streams above its last stream id fail as `upstream_goaway` 
 reached the application, so they are retried elsewhere); the others finish, then it closes.
 
 What flows through an upstream stream is reported to its `StreamSink` (the client side's stream):
-response head, data, trailers, the end, a reset. Response data is acknowledged to the server (its
-window reopened) only when the sink says it has passed the bytes on (`consumed`), so a slow app
-slows its own stream and the proxy never holds more than one window of it.
+1xx heads, the response head, data, trailers, the end, a reset (the frames: `http2_wire`). Response
+data is acknowledged to the server (its window reopened) only when the sink says it has passed the
+bytes on (`consumed`), so a slow app slows its own stream and the proxy never holds more than one
+window of it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-import h2.events
-import h2.exceptions
 from h2.errors import ErrorCodes
-from h2.settings import SettingCodes
 
 from sidecars.ambassador.cluster import http2_frames
 from sidecars.ambassador.cluster.endpoint import Endpoint
 from sidecars.ambassador.cluster.http2_frames import Header
+from sidecars.ambassador.cluster.http2_wire import ClientWire, WireError
 from sidecars.ambassador.cluster.upstream_connect import open_h2
 
 if TYPE_CHECKING:
@@ -46,26 +44,26 @@ class StreamSink(Protocol):
     """The client side of one upstream stream: what the upstream connection reports to."""
 
     def on_response(self, headers: list[Header], end_stream: bool) -> None: ...
-    def on_data(self, data: bytes, flow_len: int) -> None: ...
+    def on_informational(self, headers: list[Header]) -> None: ...
+    def on_data(self, data: bytes, flow_len: int, end: bool = False) -> None: ...
     def on_trailers(self, headers: list[Header]) -> None: ...
     def on_end(self) -> None: ...
     def on_reset(self, reason: str, code: int) -> None: ...
     def on_window(self) -> None: ...
 
 
-class Upstream(asyncio.Protocol):
-    """One HTTP/2 connection to one endpoint (an asyncio protocol)."""
+class Upstream(ClientWire, asyncio.Protocol):
+    """One HTTP/2 connection to one endpoint (an asyncio protocol; its frames: `ClientWire`)."""
 
     def __init__(self, pool: Http2Pool, endpoint: Endpoint) -> None:
         cfg = pool.config
+        super().__init__(
+            stream_window=cfg.initial_stream_window_bytes,
+            connection_window=cfg.connection_window_bytes,
+            max_header_list=cfg.max_header_list_bytes,
+        )
         self.pool = pool
         self.endpoint = endpoint
-        self.conn = http2_frames.connection(
-            client=True,
-            stream_window=cfg.initial_stream_window_bytes,
-            max_header_list=cfg.max_header_list_bytes,
-            max_streams=100,
-        )
         self.transport: asyncio.Transport | None = None
         self.sinks: dict[int, StreamSink] = {}
         self.reserved = 0  # streams promised to callers waiting for this connection to open
@@ -79,85 +77,98 @@ class Upstream(asyncio.Protocol):
     def capacity(self) -> int:
         if self.goaway or self.closed:
             return 0
-        limit = min(self.conn.remote_settings.max_concurrent_streams, self.pool.config.max_streams_per_connection)
+        limit = min(self.remote_max_streams, self.pool.config.max_streams_per_connection)
         return limit - len(self.sinks) - self.reserved
 
     # -- asyncio protocol -------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        http2_frames.start(self.conn, self.pool.config.connection_window_bytes)
+        self.initiate()
         self.flush()
 
     def data_received(self, data: bytes) -> None:
         try:
-            events = self.conn.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
+            self.receive(data)
+        except WireError as exc:
             self.pool.stats.error("upstream_protocol_error")
             self.flush()
-            self._fail_all("upstream_protocol_error", int(getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR)))
+            self._fail_all("upstream_protocol_error", exc.error_code)
             self.abort()
             return
-        for event in events:
-            self._event(event)
         self.pool.writes.flush()
         self.flush()
 
-    def _event(self, event: h2.events.Event) -> None:
-        if isinstance(event, h2.events.DataReceived):
-            sink = self.sinks.get(event.stream_id)
-            if sink is None:
-                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            elif event.data or event.flow_controlled_length:
-                sink.on_data(event.data, event.flow_controlled_length)
-            if event.stream_ended is not None:
-                self._ended(event.stream_id)
-        elif isinstance(event, h2.events.ResponseReceived):
-            sink = self.sinks.get(event.stream_id)
-            if sink is not None:
-                sink.on_response(event.headers, event.stream_ended is not None)
-                if event.stream_ended is not None:
-                    self._ended(event.stream_id)
-        elif isinstance(event, h2.events.TrailersReceived):
-            sink = self.sinks.get(event.stream_id)
-            if sink is not None:
-                sink.on_trailers(event.headers)
-            self._ended(event.stream_id)
-        elif isinstance(event, h2.events.StreamReset):
-            sink = self.sinks.pop(event.stream_id, None)
-            if sink is not None:
-                code = int(event.error_code or 0)
-                reason = "upstream_refused_stream" if code == ErrorCodes.REFUSED_STREAM else "upstream_reset"
-                sink.on_reset(reason, code)
-                self.pool.changed(self)
-        elif isinstance(event, h2.events.WindowUpdated):
-            if event.stream_id:
-                sink = self.sinks.get(event.stream_id)
-                if sink is not None:
-                    sink.on_window()
-            else:
-                for sink in list(self.sinks.values()):
-                    sink.on_window()
-        elif isinstance(event, h2.events.RemoteSettingsChanged):
-            if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
-                for sink in list(self.sinks.values()):
-                    sink.on_window()
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            self.goaway = True
-            last = event.last_stream_id if event.last_stream_id is not None else 0
-            self.pool.stats.error("upstream_goaway")
-            for stream_id in [s for s in self.sinks if s > last]:
-                self.sinks.pop(stream_id).on_reset("upstream_goaway", int(ErrorCodes.REFUSED_STREAM))
-            if event.error_code != ErrorCodes.NO_ERROR:
-                self._fail_all("upstream_reset", int(event.error_code or 0))
-            self.pool.changed(self)
-            if not self.sinks:
-                self.close()
+    # -- ClientWire: what the endpoint sent -------------------------------------------------------
 
-    def _ended(self, stream_id: int) -> None:
+    def on_response(self, stream_id: int, headers: list[Header], end_stream: bool) -> None:
+        sink = self.sinks.get(stream_id)
+        if sink is not None:
+            sink.on_response(headers, end_stream)
+            if end_stream:
+                self._ended(stream_id)
+
+    def on_informational(self, stream_id: int, headers: list[Header]) -> None:
+        sink = self.sinks.get(stream_id)
+        if sink is not None:
+            sink.on_informational(headers)
+
+    def on_data(self, stream_id: int, data: bytes, flow_len: int, end_stream: bool) -> None:
+        sink = self.sinks.get(stream_id)
+        if sink is None:
+            self.credit(stream_id, flow_len)
+        elif end_stream:
+            self._ended(stream_id, data, flow_len)  # the last data and the end
+        elif data or flow_len:
+            sink.on_data(data, flow_len)
+
+    def on_trailers(self, stream_id: int, headers: list[Header]) -> None:
+        sink = self.sinks.get(stream_id)
+        if sink is not None:
+            sink.on_trailers(headers)
+        self._ended(stream_id)
+
+    def on_stream_reset(self, stream_id: int, code: int) -> None:
         sink = self.sinks.pop(stream_id, None)
         if sink is not None:
-            sink.on_end()
+            reason = "upstream_refused_stream" if code == ErrorCodes.REFUSED_STREAM else "upstream_reset"
+            sink.on_reset(reason, code)
+            self.pool.changed(self)
+
+    def on_stream_error(self, stream_id: int, reason: str) -> None:
+        sink = self.sinks.pop(stream_id, None)
+        self.pool.stats.error("upstream_protocol_error")
+        if sink is not None:
+            sink.on_reset("upstream_protocol_error", int(ErrorCodes.PROTOCOL_ERROR))
+            self.pool.changed(self)
+
+    def on_window(self, stream_id: int) -> None:
+        if stream_id:
+            sink = self.sinks.get(stream_id)
+            if sink is not None:
+                sink.on_window()
+        else:
+            for sink in list(self.sinks.values()):
+                sink.on_window()
+
+    def on_goaway(self, last_stream_id: int, code: int) -> None:
+        self.goaway = True
+        self.pool.stats.error("upstream_goaway")
+        for stream_id in [s for s in self.sinks if s > last_stream_id]:
+            self.sinks.pop(stream_id).on_reset("upstream_goaway", int(ErrorCodes.REFUSED_STREAM))
+        if code != ErrorCodes.NO_ERROR:
+            self._fail_all("upstream_reset", code)
+        self.pool.changed(self)
+        if not self.sinks:
+            self.close()
+
+    def _ended(self, stream_id: int, data: bytes = b"", flow_len: int = 0) -> None:
+        sink = self.sinks.pop(stream_id, None)
+        if sink is not None:
+            if data or flow_len:
+                sink.on_data(data, flow_len, True)
+            else:
+                sink.on_end()
             self.pool.changed(self)
             if self.goaway and not self.sinks:
                 self.close()
@@ -183,8 +194,7 @@ class Upstream(asyncio.Protocol):
     # -- used by the client side ------------------------------------------------------------------
 
     def open_stream(self, headers: list[Header], end_stream: bool, sink: StreamSink) -> int:
-        stream_id = self.conn.get_next_available_stream_id()
-        self.conn.send_headers(stream_id, headers, end_stream=end_stream)
+        stream_id = self.request(headers, end_stream)
         self.sinks[stream_id] = sink
         self.pool.writes.mark(self)
         return stream_id
@@ -193,7 +203,7 @@ class Upstream(asyncio.Protocol):
         """Bytes of `data` queued on the stream (0 while the server's window or our write buffer is full)."""
         if not self.writable or stream_id not in self.sinks:
             return 0
-        sent = http2_frames.send_some(self.conn, stream_id, data)
+        sent = self.send(stream_id, data)
         if sent:
             self.pool.writes.mark(self)
         return sent
@@ -201,27 +211,18 @@ class Upstream(asyncio.Protocol):
     def end_stream(self, stream_id: int, trailers: list[Header] | None) -> None:
         if stream_id not in self.sinks:
             return
-        try:
-            if trailers:
-                self.conn.send_headers(stream_id, trailers, end_stream=True)
-            else:
-                self.conn.end_stream(stream_id)
-        except h2.exceptions.H2Error:
-            return
+        self.finish(stream_id, trailers)
         self.pool.writes.mark(self)
 
     def consumed(self, stream_id: int, flow_len: int) -> None:
         """The sink passed `flow_len` response bytes on: the server may send that many more."""
-        try:
-            self.conn.acknowledge_received_data(flow_len, stream_id)
-        except h2.exceptions.H2Error:
-            return
-        self.pool.writes.mark(self)
+        self.credit(stream_id, flow_len)
+        if self.out:
+            self.pool.writes.mark(self)
 
     def reset(self, stream_id: int, code: int = ErrorCodes.CANCEL) -> None:
         self.sinks.pop(stream_id, None)
-        with contextlib.suppress(h2.exceptions.H2Error):
-            self.conn.reset_stream(stream_id, code)
+        self.rst(stream_id, code)
         self.pool.writes.mark(self)
         self.pool.changed(self)
         if self.goaway and not self.sinks:
@@ -231,12 +232,13 @@ class Upstream(asyncio.Protocol):
         return self.sinks.get(stream_id) is sink
 
     def flush(self) -> None:
-        http2_frames.write_out(self.conn, self.transport)
+        transport = self.transport
+        if self.out and transport is not None and not transport.is_closing():
+            transport.write(self.data_to_send())
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
-            with contextlib.suppress(h2.exceptions.H2Error):
-                self.conn.close_connection()
+            self.send_goaway()
             self.flush()
             self.transport.close()
 
@@ -293,6 +295,18 @@ class Http2Pool:
             waiter = waiting.pop(0)
             if not waiter.done():
                 waiter.set_result(None)
+
+    def ready(self, endpoint: Endpoint) -> Upstream | None:
+        """An open connection to `endpoint` with room for one more stream, if there is one now."""
+        best: Upstream | None = None
+        room = 0
+        for up in self.by_endpoint.get(endpoint, ()):
+            free = up.capacity()
+            if free > room and up.transport is not None:
+                best, room = up, free
+        if best is None or best in self.opening:
+            return None
+        return best
 
     async def acquire(self, endpoint: Endpoint) -> Upstream | None:
         """A connection to `endpoint` with room for one more stream (opened if need be), or None when

@@ -231,7 +231,11 @@ class Http1Client(asyncio.Protocol):
             lines.append(b"connection: close\r\n")
         self.transport.write(b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, _reason(status), b"".join(lines)))
 
-    def send_some(self, stream_id: int, data: bytes) -> int:
+    def informational(self, stream_id: int, headers: list[Header]) -> None:
+        """1xx responses go to HTTP/2 clients only: an HTTP/1.0 client must never see one (RFC 9110
+        §15.2), and the final response says all an HTTP/1.1 client needs."""
+
+    def send_some(self, stream_id: int, data: bytes, end: bool = False) -> int:
         stream = self.current
         if stream is None or stream.id != stream_id or self.transport is None:
             return 0
@@ -242,6 +246,8 @@ class Http1Client(asyncio.Protocol):
                 self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
             else:
                 self.transport.write(data)
+        if end:
+            self.end(stream_id, None)
         return len(data)
 
     def end(self, stream_id: int, trailers: list[Header] | None) -> None:

@@ -1,11 +1,10 @@
 """The limits that keep a hostile HTTP/2 client from costing more than its own connection.
 
-`InboundGuard.feed` reads the frame headers of every byte a client sends, before the `h2` state
-machine sees them, and says when the client crossed a line:
+`InboundGuard.feed` reads the frame headers of every byte a client sends, before the connection's
+framing (`http2_wire`) sees them, and says when the client crossed a line:
 
 - CONTINUATION flood (2024): a header block that goes on in more than `max_continuation_frames`
-  frames, or whose encoded size passes `max_header_list_bytes`, is never decoded; `h2` alone would
-  buffer 64 frames of up to 16 KiB each.
+  frames, or whose encoded size passes `max_header_list_bytes`, is never decoded.
 - rapid reset (CVE-2023-44487), SETTINGS and PING floods: RST_STREAM, SETTINGS (not its ACK) and
   PING (not its ACK) frames each spend from a token bucket refilled at the configured rate, holding
   up to twice that; an empty bucket is a flood. Each of those frames makes the server work (cancel
@@ -13,8 +12,8 @@ machine sees them, and says when the client crossed a line:
 
 Every violation ends the connection with GOAWAY(ENHANCE_YOUR_CALM), RFC 9113 §7's code for "a peer
 exhibiting a behavior that might be generating excessive load". The other limits live where they
-act: the header list size (HPACK bombs) in the HPACK decoder (`h2` raises, the code is again
-ENHANCE_YOUR_CALM), too many streams and zero-window stalls in `http2_server`.
+act: the header list size (HPACK bombs) in the HPACK decoder (the code is again ENHANCE_YOUR_CALM),
+too many streams in the framing and `http2_server`, zero-window stalls in `http2_server`.
 """
 
 from __future__ import annotations

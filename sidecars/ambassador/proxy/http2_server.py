@@ -2,10 +2,13 @@
 
 - `Http2Proxy` is the listener's shared state (pool of upstream HTTP/2 connections, counters); calling
   it makes the protocol of one client connection, `Http2Client`.
-- `Http2Client` runs the client's bytes through `InboundGuard` (floods) and the `h2` state machine,
-  and owns the streams. Limits it enforces itself: streams beyond `max_concurrent_streams` refused
-  (REFUSED_STREAM), twice as many at once end the connection (`h2`), header lists over
-  `max_header_list_bytes` (HPACK bombs: `h2` ends the connection with ENHANCE_YOUR_CALM).
+- `Http2Client` runs the client's bytes through `InboundGuard` (floods) and its framing
+  (`http2_wire.ServerWire`), and owns the streams. Limits: streams beyond `max_concurrent_streams`
+  refused (REFUSED_STREAM), twice as many at once end the connection (the wire), header lists over
+  `max_header_list_bytes` (HPACK bombs: the wire ends the connection with ENHANCE_YOUR_CALM).
+- A stream whose endpoint has an open connection with room goes out from the read that brought it,
+  without a task; a task runs its tries only when one must wait (a connection to open, room, a
+  retry's backoff).
 - `Stream` is one request through all its tries. Its head is sent to the endpoint the cluster picks;
   until the response head is passed on, a failed try is retried when that is safe (below). After
   that the stream is spliced: data both ways, trailers both ways.
@@ -26,19 +29,17 @@ gRPC calls answered with a status in `retry_on_grpc_status` (gRPC's own policy: 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import TYPE_CHECKING, Protocol
 
-import h2.events
 import h2.exceptions
 from h2.errors import ErrorCodes
-from hyperframe.frame import GoAwayFrame
 
 from sidecars.ambassador.cluster import http2_frames
 from sidecars.ambassador.cluster.endpoint import LOCAL_ERRNOS, Endpoint, Outcome
 from sidecars.ambassador.cluster.http2_frames import PREFACE, Header
 from sidecars.ambassador.cluster.http2_pool import Http2Pool, StreamSink
+from sidecars.ambassador.cluster.http2_wire import ServerWire, WireError
 from sidecars.ambassador.cluster.upstream_tls import TLS_REASONS, UpstreamTlsError
 from sidecars.ambassador.proxy import grpc
 from sidecars.ambassador.proxy.headers import IDEMPOTENT
@@ -54,11 +55,14 @@ if TYPE_CHECKING:
 
 perf_counter = time.perf_counter
 
-# Fields that are connection-specific in HTTP/1.1 and forbidden in HTTP/2 (RFC 9113 §8.2.2). `h2`
-# rejects them on receipt; this set keeps them out of what the proxy itself writes.
+# Fields that are connection-specific in HTTP/1.1 and forbidden in HTTP/2 (RFC 9113 §8.2.2). The
+# header checks reject them on receipt; this set keeps them out of what the proxy itself writes.
 CONNECTION_FIELDS = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"host"}
 )
+
+# 1xx responses (103 Early Hints) passed on per stream; more are dropped.
+MAX_INFORMATIONAL = 8
 
 # Reasons a try failed that say the application never saw the request.
 NEVER_REACHED = frozenset({"connect_failed", *TLS_REASONS, "upstream_refused_stream", "upstream_goaway"})
@@ -147,18 +151,21 @@ class Http2Proxy:
         self.http1_pool.close_all()
 
 
-class Http2Client(asyncio.Protocol):
-    """One HTTP/2 connection from the app (an asyncio protocol)."""
+class Http2Client(ServerWire, asyncio.Protocol):
+    """One HTTP/2 connection from the app (an asyncio protocol; its frames: `ServerWire`)."""
 
     def __init__(self, proxy: Http2Proxy) -> None:
         cfg = proxy.h2
-        self.p = proxy
-        self.conn = http2_frames.connection(
-            client=False,
+        # Advertised: the limit; one stream over it is refused (REFUSED_STREAM), a client with twice as
+        # many open at once ignores the setting and loses its connection.
+        super().__init__(
             stream_window=cfg.initial_stream_window_bytes,
+            connection_window=cfg.connection_window_bytes,
             max_header_list=cfg.max_header_list_bytes,
             max_streams=cfg.max_concurrent_streams,
+            hard_max_streams=min(2 * cfg.max_concurrent_streams, 2**31 - 1),
         )
+        self.p = proxy
         self.guard = InboundGuard(cfg)
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, Stream] = {}
@@ -174,10 +181,7 @@ class Http2Client(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.p.clients.add(self)
         self.p.stats.client_connections += 1
-        http2_frames.start(self.conn, self.p.h2.connection_window_bytes)
-        # Advertised: the limit; one stream over it is refused (REFUSED_STREAM), a client with twice as
-        # many open at once ignores the setting and `h2` ends its connection.
-        http2_frames.enforce_max_streams(self.conn, min(2 * self.p.h2.max_concurrent_streams, 2**31 - 1))
+        self.initiate()
         self.flush()
         if self.p.draining:
             self.goaway()
@@ -193,74 +197,70 @@ class Http2Client(asyncio.Protocol):
             return
         self.last_active = self.p.loop.time()
         try:
-            events = self.conn.receive_data(data)
-        except h2.exceptions.DenialOfServiceError:
-            self.violation("h2_header_list_too_large", ErrorCodes.ENHANCE_YOUR_CALM, sent=True)
+            self.receive(data)
+        except WireError as exc:
+            self.violation(exc.reason, exc.error_code, sent=True)
             return
-        except h2.exceptions.TooManyStreamsError:
-            self.violation("h2_too_many_streams", ErrorCodes.PROTOCOL_ERROR, sent=True)
-            return
-        except h2.exceptions.ProtocolError as exc:
-            self.violation("h2_protocol_error", int(getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR)), sent=True)
-            return
-        for event in events:
-            self._event(event)
         self.p.writes.flush()
         self.flush()
 
-    def _event(self, event: h2.events.Event) -> None:
-        if isinstance(event, h2.events.DataReceived):
-            stream = self.streams.get(event.stream_id)
-            if stream is None:
-                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            else:
-                stream.request_data(event.data, event.flow_controlled_length)
-                if event.stream_ended is not None:
-                    stream.request_end(None)
-        elif isinstance(event, h2.events.RequestReceived):
-            self._request(event)
-        elif isinstance(event, h2.events.TrailersReceived):
-            stream = self.streams.get(event.stream_id)
-            if stream is not None:
-                stream.request_end(event.headers)
-        elif isinstance(event, h2.events.StreamReset):
-            stream = self.streams.pop(event.stream_id, None)
-            if stream is not None:
-                stream.cancelled("client_reset")
-        elif isinstance(event, h2.events.WindowUpdated):
-            if event.stream_id:
-                stream = self.streams.get(event.stream_id)
-                if stream is not None:
-                    stream.flush_response()
-            else:
-                for stream in list(self.streams.values()):
-                    stream.flush_response()
-        elif isinstance(event, h2.events.RemoteSettingsChanged):
-            for stream in list(self.streams.values()):
-                stream.flush_response()
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            self.going_away = True
-            if not self.streams:
-                self.close()
+    # -- ServerWire: what the app sent ------------------------------------------------------------
 
-    def _request(self, event: h2.events.RequestReceived) -> None:
-        stream_id = event.stream_id
+    def on_request(self, stream_id: int, headers: list[Header], end_stream: bool) -> None:
         if self.going_away:
             self.refuse(stream_id, "draining")
             return
         if len(self.streams) >= self.p.h2.max_concurrent_streams:
             self.refuse(stream_id, "h2_too_many_streams")
             return
-        stream = Stream(self, stream_id, event.headers, event.stream_ended is not None)
+        stream = Stream(self, stream_id, headers, end_stream)
         self.streams[stream_id] = stream
         stream.start()
 
+    def on_data(self, stream_id: int, data: bytes, flow_len: int, end_stream: bool) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            self.ack(stream_id, flow_len)
+        else:
+            stream.request_data(data, flow_len)
+            if end_stream:
+                stream.request_end(None)
+
+    def on_trailers(self, stream_id: int, headers: list[Header]) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            stream.request_end(headers)
+
+    def on_stream_reset(self, stream_id: int, code: int) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            stream.cancelled("client_reset")
+
+    def on_stream_error(self, stream_id: int, reason: str) -> None:
+        """A malformed request (RFC 9113 §8.1.1): its stream is reset with PROTOCOL_ERROR."""
+        self.p.stats.error("h2_malformed_request")
+        self.p.writes.mark(self)
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            stream.cancelled("h2_malformed_request")
+
+    def on_window(self, stream_id: int) -> None:
+        if stream_id:
+            stream = self.streams.get(stream_id)
+            if stream is not None:
+                stream.flush_response()
+        else:
+            for stream in list(self.streams.values()):
+                stream.flush_response()
+
+    def on_goaway(self, last_stream_id: int, code: int) -> None:
+        self.going_away = True
+        if not self.streams:
+            self.close()
+
     def refuse(self, stream_id: int, reason: str) -> None:
         self.p.stats.error(reason)
-        try:
-            self.conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
-        except h2.exceptions.H2Error:
-            return
+        self.rst(stream_id, ErrorCodes.REFUSED_STREAM)
         self.p.writes.mark(self)
 
     def violation(self, reason: str, code: int, *, sent: bool = False) -> None:
@@ -268,8 +268,7 @@ class Http2Client(asyncio.Protocol):
         self.p.stats.error(reason)
         self.p.stats.h2_violation(reason)
         if not sent:
-            with contextlib.suppress(h2.exceptions.H2Error):
-                self.conn.close_connection(error_code=code)
+            self.send_goaway(code, self.highest_inbound)
         self.flush()
         for stream in list(self.streams.values()):
             stream.cancelled(reason)
@@ -301,36 +300,32 @@ class Http2Client(asyncio.Protocol):
     # -- Downstream: used by streams ----------------------------------------------------------------
 
     def send_headers(self, stream_id: int, headers: list[Header], end_stream: bool) -> None:
-        with contextlib.suppress(h2.exceptions.H2Error):
-            self.conn.send_headers(stream_id, headers, end_stream=end_stream)
+        self.respond(stream_id, headers, end_stream)
+        self.p.writes.mark(self)
+
+    def informational(self, stream_id: int, headers: list[Header]) -> None:
+        if self.writable:  # advisory: not queued behind a client that does not read
+            self.respond(stream_id, headers, False)
             self.p.writes.mark(self)
 
-    def send_some(self, stream_id: int, data: bytes) -> int:
-        try:
-            sent = http2_frames.send_some(self.conn, stream_id, data)
-        except h2.exceptions.H2Error:
-            return 0
-        if sent:
+    def send_some(self, stream_id: int, data: bytes, end: bool = False) -> int:
+        sent = self.send(stream_id, data, end)
+        if sent or end:
             self.p.writes.mark(self)
         return sent
 
     def end(self, stream_id: int, trailers: list[Header] | None) -> None:
-        with contextlib.suppress(h2.exceptions.H2Error):
-            if trailers:
-                self.conn.send_headers(stream_id, trailers, end_stream=True)
-            else:
-                self.conn.end_stream(stream_id)
-            self.p.writes.mark(self)
+        self.finish(stream_id, trailers)
+        self.p.writes.mark(self)
 
     def ack(self, stream_id: int, size: int) -> None:
-        with contextlib.suppress(h2.exceptions.H2Error):
-            self.conn.acknowledge_received_data(size, stream_id)
+        self.credit(stream_id, size)
+        if self.out:
             self.p.writes.mark(self)
 
     def reset(self, stream_id: int, code: int) -> None:
-        with contextlib.suppress(h2.exceptions.H2Error):
-            self.conn.reset_stream(stream_id, code)
-            self.p.writes.mark(self)
+        self.rst(stream_id, code)
+        self.p.writes.mark(self)
 
     def stream_done(self, stream_id: int) -> None:
         self.streams.pop(stream_id, None)
@@ -338,14 +333,12 @@ class Http2Client(asyncio.Protocol):
             self.p.loop.call_soon(self.close)
 
     def goaway(self) -> None:
-        """A graceful GOAWAY (RFC 9113 §6.8): streams up to the last one seen finish, newer ones are refused.
-        Written as a frame of its own, so `h2` keeps serving the open streams."""
+        """A graceful GOAWAY (RFC 9113 §6.8): streams up to the last one seen finish, newer ones are refused."""
         if self.going_away or self.transport is None:
             return
         self.going_away = True
-        frame = GoAwayFrame(0, last_stream_id=self.conn.highest_inbound_stream_id, error_code=0)
+        self.graceful_goaway()
         self.flush()
-        self.transport.write(frame.serialize())
         if not self.streams:
             self.close()
 
@@ -364,7 +357,9 @@ class Http2Client(asyncio.Protocol):
                 stream.abort("stream_idle_timeout", ErrorCodes.CANCEL)
 
     def flush(self) -> None:
-        http2_frames.write_out(self.conn, self.transport)
+        transport = self.transport
+        if self.out and transport is not None and not transport.is_closing():
+            transport.write(self.data_to_send())
 
     def close(self) -> None:
         if self.transport is not None:
@@ -396,7 +391,14 @@ class Downstream(Protocol):
     @property
     def transport(self) -> asyncio.Transport | None: ...
     def send_headers(self, stream_id: int, headers: list[Header], end_stream: bool) -> None: ...
-    def send_some(self, stream_id: int, data: bytes) -> int: ...
+    def informational(self, stream_id: int, headers: list[Header]) -> None:
+        """A 1xx response (103 Early Hints) ahead of the final one."""
+        ...
+
+    def send_some(self, stream_id: int, data: bytes, end: bool = False) -> int:
+        """Bytes of `data` taken; with `end`, the stream ends with them if all were taken."""
+        ...
+
     def end(self, stream_id: int, trailers: list[Header] | None) -> None: ...
     def ack(self, stream_id: int, size: int) -> None: ...
     def reset(self, stream_id: int, code: int) -> None: ...
@@ -465,37 +467,75 @@ class Stream:
         self.out = bytearray()  # response bytes not yet taken by the client's window
         self.out_end = False
         self.out_trailers: list[Header] | None = None
+        self.informational = 0  # 1xx responses passed on
         self.blocked_since = 0.0
         self.done = False
         self.reason = ""
         self.task: asyncio.Task[None] | None = None
+        self.inline = False  # the first try, made without a task, is under way
+        self.try_timer: asyncio.TimerHandle | None = None
+        self.tried: list[Endpoint] = []
         self.deadline_timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
-        self.p.cluster.retry_budget.on_request()
-        self.task = self.p.loop.create_task(self._run())
+        """The first try goes out at once, without a task, when a connection with room is open: most
+        streams then live in callbacks alone. Anything that must wait (a connection to open, room,
+        a retry's backoff) runs in the stream's task."""
+        p = self.p
+        p.cluster.retry_budget.on_request()
+        if p.to_http1:
+            self.task = p.loop.create_task(self._run())
+            return
+        try:
+            ep = self._pick(self.tried)
+        except _TryFailed as failure:
+            self.task = p.loop.create_task(self._run(failure))
+            return
+        up = p.pool.ready(ep)
+        if up is None:
+            self.task = p.loop.create_task(self._run(picked=ep))
+            return
+        now = p.loop.time()
+        self.inline = True
+        expiry = now + min(self.deadline - now, p.config.per_try_timeout_secs)
+        self.try_timer = p.loop.call_at(expiry, self._try_expired)
+        try:
+            self._open(up)
+        except _TryFailed as failure:
+            self._settle(failure)
+
+    def _try_expired(self) -> None:
+        self.try_timer = None
+        if self.inline and not self.done:
+            late = self.p.loop.time() >= self.deadline
+            self._settle(_TryFailed("deadline_exceeded" if late else "upstream_timeout", Outcome.TIMEOUT))
 
     # -- the tries ----------------------------------------------------------------------------------
 
-    async def _run(self) -> None:
+    async def _run(self, failure: _TryFailed | None = None, picked: Endpoint | None = None) -> None:
+        """The tries from here on: `failure` is how the inline first try ended, `picked` the endpoint
+        it chose before finding no connection ready."""
         p = self.p
         cfg = p.config
-        exclude: list[Endpoint] = []
+        exclude = self.tried
         try:
             while True:
-                remaining = self.deadline - p.loop.time()
-                if remaining <= 0:
-                    return self.fail("deadline_exceeded")
-                try:
-                    async with asyncio.timeout(min(remaining, cfg.per_try_timeout_secs)):
-                        await self._try(exclude)
-                    return
-                except TimeoutError:
-                    failure = _TryFailed(
-                        "deadline_exceeded" if p.loop.time() >= self.deadline else "upstream_timeout", Outcome.TIMEOUT
-                    )
-                except _TryFailed as exc:
-                    failure = exc
+                if failure is None:
+                    remaining = self.deadline - p.loop.time()
+                    if remaining <= 0:
+                        return self.fail("deadline_exceeded")
+                    try:
+                        async with asyncio.timeout(min(remaining, cfg.per_try_timeout_secs)):
+                            await self._try(exclude, picked)
+                        return
+                    except TimeoutError:
+                        failure = _TryFailed(
+                            "deadline_exceeded" if p.loop.time() >= self.deadline else "upstream_timeout",
+                            Outcome.TIMEOUT,
+                        )
+                    except _TryFailed as exc:
+                        failure = exc
+                    picked = None
                 if self.done or self.responded:
                     return
                 self._end_try(failure.outcome)
@@ -508,6 +548,7 @@ class Stream:
                 )
                 if backoff > 0 and failure.reason not in NEVER_REACHED:
                     await asyncio.sleep(min(backoff, max(0.0, self.deadline - p.loop.time())))
+                failure = None
         except asyncio.CancelledError:
             self._end_try(Outcome.LOCAL_ERROR)
             raise
@@ -534,7 +575,8 @@ class Stream:
             allowed = False
         return allowed and bool(p.cluster.retry_budget.can_retry())
 
-    async def _try(self, exclude: list[Endpoint]) -> None:
+    def _pick(self, exclude: list[Endpoint]) -> Endpoint:
+        """The endpoint of the next try, booked as carrying one more request."""
         p = self.p
         ep = p.cluster.pick(None, exclude)
         if ep is None and exclude:
@@ -547,6 +589,11 @@ class Stream:
         ep.start_request()
         self.try_t0 = perf_counter()
         exclude.append(ep)
+        return ep
+
+    async def _try(self, exclude: list[Endpoint], picked: Endpoint | None = None) -> None:
+        p = self.p
+        ep = picked if picked is not None else self._pick(exclude)
         up: UpstreamSide | None
         while True:
             try:
@@ -568,6 +615,14 @@ class Stream:
                 p.cluster.breaker.release_pending()
         if self.done:
             return
+        waiter = self.waiter = p.loop.create_future()
+        self._open(up)
+        p.writes.flush()
+        await waiter
+
+    def _open(self, up: UpstreamSide) -> None:
+        """The try's upstream stream: its head, and the request body so far (written by the caller)."""
+        p = self.p
         headers = self.headers
         if self.call_deadline is not None:
             headers = [*headers, (b"grpc-timeout", grpc.format_timeout(self.call_deadline - p.loop.time()))]
@@ -575,7 +630,6 @@ class Stream:
         self.sent = 0
         self.req_end_sent = False
         no_body = self.req_ended and not self.body and self.req_trailers is None
-        waiter = self.waiter = p.loop.create_future()
         try:
             self.up_id = up.open_stream(headers, no_body, self)
         except h2.exceptions.H2Error:
@@ -583,8 +637,6 @@ class Stream:
             raise _TryFailed("upstream_refused_stream", Outcome.LOCAL_ERROR) from None
         self.req_end_sent = no_body
         self.push_request()
-        p.writes.flush()
-        await waiter
 
     def _end_try(self, outcome: Outcome) -> None:
         up, self.upstream = self.upstream, None
@@ -598,6 +650,15 @@ class Stream:
             self.p.cluster.breaker.release_request()
 
     def _settle(self, failure: _TryFailed | None) -> None:
+        if self.inline:
+            # The inline first try is over: done, or the retries go on in the stream's task.
+            self.inline = False
+            if self.try_timer is not None:
+                self.try_timer.cancel()
+                self.try_timer = None
+            if failure is not None:
+                self.task = self.p.loop.create_task(self._run(failure))
+            return
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             if failure is None:
@@ -649,6 +710,14 @@ class Stream:
     def on_window(self) -> None:
         self.push_request()
 
+    def on_informational(self, headers: list[Header]) -> None:
+        """A 1xx from the upstream: passed on ahead of the final response, at most
+        `MAX_INFORMATIONAL` per stream (an upstream sending endless ones costs the app nothing)."""
+        if self.done or self.responded or self.informational >= MAX_INFORMATIONAL:
+            return
+        self.informational += 1
+        self.client.informational(self.id, [(n, v) for n, v in headers if n not in CONNECTION_FIELDS])
+
     def on_response(self, headers: list[Header], end_stream: bool) -> None:
         self.active = self.p.loop.time()
         status = 0
@@ -682,13 +751,16 @@ class Stream:
             self.deadline_timer = self.p.loop.call_at(self.call_deadline, self._call_expired)
         self._settle(None)
 
-    def on_data(self, data: bytes, flow_len: int) -> None:
+    def on_data(self, data: bytes, flow_len: int, end: bool = False) -> None:
         self.active = self.p.loop.time()
         padding = flow_len - len(data)
         if padding and self.upstream is not None:
             self.upstream.consumed(self.up_id, padding)
         self.out += data
-        self.flush_response()
+        if end:
+            self.on_end()
+        else:
+            self.flush_response()
 
     def on_trailers(self, headers: list[Header]) -> None:
         self.out_trailers = [(n, v) for n, v in headers if n not in CONNECTION_FIELDS]
@@ -719,7 +791,8 @@ class Stream:
         if self.out:
             if not client.writable:
                 return
-            n = client.send_some(self.id, bytes(self.out))
+            last = self.out_end and not self.out_trailers  # the end goes with the last data
+            n = client.send_some(self.id, bytes(self.out), last)
             if n:
                 del self.out[:n]
                 if self.upstream is not None:
@@ -729,6 +802,9 @@ class Stream:
                     self.blocked_since = self.p.loop.time()
                 return
             self.blocked_since = 0.0
+            if last:
+                self._finish("")
+                return
         if self.out_end:
             client.end(self.id, self.out_trailers)
             self._finish("")
@@ -809,7 +885,13 @@ class Stream:
             up.reset(self.up_id)
         self.out.clear()
         if not self.responded:
-            self._settle(_TryFailed(reason, Outcome.LOCAL_ERROR))
+            if self.inline:
+                self.inline = False  # no retry: `_finish` books the try
+                if self.try_timer is not None:
+                    self.try_timer.cancel()
+                    self.try_timer = None
+            else:
+                self._settle(_TryFailed(reason, Outcome.LOCAL_ERROR))
             if self.task is not None:
                 self.task.cancel()
         self._finish(reason)
@@ -822,6 +904,10 @@ class Stream:
         if self.deadline_timer is not None:
             self.deadline_timer.cancel()
             self.deadline_timer = None
+        if self.try_timer is not None:
+            self.try_timer.cancel()
+            self.try_timer = None
+        self.inline = False
         p = self.p
         up = self.upstream
         if up is not None and self.up_id and (not self.req_end_sent or up.carries(self.up_id, self)):

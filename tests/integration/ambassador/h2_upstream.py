@@ -39,6 +39,10 @@ class ScriptedH2(asyncio.Protocol):
         mode = self.server.mode
         if mode == "silent":
             return
+        if mode == "hints":
+            for _ in range(12):  # more than the proxy passes on
+                self.conn.send_headers(stream_id, [(b":status", b"103"), (b"link", b"</app.css>; rel=preload")])
+            mode = "body"
         if mode == "refuse":
             self.conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
         elif mode == "goaway":
@@ -81,7 +85,7 @@ class H2Upstream:
 @contextlib.asynccontextmanager
 async def h2_upstream(name: str, mode: str = "ok") -> AsyncIterator[H2Upstream]:
     """mode: ok (Trailers-Only grpc-status 0 with x-served-by), body (a body without content-length, then
-    trailers), silent, refuse (REFUSED_STREAM), goaway."""
+    trailers), hints (twelve 103 Early Hints, then as body), silent, refuse (REFUSED_STREAM), goaway."""
     upstream = H2Upstream(name, mode)
     server = await asyncio.get_running_loop().create_server(lambda: ScriptedH2(upstream), "127.0.0.1", 0)
     upstream.port = server.sockets[0].getsockname()[1]

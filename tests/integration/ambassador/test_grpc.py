@@ -146,6 +146,27 @@ async def test_refused_streams_and_goaway_move_calls_to_another_server() -> None
     assert refuser.streams >= 1 and leaver.streams >= 1
 
 
+async def test_a_try_that_times_out_is_retried_on_another_server() -> None:
+    # The first try of each call goes out from the read that brought it (no task): its timer is the
+    # per-try timeout, and the retry that follows runs as the stream's task.
+    async with (
+        h2_upstream("silent", mode="silent") as silent,
+        h2_upstream("good") as good,
+        ambassador(
+            [silent, good],
+            cluster={"balancer": "round_robin"},
+            retries=2,
+            per_try_timeout_secs=0.3,
+            retry_on_grpc_status=["deadline-exceeded"],
+        ) as (sc, port),
+    ):
+        got = [heads(await asyncio.to_thread(grpc_call, port, b"/test.Echo/Unary")) for _ in range(4)]
+        retries = dict(sc.plugin.listeners[0].stats.retries)
+    assert all(h and h[0].get(b"x-served-by") == b"good" for h in got), got
+    assert retries.get("upstream_timeout", 0) >= 1, retries
+    assert silent.streams >= 1
+
+
 async def test_no_upstream_is_answered_unavailable_as_grpc() -> None:
     async with ambassador([], cluster={"endpoints": ["127.0.0.1:9"]}) as (_, port):
         client = EchoClient(f"127.0.0.1:{port}")

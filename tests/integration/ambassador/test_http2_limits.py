@@ -162,3 +162,25 @@ async def test_a_stream_stalled_by_a_closed_window_is_reset() -> None:
             resets = [e for e in events if isinstance(e, h2.events.StreamReset)]
             assert resets and resets[0].error_code == ErrorCodes.CANCEL
             assert violations(sc) == {"h2_zero_window_stall": 1}
+
+
+async def test_a_malformed_request_resets_its_stream_and_the_connection_serves_on() -> None:
+    async with ambassador(mode="ok") as (sc, port):
+
+        def calls() -> list[Any]:
+            raw = RawH2(port)
+            try:
+                bad = raw.request(b"/", [(b"te", b"gzip")], end_stream=True)  # only "trailers" (RFC 9113 §8.2.2)
+                good = raw.request(b"/", end_stream=True)
+                events = raw.read_until(lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == good)
+                return [bad, good, events]
+            finally:
+                raw.close()
+
+        bad, good, events = await asyncio.to_thread(calls)
+        errors = dict(sc.plugin.listeners[0].stats.errors)
+    resets = [(e.stream_id, e.error_code) for e in events if isinstance(e, h2.events.StreamReset)]
+    assert resets == [(bad, ErrorCodes.PROTOCOL_ERROR)]
+    assert any(isinstance(e, h2.events.ResponseReceived) and e.stream_id == good for e in events)
+    assert not any(isinstance(e, h2.events.ConnectionTerminated) for e in events)
+    assert errors.get("h2_malformed_request") == 1
