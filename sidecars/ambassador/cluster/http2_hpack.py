@@ -12,8 +12,9 @@ is most of what HTTP/2 costs in pure Python, so each step keeps a small memo:
 - `checked_headers`: `h2`'s checks of received headers (RFC 9113 §8) are a pure function of the
   list and the kind of block; their result is kept per (list, kind) for every connection alike.
 
-Every memo is bounded: at most `MEMO_ENTRIES` lists of up to `MEMO_LIST_BYTES` each (larger ones are
-never kept); when full it is emptied, and work goes on uncached.
+Every memo is bounded: at most `MEMO_ENTRIES` lists of up to `MEMO_LIST_BYTES` each, and decoder
+keys (blocks) of up to `MEMO_LIST_BYTES` (larger ones are never kept); when full it is emptied, and
+work goes on uncached.
 """
 
 from __future__ import annotations
@@ -44,9 +45,15 @@ def _memoizable(headers: Iterable[Any]) -> bool:
 
 
 def _state(table: HeaderTable) -> tuple[int, int, object]:
-    """What identifies a dynamic table's contents: every insertion puts a new tuple first."""
+    """What identifies a dynamic table's contents: every insertion puts a new tuple first. Compare
+    with `_same`: an equal tuple is no proof (re-inserting the newest entry into a full table keeps
+    the size and an equal first entry, and evicts the oldest)."""
     entries = table.dynamic_entries
     return table.maxsize, len(entries), entries[0] if entries else None
+
+
+def _same(before: tuple[int, int, object], after: tuple[int, int, object]) -> bool:
+    return before[2] is after[2] and before[0] == after[0] and before[1] == after[1]
 
 
 class CachingDecoder(Decoder):
@@ -68,9 +75,9 @@ class CachingDecoder(Decoder):
                 return list(hit)
         before = _state(self.header_table)
         headers = list(super().decode(data, raw))
-        if _state(self.header_table) != before:
+        if not _same(before, _state(self.header_table)):
             memo.clear()  # the table moved: earlier blocks may now decode differently
-        elif raw and _memoizable(headers):
+        elif raw and len(key) <= MEMO_LIST_BYTES and _memoizable(headers):
             if len(memo) >= MEMO_ENTRIES:
                 memo.clear()
             memo[key] = headers
@@ -93,7 +100,7 @@ class CachingEncoder(Encoder):
             return hit
         before = _state(self.header_table)
         block = super().encode(headers, huffman)
-        if _state(self.header_table) != before:
+        if not _same(before, _state(self.header_table)):
             memo.clear()
         elif _memoizable(headers):
             if len(memo) >= MEMO_ENTRIES:

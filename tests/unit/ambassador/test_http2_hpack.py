@@ -104,3 +104,38 @@ def test_received_headers_are_checked_every_time_even_after_a_valid_list_was_mem
     # The same list is a malformed response: the kind of block is part of the memo's key.
     with pytest.raises(h2.exceptions.ProtocolError):
         checked_headers(list(REQUEST), REQUEST_FLAGS._replace(is_client=True, is_response_header=True))
+
+
+def literal(name: bytes, value: bytes) -> bytes:
+    """A literal field with incremental indexing and a new name (RFC 7541 §6.2.1), without Huffman."""
+    return b"\x40" + bytes([len(name)]) + name + bytes([0x7F]) + _integer(len(value) - 127) + value
+
+
+def _integer(rest: int) -> bytes:
+    out = bytearray()
+    while rest >= 128:
+        out.append(rest % 128 + 128)
+        rest //= 128
+    out.append(rest)
+    return bytes(out)
+
+
+def test_a_table_change_that_keeps_its_size_and_its_first_entry_still_empties_the_decoders_memo() -> None:
+    # Re-inserting the newest entry into a full table evicts the oldest: same size, same first entry
+    # (an equal tuple), other contents. A block naming the second entry must now decode to it.
+    name = b"x-a"
+    a, b = literal(name, b"a" * 2013), literal(name, b"b" * 2013)  # 2048 bytes each in the table
+    second = bytes([0x80 | 63])  # indexed field 63: the second-newest dynamic entry
+    plain, caching = Decoder(), CachingDecoder(65536)
+    for block in (b, a, second, a, second):
+        assert kinds(caching.decode(block, raw=True)) == kinds(plain.decode(block, raw=True))
+
+
+def test_the_decoders_memo_keeps_no_block_longer_than_its_bound() -> None:
+    # Table size updates (RFC 7541 §6.3) decode to nothing: a long block of them and one small field
+    # would be kept whole as a key.
+    caching = CachingDecoder(65536)
+    for n in range(MEMO_ENTRIES):
+        resize = b"\x3f\xe1\x1f" * 5000  # 4096, the size the table has: 15 kB of no change
+        caching.decode(resize + bytes([0x80 | (n % 60 + 2), 0x80 | (n // 60 + 2)]), raw=True)
+    assert sum(len(key) for key in caching.memo) <= MEMO_ENTRIES * MEMO_LIST_BYTES
