@@ -9,8 +9,9 @@ is most of what HTTP/2 costs in pure Python, so each step keeps a small memo:
 - `CachingEncoder`: the same for the encoder: a header list whose encoding left the table untouched
   (only indexed fields and literals without indexing) has the same bytes while the table is as it
   was. Lists with a never-indexed field are always encoded afresh.
-- `checked_headers`: `h2`'s checks of received headers (RFC 9113 §8) are a pure function of the
-  list and the kind of block; their result is kept per (list, kind) for every connection alike.
+- `checked_headers`: `h2`'s checks of received headers (RFC 9113 §8), and the request pseudo-headers
+  `h2` lets through that an HTTP/1.1 request line would misread, are a pure function of the list and
+  the kind of block; their result is kept per (list, kind) for every connection alike.
 
 Every memo is bounded: at most `MEMO_ENTRIES` lists of up to `MEMO_LIST_BYTES` each, and decoder
 keys (blocks) of up to `MEMO_LIST_BYTES` (larger ones are never kept); when full it is emptied, and
@@ -19,9 +20,11 @@ work goes on uncached.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
+from h2.exceptions import ProtocolError
 from h2.utilities import HeaderValidationFlags, normalize_inbound_headers, validate_headers
 from hpack import Decoder, Encoder, HeaderTuple, NeverIndexedHeaderTuple
 from hpack.table import HeaderTable
@@ -111,6 +114,32 @@ class CachingEncoder(Encoder):
 
 _checked: dict[tuple[Any, ...], list[Any]] = {}
 
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.6.2
+_NO_SPACE = re.compile(rb"[^\x00-\x20\x7f]+")  # no SP, HTAB or other control
+
+
+def _check_request_pseudo(headers: list[Any]) -> None:
+    """What `h2` accepts but an HTTP/1.1 request line (the ambassador writes one for `protocol:
+    http1`) would misread: a method that is no token, whitespace in :path or :authority (another
+    request line), a :path not in origin form (absolute form: an HTTP/1.1 origin takes its host, not
+    Host's; RFC 9113 §8.3.1), or "*" for another method than OPTIONS."""
+    method = path = None
+    for name, value in headers:
+        if name[:1] != b":":
+            break  # pseudo-headers come first (checked)
+        if name == b":method":
+            method = value
+        elif name == b":path":
+            path = value
+        elif name == b":authority" and not _NO_SPACE.fullmatch(value):
+            raise ProtocolError("whitespace or a control character in :authority")
+    if method is not None and not _TOKEN.fullmatch(method):
+        raise ProtocolError(":method is not a token")
+    if path is not None and not (
+        (path[:1] == b"/" or (path == b"*" and method == b"OPTIONS")) and _NO_SPACE.fullmatch(path)
+    ):
+        raise ProtocolError(":path not in origin form, or with whitespace or a control character")
+
 
 def checked_headers(headers: list[Any], flags: HeaderValidationFlags) -> list[Any]:
     """`h2`'s normalization and checks of a received header list (RFC 9113 §8; ProtocolError when
@@ -120,6 +149,8 @@ def checked_headers(headers: list[Any], flags: HeaderValidationFlags) -> list[An
     if hit is not None and _plain(headers):
         return list(hit)
     checked = list(validate_headers(normalize_inbound_headers(headers, flags), flags))
+    if not (flags.is_client or flags.is_trailer):
+        _check_request_pseudo(checked)
     if _memoizable(checked):
         if len(_checked) >= MEMO_ENTRIES:
             _checked.clear()

@@ -248,47 +248,85 @@ async def test_streams_the_ambassador_resets_for_a_clients_errors_are_a_rapid_re
     assert up.streams < 200
 
 
-async def test_two_content_lengths_cannot_smuggle_a_request_to_an_http1_upstream() -> None:
-    # The framing counted DATA against the first content-length; the HTTP/1.1 request took the last:
-    # the rest of the body reached the upstream as a request of its own.
+@contextlib.asynccontextmanager
+async def http1_upstream() -> AsyncIterator[tuple[int, bytearray]]:
+    """An HTTP/1.1 upstream recording every byte it gets, answering each request head with 200."""
     received = bytearray()
 
-    async def http1(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while data := await reader.read(65536):
             received.extend(data)
             for _ in range(data.count(b"\r\n\r\n")):
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
 
-    server = await asyncio.start_server(http1, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], received
+    finally:
+        server.close()
+
+
+async def test_two_content_lengths_cannot_smuggle_a_request_to_an_http1_upstream() -> None:
+    # The framing counted DATA against the first content-length; the HTTP/1.1 request took the last:
+    # the rest of the body reached the upstream as a request of its own.
     smuggled = b"GET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n"
     body = b"hello" + smuggled
     post = [(b":method", b"POST"), *BASE[1:]]
-    try:
-        async with run_sidecar(Ambassador, listeners=[listener([f"127.0.0.1:{port}"])]) as sc:
+    async with (
+        http1_upstream() as (port, received),
+        run_sidecar(Ambassador, listeners=[listener([f"127.0.0.1:{port}"])]) as sc,
+    ):
 
-            def attack() -> list[Any]:
-                raw = RawH2(sc.plugin.listeners[0].port)
-                try:
-                    lengths = [(b"content-length", b"%d" % len(body)), (b"content-length", b"5")]
-                    raw.conn.send_headers(1, [*post, *lengths])
-                    raw.conn.send_data(1, body, end_stream=True)
-                    raw.flush()
-                    raw.read_until(
-                        lambda e: isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset)) and e.stream_id == 1
-                    )
-                    raw.conn.send_headers(3, BASE, end_stream=True)  # after it, on the same upstream connection
-                    raw.flush()
-                    raw.read_until(lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == 3)
-                    return raw.events
-                finally:
-                    raw.close()
+        def attack() -> list[Any]:
+            raw = RawH2(sc.plugin.listeners[0].port)
+            try:
+                lengths = [(b"content-length", b"%d" % len(body)), (b"content-length", b"5")]
+                raw.conn.send_headers(1, [*post, *lengths])
+                raw.conn.send_data(1, body, end_stream=True)
+                raw.flush()
+                raw.read_until(
+                    lambda e: isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset)) and e.stream_id == 1
+                )
+                raw.conn.send_headers(3, BASE, end_stream=True)  # after it, on the same upstream connection
+                raw.flush()
+                raw.read_until(lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == 3)
+                return raw.events
+            finally:
+                raw.close()
 
-            events = await asyncio.to_thread(attack)
-    finally:
-        server.close()
+        events = await asyncio.to_thread(attack)
     resets = [(e.stream_id, e.error_code) for e in events if isinstance(e, h2.events.StreamReset)]
     assert resets == [(1, ErrorCodes.PROTOCOL_ERROR)]
     assert status_of(events, 3) is not None
     assert b"/smuggled" not in received
     assert received.count(b"HTTP/1.1\r\n") == 1  # only the GET of stream 3
+
+
+@pytest.mark.parametrize(
+    ("pseudo", "value"),
+    [(b":path", b"/a HTTP/1.1"), (b":path", b"http://other.example/"), (b":method", b"GET /admin")],
+)
+async def test_a_request_target_an_http1_request_line_would_misread_is_refused(pseudo: bytes, value: bytes) -> None:
+    # h2 lets these through; as a request line they are another target, or another host (an origin
+    # takes an absolute-form target's host over Host: RFC 9112 §3.2.2).
+    headers = [(name, value if name == pseudo else v) for name, v in BASE]
+    async with (
+        http1_upstream() as (port, received),
+        run_sidecar(Ambassador, listeners=[listener([f"127.0.0.1:{port}"])]) as sc,
+    ):
+
+        def attack() -> list[Any]:
+            raw = RawH2(sc.plugin.listeners[0].port)
+            try:
+                raw.conn.send_headers(1, headers, end_stream=True)
+                raw.conn.send_headers(3, BASE, end_stream=True)
+                raw.flush()
+                raw.read_until(lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == 3)
+                return raw.events
+            finally:
+                raw.close()
+
+        events = await asyncio.to_thread(attack)
+    resets = [(e.stream_id, e.error_code) for e in events if isinstance(e, h2.events.StreamReset)]
+    assert resets == [(1, ErrorCodes.PROTOCOL_ERROR)]
+    assert bytes(received).startswith(b"GET / HTTP/1.1\r\n") and received.count(b" HTTP/1.1\r\n") == 1

@@ -139,3 +139,40 @@ def test_the_decoders_memo_keeps_no_block_longer_than_its_bound() -> None:
         resize = b"\x3f\xe1\x1f" * 5000  # 4096, the size the table has: 15 kB of no change
         caching.decode(resize + bytes([0x80 | (n % 60 + 2), 0x80 | (n // 60 + 2)]), raw=True)
     assert sum(len(key) for key in caching.memo) <= MEMO_ENTRIES * MEMO_LIST_BYTES
+
+
+@pytest.mark.parametrize(
+    ("pseudo", "why"),
+    [
+        ({b":path": b"/a b"}, "a space in the path: another request line over HTTP/1.1"),
+        ({b":path": b"/a\tb"}, "a tab in the path"),
+        ({b":path": b"http://other.example/"}, "absolute form: an HTTP/1.1 origin takes its host, not Host"),
+        ({b":path": b"a"}, "not origin form"),
+        ({b":path": b"*"}, "asterisk form other than for OPTIONS"),
+        ({b":method": b"G T"}, "a method that is no token"),
+        ({b":method": b"GET\x7f"}, "DEL in the method"),
+        ({b":authority": b"a b"}, "a space in the authority"),
+    ],
+)
+def test_request_pseudo_headers_an_http1_request_line_would_misread_are_malformed(
+    pseudo: dict[bytes, bytes], why: str
+) -> None:
+    headers = [(name, pseudo.get(name, value)) for name, value in REQUEST]
+    with pytest.raises(h2.exceptions.ProtocolError):
+        checked_headers(headers, REQUEST_FLAGS)
+    with pytest.raises(h2.exceptions.ProtocolError):
+        checked_headers(headers, REQUEST_FLAGS)  # and again, memo or not
+
+
+def test_request_targets_of_every_allowed_form_pass() -> None:
+    options = [(b":method", b"OPTIONS"), (b":path", b"*"), (b":scheme", b"http"), (b":authority", b"a")]
+    assert checked_headers(options, REQUEST_FLAGS) == options
+    query = [
+        (b":method", b"PATCH"),
+        (b":path", b"/a/%20b?c=d&e=\xc3\xa9"),
+        (b":scheme", b"http"),
+        (b":authority", b"a:8080"),
+    ]
+    assert checked_headers(query, REQUEST_FLAGS) == query
+    connect = [(b":method", b"CONNECT"), (b":authority", b"a:443")]
+    assert checked_headers(connect, REQUEST_FLAGS) == connect
