@@ -124,6 +124,8 @@ class Wire:
         self.owed_acks = 0  # acknowledgements queued while not writable
         self.window_grown = False  # the connection's send window grew in the current read
         self.grown_streams: list[int] = []  # streams whose send window grew in the current read
+        self.peer_last_stream = MAX_WINDOW + 1  # the lowest last stream id of the peer's GOAWAY frames
+        self.peer_goaway_code = 0
 
     # -- sending -----------------------------------------------------------------------------------
 
@@ -286,7 +288,13 @@ class Wire:
                     if stream_id != 0 or length < 8:
                         raise WireError("GOAWAY on a stream or under 8 bytes")
                     last = int.from_bytes(payload[:4], "big") & MAX_WINDOW
-                    self.on_goaway(last, int.from_bytes(payload[4:8], "big"))
+                    code = int.from_bytes(payload[4:8], "big")
+                    # Told only when it says more (each one makes the subclass look through its
+                    # streams): a lower last stream id (it may not grow: RFC 9113 §6.8), a first error.
+                    if last < self.peer_last_stream or (code and not self.peer_goaway_code):
+                        self.peer_last_stream = last = min(last, self.peer_last_stream)
+                        self.peer_goaway_code = self.peer_goaway_code or code
+                        self.on_goaway(last, code)
                 elif kind == PUSH_PROMISE:
                     raise WireError("PUSH_PROMISE with push disabled")
                 elif kind == PRIORITY and (stream_id == 0 or length != 5):
@@ -352,7 +360,9 @@ class Wire:
             self.credit(stream_id, flow)  # a stream already reset: the connection's window comes back
             return
         if stream.remote_closed or stream.expected is None:
-            self._stream_error(stream_id, "DATA before the response head or after the end")
+            # After the peer's END_STREAM: STREAM_CLOSED (RFC 9113 §5.1, half-closed (remote)).
+            code = ErrorCodes.STREAM_CLOSED if stream.remote_closed else ErrorCodes.PROTOCOL_ERROR
+            self._stream_error(stream_id, "DATA before the response head or after the end", code)
             self.credit(stream_id, flow)
             return
         if flow > stream.recv_window:
@@ -598,7 +608,7 @@ class ClientWire(Wire):
         if stream is None:
             return  # a stream already reset: the block is decoded (the HPACK state moves on) and dropped
         if stream.remote_closed:
-            self._stream_error(stream_id, "HEADERS after the end of the stream")
+            self._stream_error(stream_id, "HEADERS after the end of the stream", ErrorCodes.STREAM_CLOSED)
             return
         if stream.expected is not None:
             self._trailers(stream_id, stream, headers, end_stream, TRAILER)

@@ -603,3 +603,25 @@ def test_a_peer_changing_its_header_table_size_endlessly_costs_the_next_block_tw
     (head,) = sent_frames(wire)
     assert head.data[:2] == b"\x20\x3f"  # size 0 (the smallest), then 4096 (the last): RFC 7541 §4.2
     assert hpack.Decoder().decode(head.data, raw=True) == REQUEST
+
+
+def test_repeated_goaways_are_told_once_unless_they_say_more() -> None:
+    # Each GOAWAY makes the connection look through all its streams: a flood of the same one is told
+    # once; a lower last stream id or a first error code is news.
+    wire, _ = pair()
+    for _ in range(5):
+        wire.request(REQUEST, end_stream=True)
+    wire.receive(GoAwayFrame(0, last_stream_id=7).serialize() * 1000)
+    wire.receive(GoAwayFrame(0, last_stream_id=9).serialize())  # may not grow (RFC 9113 §6.8)
+    wire.receive(GoAwayFrame(0, last_stream_id=3).serialize() * 10)
+    wire.receive(GoAwayFrame(0, last_stream_id=3, error_code=ErrorCodes.INTERNAL_ERROR).serialize() * 10)
+    assert wire.seen == [("goaway", 7, 0), ("goaway", 3, 0), ("goaway", 3, ErrorCodes.INTERNAL_ERROR)]
+
+
+def test_data_after_the_peers_end_of_stream_is_stream_closed() -> None:
+    wire, app = serving()
+    app.send_headers(1, [(b":method", b"POST"), *REQUEST[1:]], end_stream=True)
+    wire.receive(app.data_to_send())
+    wire.receive(raw(0, 0, 1, b"late"))
+    rst = [f for f in sent_frames(wire) if isinstance(f, RstStreamFrame)]
+    assert [(f.stream_id, f.error_code) for f in rst] == [(1, ErrorCodes.STREAM_CLOSED)]  # RFC 9113 §5.1
