@@ -37,7 +37,8 @@ MAX_ENCODER_TABLE = 4096
 # PING and SETTINGS acknowledgements queued while the transport's buffer is full (the peer does not
 # read): beyond, the connection ends (nghttp2 allows 1000 queued).
 MAX_OWED_ACKS = 1000
-# Streams the proxy reset (or the client did) whose late frames are ignored, not a connection error.
+# Streams reset lately (by the proxy or the client) whose late header blocks are ignored, not a
+# connection error: as many as may be open at once (their frames can be in flight), up to this.
 RESET_MEMORY = 1024
 
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
@@ -678,10 +679,11 @@ class ServerWire(Wire):
         # count against `hard_max_streams`: the client opened them all at once, before any reset
         # could reach it.
         self.reset_in_read = 0
-        # The last `RESET_MEMORY` streams reset: a header block on one of them may have been sent
-        # before the reset reached the client (ignored); on any other stream at or below
-        # `highest_inbound` it is a connection error (RFC 9113 §5.1, §5.1.1). Keys only, in order.
+        # The last streams reset: a header block on one of them may have been sent before the reset
+        # reached the client (ignored); on any other stream at or below `highest_inbound` it is a
+        # connection error (RFC 9113 §5.1, §5.1.1). Keys only, in order.
         self.reset_ids: dict[int, None] = {}
+        self.reset_memory = min(hard_max_streams, RESET_MEMORY)
 
     def initiate(self) -> None:
         """Our SETTINGS and the connection window, queued (the client speaks first)."""
@@ -725,7 +727,7 @@ class ServerWire(Wire):
     def _reset_done(self, stream_id: int) -> None:
         ids = self.reset_ids
         ids[stream_id] = None
-        if len(ids) > RESET_MEMORY:
+        if len(ids) > self.reset_memory:
             del ids[next(iter(ids))]
 
     def respond(self, stream_id: int, headers: list[Header], end_stream: bool) -> None:

@@ -625,3 +625,14 @@ def test_data_after_the_peers_end_of_stream_is_stream_closed() -> None:
     wire.receive(raw(0, 0, 1, b"late"))
     rst = [f for f in sent_frames(wire) if isinstance(f, RstStreamFrame)]
     assert [(f.stream_id, f.error_code) for f in rst] == [(1, ErrorCodes.STREAM_CLOSED)]  # RFC 9113 §5.1
+
+
+def test_the_memory_of_reset_streams_is_bounded_by_the_streams_allowed_at_once() -> None:
+    wire, _ = serving(max_streams=2, refuse_after=0)  # every stream refused: 4 at once at most
+    encoder = hpack.Encoder()
+    for n in range(500):
+        wire.receive(head_frame(encoder, 2 * n + 1, REQUEST, flags=0x4))
+    assert list(wire.reset_ids) == [993, 995, 997, 999]
+    wire.receive(head_frame(encoder, 993, [(b"x-trailer", b"1")]))  # still remembered: ignored
+    with pytest.raises(WireError):
+        wire.receive(head_frame(encoder, 991, [(b"x-trailer", b"1")]))  # forgotten: a connection error
