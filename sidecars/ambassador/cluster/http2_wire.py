@@ -429,8 +429,8 @@ class Wire:
                 if length >= 0:
                     self._stream_error(stream_id, "more than one content-length")
                     return None
-                if not value.isdigit():
-                    self._stream_error(stream_id, "content-length not a number")
+                if not value.isdigit() or len(value) > 19:  # int() refuses over 4300 digits
+                    self._stream_error(stream_id, "content-length not a number of at most 19 digits")
                     return None
                 length = int(value)
         return length

@@ -130,10 +130,18 @@ async def test_an_upstreams_4gib_header_table_is_not_what_the_ambassador_encodes
     assert len(up.requests) == 3
 
 
-async def test_a_bad_status_from_an_upstream_fails_its_stream_and_the_connection_serves_on() -> None:
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"\x08\x03abc",  # ":status: abc", a literal field without indexing (RFC 7541 §6.2.2)
+        hpack.Encoder().encode([(b":status", b"200"), (b"content-length", b"9" * 5000)]),  # int() refuses it
+    ],
+    ids=["status-abc", "content-length-5000-digits"],
+)
+async def test_a_bad_head_from_an_upstream_fails_its_stream_and_the_connection_serves_on(bad: bytes) -> None:
     def answer(n: int, stream_id: int) -> bytes:
-        if n == 0:  # ":status: abc", a literal field without indexing (RFC 7541 §6.2.2)
-            return frame(HEADERS, END_HEADERS | END_STREAM, stream_id, b"\x08\x03abc")
+        if n == 0:
+            return frame(HEADERS, END_HEADERS | END_STREAM, stream_id, bad)
         return head(stream_id, [(b":status", b"200")])
 
     async with raw_upstream(frame(SETTINGS, 0, 0, b""), answer) as up:
@@ -300,6 +308,27 @@ async def test_two_content_lengths_cannot_smuggle_a_request_to_an_http1_upstream
     assert status_of(events, 3) is not None
     assert b"/smuggled" not in received
     assert received.count(b"HTTP/1.1\r\n") == 1  # only the GET of stream 3
+
+
+async def test_a_content_length_of_5000_digits_resets_its_stream_and_the_connection_serves_on() -> None:
+    async with h2_upstream("up", mode="ok") as up:
+        config = listener([up.address], cluster={"protocol": "http2"})
+        async with run_sidecar(Ambassador, listeners=[config]) as sc:
+
+            def calls() -> list[Any]:
+                raw = RawH2(sc.plugin.listeners[0].port)
+                try:
+                    raw.request(b"/", [(b"content-length", b"9" * 5000)], end_stream=False)
+                    good = raw.request(b"/", end_stream=True)
+                    return raw.read_until(lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == good)
+                finally:
+                    raw.close()
+
+            events = await asyncio.to_thread(calls)
+    assert [(e.stream_id, e.error_code) for e in events if isinstance(e, h2.events.StreamReset)] == [
+        (1, ErrorCodes.PROTOCOL_ERROR)
+    ]
+    assert status_of(events, 3) is not None and up.streams == 1
 
 
 @pytest.mark.parametrize(

@@ -636,3 +636,18 @@ def test_the_memory_of_reset_streams_is_bounded_by_the_streams_allowed_at_once()
     wire.receive(head_frame(encoder, 993, [(b"x-trailer", b"1")]))  # still remembered: ignored
     with pytest.raises(WireError):
         wire.receive(head_frame(encoder, 991, [(b"x-trailer", b"1")]))  # forgotten: a connection error
+
+
+def test_a_content_length_of_thousands_of_digits_is_a_stream_error_not_a_crash() -> None:
+    # int() refuses more than 4300 digits (ValueError): it would escape the framing's errors.
+    wire, _ = serving()
+    encoder = hpack.Encoder()
+    post = [(b":method", b"POST"), *REQUEST[1:]]
+    wire.receive(head_frame(encoder, 1, [*post, (b"content-length", b"9" * 5000)], flags=0x4))
+    wire.receive(head_frame(encoder, 3, REQUEST))
+    assert [s[:2] for s in wire.seen] == [("error", 1), ("request", 3)]
+    client, srv = pair()
+    stream_id = client.request(REQUEST, end_stream=True)
+    srv.receive_data(client.data_to_send())
+    client.receive(head_frame(hpack.Encoder(), stream_id, [*OK, (b"content-length", b"1" * 5000)]))
+    assert [s[:2] for s in client.seen] == [("error", stream_id)]
