@@ -359,3 +359,37 @@ async def test_a_request_target_an_http1_request_line_would_misread_is_refused(p
     resets = [(e.stream_id, e.error_code) for e in events if isinstance(e, h2.events.StreamReset)]
     assert resets == [(1, ErrorCodes.PROTOCOL_ERROR)]
     assert bytes(received).startswith(b"GET / HTTP/1.1\r\n") and received.count(b" HTTP/1.1\r\n") == 1
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [(b"host", b"app.example")],  # Host instead of :authority (RFC 9113 §8.3.1 allows it)
+        [(b":authority", b"app.example"), (b"host", b"app.example")],
+    ],
+    ids=["host-only", "authority-and-host"],
+)
+async def test_an_http1_upstream_gets_one_host_field(fields: list[tuple[bytes, bytes]]) -> None:
+    # Two Host fields are a 400 at a conforming origin (RFC 9112 §3.2), and whichever one a lax one
+    # takes decides the virtual host.
+    pseudo = [f for f in fields if f[0].startswith(b":")]
+    headers = [(b":method", b"GET"), (b":scheme", b"http"), *pseudo, (b":path", b"/")]
+    headers += [f for f in fields if not f[0].startswith(b":")]
+    async with (
+        http1_upstream() as (port, received),
+        run_sidecar(Ambassador, listeners=[listener([f"127.0.0.1:{port}"])]) as sc,
+    ):
+
+        def call() -> list[Any]:
+            raw = RawH2(sc.plugin.listeners[0].port)
+            try:
+                raw.conn.send_headers(1, headers, end_stream=True)
+                raw.flush()
+                return raw.read_until(lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == 1)
+            finally:
+                raw.close()
+
+        events = await asyncio.to_thread(call)
+    assert status_of(events, 1) is not None
+    head_lines = bytes(received).split(b"\r\n\r\n")[0].lower().split(b"\r\n")
+    assert [line for line in head_lines if line.startswith(b"host:")] == [b"host: app.example"]
