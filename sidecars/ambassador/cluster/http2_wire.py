@@ -100,6 +100,37 @@ class WireStream:
 class Wire:
     """Frames, windows and settings of one connection, either side; a subclass handles what arrives."""
 
+    # Slots: the framing's state is read on every frame, and a subclass's own attributes (an asyncio
+    # protocol's) stay few enough in its instance dict for CPython's fast attribute access.
+    __slots__ = (
+        "block",
+        "block_end_stream",
+        "block_frames",
+        "block_stream",
+        "buffer",
+        "conn_recv_window",
+        "conn_send_window",
+        "conn_unacked",
+        "connection_window",
+        "decoder",
+        "encoder",
+        "grown_streams",
+        "max_header_list",
+        "next_stream_id",
+        "out",
+        "owed_acks",
+        "peer_goaway_code",
+        "peer_last_stream",
+        "remote_initial_window",
+        "remote_max_frame",
+        "remote_max_streams",
+        "stream_window",
+        "window_grown",
+        "wire_closed",
+        "wire_streams",
+        "writable",
+    )
+
     def __init__(self, *, stream_window: int, connection_window: int, max_header_list: int) -> None:
         self.out = bytearray()
         self.wire_streams: dict[int, WireStream] = {}
@@ -315,21 +346,19 @@ class Wire:
     def _tell_windows(self) -> None:
         """Windows that grew in this read, each told once: a peer sending many small WINDOW_UPDATE
         frames makes the streams try to send once per read, not once per 13 bytes of its own."""
-        grown, self.grown_streams = self.grown_streams, []
-        streams = self.wire_streams
-        if self.window_grown:
-            self.window_grown = False
+        grown = self.grown_streams
+        if grown:
+            self.grown_streams = []
+            streams = self.wire_streams
             for stream_id in grown:
                 stream = streams.get(stream_id)
-                if stream is not None:
+                if stream is not None and stream.grown:
                     stream.grown = False
+                    if not self.window_grown:
+                        self.on_window(stream_id)
+        if self.window_grown:
+            self.window_grown = False
             self.on_window(0)
-            return
-        for stream_id in grown:
-            stream = streams.get(stream_id)
-            if stream is not None and stream.grown:
-                stream.grown = False
-                self.on_window(stream_id)
 
     def _owe_ack(self) -> None:
         self.owed_acks += 1
@@ -658,6 +687,16 @@ class ServerWire(Wire):
     connection error, `h2_too_many_streams`; the softer limit is the caller's), request fields
     (RFC 9113 §8, `h2`'s checks: a malformed request is a stream error), content-length against
     DATA, the header list size (ENHANCE_YOUR_CALM, `h2_header_list_too_large`)."""
+
+    __slots__ = (
+        "hard_max_streams",
+        "highest_inbound",
+        "max_streams",
+        "preface_pending",
+        "reset_ids",
+        "reset_in_read",
+        "reset_memory",
+    )
 
     def __init__(
         self,
