@@ -9,18 +9,22 @@ is most of what HTTP/2 costs in pure Python, so each step keeps a small memo:
 - `CachingEncoder`: the same for the encoder: a header list whose encoding left the table untouched
   (only indexed fields and literals without indexing) has the same bytes while the table is as it
   was. Lists with a never-indexed field are always encoded afresh.
-- `checked_headers`: `h2`'s checks of received headers (RFC 9113 §8) are a pure function of the
-  list and the kind of block; their result is kept per (list, kind) for every connection alike.
+- `checked_headers`: `h2`'s checks of received headers (RFC 9113 §8), and the request pseudo-headers
+  `h2` lets through that an HTTP/1.1 request line would misread, are a pure function of the list and
+  the kind of block; their result is kept per (list, kind) for every connection alike.
 
-Every memo is bounded: at most `MEMO_ENTRIES` lists of up to `MEMO_LIST_BYTES` each (larger ones are
-never kept); when full it is emptied, and work goes on uncached.
+Every memo is bounded: at most `MEMO_ENTRIES` lists of up to `MEMO_LIST_BYTES` each, and decoder
+keys (blocks) of up to `MEMO_LIST_BYTES` (larger ones are never kept); when full it is emptied, and
+work goes on uncached.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
+from h2.exceptions import ProtocolError
 from h2.utilities import HeaderValidationFlags, normalize_inbound_headers, validate_headers
 from hpack import Decoder, Encoder, HeaderTuple, NeverIndexedHeaderTuple
 from hpack.table import HeaderTable
@@ -44,9 +48,15 @@ def _memoizable(headers: Iterable[Any]) -> bool:
 
 
 def _state(table: HeaderTable) -> tuple[int, int, object]:
-    """What identifies a dynamic table's contents: every insertion puts a new tuple first."""
+    """What identifies a dynamic table's contents: every insertion puts a new tuple first. Compare
+    with `_same`: an equal tuple is no proof (re-inserting the newest entry into a full table keeps
+    the size and an equal first entry, and evicts the oldest)."""
     entries = table.dynamic_entries
     return table.maxsize, len(entries), entries[0] if entries else None
+
+
+def _same(before: tuple[int, int, object], after: tuple[int, int, object]) -> bool:
+    return before[2] is after[2] and before[0] == after[0] and before[1] == after[1]
 
 
 class CachingDecoder(Decoder):
@@ -68,9 +78,9 @@ class CachingDecoder(Decoder):
                 return list(hit)
         before = _state(self.header_table)
         headers = list(super().decode(data, raw))
-        if _state(self.header_table) != before:
+        if not _same(before, _state(self.header_table)):
             memo.clear()  # the table moved: earlier blocks may now decode differently
-        elif raw and _memoizable(headers):
+        elif raw and len(key) <= MEMO_LIST_BYTES and _memoizable(headers):
             if len(memo) >= MEMO_ENTRIES:
                 memo.clear()
             memo[key] = headers
@@ -93,7 +103,7 @@ class CachingEncoder(Encoder):
             return hit
         before = _state(self.header_table)
         block = super().encode(headers, huffman)
-        if _state(self.header_table) != before:
+        if not _same(before, _state(self.header_table)):
             memo.clear()
         elif _memoizable(headers):
             if len(memo) >= MEMO_ENTRIES:
@@ -104,6 +114,32 @@ class CachingEncoder(Encoder):
 
 _checked: dict[tuple[Any, ...], list[Any]] = {}
 
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.6.2
+_NO_SPACE = re.compile(rb"[^\x00-\x20\x7f]+")  # no SP, HTAB or other control
+
+
+def _check_request_pseudo(headers: list[Any]) -> None:
+    """What `h2` accepts but an HTTP/1.1 request line (the ambassador writes one for `protocol:
+    http1`) would misread: a method that is no token, whitespace in :path or :authority (another
+    request line), a :path not in origin form (absolute form: an HTTP/1.1 origin takes its host, not
+    Host's; RFC 9113 §8.3.1), or "*" for another method than OPTIONS."""
+    method = path = None
+    for name, value in headers:
+        if name[:1] != b":":
+            break  # pseudo-headers come first (checked)
+        if name == b":method":
+            method = value
+        elif name == b":path":
+            path = value
+        elif name == b":authority" and not _NO_SPACE.fullmatch(value):
+            raise ProtocolError("whitespace or a control character in :authority")
+    if method is not None and not _TOKEN.fullmatch(method):
+        raise ProtocolError(":method is not a token")
+    if path is not None and not (
+        (path[:1] == b"/" or (path == b"*" and method == b"OPTIONS")) and _NO_SPACE.fullmatch(path)
+    ):
+        raise ProtocolError(":path not in origin form, or with whitespace or a control character")
+
 
 def checked_headers(headers: list[Any], flags: HeaderValidationFlags) -> list[Any]:
     """`h2`'s normalization and checks of a received header list (RFC 9113 §8; ProtocolError when
@@ -113,6 +149,8 @@ def checked_headers(headers: list[Any], flags: HeaderValidationFlags) -> list[An
     if hit is not None and _plain(headers):
         return list(hit)
     checked = list(validate_headers(normalize_inbound_headers(headers, flags), flags))
+    if not (flags.is_client or flags.is_trailer):
+        _check_request_pseudo(checked)
     if _memoizable(checked):
         if len(_checked) >= MEMO_ENTRIES:
             _checked.clear()

@@ -30,6 +30,16 @@ from sidecars.ambassador.cluster.http2_hpack import CachingDecoder, CachingEncod
 MAX_WINDOW = 2**31 - 1
 MAX_FRAME = 16384  # what the proxy accepts (it never raises SETTINGS_MAX_FRAME_SIZE)
 MAX_CONTINUATIONS = 64
+# The most of a peer's SETTINGS_HEADER_TABLE_SIZE the proxy's encoder uses (the default; nghttp2's bound
+# too): the setting is what the peer can hold, and a table as large as it says would be kept and
+# searched for every field sent.
+MAX_ENCODER_TABLE = 4096
+# PING and SETTINGS acknowledgements queued while the transport's buffer is full (the peer does not
+# read): beyond, the connection ends (nghttp2 allows 1000 queued).
+MAX_OWED_ACKS = 1000
+# Streams reset lately (by the proxy or the client) whose late header blocks are ignored, not a
+# connection error: as many as may be open at once (their frames can be in flight), up to this.
+RESET_MEMORY = 1024
 
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
 END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
@@ -65,6 +75,7 @@ def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes
 class WireStream:
     __slots__ = (
         "expected",
+        "grown",
         "head",
         "local_closed",
         "received",
@@ -83,10 +94,42 @@ class WireStream:
         self.head = head  # a HEAD request: the response has no body, whatever content-length says
         self.expected: int | None = None  # the peer's content-length (-1: none), once its head is in
         self.received = 0
+        self.grown = False  # its send window grew in the current read: told once at its end
 
 
 class Wire:
     """Frames, windows and settings of one connection, either side; a subclass handles what arrives."""
+
+    # Slots: the framing's state is read on every frame, and a subclass's own attributes (an asyncio
+    # protocol's) stay few enough in its instance dict for CPython's fast attribute access.
+    __slots__ = (
+        "block",
+        "block_end_stream",
+        "block_frames",
+        "block_stream",
+        "buffer",
+        "conn_recv_window",
+        "conn_send_window",
+        "conn_unacked",
+        "connection_window",
+        "decoder",
+        "encoder",
+        "grown_streams",
+        "max_header_list",
+        "next_stream_id",
+        "out",
+        "owed_acks",
+        "peer_goaway_code",
+        "peer_last_stream",
+        "remote_initial_window",
+        "remote_max_frame",
+        "remote_max_streams",
+        "stream_window",
+        "window_grown",
+        "wire_closed",
+        "wire_streams",
+        "writable",
+    )
 
     def __init__(self, *, stream_window: int, connection_window: int, max_header_list: int) -> None:
         self.out = bytearray()
@@ -109,6 +152,12 @@ class Wire:
         self.block_end_stream = False
         self.block_frames = 0
         self.wire_closed = False  # GOAWAY sent: nothing more is sent or read
+        self.writable = True  # False while the transport's buffer is full
+        self.owed_acks = 0  # acknowledgements queued while not writable
+        self.window_grown = False  # the connection's send window grew in the current read
+        self.grown_streams: list[int] = []  # streams whose send window grew in the current read
+        self.peer_last_stream = MAX_WINDOW + 1  # the lowest last stream id of the peer's GOAWAY frames
+        self.peer_goaway_code = 0
 
     # -- sending -----------------------------------------------------------------------------------
 
@@ -226,6 +275,8 @@ class Wire:
         size = len(buf)
         pos = 0
         mark = len(self.out)
+        if self.writable:
+            self.owed_acks = 0
         try:
             while size - pos >= 9:
                 length = int.from_bytes(buf[pos : pos + 3], "big")
@@ -254,6 +305,7 @@ class Wire:
                         raise WireError("RST_STREAM on stream 0 or not 4 bytes", ErrorCodes.FRAME_SIZE_ERROR)
                     self._check_known(stream_id)
                     if self.wire_streams.pop(stream_id, None) is not None:
+                        self._reset_done(stream_id)
                         self.on_stream_reset(stream_id, int.from_bytes(payload, "big"))
                 elif kind == SETTINGS:
                     self._settings(stream_id, flags, payload)
@@ -261,12 +313,20 @@ class Wire:
                     if stream_id != 0 or length != 8:
                         raise WireError("PING on a stream or not 8 bytes", ErrorCodes.FRAME_SIZE_ERROR)
                     if not flags & ACK:
+                        if not self.writable:
+                            self._owe_ack()
                         self.out += _frame(PING, ACK, 0, payload)
                 elif kind == GOAWAY:
                     if stream_id != 0 or length < 8:
                         raise WireError("GOAWAY on a stream or under 8 bytes")
                     last = int.from_bytes(payload[:4], "big") & MAX_WINDOW
-                    self.on_goaway(last, int.from_bytes(payload[4:8], "big"))
+                    code = int.from_bytes(payload[4:8], "big")
+                    # Told only when it says more (each one makes the subclass look through its
+                    # streams): a lower last stream id (it may not grow: RFC 9113 §6.8), a first error.
+                    if last < self.peer_last_stream or (code and not self.peer_goaway_code):
+                        self.peer_last_stream = last = min(last, self.peer_last_stream)
+                        self.peer_goaway_code = self.peer_goaway_code or code
+                        self.on_goaway(last, code)
                 elif kind == PUSH_PROMISE:
                     raise WireError("PUSH_PROMISE with push disabled")
                 elif kind == PRIORITY and (stream_id == 0 or length != 5):
@@ -280,6 +340,34 @@ class Wire:
             self.buffer = b""
             raise
         self.buffer = buf[pos:] if pos < size else b""
+        if self.window_grown or self.grown_streams:
+            self._tell_windows()
+
+    def _tell_windows(self) -> None:
+        """Windows that grew in this read, each told once: a peer sending many small WINDOW_UPDATE
+        frames makes the streams try to send once per read, not once per 13 bytes of its own."""
+        grown = self.grown_streams
+        if grown:
+            self.grown_streams = []
+            streams = self.wire_streams
+            for stream_id in grown:
+                stream = streams.get(stream_id)
+                if stream is not None and stream.grown:
+                    stream.grown = False
+                    if not self.window_grown:
+                        self.on_window(stream_id)
+        if self.window_grown:
+            self.window_grown = False
+            self.on_window(0)
+
+    def _owe_ack(self) -> None:
+        self.owed_acks += 1
+        if self.owed_acks > MAX_OWED_ACKS:
+            raise WireError(
+                f"over {MAX_OWED_ACKS} PING or SETTINGS acknowledgements owed to a peer that does not read",
+                ErrorCodes.ENHANCE_YOUR_CALM,
+                "h2_ack_flood",
+            )
 
     def _unpad(self, flags: int, payload: bytes) -> bytes:
         if flags & PADDED:
@@ -302,7 +390,9 @@ class Wire:
             self.credit(stream_id, flow)  # a stream already reset: the connection's window comes back
             return
         if stream.remote_closed or stream.expected is None:
-            self._stream_error(stream_id, "DATA before the response head or after the end")
+            # After the peer's END_STREAM: STREAM_CLOSED (RFC 9113 §5.1, half-closed (remote)).
+            code = ErrorCodes.STREAM_CLOSED if stream.remote_closed else ErrorCodes.PROTOCOL_ERROR
+            self._stream_error(stream_id, "DATA before the response head or after the end", code)
             self.credit(stream_id, flow)
             return
         if flow > stream.recv_window:
@@ -359,14 +449,20 @@ class Wire:
             raise WireError(f"header block: {exc}", ErrorCodes.COMPRESSION_ERROR) from None
 
     def _content_length(self, stream_id: int, headers: list[Any]) -> int | None:
-        """The content-length of a head (-1: none); None, and the stream reset, when it is no number."""
+        """The content-length of a head (-1: none); None, and the stream reset, when it is no number
+        or comes twice: the DATA would be counted against one, an HTTP/1.1 hop could take the other
+        (a request smuggled in the body), so a second one is malformed, as nghttp2 has it."""
+        length = -1
         for name, value in headers:
             if name == b"content-length":
-                if not value.isdigit():
-                    self._stream_error(stream_id, "content-length not a number")
+                if length >= 0:
+                    self._stream_error(stream_id, "more than one content-length")
                     return None
-                return int(value)
-        return -1
+                if not value.isdigit() or len(value) > 19:  # int() refuses over 4300 digits
+                    self._stream_error(stream_id, "content-length not a number of at most 19 digits")
+                    return None
+                length = int(value)
+        return length
 
     def _trailers(self, stream_id: int, stream: WireStream, headers: list[Any], end_stream: bool, kind: Any) -> None:
         try:
@@ -393,7 +489,7 @@ class Wire:
             self.conn_send_window += grow
             if self.conn_send_window > MAX_WINDOW:
                 raise WireError("connection window over 2^31-1", ErrorCodes.FLOW_CONTROL_ERROR)
-            self.on_window(0)
+            self.window_grown = True
             return
         self._check_known(stream_id)
         stream = self.wire_streams.get(stream_id)
@@ -406,7 +502,9 @@ class Wire:
         if stream.send_window > MAX_WINDOW:
             self._stream_error(stream_id, "stream window over 2^31-1", ErrorCodes.FLOW_CONTROL_ERROR)
             return
-        self.on_window(stream_id)
+        if not stream.grown:
+            stream.grown = True
+            self.grown_streams.append(stream_id)
 
     def _settings(self, stream_id: int, flags: int, payload: bytes) -> None:
         if stream_id != 0:
@@ -417,12 +515,13 @@ class Wire:
             return
         if len(payload) % 6:
             raise WireError("SETTINGS not a multiple of 6 bytes", ErrorCodes.FRAME_SIZE_ERROR)
-        window_changed = False
+        if not self.writable:
+            self._owe_ack()
         for at in range(0, len(payload), 6):
             code = int.from_bytes(payload[at : at + 2], "big")
             value = int.from_bytes(payload[at + 2 : at + 6], "big")
             if code == S_HEADER_TABLE_SIZE:
-                self.encoder.header_table_size = value
+                self._peer_table_size(value)
             elif code == S_ENABLE_PUSH:
                 if value > 1:
                     raise WireError("ENABLE_PUSH not 0 or 1")
@@ -437,14 +536,21 @@ class Wire:
                     stream.send_window += delta
                     if stream.send_window > MAX_WINDOW:
                         raise WireError("a stream window over 2^31-1", ErrorCodes.FLOW_CONTROL_ERROR)
-                window_changed = True
+                self.window_grown = True
             elif code == S_MAX_FRAME:
                 if not 16384 <= value <= 2**24 - 1:
                     raise WireError("MAX_FRAME_SIZE out of range")
                 self.remote_max_frame = value
         self.out += _head(0, SETTINGS, ACK, 0)
-        if window_changed:
-            self.on_window(0)
+
+    def _peer_table_size(self, value: int) -> None:
+        encoder = self.encoder
+        encoder.header_table_size = min(value, MAX_ENCODER_TABLE)
+        changes = encoder.table_size_changes
+        if len(changes) > 2:
+            # RFC 7541 §4.2: the smallest size since the last block, then the last one; a peer changing
+            # the setting endlessly must not grow the next block (nor the list) with every change.
+            encoder.table_size_changes = [min(changes), changes[-1]]
 
     def _stream_error(self, stream_id: int, reason: str, code: int = ErrorCodes.PROTOCOL_ERROR) -> None:
         """A malformed stream (RFC 9113 §8.1.1): reset it, tell the subclass."""
@@ -456,6 +562,10 @@ class Wire:
 
     def _check_known(self, stream_id: int) -> None:
         raise NotImplementedError
+
+    def _reset_done(self, stream_id: int) -> None:
+        """A stream reset by either side, forgotten."""
+        pass
 
     def _block(self, stream_id: int, block: bytes, end_stream: bool) -> None:
         raise NotImplementedError
@@ -528,7 +638,7 @@ class ClientWire(Wire):
         if stream is None:
             return  # a stream already reset: the block is decoded (the HPACK state moves on) and dropped
         if stream.remote_closed:
-            self._stream_error(stream_id, "HEADERS after the end of the stream")
+            self._stream_error(stream_id, "HEADERS after the end of the stream", ErrorCodes.STREAM_CLOSED)
             return
         if stream.expected is not None:
             self._trailers(stream_id, stream, headers, end_stream, TRAILER)
@@ -538,7 +648,10 @@ class ClientWire(Wire):
         except h2.exceptions.ProtocolError as exc:
             self._stream_error(stream_id, str(exc))
             return
-        status = headers[0][1] if headers and headers[0][0] == b":status" else b""
+        status = headers[0][1]  # checked: the one :status, and pseudo-headers first
+        if len(status) != 3 or not status.isdigit() or not b"100" <= status <= b"599":
+            self._stream_error(stream_id, "a :status that is not a 3-digit code")
+            return
         if status[:1] == b"1":
             if end_stream:
                 self._stream_error(stream_id, "an informational response ends the stream")
@@ -575,6 +688,16 @@ class ServerWire(Wire):
     (RFC 9113 §8, `h2`'s checks: a malformed request is a stream error), content-length against
     DATA, the header list size (ENHANCE_YOUR_CALM, `h2_header_list_too_large`)."""
 
+    __slots__ = (
+        "hard_max_streams",
+        "highest_inbound",
+        "max_streams",
+        "preface_pending",
+        "reset_ids",
+        "reset_in_read",
+        "reset_memory",
+    )
+
     def __init__(
         self,
         *,
@@ -591,9 +714,15 @@ class ServerWire(Wire):
         self.hard_max_streams = hard_max_streams
         self.highest_inbound = 0
         self.preface_pending = PREFACE
-        # Streams reset during the current read still count against `hard_max_streams`: the client
-        # opened them all at once, before any reset could reach it.
+        # Streams reset during the current read (by either side, or for the client's errors) still
+        # count against `hard_max_streams`: the client opened them all at once, before any reset
+        # could reach it.
         self.reset_in_read = 0
+        # The last streams reset: a header block on one of them may have been sent before the reset
+        # reached the client (ignored); on any other stream at or below `highest_inbound` it is a
+        # connection error (RFC 9113 §5.1, §5.1.1). Keys only, in order.
+        self.reset_ids: dict[int, None] = {}
+        self.reset_memory = min(hard_max_streams, RESET_MEMORY)
 
     def initiate(self) -> None:
         """Our SETTINGS and the connection window, queued (the client speaks first)."""
@@ -622,8 +751,23 @@ class ServerWire(Wire):
 
     def rst(self, stream_id: int, code: int) -> None:
         if stream_id in self.wire_streams:
-            self.reset_in_read += 1
+            self._reset_by_us(stream_id)
         super().rst(stream_id, code)
+
+    def _stream_error(self, stream_id: int, reason: str, code: int = ErrorCodes.PROTOCOL_ERROR) -> None:
+        if stream_id in self.wire_streams:
+            self._reset_by_us(stream_id)
+        super()._stream_error(stream_id, reason, code)
+
+    def _reset_by_us(self, stream_id: int) -> None:
+        self.reset_in_read += 1
+        self._reset_done(stream_id)
+
+    def _reset_done(self, stream_id: int) -> None:
+        ids = self.reset_ids
+        ids[stream_id] = None
+        if len(ids) > self.reset_memory:
+            del ids[next(iter(ids))]
 
     def respond(self, stream_id: int, headers: list[Header], end_stream: bool) -> None:
         """The response head (or a trailers-only response with `end_stream`)."""
@@ -657,7 +801,9 @@ class ServerWire(Wire):
             self._trailers(stream_id, stream, headers, end_stream, REQUEST_TRAILER)
             return
         if stream_id <= self.highest_inbound:
-            return  # a stream that is over (reset, or answered): the block moved the HPACK state, no more
+            if stream_id in self.reset_ids:
+                return  # sent before our reset reached the client: the block moved the HPACK state, no more
+            raise WireError(f"a header block on stream {stream_id}, closed or never opened")
         if stream_id % 2 == 0:
             raise WireError(f"a client opened even stream {stream_id}")
         if len(self.wire_streams) + self.reset_in_read + 1 > self.hard_max_streams:

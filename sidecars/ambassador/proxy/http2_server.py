@@ -237,12 +237,20 @@ class Http2Client(ServerWire, asyncio.Protocol):
             stream.cancelled("client_reset")
 
     def on_stream_error(self, stream_id: int, reason: str) -> None:
-        """A malformed request (RFC 9113 §8.1.1): its stream is reset with PROTOCOL_ERROR."""
+        """A malformed request (RFC 9113 §8.1.1): its stream is reset with PROTOCOL_ERROR. Such resets
+        spend from the rapid-reset budget as the client's own do: a client can make the proxy reset
+        streams it opened (a WINDOW_UPDATE of 0, DATA past content-length) without a RST_STREAM."""
         self.p.stats.error("h2_malformed_request")
         self.p.writes.mark(self)
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
             stream.cancelled("h2_malformed_request")
+        if not self.guard.resets.take():
+            raise WireError(
+                "streams reset for the client's errors faster than max_resets_per_sec",
+                ErrorCodes.ENHANCE_YOUR_CALM,
+                "h2_rapid_reset",
+            )
 
     def on_window(self, stream_id: int) -> None:
         if stream_id:

@@ -161,8 +161,10 @@ class Http1Upstream(asyncio.Protocol):
                 method = value
             elif name == b":path":
                 path = value
-            elif name == b":authority":
-                authority = value
+            elif name == b":authority" or name == b"host":
+                # One Host line: HTTP/2 may carry the authority in either (the checks made them
+                # agree), and two Host fields are a 400 at a conforming origin (RFC 9112 §3.2).
+                authority = authority or value
             elif name == b"content-length":
                 length = value
             elif not name.startswith(b":") and name not in _DROPPED:

@@ -104,3 +104,75 @@ def test_received_headers_are_checked_every_time_even_after_a_valid_list_was_mem
     # The same list is a malformed response: the kind of block is part of the memo's key.
     with pytest.raises(h2.exceptions.ProtocolError):
         checked_headers(list(REQUEST), REQUEST_FLAGS._replace(is_client=True, is_response_header=True))
+
+
+def literal(name: bytes, value: bytes) -> bytes:
+    """A literal field with incremental indexing and a new name (RFC 7541 §6.2.1), without Huffman."""
+    return b"\x40" + bytes([len(name)]) + name + bytes([0x7F]) + _integer(len(value) - 127) + value
+
+
+def _integer(rest: int) -> bytes:
+    out = bytearray()
+    while rest >= 128:
+        out.append(rest % 128 + 128)
+        rest //= 128
+    out.append(rest)
+    return bytes(out)
+
+
+def test_a_table_change_that_keeps_its_size_and_its_first_entry_still_empties_the_decoders_memo() -> None:
+    # Re-inserting the newest entry into a full table evicts the oldest: same size, same first entry
+    # (an equal tuple), other contents. A block naming the second entry must now decode to it.
+    name = b"x-a"
+    a, b = literal(name, b"a" * 2013), literal(name, b"b" * 2013)  # 2048 bytes each in the table
+    second = bytes([0x80 | 63])  # indexed field 63: the second-newest dynamic entry
+    plain, caching = Decoder(), CachingDecoder(65536)
+    for block in (b, a, second, a, second):
+        assert kinds(caching.decode(block, raw=True)) == kinds(plain.decode(block, raw=True))
+
+
+def test_the_decoders_memo_keeps_no_block_longer_than_its_bound() -> None:
+    # Table size updates (RFC 7541 §6.3) decode to nothing: a long block of them and one small field
+    # would be kept whole as a key.
+    caching = CachingDecoder(65536)
+    for n in range(MEMO_ENTRIES):
+        resize = b"\x3f\xe1\x1f" * 5000  # 4096, the size the table has: 15 kB of no change
+        caching.decode(resize + bytes([0x80 | (n % 60 + 2), 0x80 | (n // 60 + 2)]), raw=True)
+    assert sum(len(key) for key in caching.memo) <= MEMO_ENTRIES * MEMO_LIST_BYTES
+
+
+@pytest.mark.parametrize(
+    ("pseudo", "why"),
+    [
+        ({b":path": b"/a b"}, "a space in the path: another request line over HTTP/1.1"),
+        ({b":path": b"/a\tb"}, "a tab in the path"),
+        ({b":path": b"http://other.example/"}, "absolute form: an HTTP/1.1 origin takes its host, not Host"),
+        ({b":path": b"a"}, "not origin form"),
+        ({b":path": b"*"}, "asterisk form other than for OPTIONS"),
+        ({b":method": b"G T"}, "a method that is no token"),
+        ({b":method": b"GET\x7f"}, "DEL in the method"),
+        ({b":authority": b"a b"}, "a space in the authority"),
+    ],
+)
+def test_request_pseudo_headers_an_http1_request_line_would_misread_are_malformed(
+    pseudo: dict[bytes, bytes], why: str
+) -> None:
+    headers = [(name, pseudo.get(name, value)) for name, value in REQUEST]
+    with pytest.raises(h2.exceptions.ProtocolError):
+        checked_headers(headers, REQUEST_FLAGS)
+    with pytest.raises(h2.exceptions.ProtocolError):
+        checked_headers(headers, REQUEST_FLAGS)  # and again, memo or not
+
+
+def test_request_targets_of_every_allowed_form_pass() -> None:
+    options = [(b":method", b"OPTIONS"), (b":path", b"*"), (b":scheme", b"http"), (b":authority", b"a")]
+    assert checked_headers(options, REQUEST_FLAGS) == options
+    query = [
+        (b":method", b"PATCH"),
+        (b":path", b"/a/%20b?c=d&e=\xc3\xa9"),
+        (b":scheme", b"http"),
+        (b":authority", b"a:8080"),
+    ]
+    assert checked_headers(query, REQUEST_FLAGS) == query
+    connect = [(b":method", b"CONNECT"), (b":authority", b"a:443")]
+    assert checked_headers(connect, REQUEST_FLAGS) == connect

@@ -459,3 +459,195 @@ def test_an_hpack_bomb_from_the_app_is_enhance_your_calm() -> None:
     with pytest.raises(WireError) as raised:
         wire.receive(raw(1, 0x5, 1, block))
     assert (raised.value.error_code, raised.value.reason) == (ErrorCodes.ENHANCE_YOUR_CALM, "h2_header_list_too_large")
+
+
+# -- what a hostile peer tries beyond single malformed frames ---------------------------------------
+
+
+def head_frame(encoder: hpack.Encoder, stream_id: int, headers: list[tuple[bytes, bytes]], flags: int = 0x5) -> bytes:
+    return raw(1, flags, stream_id, encoder.encode(headers))
+
+
+@pytest.mark.parametrize("status", [b"abc", b"", b"2_00", b"99", b"1000", b"020", b"600"])
+def test_a_response_status_that_is_not_three_digits_resets_its_stream_only(status: bytes) -> None:
+    wire, srv = pair()
+    bad = wire.request(REQUEST, end_stream=True)
+    good = wire.request(REQUEST, end_stream=True)
+    srv.receive_data(wire.data_to_send())
+    encoder = hpack.Encoder()
+    wire.receive(head_frame(encoder, bad, [(b":status", status)]) + head_frame(encoder, good, OK))
+    assert [s[:2] for s in wire.seen] == [("error", bad), ("response", good)]
+
+
+def test_two_content_lengths_in_a_response_are_a_stream_error() -> None:
+    wire, srv = pair()
+    stream_id = wire.request(REQUEST, end_stream=True)
+    srv.receive_data(wire.data_to_send())
+    srv.send_headers(stream_id, [*OK, (b"content-length", b"0"), (b"content-length", b"5")])
+    wire.receive(srv.data_to_send())
+    assert wire.seen == [("error", stream_id, "more than one content-length")]
+
+
+def test_a_huge_header_table_size_from_the_peer_does_not_grow_the_proxys_encoder() -> None:
+    # The peer's SETTINGS_HEADER_TABLE_SIZE is the most the proxy's encoder may use, not what it must
+    # hold: 4 GiB of the peer's would be kept, and searched for every field sent.
+    wire, _ = pair()
+    wire.receive(SettingsFrame(0, settings={1: 2**32 - 1}).serialize())
+    wire.data_to_send()
+    for n in range(300):
+        wire.request([*REQUEST, (b"x-request-id", b"%040d" % n)], end_stream=True)
+    assert wire.encoder.header_table.maxsize <= 4096
+    assert sum(len(n) + len(v) + 32 for n, v in wire.encoder.header_table.dynamic_entries) <= 4096
+    decoder = hpack.Decoder()  # a peer holding its own decoder to the default 4096 bytes
+    for frame in sent_frames(wire):
+        if isinstance(frame, HeadersFrame):
+            decoder.decode(frame.data)
+
+
+def test_a_peer_that_does_not_read_cannot_make_the_proxy_queue_acknowledgements_without_bound() -> None:
+    wire, _ = pair()
+    wire.writable = False  # the transport's buffer is full: the peer is not reading
+    ping = PingFrame(0, opaque_data=b"12345678").serialize()
+    with pytest.raises(WireError) as raised:
+        for _ in range(2000):
+            wire.receive(ping * 5 + SettingsFrame(0).serialize())
+    assert (raised.value.error_code, raised.value.reason) == (ErrorCodes.ENHANCE_YOUR_CALM, "h2_ack_flood")
+
+
+def test_acknowledgements_to_a_peer_that_reads_are_not_limited() -> None:
+    wire, _ = pair()
+    ping = PingFrame(0, opaque_data=b"12345678").serialize()
+    for _ in range(2000):
+        wire.receive(ping * 5)
+        wire.data_to_send()
+
+
+def test_window_updates_of_the_connection_tell_the_streams_once_per_read() -> None:
+    # Each connection-level WINDOW_UPDATE would otherwise make every open stream try to send: 13 bytes
+    # of the peer's for a pass over all streams.
+    wire, srv = pair()
+    for _ in range(3):
+        wire.request(REQUEST, end_stream=False)
+    srv.receive_data(wire.data_to_send())
+    update = WindowUpdateFrame(0, window_increment=1).serialize()
+    settings = SettingsFrame(0, settings={4: 70000}).serialize()
+    wire.receive(update * 500 + settings * 100)
+    assert wire.seen == [("window", 0)]
+
+
+def test_a_header_block_on_a_lower_stream_never_opened_is_a_protocol_error() -> None:
+    # RFC 9113 §5.1.1: opening stream 5 closed 1 and 3 unopened; a HEADERS frame on 3 now is an
+    # unexpected stream identifier, a connection error.
+    wire, _ = serving()
+    encoder = hpack.Encoder()
+    wire.receive(head_frame(encoder, 5, REQUEST))
+    with pytest.raises(WireError) as raised:
+        wire.receive(head_frame(encoder, 3, REQUEST))
+    assert raised.value.error_code == ErrorCodes.PROTOCOL_ERROR
+    goaway = [f for f in sent_frames(wire) if isinstance(f, GoAwayFrame)]
+    assert [(f.last_stream_id, f.error_code) for f in goaway] == [(5, ErrorCodes.PROTOCOL_ERROR)]
+
+
+def test_a_header_block_on_a_stream_that_ended_both_ways_is_a_connection_error() -> None:
+    wire, _ = serving()
+    encoder = hpack.Encoder()
+    wire.receive(head_frame(encoder, 1, REQUEST))
+    wire.respond(1, OK, end_stream=True)
+    assert 1 not in wire.wire_streams
+    with pytest.raises(WireError):
+        wire.receive(head_frame(encoder, 1, [(b"x-late", b"1")]))
+
+
+def test_a_header_block_on_a_stream_the_proxy_reset_is_decoded_and_ignored() -> None:
+    # The client may have sent trailers before our RST_STREAM reached it (RFC 9113 §5.1): ignored, but
+    # decoded, so that the HPACK state moves on.
+    wire, _ = serving(max_streams=1, refuse_after=0)
+    encoder = hpack.Encoder()
+    wire.receive(head_frame(encoder, 1, REQUEST, flags=0x4))  # refused at once (refuse_after=0)
+    wire.receive(head_frame(encoder, 1, [(b"x-trailer", b"1")], flags=0x5))
+    wire.receive(head_frame(encoder, 3, [*REQUEST, (b"x-trailer", b"1")], flags=0x4))
+    assert [s[:2] for s in wire.seen] == [("request", 1), ("request", 3)]
+    assert wire.seen[1][2][-1] == (b"x-trailer", b"1")
+
+
+def test_two_content_lengths_in_a_request_are_a_stream_error() -> None:
+    # The framing would count DATA against the first one, an HTTP/1.1 upstream the last one: a request
+    # smuggled inside the body.
+    wire, _ = serving()
+    encoder = hpack.Encoder()
+    post = [(b":method", b"POST"), *REQUEST[1:]]
+    wire.receive(head_frame(encoder, 1, [*post, (b"content-length", b"40"), (b"content-length", b"1")], flags=0x4))
+    assert wire.seen == [("error", 1, "more than one content-length")]
+
+
+def test_streams_the_proxy_resets_for_the_clients_errors_count_against_the_streams_of_one_read() -> None:
+    # Without a RST_STREAM of its own the client can make the proxy reset streams (WINDOW_UPDATE of 0,
+    # DATA past content-length): each one still started its request upstream.
+    wire, _ = serving(max_streams=2)
+    encoder = hpack.Encoder()
+    burst = b"".join(
+        head_frame(encoder, 2 * n + 1, REQUEST, flags=0x4) + raw(8, 0, 2 * n + 1, bytes(4)) for n in range(5)
+    )
+    with pytest.raises(WireError) as raised:
+        wire.receive(burst)
+    assert raised.value.reason == "h2_too_many_streams"
+
+
+def test_a_peer_changing_its_header_table_size_endlessly_costs_the_next_block_two_updates() -> None:
+    wire, _ = pair()
+    flips = b"".join(SettingsFrame(0, settings={1: n % 2 * 4096}).serialize() for n in range(1000))
+    wire.receive(flips)
+    assert len(wire.encoder.table_size_changes) <= 2
+    wire.data_to_send()
+    wire.request(REQUEST, end_stream=True)
+    (head,) = sent_frames(wire)
+    assert head.data[:2] == b"\x20\x3f"  # size 0 (the smallest), then 4096 (the last): RFC 7541 §4.2
+    assert hpack.Decoder().decode(head.data, raw=True) == REQUEST
+
+
+def test_repeated_goaways_are_told_once_unless_they_say_more() -> None:
+    # Each GOAWAY makes the connection look through all its streams: a flood of the same one is told
+    # once; a lower last stream id or a first error code is news.
+    wire, _ = pair()
+    for _ in range(5):
+        wire.request(REQUEST, end_stream=True)
+    wire.receive(GoAwayFrame(0, last_stream_id=7).serialize() * 1000)
+    wire.receive(GoAwayFrame(0, last_stream_id=9).serialize())  # may not grow (RFC 9113 §6.8)
+    wire.receive(GoAwayFrame(0, last_stream_id=3).serialize() * 10)
+    wire.receive(GoAwayFrame(0, last_stream_id=3, error_code=ErrorCodes.INTERNAL_ERROR).serialize() * 10)
+    assert wire.seen == [("goaway", 7, 0), ("goaway", 3, 0), ("goaway", 3, ErrorCodes.INTERNAL_ERROR)]
+
+
+def test_data_after_the_peers_end_of_stream_is_stream_closed() -> None:
+    wire, app = serving()
+    app.send_headers(1, [(b":method", b"POST"), *REQUEST[1:]], end_stream=True)
+    wire.receive(app.data_to_send())
+    wire.receive(raw(0, 0, 1, b"late"))
+    rst = [f for f in sent_frames(wire) if isinstance(f, RstStreamFrame)]
+    assert [(f.stream_id, f.error_code) for f in rst] == [(1, ErrorCodes.STREAM_CLOSED)]  # RFC 9113 §5.1
+
+
+def test_the_memory_of_reset_streams_is_bounded_by_the_streams_allowed_at_once() -> None:
+    wire, _ = serving(max_streams=2, refuse_after=0)  # every stream refused: 4 at once at most
+    encoder = hpack.Encoder()
+    for n in range(500):
+        wire.receive(head_frame(encoder, 2 * n + 1, REQUEST, flags=0x4))
+    assert list(wire.reset_ids) == [993, 995, 997, 999]
+    wire.receive(head_frame(encoder, 993, [(b"x-trailer", b"1")]))  # still remembered: ignored
+    with pytest.raises(WireError):
+        wire.receive(head_frame(encoder, 991, [(b"x-trailer", b"1")]))  # forgotten: a connection error
+
+
+def test_a_content_length_of_thousands_of_digits_is_a_stream_error_not_a_crash() -> None:
+    # int() refuses more than 4300 digits (ValueError): it would escape the framing's errors.
+    wire, _ = serving()
+    encoder = hpack.Encoder()
+    post = [(b":method", b"POST"), *REQUEST[1:]]
+    wire.receive(head_frame(encoder, 1, [*post, (b"content-length", b"9" * 5000)], flags=0x4))
+    wire.receive(head_frame(encoder, 3, REQUEST))
+    assert [s[:2] for s in wire.seen] == [("error", 1), ("request", 3)]
+    client, srv = pair()
+    stream_id = client.request(REQUEST, end_stream=True)
+    srv.receive_data(client.data_to_send())
+    client.receive(head_frame(hpack.Encoder(), stream_id, [*OK, (b"content-length", b"1" * 5000)]))
+    assert [s[:2] for s in client.seen] == [("error", stream_id)]
