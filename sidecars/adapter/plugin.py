@@ -26,7 +26,7 @@ from sidecars.adapter.rules import RulesError, RuleSet, rules_watcher
 from sidecars.adapter.scraper import Scrape, Scraper, new_session
 from sidecars.adapter.settings import AdapterSettings
 from sidecars.adapter.state import State
-from sidecars.core import Check, Context, Sidecar
+from sidecars.core import Check, Context, Sidecar, heap
 from sidecars.core.http import start_server
 from sidecars.core.redact import redact_url, register_secrets
 from sidecars.core.registry import PluginError
@@ -35,12 +35,6 @@ from sidecars.core.watch import MountedFiles
 
 # While a parse thread runs, the loop thread waits at most this long for the GIL (default 5 ms).
 SWITCH_INTERVAL_SECS = 0.0005
-
-
-def _release(lists: list[list[SampleTuple]]) -> None:
-    for items in lists:
-        while items:
-            del items[-20_000:]
 
 
 @dataclass(frozen=True)
@@ -86,6 +80,9 @@ class Adapter(Sidecar[AdapterSettings]):
         # One line per state change; a check flapping on every scrape is held to 20 a minute.
         self._changes = LogLimiter(self.log, 60.0, burst=20)
         self._outages = 0
+        # Pages an output was still reading when they were replaced: released once it is done, never by
+        # dropping the last reference on the loop (one C call freeing 100k samples).
+        self._retired: list[Scrape] = []
 
     @property
     def serving(self) -> Serving:
@@ -229,16 +226,18 @@ class Adapter(Sidecar[AdapterSettings]):
         # loop gets the GIL back every switch interval and keeps answering probes meanwhile.
         verdict = await asyncio.to_thread(serving.evaluator.observe, report)
         self.state.last_scrape = scrape
-        garbage: list[list[SampleTuple]] = []
         if scrape.ok:
             previous, self.state.last_good = self.state.last_good, scrape
             for output in serving.outputs:
                 output.on_scrape(scrape)
-            in_use = previous is not None and any(o.reading(previous) for o in serving.outputs)
-            if previous is not None and previous.result is not None and not in_use:
-                # Freeing a big page's samples is one long C call; done piecewise in a thread below.
-                garbage = [previous.result.samples, previous.rule_samples]
+            if previous is not None and previous.result is not None:
+                self._retired.append(previous)
                 previous = None
+        garbage: list[list[SampleTuple]] = []
+        for old in [r for r in self._retired if not any(o.reading(r) for o in serving.outputs)]:
+            self._retired.remove(old)
+            assert old.result is not None
+            garbage += [old.result.samples, old.rule_samples]
         self.state.verdict = verdict
         for check in verdict.checks:
             metrics.set_check(check.name, check.group, check.severity, check.state, check.failing)
@@ -249,7 +248,8 @@ class Adapter(Sidecar[AdapterSettings]):
             self._lines.warning("rule evaluation failed", key=f"rule:{name}:{error}", check=name, error=error)
         self.context.metrics.events_out.inc()
         if garbage:
-            await asyncio.to_thread(_release, garbage)
+            # Freeing a big page's samples is one long C call; done piecewise in a thread.
+            await asyncio.to_thread(heap.release, garbage)
         return scrape
 
     def _state_changed(self, change: StateChange, verdict: Verdict) -> None:
