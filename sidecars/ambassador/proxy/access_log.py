@@ -53,11 +53,24 @@ class AccessLog:
         self.suppressed += 1
         return False
 
-    def request(self, ex: Exchange, status: int, endpoint: str, reason: str, elapsed_s: float) -> None:
+    def _chosen(self, reason: str) -> bool:
+        """Whether this request gets a line: a failure within the rate limit, a success within the sample."""
         if reason:
-            if not self._allow_error():
-                return
-        elif self.sample < 1.0 and random.random() >= self.sample:
+            return self._allow_error()
+        return self.sample >= 1.0 or random.random() < self.sample
+
+    def _write(self, fields: dict[str, Any], reason: str) -> None:
+        if reason:
+            fields["reason"] = reason
+            if self.suppressed:
+                fields["suppressed_since_last"] = self.suppressed
+                self.suppressed = 0
+            self.log.warning("request failed", **fields)
+        else:
+            self.log.info("request", **fields)
+
+    def request(self, ex: Exchange, status: int, endpoint: str, reason: str, elapsed_s: float) -> None:
+        if not self._chosen(reason):
             return
         fields: dict[str, Any] = {
             "listener": self.listener,
@@ -69,14 +82,7 @@ class AccessLog:
             "duration_ms": round(elapsed_s * 1000.0, 3),
             "request_id": ex.rid.decode("latin-1") if ex.rid else None,
         }
-        if reason:
-            fields["reason"] = reason
-            if self.suppressed:
-                fields["suppressed_since_last"] = self.suppressed
-                self.suppressed = 0
-            self.log.warning("request failed", **fields)
-        else:
-            self.log.info("request", **fields)
+        self._write(fields, reason)
 
     def call(
         self,
@@ -89,12 +95,7 @@ class AccessLog:
         elapsed_s: float,
     ) -> None:
         """One HTTP/2 stream; a gRPC call's line carries its method (the path) and its grpc_status."""
-        if not self.enabled or (not reason and not self.all):
-            return
-        if reason:
-            if not self._allow_error():
-                return
-        elif self.sample < 1.0 and random.random() >= self.sample:
+        if not self.enabled or (not reason and not self.all) or not self._chosen(reason):
             return
         fields: dict[str, Any] = {
             "listener": self.listener,
@@ -109,14 +110,7 @@ class AccessLog:
         else:
             fields["grpc_method"] = path[:200].decode("latin-1")
             fields["grpc_status"] = grpc_status
-        if reason:
-            fields["reason"] = reason
-            if self.suppressed:
-                fields["suppressed_since_last"] = self.suppressed
-                self.suppressed = 0
-            self.log.warning("request failed", **fields)
-        else:
-            self.log.info("request", **fields)
+        self._write(fields, reason)
 
     def bad_request(self, status: int, reason: str, url: bytes) -> None:
         if self.enabled and self._allow_error():
