@@ -22,7 +22,7 @@ def available() -> list[str]:
     return sorted(
         m.name
         for m in pkgutil.iter_modules(benchmarks.__path__)
-        if m.name not in {"report", "__main__"} and not m.name.startswith("_")
+        if m.name not in {"report", "harness", "__main__"} and not m.name.startswith("_")
     )
 
 

@@ -19,12 +19,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from benchmarks.ambassador_http import LOAD_CORE, PROXY_CORE, core_busy, process
+from benchmarks.harness import LOAD_CORE, PROXY_CORE, ambassador, load, peak_rss_mib, process
 from benchmarks.report import Report
 from sidecars.ambassador.cluster.sharding import HASHING
 from sidecars.ambassador.proxy.redis_proxy import RESP
@@ -54,12 +53,7 @@ memcached:
 {mc_servers}
 """
 
-AMBASSADOR_CONF = """
-admin_host: 127.0.0.1
-admin_port: {admin}
-log_format: json
-log_level: warning
-listeners:
+AMBASSADOR_LISTENERS = """\
   - name: redis
     port: {redis_port}
     mode: redis
@@ -105,43 +99,22 @@ def nutcracker(tmp: Path, ports: tuple[int, int], redis_ports: list[int], mc_por
         yield proc.pid
 
 
-@contextlib.contextmanager
-def ambassador(tmp: Path, ports: tuple[int, int], redis_ports: list[int], mc_ports: list[int]) -> Iterator[int]:
-    conf = tmp / "ambassador.yaml"
-    conf.write_text(
-        AMBASSADOR_CONF.format(
-            admin=free_port(),
-            redis_port=ports[0],
-            mc_port=ports[1],
-            redis_endpoints=", ".join(f"127.0.0.1:{p}" for p in redis_ports),
-            mc_endpoints=", ".join(f"127.0.0.1:{p}" for p in mc_ports),
-        )
+def sidecars(
+    tmp: Path, ports: tuple[int, int], redis_ports: list[int], mc_ports: list[int]
+) -> contextlib.AbstractContextManager[int]:
+    listeners = AMBASSADOR_LISTENERS.format(
+        redis_port=ports[0],
+        mc_port=ports[1],
+        redis_endpoints=", ".join(f"127.0.0.1:{p}" for p in redis_ports),
+        mc_endpoints=", ".join(f"127.0.0.1:{p}" for p in mc_ports),
     )
-    cmd = [sys.executable, "-m", "sidecars.ambassador", "--config", str(conf)]
-    with process(cmd, PROXY_CORE, ports[0], stdout=subprocess.DEVNULL) as proc:
-        yield proc.pid
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return ambassador(tmp / "ambassador.yaml", ports[0], PROXY_CORE, listeners)
 
 
 def redis_benchmark(port: int, clients: int, pipeline: int, requests: int) -> dict[str, dict[str, float]]:
     """{"GET": {"rps", "p50_ms"}, "SET": ...} and how busy each core was."""
-    before = core_busy()
-    load = ["-c", str(clients), "-n", str(requests), "-P", str(pipeline), "-r", "100000", "-d", "64", "--csv"]
-    out = subprocess.run(
-        ["taskset", "-c", LOAD_CORE, REDIS_BENCHMARK, "-p", str(port), "-t", "get,set", *load],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=600,
-    ).stdout
-    after = core_busy()
-    busy = {c: (after[c][0] - before[c][0]) / max(1, after[c][1] - before[c][1]) for c in after}
+    args = ["-c", str(clients), "-n", str(requests), "-P", str(pipeline), "-r", "100000", "-d", "64", "--csv"]
+    out, busy = load([REDIS_BENCHMARK, "-p", str(port), "-t", "get,set", *args], timeout=600)
     rows = {row["test"]: row for row in csv.DictReader(io.StringIO(out))}
     if set(rows) != {"GET", "SET"}:
         raise RuntimeError(f"redis-benchmark failed: {out[-500:]}")
@@ -152,21 +125,12 @@ def redis_benchmark(port: int, clients: int, pipeline: int, requests: int) -> di
 
 def memcaslap(port: int, secs: int) -> tuple[float, float]:
     """Operations per second, and how busy the proxy's core was meanwhile (percent)."""
-    before = core_busy()
-    load = ["-T", "1", "-c", str(CLIENTS), "-t", f"{secs}s", "-X", "64"]
-    out = subprocess.run(
-        ["taskset", "-c", LOAD_CORE, MEMCASLAP, "-s", f"127.0.0.1:{port}", *load],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=secs + 60,
-    ).stdout
-    after = core_busy()
+    args = ["-T", "1", "-c", str(CLIENTS), "-t", f"{secs}s", "-X", "64"]
+    out, busy = load([MEMCASLAP, "-s", f"127.0.0.1:{port}", *args], timeout=secs + 60)
     match = re.search(r"TPS: (\d+)", out)
     if not match:
         raise RuntimeError(f"memcaslap failed: {out[-500:]}")
-    busy = (after[PROXY_CORE][0] - before[PROXY_CORE][0]) / max(1, after[PROXY_CORE][1] - before[PROXY_CORE][1])
-    return float(match.group(1)), 100 * busy
+    return float(match.group(1)), 100 * busy[PROXY_CORE]
 
 
 def run(quick: bool) -> Report:
@@ -193,7 +157,7 @@ def run(quick: bool) -> Report:
         with contextlib.ExitStack() as stack:
             pids = {
                 "nutcracker": stack.enter_context(nutcracker(tmp, ports["nutcracker"], redis_ports, mc_ports)),
-                "sidecars": stack.enter_context(ambassador(tmp, ports["sidecars"], redis_ports, mc_ports)),
+                "sidecars": stack.enter_context(sidecars(tmp, ports["sidecars"], redis_ports, mc_ports)),
             }
             for name in ports:
                 redis_benchmark(ports[name][0], CLIENTS, 16, 50_000)  # warm-up: connections to every shard
@@ -223,11 +187,10 @@ def run(quick: bool) -> Report:
                     added_p50_ms=light["GET"]["p50_ms"] - direct["GET"]["p50_ms"],
                     peak_rss_mib=peak_rss_mib(pids[name]),
                 )
-    ours, theirs = report.rows["sidecars"], report.rows["nutcracker"]
     for key, label in (("get_p16_ops", "GET pipeline 16"), ("set_p16_ops", "SET pipeline 16")):
-        report.ratio(f"{label} ops/s vs nutcracker (target >= 0.6)", ours[key], theirs[key])
+        report.compare(f"{label} ops/s vs nutcracker (target >= 0.6)", key, "nutcracker")
     for key, label in (("get_p1_ops", "GET pipeline 1"), ("set_p1_ops", "SET pipeline 1"), ("mc_ops", "memcached")):
-        report.ratio(f"{label} ops/s vs nutcracker", ours[key], theirs[key])
-    report.ratio("added p50 vs nutcracker's", ours["added_p50_ms"], theirs["added_p50_ms"])
-    report.ratio("peak RSS vs nutcracker's", ours["peak_rss_mib"], theirs["peak_rss_mib"])
+        report.compare(f"{label} ops/s vs nutcracker", key, "nutcracker")
+    report.compare("added p50 vs nutcracker's", "added_p50_ms", "nutcracker")
+    report.compare("peak RSS vs nutcracker's", "peak_rss_mib", "nutcracker")
     return report

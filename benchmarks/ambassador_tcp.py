@@ -9,25 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import tempfile
 from pathlib import Path
 
-from benchmarks.ambassador_http import LOAD_CORE, PROXY_CORE, ambassador, haproxy, nginx
+from benchmarks.harness import LOAD_CORE, PROXY_CORE, ambassador, bench_listener, haproxy, load, nginx
 from benchmarks.report import Report
 from sidecars.testing import free_port
 
 
 def download(url: str) -> float:
     """MiB/s of one download through `url`, as curl measured it."""
-    out = subprocess.run(
-        ["taskset", "-c", LOAD_CORE, "curl", "-s", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}", url],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout.split()
-    return float(out[0]) / (1 << 20)
+    out, _ = load(["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}", url], timeout=120)
+    return float(out.split()[0]) / (1 << 20)
 
 
 def run(quick: bool) -> Report:
@@ -52,13 +45,15 @@ def run(quick: bool) -> Report:
             report.add("direct", mib_per_s=direct)
             ports = {"haproxy": free_port(), "sidecars": free_port()}
             with contextlib.ExitStack() as stack:
-                stack.enter_context(haproxy(tmp, ports["haproxy"], upstream, "tcp", PROXY_CORE))
-                stack.enter_context(ambassador(tmp, ports["sidecars"], upstream, "tcp", PROXY_CORE))
+                conf, port = tmp / "haproxy-tcp.cfg", ports["haproxy"]
+                stack.enter_context(haproxy(conf, port, upstream, PROXY_CORE, mode="tcp"))
+                conf, port = tmp / "ambassador-tcp.yaml", ports["sidecars"]
+                stack.enter_context(ambassador(conf, port, PROXY_CORE, bench_listener(port, upstream, mode="tcp")))
                 best = dict.fromkeys(ports, 0.0)
                 for _ in range(rounds):
                     for name, port in ports.items():
                         best[name] = max(best[name], download(f"http://127.0.0.1:{port}/big.bin"))
             for name, value in best.items():
                 report.add(name, mib_per_s=value)
-    report.ratio("throughput vs haproxy (target >= 0.8)", best["sidecars"], best["haproxy"])
+    report.compare("throughput vs haproxy (target >= 0.8)", "mib_per_s", "haproxy")
     return report

@@ -15,18 +15,26 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import trustme
 
-from benchmarks.ambassador_http import HAPROXY, LOAD_CORE, PROXY_CORE, process, rss_mib, wrk
+from benchmarks.harness import (
+    LOAD_CORE,
+    PROXY_CORE,
+    Durations,
+    ambassador,
+    bench_listener,
+    haproxy,
+    nginx,
+    nginx_upstream,
+    rss_mib,
+    wrk,
+)
 from benchmarks.report import Report
 from sidecars.testing import free_port
-from tests.support import nginx as support_nginx
 
 UPSTREAM = """
         ssl_certificate {dir}/server.pem;
@@ -61,40 +69,9 @@ NGINX_PROXY = """
             proxy_ssl_session_reuse on;
         }}
 """
-NGINX_PROXY_UPSTREAM = "upstream app {{ server 127.0.0.1:{upstream}; keepalive 128; keepalive_requests 10000000; }}"
-
-HAPROXY_CONF = """
-global
-  nbthread 1
-  maxconn 4000
-defaults
-  mode http
-  timeout connect 2s
-  timeout client 30s
-  timeout server 30s
-  option http-keep-alive
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:{port}
-  default_backend be
-backend be
-  server s1 127.0.0.1:{upstream} ssl verify required ca-file {ca} sni str(localhost) verifyhost localhost
-"""
-
-AMBASSADOR_CONF = """
-admin_host: 127.0.0.1
-admin_port: {admin}
-log_format: json
-log_level: warning
-listeners:
-  - name: bench
-    port: {port}
-    access_log: "off"
-    cluster:
-      endpoints: ["127.0.0.1:{upstream}"]
-      health_check: {{kind: none}}
-      tls: {{ca_file: "{ca}", server_name: localhost}}
-"""
+# haproxy's server line past its address: verified TLS to the upstream.
+HAPROXY_TLS = " ssl verify required ca-file {ca} sni str(localhost) verifyhost localhost"
+AMBASSADOR_TLS = '      tls: {{ca_file: "{ca}", server_name: localhost}}\n'
 
 
 @contextlib.contextmanager
@@ -108,36 +85,22 @@ def upstream(tmp: Path, port: int, closing_port: int) -> Iterator[Path]:
     leaf.cert_chain_pems[0].write_to_path(str(d / "server.pem"))
     leaf.private_key_pem.write_to_path(str(d / "server.key"))
     closing = UPSTREAM_CLOSING % {"port": closing_port, "dir": d}
-    support_nginx.write_config(d, UPSTREAM, port, http=closing, listen="ssl backlog=4096", worker_connections=4096)
-    with process(support_nginx.command(d), LOAD_CORE, port, stderr=subprocess.DEVNULL):
+    with nginx(tmp, "upstream", UPSTREAM, port, LOAD_CORE, http=closing, listen="ssl backlog=4096"):
         yield d / "closing.log"
 
 
-@contextlib.contextmanager
-def nginx_proxy(tmp: Path, port: int, upstream_port: int) -> Iterator[None]:
-    d = tmp / f"proxy-{upstream_port}"
-    d.mkdir(parents=True, exist_ok=True)
-    http = NGINX_PROXY_UPSTREAM.format(upstream=upstream_port)
-    support_nginx.write_config(d, NGINX_PROXY, port, http=http, listen="backlog=4096", worker_connections=4096)
-    with process(support_nginx.command(d), PROXY_CORE, port, stderr=subprocess.DEVNULL):
-        yield
+def nginx_proxy(tmp: Path, port: int, upstream_port: int) -> contextlib.AbstractContextManager[None]:
+    return nginx(tmp, f"proxy-{upstream_port}", NGINX_PROXY, port, PROXY_CORE, http=nginx_upstream(upstream_port))
 
 
-@contextlib.contextmanager
-def haproxy(tmp: Path, port: int, upstream_port: int) -> Iterator[None]:
-    conf = tmp / f"haproxy-{upstream_port}.cfg"
-    conf.write_text(HAPROXY_CONF.format(port=port, upstream=upstream_port, ca=tmp / "ca.pem"))
-    with process([HAPROXY, "-f", str(conf), "-db"], PROXY_CORE, port, stderr=subprocess.DEVNULL):
-        yield
+def haproxy_proxy(tmp: Path, port: int, upstream_port: int) -> contextlib.AbstractContextManager[None]:
+    server = HAPROXY_TLS.format(ca=tmp / "ca.pem")
+    return haproxy(tmp / f"haproxy-{upstream_port}.cfg", port, upstream_port, PROXY_CORE, server=server)
 
 
-@contextlib.contextmanager
-def ambassador(tmp: Path, port: int, upstream_port: int) -> Iterator[int]:
-    conf = tmp / f"ambassador-{upstream_port}.yaml"
-    conf.write_text(AMBASSADOR_CONF.format(admin=free_port(), port=port, upstream=upstream_port, ca=tmp / "ca.pem"))
-    cmd = [sys.executable, "-m", "sidecars.ambassador", "--config", str(conf)]
-    with process(cmd, PROXY_CORE, port, stdout=subprocess.DEVNULL) as proc:
-        yield proc.pid
+def ambassador_proxy(tmp: Path, port: int, upstream_port: int) -> contextlib.AbstractContextManager[int]:
+    listener = bench_listener(port, upstream_port, cluster=AMBASSADOR_TLS.format(ca=tmp / "ca.pem"))
+    return ambassador(tmp / f"ambassador-{upstream_port}.yaml", port, PROXY_CORE, listener)
 
 
 def full_handshakes(log: Path) -> int:
@@ -147,8 +110,8 @@ def full_handshakes(log: Path) -> int:
 
 
 def run(quick: bool) -> Report:
-    secs = 3 if quick else 10
-    light_secs = 2 if quick else 5
+    durations = Durations.of(quick)
+    secs, light_secs = durations.secs, durations.light_secs
     report = Report("ambassador_tls", peer="nginx, haproxy")
     report.notes.append(
         f"proxies pinned to core {PROXY_CORE}, TLS upstream nginx and wrk on core {LOAD_CORE}; wrk -c50 "
@@ -160,7 +123,7 @@ def run(quick: bool) -> Report:
         "handshakes the upstream did not resume (session reuse lowers it)"
     )
     Start = Callable[[Path, int, int], contextlib.AbstractContextManager[object]]
-    proxies: dict[str, Start] = {"nginx": nginx_proxy, "haproxy": haproxy, "sidecars": ambassador}
+    proxies: dict[str, Start] = {"nginx": nginx_proxy, "haproxy": haproxy_proxy, "sidecars": ambassador_proxy}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         port, closing_port = free_port(), free_port()
@@ -191,9 +154,8 @@ def run(quick: bool) -> Report:
                         full_handshakes_per_s=full / secs,
                         resumed_pct=100.0 * (1 - full / max(1.0, closing["rps"] * secs)),
                     )
-    rows = report.rows
-    report.ratio("rps vs nginx (target >= 0.6)", rows["sidecars"]["rps"], rows["nginx"]["rps"])
-    report.ratio("rps vs haproxy", rows["sidecars"]["rps"], rows["haproxy"]["rps"])
-    report.ratio("closing rps vs nginx", rows["sidecars"]["closing_rps"], rows["nginx"]["closing_rps"])
-    report.ratio("added p50 vs nginx's", rows["sidecars"]["added_p50_ms"], rows["nginx"]["added_p50_ms"])
+    report.compare("rps vs nginx (target >= 0.6)", "rps", "nginx")
+    report.compare("rps vs haproxy", "rps", "haproxy")
+    report.compare("closing rps vs nginx", "closing_rps", "nginx")
+    report.compare("added p50 vs nginx's", "added_p50_ms", "nginx")
     return report

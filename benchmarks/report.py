@@ -26,6 +26,10 @@ class Report:
         self.ratios[label] = value
         return value
 
+    def compare(self, label: str, figure: str, peer: str, *, subject: str = "sidecars") -> float:
+        """The `ratio` of one figure of two rows: `subject`'s over `peer`'s."""
+        return self.ratio(label, self.rows[subject][figure], self.rows[peer][figure])
+
     def table(self) -> str:
         columns = sorted({k for figures in self.rows.values() for k in figures})
         width = max([len(c) for c in columns] + [12])

@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 from aiohttp import web
 
+from benchmarks.harness import peak_rss_mib, stop
 from benchmarks.report import Report
 from sidecars.testing import free_port
 
@@ -79,13 +80,6 @@ def _cpu_secs(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def _measure(cmd: list[str], receiver: CountingReceiver, lines: int, timeout_secs: float) -> dict[str, float]:
     receiver.reset()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -98,14 +92,9 @@ def _measure(cmd: list[str], receiver: CountingReceiver, lines: int, timeout_sec
                 raise TimeoutError(f"{cmd[0]}: {receiver.lines} of {lines} lines within {timeout_secs} s")
             time.sleep(0.01)
         cpu = _cpu_secs(proc.pid)
-        rss = _peak_rss_mib(proc.pid)
+        rss = peak_rss_mib(proc.pid)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 20)
     assert receiver.first is not None
     wall = max(receiver.last - receiver.first, 1e-3)
     return {"lines_per_sec": lines / wall, "lines_per_cpu_sec": lines / cpu, "cpu_secs": cpu, "peak_rss_mib": rss}
@@ -149,12 +138,7 @@ def _measure_live(
             raise TimeoutError(f"{cmd[0]}: {receiver.lines} of {written} lines")
         cpu = _cpu_secs(proc.pid) - cpu0
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 20)
     return {"live_lines_per_cpu_sec": written / max(cpu, 1e-3), "live_cpu_share": cpu / seconds}
 
 
@@ -234,11 +218,9 @@ def run(quick: bool) -> Report:
         live = tmp / "live.log"
         report.add("syslog-ng", **_measure_live(_syslog_ng_cmd(tmp, live, url), receiver, live, seconds, rate, 1.0))
         report.add("sidecars", **_measure_live(_tailer_cmd(tmp, live, url), receiver, live, seconds, rate, 2.0))
-        ours, peer = report.rows["sidecars"], report.rows["syslog-ng"]
-        report.ratio("lines_per_sec", ours["lines_per_sec"], peer["lines_per_sec"])
-        report.ratio("lines_per_cpu_sec", ours["lines_per_cpu_sec"], peer["lines_per_cpu_sec"])
-        report.ratio("live_lines_per_cpu_sec", ours["live_lines_per_cpu_sec"], peer["live_lines_per_cpu_sec"])
-        report.ratio("peak_rss (lower is better)", ours["peak_rss_mib"], peer["peak_rss_mib"])
+        for figure in ("lines_per_sec", "lines_per_cpu_sec", "live_lines_per_cpu_sec"):
+            report.compare(figure, figure, "syslog-ng")
+        report.compare("peak_rss (lower is better)", "peak_rss_mib", "syslog-ng")
         report.notes.append(
             f"{lines:,} lines of {log.stat().st_size // lines} bytes read from the start of one file; "
             f"batches of {BATCH_LINES} lines; CPU includes start-up"
