@@ -17,16 +17,12 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 import tracemalloc
-import urllib.request
-from pathlib import Path
 
-from benchmarks.adapter_healthz import big_page, stop_group, wait_http, wrk
+from benchmarks.adapter_healthz import big_page
 from benchmarks.adapter_parser import generated_page
+from benchmarks.harness import metrics_page, probe_adapter
 from benchmarks.report import Report
 from sidecars.adapter.exposition import parse
 from sidecars.adapter.outputs.otlp import Encoder
@@ -34,8 +30,6 @@ from sidecars.adapter.outputs.push import Point, select_points
 from sidecars.adapter.outputs.remote_write import RemoteWriteOutput
 from sidecars.adapter.settings import AdapterSettings
 from sidecars.adapter.state import State
-from sidecars.testing import free_port
-from tests.support import nginx as support_nginx
 
 NGINX_SERVER = """
         root {dir}/www;
@@ -117,62 +111,40 @@ def _metric(text: str, name: str) -> float:
 def _probes_while_pushing(report: Report, quick: bool, only: frozenset[str] | None = None) -> None:
     """`only`: the rows to run (by label), all when None."""
     secs, series = (3, 10_000) if quick else (15, 100_000)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        (root / "www").mkdir()
-        page = big_page(series)
-        (root / "www" / "metrics").write_text(page)
-        for path in [root, root / "www", root / "www" / "metrics"]:
-            os.chmod(path, 0o755)
-        port = free_port()
-        support_nginx.write_config(root, NGINX_SERVER, port)
-        (root / "rules.yaml").write_text(RULES)
-        nginx = subprocess.Popen(support_nginx.command(root), start_new_session=True)
-        try:
-            wait_http(f"http://127.0.0.1:{port}/healthz")
-            for label, outputs, receiver in (
+    with metrics_page(NGINX_SERVER, big_page(series), series, RULES) as served:
+        receivers = f"http://127.0.0.1:{served.port}"
+        for i, (label, outputs, receiver) in enumerate(
+            (
                 ("no push", "health", None),
                 # Like for like: every family parsed, as a push output needs, nothing pushed (the json
                 # output encodes only when asked, and nobody asks).
                 ("no push, every family parsed", "health,json", None),
-                ("remote_write", "health,remote_write", f"http://127.0.0.1:{port}/api/v1/write"),
-                ("otlp", "health,otlp", f"http://127.0.0.1:{port}/v1/metrics"),
-            ):
-                if only is not None and label not in only:
-                    continue
-                listen, admin = free_port(), free_port()
-                lag_file = root / f"lag-{listen}.json"
-                command = [
-                    sys.executable, "-m", "benchmarks._looplag",
-                    "--target-url", f"http://127.0.0.1:{port}/metrics",
-                    "--rules-file", str(root / "rules.yaml"),
-                    "--listen-host", "127.0.0.1", "--listen-port", str(listen),
-                    "--admin-host", "127.0.0.1", "--admin-port", str(admin),
-                    "--scrape-interval-secs", "2", "--scrape-timeout-secs", "2",
-                    "--outputs", outputs, "--log-format", "json",
-                    "--max-series", str(series + 1000), "--max-body-bytes", str(2 * len(page)),
-                    "--push-queue-max-samples", str(4 * series),
-                ]  # fmt: skip
-                if receiver is not None:
-                    command += ["--push-url", receiver]
-                env = {**os.environ, "LOOP_LAG_OUT": str(lag_file)}
-                adapter = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True, env=env)
-                try:
-                    wait_http(f"http://127.0.0.1:{admin}/readyz", 120)
-                    time.sleep(2.5)  # a scrape and its push under way
-                    adapter.send_signal(signal.SIGUSR1)  # the loop lag from here on
-                    ours = wrk(f"http://127.0.0.1:{listen}/healthz", secs, 4)
-                    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as response:
-                        metrics = response.read().decode()
-                finally:
-                    stop_group(adapter)
-                if lag_file.exists():
-                    ours.update(json.loads(lag_file.read_text()))
-                ours["pushed_samples"] = _metric(metrics, "adapter_push_samples_total")
-                ours["push_failures"] = _metric(metrics, "adapter_push_failures_total")
-                report.add(f"probe {label}", **ours)
-        finally:
-            stop_group(nginx)
+                ("remote_write", "health,remote_write", f"{receivers}/api/v1/write"),
+                ("otlp", "health,otlp", f"{receivers}/v1/metrics"),
+            )
+        ):
+            if only is not None and label not in only:
+                continue
+            lag_file = served.dir / f"lag-{i}.json"
+            extra: tuple[str, ...] = ("--push-queue-max-samples", str(4 * series))
+            if receiver is not None:
+                extra += ("--push-url", receiver)
+            ours, metrics = probe_adapter(
+                "benchmarks._looplag",
+                served,
+                outputs,
+                secs=secs,
+                connections=4,
+                extra=extra,
+                env={**os.environ, "LOOP_LAG_OUT": str(lag_file)},
+                # The loop lag from here on: start-up and the first scrape left out.
+                before_load=lambda adapter: adapter.send_signal(signal.SIGUSR1),
+            )
+            if lag_file.exists():
+                ours.update(json.loads(lag_file.read_text()))
+            ours["pushed_samples"] = _metric(metrics, "adapter_push_samples_total")
+            ours["push_failures"] = _metric(metrics, "adapter_push_failures_total")
+            report.add(f"probe {label}", **ours)
     base = report.rows.get("probe no push", {}).get("p99_ms", 0.0)
     like = report.rows.get("probe no push, every family parsed", {}).get("p99_ms", 0.0)
     for label in ("remote_write", "otlp"):

@@ -2,23 +2,28 @@
 and the side-by-side comparison of proxies in front of one upstream.
 
 - Processes: `process` starts a command pinned to a core (`taskset`), yields once its port answers
-  and `stop`s it afterwards.
+  and `stop`s it afterwards; `stop_group` stops a process group (nginx's master and workers).
 - Peers: `nginx`, `haproxy` and `ambassador` write their config and start it with `process`.
 - Load: `load` runs a generator on LOAD_CORE and measures how busy each core was meanwhile; `wrk` and
   `h2load` turn its output into figures.
 - Comparisons: `compare_proxies` drives every proxy in alternating rounds, best round counting, and
-  adds a row per proxy.
+  adds a row per proxy; `probe_adapter` measures the adapter's /healthz while it scrapes a
+  `metrics_page`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +98,19 @@ def wait_port(port: int, timeout_secs: float = 15.0) -> None:
             time.sleep(0.05)
 
 
+def wait_http(url: str, timeout_secs: float = 30) -> None:
+    deadline = time.monotonic() + timeout_secs
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                response.read()
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def process(cmd: list[str], core: str, port: int, **kwargs: object) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(["taskset", "-c", core, *cmd], **kwargs)  # type: ignore[call-overload]
@@ -111,6 +129,17 @@ def stop(proc: subprocess.Popen[bytes], timeout_secs: float = 10) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group `proc` leads, then SIGKILL to whatever is left of it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def rss_mib(pid: int) -> float:
@@ -320,3 +349,100 @@ def compare_proxies(
                 light_p50_ms=quiet["p50_ms"],
                 added_p50_ms=quiet["p50_ms"] - direct["p50_ms"],
             )
+
+
+# -- the adapter ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricsPage:
+    """A page of `series` series and `size` bytes for the adapter to scrape: nginx on `port` serves it
+    as /metrics from `dir`/www, next to the adapter's rules file `rules`."""
+
+    dir: Path
+    port: int
+    series: int
+    size: int
+    rules: Path
+
+
+@contextlib.contextmanager
+def metrics_page(server: str, page: str, series: int, rules: str) -> Iterator[MetricsPage]:
+    """`page` served by nginx (`server` its server block) from a temp dir, ready once /healthz answers.
+    nginx runs in its own process group, so its workers go with it whatever happens to the master."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "www").mkdir()
+        (root / "www" / "metrics").write_text(page)
+        for path in [root, root / "www", root / "www" / "metrics"]:
+            os.chmod(path, 0o755)
+        (root / "rules.yaml").write_text(rules)
+        port = free_port()
+        support_nginx.write_config(root, server, port)
+        proc = subprocess.Popen(support_nginx.command(root), start_new_session=True)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/healthz")
+            yield MetricsPage(root, port, series, len(page), root / "rules.yaml")
+        finally:
+            stop_group(proc)
+
+
+def probe_adapter(
+    module: str,
+    page: MetricsPage,
+    outputs: str,
+    *,
+    secs: int,
+    connections: int,
+    extra: tuple[str, ...] = (),
+    env: Mapping[str, str] | None = None,
+    before_load: Callable[[subprocess.Popen[bytes]], None] | None = None,
+) -> tuple[dict[str, float], str]:
+    """`python -m module` (the adapter, or it with a probe beside it; `extra` added to its arguments)
+    scraping `page` every 2 s; once it is ready and a scrape is under way, `wrk_probe` on its /healthz.
+    Returns wrk's figures and the adapter's /metrics page afterwards."""
+    listen, admin = free_port(), free_port()
+    command = [
+        sys.executable, "-m", module,
+        "--target-url", f"http://127.0.0.1:{page.port}/metrics",
+        "--rules-file", str(page.rules),
+        "--listen-host", "127.0.0.1", "--listen-port", str(listen),
+        "--admin-host", "127.0.0.1", "--admin-port", str(admin),
+        "--scrape-interval-secs", "2", "--scrape-timeout-secs", "2",
+        "--outputs", outputs, "--log-format", "json",
+        # Past the defaults: the page is that big on purpose.
+        "--max-series", str(page.series + 1000), "--max-body-bytes", str(2 * page.size),
+        *extra,
+    ]  # fmt: skip
+    adapter = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True, env=env)
+    try:
+        wait_http(f"http://127.0.0.1:{admin}/readyz", 120)  # ready: the first verdict exists
+        time.sleep(2.5)  # a scrape cycle under way
+        if before_load is not None:
+            before_load(adapter)
+        figures = wrk_probe(f"http://127.0.0.1:{listen}/healthz", secs, connections)
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as response:
+            return figures, response.read().decode()
+    finally:
+        stop_group(adapter)
+
+
+def wrk_probe(url: str, secs: int, connections: int) -> dict[str, float]:
+    """wrk on `url` unpinned: p50/p90/p99 (those it printed), req/s and the non-2xx answers."""
+    out = subprocess.run(
+        [WRK, "-t1", f"-c{connections}", f"-d{secs}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        timeout=secs + 30,
+        check=True,
+    ).stdout
+    figures: dict[str, float] = {}
+    for pct in ("50", "90", "99"):
+        value = wrk_latency_ms(out, f"{pct}%")
+        if value == value:  # not nan: printed
+            figures[f"p{pct}_ms"] = value
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    figures["req_per_s"] = float(m.group(1)) if m else 0.0
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    figures["non_2xx"] = float(non2xx.group(1)) if non2xx else 0.0
+    return figures
