@@ -2,7 +2,8 @@
 
 A benchmark is a module `benchmarks/<name>.py` with `run(quick: bool) -> Report`: it starts the
 sidecar and its peer in this process tree, drives both the same way, and reports each figure beside
-the peer's with the ratio. Absolute numbers vary between machines; the ratio is the result.
+the peer's with the ratio. Absolute numbers vary between machines; the ratio is the result. What
+several benchmarks share (starting peers, load generators, the comparison loops) is in `harness.py`.
 """
 
 from __future__ import annotations
