@@ -117,6 +117,16 @@ class Http2Proxy:
         self.retry_on = frozenset(config.retry_on)
         self.retry_grpc = frozenset(grpc.CODES[name] for name in config.retry_on_grpc_status)
         self.max_retry_body = config.max_retry_body_bytes
+        stats.h2_buffered = self.buffered
+
+    def buffered(self) -> tuple[int, int]:
+        """Body bytes every stream of every client holds: (request, response)."""
+        request = response = 0
+        for client in list(self.clients):
+            for stream in list(client.streams.values()):
+                request += len(stream.body)
+                response += len(stream.out)
+        return request, response
 
     def __call__(self) -> Http2Client:
         return Http2Client(self)
