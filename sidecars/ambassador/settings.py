@@ -53,14 +53,16 @@ class Http2Config(BaseModel):
         ge=65535,
         le=2**31 - 1,
         description="Flow-control window of each stream (SETTINGS_INITIAL_WINDOW_SIZE): request bytes a client "
-        "may send ahead of the upstream taking them, per stream.",
+        "may send ahead of the upstream taking them, per stream; what the ambassador holds of one request "
+        "body at most (beyond the bytes kept for a retry).",
     )
     connection_window_bytes: int = Field(
         1048576,
         ge=65535,
         le=2**31 - 1,
-        description="Flow-control window of each client connection: request bytes buffered at most for all of "
-        "its streams together.",
+        description="Flow-control window of each client connection: request bytes in flight for all of its "
+        "streams together. Given back as the bytes arrive, so a stream whose upstream does not read holds up "
+        "its own stream window only, never the connection's other streams.",
     )
     max_header_list_bytes: int = Field(
         65536,

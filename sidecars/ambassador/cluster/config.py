@@ -139,14 +139,16 @@ class Http2UpstreamConfig(_Section):
         ge=65535,
         le=2**31 - 1,
         description="Flow-control window of each upstream stream (SETTINGS_INITIAL_WINDOW_SIZE): response "
-        "bytes the upstream may send ahead of the app reading them, per stream.",
+        "bytes the upstream may send ahead of the app reading them, per stream; what the ambassador holds "
+        "of one response at most.",
     )
     connection_window_bytes: int = Field(
         1048576,
         ge=65535,
         le=2**31 - 1,
-        description="Flow-control window of each upstream connection: response bytes buffered at most for "
-        "all its streams together.",
+        description="Flow-control window of each upstream connection: response bytes in flight for all its "
+        "streams together. Given back as the bytes arrive, so a stream whose app does not read holds up "
+        "its own stream window only, never the connection's other streams.",
     )
     max_header_list_bytes: int = Field(
         65536, ge=1024, description="Largest response header list accepted (SETTINGS_MAX_HEADER_LIST_SIZE)."

@@ -243,13 +243,9 @@ class Wire:
             self.out += _frame(RST_STREAM, 0, stream_id, int(code).to_bytes(4, "big"))
 
     def credit(self, stream_id: int, size: int) -> None:
-        """`size` received bytes were passed on: the endpoint may send that many more (batched: a
-        WINDOW_UPDATE once half a window is owed)."""
-        self.conn_unacked += size
-        if self.conn_unacked >= self.connection_window // 2:
-            self.conn_recv_window += self.conn_unacked
-            self.out += _frame(WINDOW_UPDATE, 0, 0, self.conn_unacked.to_bytes(4, "big"))
-            self.conn_unacked = 0
+        """`size` received bytes of the stream were passed on: the peer may send that many more on it
+        (batched: a WINDOW_UPDATE once half a window is owed). The connection's window came back as
+        the bytes arrived (`_data`)."""
         stream = self.wire_streams.get(stream_id)
         if stream is None or stream.remote_closed:
             return
@@ -383,21 +379,28 @@ class Wire:
         flow = len(payload)
         if flow > self.conn_recv_window:
             raise WireError("DATA over the connection window", ErrorCodes.FLOW_CONTROL_ERROR)
-        self.conn_recv_window -= flow
+        # The connection's window comes back as the bytes arrive, each stream's only as its bytes are
+        # passed on (`credit`): a stream whose reader is slow holds at most its own window here, and
+        # never closes the window the connection's other streams share (as nghttp2 and Envoy do).
+        unacked = self.conn_unacked + flow
+        if unacked >= self.connection_window // 2:
+            self.out += _frame(WINDOW_UPDATE, 0, 0, unacked.to_bytes(4, "big"))
+            self.conn_recv_window += unacked - flow
+            self.conn_unacked = 0
+        else:
+            self.conn_recv_window -= flow
+            self.conn_unacked = unacked
         data = self._unpad(flags, payload)
         stream = self.wire_streams.get(stream_id)
         if stream is None:
-            self.credit(stream_id, flow)  # a stream already reset: the connection's window comes back
-            return
+            return  # a stream already reset
         if stream.remote_closed or stream.expected is None:
             # After the peer's END_STREAM: STREAM_CLOSED (RFC 9113 §5.1, half-closed (remote)).
             code = ErrorCodes.STREAM_CLOSED if stream.remote_closed else ErrorCodes.PROTOCOL_ERROR
             self._stream_error(stream_id, "DATA before the response head or after the end", code)
-            self.credit(stream_id, flow)
             return
         if flow > stream.recv_window:
             self._stream_error(stream_id, "DATA over the stream window", ErrorCodes.FLOW_CONTROL_ERROR)
-            self.credit(stream_id, flow)
             return
         stream.recv_window -= flow
         stream.received += len(data)
@@ -406,7 +409,6 @@ class Wire:
             end and stream.expected >= 0 and stream.received != stream.expected
         ):
             self._stream_error(stream_id, "DATA does not match content-length")
-            self.credit(stream_id, flow)
             return
         if end:
             self._remote_end(stream_id, stream)

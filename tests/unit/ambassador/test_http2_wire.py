@@ -155,6 +155,25 @@ def test_received_bytes_are_given_back_once_half_a_window_is_owed() -> None:
     assert [(f.stream_id, f.window_increment) for f in updates] == [(stream_id, 48000)]
 
 
+def test_the_connection_window_comes_back_as_data_arrives_a_streams_only_once_passed_on() -> None:
+    wire, srv = pair(stream_window=65535, connection_window=65535)
+    held, other = wire.request(REQUEST, end_stream=True), wire.request(REQUEST, end_stream=True)
+    srv.receive_data(wire.data_to_send())
+    for stream_id in (held, other):
+        srv.send_headers(stream_id, OK)
+    for _ in range(4):
+        srv.send_data(held, b"y" * 16000)  # nearly the whole connection window, never passed on
+    wire.receive(srv.data_to_send())
+    srv.receive_data(wire.data_to_send())
+    # The connection's window came back as the bytes arrived (batched by half a window), the held
+    # stream's did not: the other stream may send, where without it 1535 bytes would be left to share.
+    assert srv.local_flow_control_window(other) >= 65535 // 2
+    assert srv.local_flow_control_window(held) == 65535 - 64000
+    wire.credit(held, 64000)  # passed on at last
+    srv.receive_data(wire.data_to_send())
+    assert srv.streams[held].outbound_flow_control_window == 65535
+
+
 def test_data_past_the_stream_window_resets_that_stream_only() -> None:
     wire, srv = pair()
     stream_id = wire.request(REQUEST, end_stream=True)
