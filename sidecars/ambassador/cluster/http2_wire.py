@@ -124,6 +124,7 @@ class Wire:
         "remote_initial_window",
         "remote_max_frame",
         "remote_max_streams",
+        "settings_pending",
         "stream_window",
         "window_grown",
         "wire_closed",
@@ -158,6 +159,7 @@ class Wire:
         self.grown_streams: list[int] = []  # streams whose send window grew in the current read
         self.peer_last_stream = MAX_WINDOW + 1  # the lowest last stream id of the peer's GOAWAY frames
         self.peer_goaway_code = 0
+        self.settings_pending = True  # the peer's first frame, which must be SETTINGS, is still to come
 
     # -- sending -----------------------------------------------------------------------------------
 
@@ -274,6 +276,10 @@ class Wire:
         if self.writable:
             self.owed_acks = 0
         try:
+            if self.settings_pending and size >= 5:
+                if buf[3] != SETTINGS or buf[4] & ACK:
+                    raise WireError("the peer's first frame is not SETTINGS (RFC 9113 §3.4)")
+                self.settings_pending = False
             while size - pos >= 9:
                 length = int.from_bytes(buf[pos : pos + 3], "big")
                 if length > MAX_FRAME:

@@ -24,7 +24,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from sidecars.ambassador.cluster.http2_wire import MAX_CONTINUATIONS, ClientWire, ServerWire, WireError
+from sidecars.ambassador.cluster.http2_wire import MAX_CONTINUATIONS, ClientWire, ServerWire, Wire, WireError
 
 REQUEST = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"http"), (b":authority", b"a")]
 OK = [(b":status", b"200")]
@@ -92,7 +92,7 @@ def exchange(wire: Recorder, srv: h2.connection.H2Connection) -> list[h2.events.
     return events
 
 
-def sent_frames(wire: Recorder) -> list[Any]:
+def sent_frames(wire: Wire) -> list[Any]:
     """The frames the wire queued, parsed by hyperframe."""
 
     data, frames = wire.data_to_send(), []
@@ -670,3 +670,38 @@ def test_a_content_length_of_thousands_of_digits_is_a_stream_error_not_a_crash()
     srv.receive_data(client.data_to_send())
     client.receive(head_frame(hpack.Encoder(), stream_id, [*OK, (b"content-length", b"1" * 5000)]))
     assert [s[:2] for s in client.seen] == [("error", stream_id)]
+
+
+# -- the first frame -------------------------------------------------------------------------------
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "first",
+    [PingFrame(0, opaque_data=b"12345678").serialize(), SettingsFrame(0, flags=["ACK"]).serialize()],
+    ids=["ping", "settings-ack"],
+)
+def test_a_first_frame_that_is_not_settings_ends_the_connection_either_side(first: bytes) -> None:
+    upstream = Recorder()
+    upstream.initiate()
+    upstream.data_to_send()
+    app = Serving()
+    app.initiate()
+    app.data_to_send()
+    for wire, data in ((upstream, first), (app, PREFACE + first)):
+        with pytest.raises(WireError) as raised:
+            wire.receive(data)
+        assert raised.value.error_code == ErrorCodes.PROTOCOL_ERROR
+        (goaway,) = sent_frames(wire)
+        assert isinstance(goaway, GoAwayFrame) and goaway.error_code == ErrorCodes.PROTOCOL_ERROR
+
+
+def test_a_first_settings_split_across_reads_is_accepted() -> None:
+    wire = Serving()
+    wire.initiate()
+    settings = SettingsFrame(0, settings={3: 7}).serialize()
+    wire.receive(PREFACE + settings[:3])  # not yet enough to tell the frame's type
+    wire.receive(settings[3:])
+    assert not wire.settings_pending
+    assert any(isinstance(f, SettingsFrame) and "ACK" in f.flags for f in sent_frames(wire))
