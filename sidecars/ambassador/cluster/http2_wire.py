@@ -124,6 +124,7 @@ class Wire:
         "remote_initial_window",
         "remote_max_frame",
         "remote_max_streams",
+        "self_dependent",
         "settings_pending",
         "stream_window",
         "window_grown",
@@ -160,6 +161,7 @@ class Wire:
         self.peer_last_stream = MAX_WINDOW + 1  # the lowest last stream id of the peer's GOAWAY frames
         self.peer_goaway_code = 0
         self.settings_pending = True  # the peer's first frame, which must be SETTINGS, is still to come
+        self.self_dependent = False  # the header block being received names its own stream as parent
 
     # -- sending -----------------------------------------------------------------------------------
 
@@ -331,8 +333,11 @@ class Wire:
                         self.on_goaway(last, code)
                 elif kind == PUSH_PROMISE:
                     raise WireError("PUSH_PROMISE with push disabled")
-                elif kind == PRIORITY and (stream_id == 0 or length != 5):
-                    raise WireError("PRIORITY on stream 0 or not 5 bytes", ErrorCodes.FRAME_SIZE_ERROR)
+                elif kind == PRIORITY:
+                    if stream_id == 0 or length != 5:
+                        raise WireError("PRIORITY on stream 0 or not 5 bytes", ErrorCodes.FRAME_SIZE_ERROR)
+                    if int.from_bytes(payload[:4], "big") & MAX_WINDOW == stream_id:
+                        self._depends_on_itself(stream_id)
                 # Frames of unknown types are ignored (RFC 9113 §4.1).
         except WireError as exc:
             # As `h2` does, the read that broke the connection is answered by the GOAWAY alone (no
@@ -427,6 +432,8 @@ class Wire:
         if flags & PRIORITY_FLAG:
             if len(block) < 5:
                 raise WireError("HEADERS too short for its priority")
+            if int.from_bytes(block[:4], "big") & MAX_WINDOW == stream_id:
+                self.self_dependent = True  # a stream error, once the block is decoded (`_block`)
             block = block[5:]
         if flags & END_HEADERS:
             self._block(stream_id, block, bool(flags & END_STREAM))
@@ -560,6 +567,17 @@ class Wire:
             # the setting endlessly must not grow the next block (nor the list) with every change.
             encoder.table_size_changes = [min(changes), changes[-1]]
 
+    def _depends_on_itself(self, stream_id: int) -> None:
+        """A PRIORITY frame making a stream its own parent: a stream error (RFC 9113 §5.3.1), also
+        for a stream not open (idle or closed), which nothing else answers. The resets a peer that
+        does not read makes the proxy queue this way are bounded as its acknowledgements are."""
+        if stream_id in self.wire_streams:
+            self._stream_error(stream_id, "a stream depending on itself")
+            return
+        if not self.writable:
+            self._owe_ack()
+        self.out += _frame(RST_STREAM, 0, stream_id, int(ErrorCodes.PROTOCOL_ERROR).to_bytes(4, "big"))
+
     def _stream_error(self, stream_id: int, reason: str, code: int = ErrorCodes.PROTOCOL_ERROR) -> None:
         """A malformed stream (RFC 9113 §8.1.1): reset it, tell the subclass."""
         if self.wire_streams.pop(stream_id, None) is not None:
@@ -643,6 +661,10 @@ class ClientWire(Wire):
         self._check_known(stream_id)
         headers = self._decode(block)
         stream = self.wire_streams.get(stream_id)
+        if self.self_dependent:
+            self.self_dependent = False
+            self._stream_error(stream_id, "a stream depending on itself")
+            return
         if stream is None:
             return  # a stream already reset: the block is decoded (the HPACK state moves on) and dropped
         if stream.remote_closed:
@@ -803,12 +825,17 @@ class ServerWire(Wire):
         headers = self._decode(block)
         stream = self.wire_streams.get(stream_id)
         if stream is not None:
+            if self.self_dependent:
+                self.self_dependent = False
+                self._stream_error(stream_id, "a stream depending on itself")
+                return
             if stream.remote_closed:
                 self._stream_error(stream_id, "HEADERS after the end of the stream", ErrorCodes.STREAM_CLOSED)
                 return
             self._trailers(stream_id, stream, headers, end_stream, REQUEST_TRAILER)
             return
         if stream_id <= self.highest_inbound:
+            self.self_dependent = False
             if stream_id in self.reset_ids:
                 return  # sent before our reset reached the client: the block moved the HPACK state, no more
             raise WireError(f"a header block on stream {stream_id}, closed or never opened")
@@ -819,6 +846,10 @@ class ServerWire(Wire):
         self.highest_inbound = stream_id
         stream = WireStream(self.remote_initial_window, self.stream_window, False, False)
         self.wire_streams[stream_id] = stream
+        if self.self_dependent:
+            self.self_dependent = False
+            self._stream_error(stream_id, "a stream depending on itself")
+            return
         try:
             headers = checked_headers(headers, REQUEST)
         except h2.exceptions.ProtocolError as exc:

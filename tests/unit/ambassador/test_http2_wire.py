@@ -672,7 +672,7 @@ def test_a_content_length_of_thousands_of_digits_is_a_stream_error_not_a_crash()
     assert [s[:2] for s in client.seen] == [("error", stream_id)]
 
 
-# -- the first frame -------------------------------------------------------------------------------
+# -- the first frame, and streams depending on themselves --------------------------------------------
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -705,3 +705,49 @@ def test_a_first_settings_split_across_reads_is_accepted() -> None:
     wire.receive(settings[3:])
     assert not wire.settings_pending
     assert any(isinstance(f, SettingsFrame) and "ACK" in f.flags for f in sent_frames(wire))
+
+
+def priority(stream_id: int, parent: int) -> bytes:
+    return raw(2, 0, stream_id, parent.to_bytes(4, "big") + b"\x10")
+
+
+def test_a_request_depending_on_itself_is_a_stream_error_and_the_connection_serves_on() -> None:
+    wire, app = serving()
+    block = app.encoder.encode(REQUEST)  # the app's encoder: its HPACK state stays in step with the wire's
+    wire.receive(raw(1, 0x1 | 0x4 | 0x20, 1, (1).to_bytes(4, "big") + b"\x10" + block))
+    app.send_headers(3, REQUEST, end_stream=True)
+    wire.receive(app.data_to_send())
+    assert wire.seen == [("error", 1, "a stream depending on itself"), ("request", 3, REQUEST, True)]
+    rst = [f for f in sent_frames(wire) if isinstance(f, RstStreamFrame)]
+    assert [(f.stream_id, f.error_code) for f in rst] == [(1, ErrorCodes.PROTOCOL_ERROR)]
+
+
+def test_a_priority_frame_making_a_stream_its_own_parent_resets_that_stream_only() -> None:
+    wire, app = serving()
+    app.send_headers(1, REQUEST, end_stream=False)
+    app.send_headers(3, REQUEST, end_stream=False)
+    wire.receive(app.data_to_send())
+    wire.seen.clear()
+    wire.data_to_send()
+    wire.receive(priority(1, 1) + priority(9, 9) + priority(3, 1))  # open, idle, a valid parent
+    assert wire.seen == [("error", 1, "a stream depending on itself")]
+    rst = [f for f in sent_frames(wire) if isinstance(f, RstStreamFrame)]
+    assert [(f.stream_id, f.error_code) for f in rst] == [
+        (1, ErrorCodes.PROTOCOL_ERROR),
+        (9, ErrorCodes.PROTOCOL_ERROR),
+    ]
+    assert 3 in wire.wire_streams
+
+
+def test_a_response_depending_on_itself_is_a_stream_error() -> None:
+    wire, srv = pair()
+    stream_id = wire.request(REQUEST, end_stream=True)
+    other = wire.request(REQUEST, end_stream=True)
+    srv.receive_data(wire.data_to_send())
+    block = wire_block(srv, OK)
+    wire.receive(raw(1, 0x1 | 0x4 | 0x20, stream_id, stream_id.to_bytes(4, "big") + b"\x10" + block))
+    srv.send_headers(other, OK, end_stream=True)
+    wire.receive(srv.data_to_send())
+    assert wire.seen == [("error", stream_id, "a stream depending on itself"), ("response", other, OK, True)]
+    rst = [f for f in sent_frames(wire) if isinstance(f, RstStreamFrame)]
+    assert [(f.stream_id, f.error_code) for f in rst] == [(stream_id, ErrorCodes.PROTOCOL_ERROR)]
