@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sidecars.ambassador import engine
-from sidecars.ambassador.cluster.config import ClusterConfig, HealthCheckConfig
+from sidecars.ambassador.cluster.config import ClusterConfig, HealthCheckConfig, Http2Window
 from sidecars.ambassador.cluster.sharding_config import ShardingConfig, parse_server
 from sidecars.ambassador.engine import EngineName
 from sidecars.core.settings import SidecarSettings
@@ -48,19 +48,17 @@ class Http2Config(BaseModel):
         description="Streams one client connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS); one more "
         "is refused with REFUSED_STREAM, a client opening twice as many at once loses the connection.",
     )
-    initial_stream_window_bytes: int = Field(
+    initial_stream_window_bytes: Http2Window = Field(
         262144,
-        ge=65535,
-        le=2**31 - 1,
         description="Flow-control window of each stream (SETTINGS_INITIAL_WINDOW_SIZE): request bytes a client "
-        "may send ahead of the upstream taking them, per stream.",
+        "may send ahead of the upstream taking them, per stream; what the ambassador holds of one request "
+        "body at most (beyond the bytes kept for a retry).",
     )
-    connection_window_bytes: int = Field(
+    connection_window_bytes: Http2Window = Field(
         1048576,
-        ge=65535,
-        le=2**31 - 1,
-        description="Flow-control window of each client connection: request bytes buffered at most for all of "
-        "its streams together.",
+        description="Flow-control window of each client connection: request bytes in flight for all of its "
+        "streams together. Given back as the bytes arrive, so a stream whose upstream does not read holds up "
+        "its own stream window only, never the connection's other streams.",
     )
     max_header_list_bytes: int = Field(
         65536,

@@ -7,7 +7,7 @@ sensible one, and are stricter where Envoy's would let a dead endpoint keep rece
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -30,6 +30,11 @@ def parse_address(text: str) -> tuple[str, int]:
     if not host or any(c.isspace() for c in host):
         raise ValueError(f"{text!r}: bad host")
     return host, int(port_text)
+
+
+# An HTTP/2 flow-control window, of a stream or a connection, either side: at least the 65535 bytes
+# every connection starts with, at most 2^31-1 (RFC 9113 §6.9.1).
+Http2Window = Annotated[int, Field(ge=65535, le=2**31 - 1)]
 
 
 class _Section(BaseModel):
@@ -134,19 +139,17 @@ class Http2UpstreamConfig(_Section):
         le=2**31 - 1,
         description="Streams the ambassador opens on one upstream connection at most, even if the server allows more.",
     )
-    initial_stream_window_bytes: int = Field(
+    initial_stream_window_bytes: Http2Window = Field(
         262144,
-        ge=65535,
-        le=2**31 - 1,
         description="Flow-control window of each upstream stream (SETTINGS_INITIAL_WINDOW_SIZE): response "
-        "bytes the upstream may send ahead of the app reading them, per stream.",
+        "bytes the upstream may send ahead of the app reading them, per stream; what the ambassador holds "
+        "of one response at most.",
     )
-    connection_window_bytes: int = Field(
+    connection_window_bytes: Http2Window = Field(
         1048576,
-        ge=65535,
-        le=2**31 - 1,
-        description="Flow-control window of each upstream connection: response bytes buffered at most for "
-        "all its streams together.",
+        description="Flow-control window of each upstream connection: response bytes in flight for all its "
+        "streams together. Given back as the bytes arrive, so a stream whose app does not read holds up "
+        "its own stream window only, never the connection's other streams.",
     )
     max_header_list_bytes: int = Field(
         65536, ge=1024, description="Largest response header list accepted (SETTINGS_MAX_HEADER_LIST_SIZE)."

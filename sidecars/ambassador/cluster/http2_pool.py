@@ -7,10 +7,11 @@ takes no new stream: streams above its last stream id fail as `upstream_goaway` 
 reached the application, so they are retried elsewhere); the others finish, then it closes.
 
 What flows through an upstream stream is reported to its `StreamSink` (the client side's stream):
-1xx heads, the response head, data, trailers, the end, a reset (the frames: `http2_wire`). Response
-data is acknowledged to the server (its window reopened) only when the sink says it has passed the
-bytes on (`consumed`), so a slow app slows its own stream and the proxy never holds more than one
-window of it.
+1xx heads, the response head, data, trailers, the end, a reset (the frames: `http2_wire`). A stream's
+response data is acknowledged to the server (its stream window reopened) only when the sink says it
+has passed the bytes on (`consumed`), so a slow app slows its own stream and the proxy never holds
+more than one stream window of it; the connection's window is reopened as the bytes arrive, so the
+other apps' streams on the same connection go on.
 """
 
 from __future__ import annotations

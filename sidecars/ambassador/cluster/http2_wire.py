@@ -124,6 +124,8 @@ class Wire:
         "remote_initial_window",
         "remote_max_frame",
         "remote_max_streams",
+        "self_dependent",
+        "settings_pending",
         "stream_window",
         "window_grown",
         "wire_closed",
@@ -158,6 +160,8 @@ class Wire:
         self.grown_streams: list[int] = []  # streams whose send window grew in the current read
         self.peer_last_stream = MAX_WINDOW + 1  # the lowest last stream id of the peer's GOAWAY frames
         self.peer_goaway_code = 0
+        self.settings_pending = True  # the peer's first frame, which must be SETTINGS, is still to come
+        self.self_dependent = False  # the header block being received names its own stream as parent
 
     # -- sending -----------------------------------------------------------------------------------
 
@@ -243,13 +247,9 @@ class Wire:
             self.out += _frame(RST_STREAM, 0, stream_id, int(code).to_bytes(4, "big"))
 
     def credit(self, stream_id: int, size: int) -> None:
-        """`size` received bytes were passed on: the endpoint may send that many more (batched: a
-        WINDOW_UPDATE once half a window is owed)."""
-        self.conn_unacked += size
-        if self.conn_unacked >= self.connection_window // 2:
-            self.conn_recv_window += self.conn_unacked
-            self.out += _frame(WINDOW_UPDATE, 0, 0, self.conn_unacked.to_bytes(4, "big"))
-            self.conn_unacked = 0
+        """`size` received bytes of the stream were passed on: the peer may send that many more on it
+        (batched: a WINDOW_UPDATE once half a window is owed). The connection's window came back as
+        the bytes arrived (`_data`)."""
         stream = self.wire_streams.get(stream_id)
         if stream is None or stream.remote_closed:
             return
@@ -278,6 +278,10 @@ class Wire:
         if self.writable:
             self.owed_acks = 0
         try:
+            if self.settings_pending and size >= 5:
+                if buf[3] != SETTINGS or buf[4] & ACK:
+                    raise WireError("the peer's first frame is not SETTINGS (RFC 9113 §3.4)")
+                self.settings_pending = False
             while size - pos >= 9:
                 length = int.from_bytes(buf[pos : pos + 3], "big")
                 if length > MAX_FRAME:
@@ -329,8 +333,11 @@ class Wire:
                         self.on_goaway(last, code)
                 elif kind == PUSH_PROMISE:
                     raise WireError("PUSH_PROMISE with push disabled")
-                elif kind == PRIORITY and (stream_id == 0 or length != 5):
-                    raise WireError("PRIORITY on stream 0 or not 5 bytes", ErrorCodes.FRAME_SIZE_ERROR)
+                elif kind == PRIORITY:
+                    if stream_id == 0 or length != 5:
+                        raise WireError("PRIORITY on stream 0 or not 5 bytes", ErrorCodes.FRAME_SIZE_ERROR)
+                    if int.from_bytes(payload[:4], "big") & MAX_WINDOW == stream_id:
+                        self._depends_on_itself(stream_id)
                 # Frames of unknown types are ignored (RFC 9113 §4.1).
         except WireError as exc:
             # As `h2` does, the read that broke the connection is answered by the GOAWAY alone (no
@@ -383,21 +390,28 @@ class Wire:
         flow = len(payload)
         if flow > self.conn_recv_window:
             raise WireError("DATA over the connection window", ErrorCodes.FLOW_CONTROL_ERROR)
-        self.conn_recv_window -= flow
+        # The connection's window comes back as the bytes arrive, each stream's only as its bytes are
+        # passed on (`credit`): a stream whose reader is slow holds at most its own window here, and
+        # never closes the window the connection's other streams share (as nghttp2 and Envoy do).
+        unacked = self.conn_unacked + flow
+        if unacked >= self.connection_window // 2:
+            self.out += _frame(WINDOW_UPDATE, 0, 0, unacked.to_bytes(4, "big"))
+            self.conn_recv_window += unacked - flow
+            self.conn_unacked = 0
+        else:
+            self.conn_recv_window -= flow
+            self.conn_unacked = unacked
         data = self._unpad(flags, payload)
         stream = self.wire_streams.get(stream_id)
         if stream is None:
-            self.credit(stream_id, flow)  # a stream already reset: the connection's window comes back
-            return
+            return  # a stream already reset
         if stream.remote_closed or stream.expected is None:
             # After the peer's END_STREAM: STREAM_CLOSED (RFC 9113 §5.1, half-closed (remote)).
             code = ErrorCodes.STREAM_CLOSED if stream.remote_closed else ErrorCodes.PROTOCOL_ERROR
             self._stream_error(stream_id, "DATA before the response head or after the end", code)
-            self.credit(stream_id, flow)
             return
         if flow > stream.recv_window:
             self._stream_error(stream_id, "DATA over the stream window", ErrorCodes.FLOW_CONTROL_ERROR)
-            self.credit(stream_id, flow)
             return
         stream.recv_window -= flow
         stream.received += len(data)
@@ -406,7 +420,6 @@ class Wire:
             end and stream.expected >= 0 and stream.received != stream.expected
         ):
             self._stream_error(stream_id, "DATA does not match content-length")
-            self.credit(stream_id, flow)
             return
         if end:
             self._remote_end(stream_id, stream)
@@ -419,6 +432,8 @@ class Wire:
         if flags & PRIORITY_FLAG:
             if len(block) < 5:
                 raise WireError("HEADERS too short for its priority")
+            if int.from_bytes(block[:4], "big") & MAX_WINDOW == stream_id:
+                self.self_dependent = True  # a stream error, once the block is decoded (`_block`)
             block = block[5:]
         if flags & END_HEADERS:
             self._block(stream_id, block, bool(flags & END_STREAM))
@@ -552,6 +567,17 @@ class Wire:
             # the setting endlessly must not grow the next block (nor the list) with every change.
             encoder.table_size_changes = [min(changes), changes[-1]]
 
+    def _depends_on_itself(self, stream_id: int) -> None:
+        """A PRIORITY frame making a stream its own parent: a stream error (RFC 9113 §5.3.1), also
+        for a stream not open (idle or closed), which nothing else answers. The resets a peer that
+        does not read makes the proxy queue this way are bounded as its acknowledgements are."""
+        if stream_id in self.wire_streams:
+            self._stream_error(stream_id, "a stream depending on itself")
+            return
+        if not self.writable:
+            self._owe_ack()
+        self.out += _frame(RST_STREAM, 0, stream_id, int(ErrorCodes.PROTOCOL_ERROR).to_bytes(4, "big"))
+
     def _stream_error(self, stream_id: int, reason: str, code: int = ErrorCodes.PROTOCOL_ERROR) -> None:
         """A malformed stream (RFC 9113 §8.1.1): reset it, tell the subclass."""
         if self.wire_streams.pop(stream_id, None) is not None:
@@ -635,6 +661,10 @@ class ClientWire(Wire):
         self._check_known(stream_id)
         headers = self._decode(block)
         stream = self.wire_streams.get(stream_id)
+        if self.self_dependent:
+            self.self_dependent = False
+            self._stream_error(stream_id, "a stream depending on itself")
+            return
         if stream is None:
             return  # a stream already reset: the block is decoded (the HPACK state moves on) and dropped
         if stream.remote_closed:
@@ -795,12 +825,17 @@ class ServerWire(Wire):
         headers = self._decode(block)
         stream = self.wire_streams.get(stream_id)
         if stream is not None:
+            if self.self_dependent:
+                self.self_dependent = False
+                self._stream_error(stream_id, "a stream depending on itself")
+                return
             if stream.remote_closed:
                 self._stream_error(stream_id, "HEADERS after the end of the stream", ErrorCodes.STREAM_CLOSED)
                 return
             self._trailers(stream_id, stream, headers, end_stream, REQUEST_TRAILER)
             return
         if stream_id <= self.highest_inbound:
+            self.self_dependent = False
             if stream_id in self.reset_ids:
                 return  # sent before our reset reached the client: the block moved the HPACK state, no more
             raise WireError(f"a header block on stream {stream_id}, closed or never opened")
@@ -811,6 +846,10 @@ class ServerWire(Wire):
         self.highest_inbound = stream_id
         stream = WireStream(self.remote_initial_window, self.stream_window, False, False)
         self.wire_streams[stream_id] = stream
+        if self.self_dependent:
+            self.self_dependent = False
+            self._stream_error(stream_id, "a stream depending on itself")
+            return
         try:
             headers = checked_headers(headers, REQUEST)
         except h2.exceptions.ProtocolError as exc:

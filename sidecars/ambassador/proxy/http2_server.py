@@ -13,11 +13,12 @@
   until the response head is passed on, a failed try is retried when that is safe (below). After
   that the stream is spliced: data both ways, trailers both ways.
 
-Flow control end to end: request bytes are acknowledged to the app (its window reopened) only once
-they went into an upstream stream, response bytes to the upstream only once they went to the app.
-So each direction of each stream holds at most one stream window in the proxy, a slow reader holds
-up its own stream and nothing else, and a transport whose write buffer is full takes no more bytes
-(its streams wait for `resume_writing`).
+Flow control end to end: request bytes are acknowledged to the app (its stream window reopened) only
+once they went into an upstream stream, response bytes to the upstream only once they went to the
+app; connection windows reopen as the bytes arrive (`http2_wire`). So each direction of each stream
+holds at most one stream window in the proxy (`buffered` sums them), a slow reader holds up its own
+stream and nothing else, and a transport whose write buffer is full takes no more bytes (its streams
+wait for `resume_writing`).
 
 Retries (`retries`, the cluster's retry budget, the overall deadline) happen while the response head
 has not been passed on and the request body so far is held (`max_retry_body_bytes`): always for a
@@ -117,6 +118,16 @@ class Http2Proxy:
         self.retry_on = frozenset(config.retry_on)
         self.retry_grpc = frozenset(grpc.CODES[name] for name in config.retry_on_grpc_status)
         self.max_retry_body = config.max_retry_body_bytes
+        stats.h2_buffered = self.buffered
+
+    def buffered(self) -> tuple[int, int]:
+        """Body bytes every stream of every client holds: (request, response)."""
+        request = response = 0
+        for client in list(self.clients):
+            for stream in list(client.streams.values()):
+                request += len(stream.body)
+                response += len(stream.out)
+        return request, response
 
     def __call__(self) -> Http2Client:
         return Http2Client(self)

@@ -10,7 +10,7 @@ classes and reasons from fixed vocabularies.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
@@ -62,6 +62,8 @@ class ListenerStats:
         self.http2_streams = 0  # requests that came as HTTP/2 streams (the rest of `requests`: HTTP/1.1)
         self.grpc_calls: dict[str, int] = {}  # grpc_status name -> calls
         self.h2_violations: dict[str, int] = {}  # reason -> HTTP/2 clients cut off or streams reset
+        # Bytes the HTTP/2 streams hold (request, response), summed on scrape: nothing on the hot path.
+        self.h2_buffered: Callable[[], tuple[int, int]] | None = None
 
     def request(self, endpoint: str, status: int, latency_s: float) -> None:
         key = (endpoint, status // 100 - 1)
@@ -160,8 +162,18 @@ class StatsCollector(Collector):
             "HTTP/2 clients cut off (GOAWAY) or streams reset for crossing a limit, by reason.",
             labels=[*lc, "reason"],
         )
+        buffered = GaugeMetricFamily(
+            "ambassador_http2_buffered_bytes",
+            "Body bytes the HTTP/2 streams hold in the proxy, by direction (request: for the upstream, "
+            "response: for the app); each stream holds one stream window at most.",
+            labels=[*lc, "direction"],
+        )
         for s in list(self.listeners):
             base = [s.listener, s.cluster]
+            if s.h2_buffered is not None:
+                held_request, held_response = s.h2_buffered()
+                buffered.add_metric([*base, "request"], held_request)
+                buffered.add_metric([*base, "response"], held_response)
             for (endpoint, cls), n in list(s.requests.items()):
                 requests.add_metric([*base, endpoint, STATUS_CLASSES[cls] if 0 <= cls < 5 else "other"], n)
             cumulative, acc = [], 0
@@ -189,7 +201,7 @@ class StatsCollector(Collector):
             for reason, n in list(s.h2_violations.items()):
                 h2_violations.add_metric([*base, reason], n)
         yield from (requests, latency, retries, errors, clients, refused, upstreams, tcp_bytes, tcp_sessions)
-        yield from (by_protocol, grpc_calls, h2_violations)
+        yield from (by_protocol, grpc_calls, h2_violations, buffered)
         if self.max_client_connections:
             yield GaugeMetricFamily(
                 "ambassador_max_client_connections",

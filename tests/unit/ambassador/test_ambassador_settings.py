@@ -144,3 +144,17 @@ def test_cluster_tls_is_the_core_model_on_http_and_tcp_listeners_only() -> None:
         ListenerConfig(name="h", port=7003, cluster={"endpoints": ["h:443"], "tls": {"alpn": ["h2"]}})
     with pytest.raises(ValidationError, match="cert_file and key_file go together"):
         ListenerConfig(name="h", port=7003, cluster={"endpoints": ["h:443"], "tls": {"cert_file": "/c.pem"}})
+
+
+@pytest.mark.parametrize("side", ["listener", "cluster"])
+@pytest.mark.parametrize("key", ["initial_stream_window_bytes", "connection_window_bytes"])
+@pytest.mark.parametrize(("value", "ok"), [(65534, False), (65535, True), (2**31 - 1, True), (2**31, False)])
+def test_http2_windows_are_within_what_http2_allows_on_both_sides(side: str, key: str, value: int, ok: bool) -> None:
+    cluster: dict[str, object] = {"endpoints": ["a:80"]}
+    values: dict[str, object] = {"name": "web", "port": 7001, "cluster": cluster}
+    (values if side == "listener" else cluster)["http2"] = {key: value}
+    if ok:
+        ListenerConfig.model_validate(values)
+    else:
+        with pytest.raises(ValidationError, match=r"65535|2147483647"):
+            ListenerConfig.model_validate(values)

@@ -24,7 +24,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from sidecars.ambassador.cluster.http2_wire import MAX_CONTINUATIONS, ClientWire, ServerWire, WireError
+from sidecars.ambassador.cluster.http2_wire import MAX_CONTINUATIONS, ClientWire, ServerWire, Wire, WireError
 
 REQUEST = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"http"), (b":authority", b"a")]
 OK = [(b":status", b"200")]
@@ -92,7 +92,7 @@ def exchange(wire: Recorder, srv: h2.connection.H2Connection) -> list[h2.events.
     return events
 
 
-def sent_frames(wire: Recorder) -> list[Any]:
+def sent_frames(wire: Wire) -> list[Any]:
     """The frames the wire queued, parsed by hyperframe."""
 
     data, frames = wire.data_to_send(), []
@@ -153,6 +153,25 @@ def test_received_bytes_are_given_back_once_half_a_window_is_owed() -> None:
     wire.credit(stream_id, 32000)
     updates = [f for f in sent_frames(wire) if isinstance(f, WindowUpdateFrame)]
     assert [(f.stream_id, f.window_increment) for f in updates] == [(stream_id, 48000)]
+
+
+def test_the_connection_window_comes_back_as_data_arrives_a_streams_only_once_passed_on() -> None:
+    wire, srv = pair(stream_window=65535, connection_window=65535)
+    held, other = wire.request(REQUEST, end_stream=True), wire.request(REQUEST, end_stream=True)
+    srv.receive_data(wire.data_to_send())
+    for stream_id in (held, other):
+        srv.send_headers(stream_id, OK)
+    for _ in range(4):
+        srv.send_data(held, b"y" * 16000)  # nearly the whole connection window, never passed on
+    wire.receive(srv.data_to_send())
+    srv.receive_data(wire.data_to_send())
+    # The connection's window came back as the bytes arrived (batched by half a window), the held
+    # stream's did not: the other stream may send, where without it 1535 bytes would be left to share.
+    assert srv.local_flow_control_window(other) >= 65535 // 2
+    assert srv.local_flow_control_window(held) == 65535 - 64000
+    wire.credit(held, 64000)  # passed on at last
+    srv.receive_data(wire.data_to_send())
+    assert srv.streams[held].outbound_flow_control_window == 65535
 
 
 def test_data_past_the_stream_window_resets_that_stream_only() -> None:
@@ -651,3 +670,84 @@ def test_a_content_length_of_thousands_of_digits_is_a_stream_error_not_a_crash()
     srv.receive_data(client.data_to_send())
     client.receive(head_frame(hpack.Encoder(), stream_id, [*OK, (b"content-length", b"1" * 5000)]))
     assert [s[:2] for s in client.seen] == [("error", stream_id)]
+
+
+# -- the first frame, and streams depending on themselves --------------------------------------------
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "first",
+    [PingFrame(0, opaque_data=b"12345678").serialize(), SettingsFrame(0, flags=["ACK"]).serialize()],
+    ids=["ping", "settings-ack"],
+)
+def test_a_first_frame_that_is_not_settings_ends_the_connection_either_side(first: bytes) -> None:
+    upstream = Recorder()
+    upstream.initiate()
+    upstream.data_to_send()
+    app = Serving()
+    app.initiate()
+    app.data_to_send()
+    for wire, data in ((upstream, first), (app, PREFACE + first)):
+        with pytest.raises(WireError) as raised:
+            wire.receive(data)
+        assert raised.value.error_code == ErrorCodes.PROTOCOL_ERROR
+        (goaway,) = sent_frames(wire)
+        assert isinstance(goaway, GoAwayFrame) and goaway.error_code == ErrorCodes.PROTOCOL_ERROR
+
+
+def test_a_first_settings_split_across_reads_is_accepted() -> None:
+    wire = Serving()
+    wire.initiate()
+    settings = SettingsFrame(0, settings={3: 7}).serialize()
+    wire.receive(PREFACE + settings[:3])  # not yet enough to tell the frame's type
+    wire.receive(settings[3:])
+    assert not wire.settings_pending
+    assert any(isinstance(f, SettingsFrame) and "ACK" in f.flags for f in sent_frames(wire))
+
+
+def priority(stream_id: int, parent: int) -> bytes:
+    return raw(2, 0, stream_id, parent.to_bytes(4, "big") + b"\x10")
+
+
+def test_a_request_depending_on_itself_is_a_stream_error_and_the_connection_serves_on() -> None:
+    wire, app = serving()
+    block = app.encoder.encode(REQUEST)  # the app's encoder: its HPACK state stays in step with the wire's
+    wire.receive(raw(1, 0x1 | 0x4 | 0x20, 1, (1).to_bytes(4, "big") + b"\x10" + block))
+    app.send_headers(3, REQUEST, end_stream=True)
+    wire.receive(app.data_to_send())
+    assert wire.seen == [("error", 1, "a stream depending on itself"), ("request", 3, REQUEST, True)]
+    rst = [f for f in sent_frames(wire) if isinstance(f, RstStreamFrame)]
+    assert [(f.stream_id, f.error_code) for f in rst] == [(1, ErrorCodes.PROTOCOL_ERROR)]
+
+
+def test_a_priority_frame_making_a_stream_its_own_parent_resets_that_stream_only() -> None:
+    wire, app = serving()
+    app.send_headers(1, REQUEST, end_stream=False)
+    app.send_headers(3, REQUEST, end_stream=False)
+    wire.receive(app.data_to_send())
+    wire.seen.clear()
+    wire.data_to_send()
+    wire.receive(priority(1, 1) + priority(9, 9) + priority(3, 1))  # open, idle, a valid parent
+    assert wire.seen == [("error", 1, "a stream depending on itself")]
+    rst = [f for f in sent_frames(wire) if isinstance(f, RstStreamFrame)]
+    assert [(f.stream_id, f.error_code) for f in rst] == [
+        (1, ErrorCodes.PROTOCOL_ERROR),
+        (9, ErrorCodes.PROTOCOL_ERROR),
+    ]
+    assert 3 in wire.wire_streams
+
+
+def test_a_response_depending_on_itself_is_a_stream_error() -> None:
+    wire, srv = pair()
+    stream_id = wire.request(REQUEST, end_stream=True)
+    other = wire.request(REQUEST, end_stream=True)
+    srv.receive_data(wire.data_to_send())
+    block = wire_block(srv, OK)
+    wire.receive(raw(1, 0x1 | 0x4 | 0x20, stream_id, stream_id.to_bytes(4, "big") + b"\x10" + block))
+    srv.send_headers(other, OK, end_stream=True)
+    wire.receive(srv.data_to_send())
+    assert wire.seen == [("error", stream_id, "a stream depending on itself"), ("response", other, OK, True)]
+    rst = [f for f in sent_frames(wire) if isinstance(f, RstStreamFrame)]
+    assert [(f.stream_id, f.error_code) for f in rst] == [(stream_id, ErrorCodes.PROTOCOL_ERROR)]
