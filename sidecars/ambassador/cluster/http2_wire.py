@@ -568,15 +568,11 @@ class Wire:
             encoder.table_size_changes = [min(changes), changes[-1]]
 
     def _depends_on_itself(self, stream_id: int) -> None:
-        """A PRIORITY frame making a stream its own parent: a stream error (RFC 9113 §5.3.1), also
-        for a stream not open (idle or closed), which nothing else answers. The resets a peer that
-        does not read makes the proxy queue this way are bounded as its acknowledgements are."""
+        """A PRIORITY frame making a stream its own parent: a stream error (RFC 9113 §5.3.1). For a
+        stream not open there is nothing to reset: RST_STREAM must not be sent on an idle stream
+        (§6.4), and priority carries no state here, so the frame is dropped."""
         if stream_id in self.wire_streams:
             self._stream_error(stream_id, "a stream depending on itself")
-            return
-        if not self.writable:
-            self._owe_ack()
-        self.out += _frame(RST_STREAM, 0, stream_id, int(ErrorCodes.PROTOCOL_ERROR).to_bytes(4, "big"))
 
     def _stream_error(self, stream_id: int, reason: str, code: int = ErrorCodes.PROTOCOL_ERROR) -> None:
         """A malformed stream (RFC 9113 §8.1.1): reset it, tell the subclass."""
