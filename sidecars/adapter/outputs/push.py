@@ -20,6 +20,7 @@ import collections
 import email.utils
 import itertools
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -67,7 +68,9 @@ def retry_after_secs(value: str | None, now: float | None = None) -> float | Non
 
 
 class PushMetrics:
-    _instances: dict[int, PushMetrics] = {}
+    # By the registry itself, weakly: keyed by id(), a registry made where a freed one was would be
+    # handed metrics registered on the freed one.
+    _instances: weakref.WeakKeyDictionary[CollectorRegistry, PushMetrics] = weakref.WeakKeyDictionary()
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.sent = Counter("adapter_push_samples", "Samples a push receiver accepted.", ["output"], registry=registry)
@@ -86,9 +89,9 @@ class PushMetrics:
     @classmethod
     def of(cls, registry: CollectorRegistry) -> PushMetrics:
         # One set per registry, shared by the push outputs of a process.
-        found = cls._instances.get(id(registry))
+        found = cls._instances.get(registry)
         if found is None:
-            found = cls._instances[id(registry)] = cls(registry)
+            found = cls._instances[registry] = cls(registry)
         return found
 
 
