@@ -158,3 +158,35 @@ async def test_a_receiver_answering_without_end_is_read_only_so_far(app: Metrics
             assert failed["detail"].endswith("x" * 100) and len(failed["detail"]) <= 300
     finally:
         await runner.cleanup()
+
+
+async def test_a_request_the_receiver_never_answers_times_out_and_is_sent_again(app: MetricsApp) -> None:
+    app.page = "# TYPE up_things gauge\nup_things 1\n"
+    bodies: list[bytes] = []
+    release = asyncio.Event()
+
+    async def write(request: web.Request) -> web.Response:
+        bodies.append(await request.read())
+        if len(bodies) == 1:
+            await release.wait()  # the first request hangs
+        return web.Response(status=204)
+
+    receiver = web.Application()
+    receiver.router.add_post("/api/v1/write", write)
+    runner = web.AppRunner(receiver, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with adapter(
+            app, None, outputs=["health", "remote_write"], push_url=f"http://127.0.0.1:{port}/api/v1/write",
+            scrape_interval_secs=0.5, scrape_timeout_secs=0.5, push_max_backoff_secs=0.1, push_timeout_secs=1.0,
+            push_batch_max_samples=1,
+        ) as sc:  # fmt: skip
+            metric = {"output": "remote_write"}
+            await wait_for(lambda: (sc.sample("adapter_push_samples_total", metric) or 0) >= 1, 20)
+            assert sc.sample("adapter_push_failures_total", {**metric, "reason": "timeout"}) == 1
+            assert bodies[0] == bodies[1], "the timed-out batch is the one sent again"
+    finally:
+        release.set()
+        await runner.cleanup()
