@@ -148,6 +148,7 @@ class PushOutput(Output):
         self._metrics: PushMetrics | None = None
         self._context: Context | None = None
         self._logged: str | None = None
+        self._in_flight = 0  # points of the batch being sent (the queue's head)
         self._dropped_in_flight = 0  # dropped from the head since the batch being sent was taken
 
     def routes(self) -> list:  # type: ignore[type-arg]
@@ -216,9 +217,11 @@ class PushOutput(Output):
         if over > 0:
             for _ in range(over):
                 self.queue.popleft()  # the oldest go first: the newest say most about now
+            # Those of the batch being sent are counted once it is known whether they arrived.
+            in_flight = max(0, min(over, self._in_flight - self._dropped_in_flight))
             self._dropped_in_flight += over
-            if self._metrics is not None:
-                self._metrics.dropped.labels(output=self.name, reason="queue_full").inc(over)
+            if self._metrics is not None and over > in_flight:
+                self._metrics.dropped.labels(output=self.name, reason="queue_full").inc(over - in_flight)
         if self._metrics is not None:
             self._metrics.queued.labels(output=self.name).set(len(self.queue))
         self._wake.set()
@@ -253,7 +256,7 @@ class PushOutput(Output):
                     await self._wake.wait()
                     continue
                 batch = list(itertools.islice(self.queue, self.batch_size()))
-                self._dropped_in_flight = 0
+                self._in_flight, self._dropped_in_flight = len(batch), 0
                 try:
                     await self.send(session, batch)
                 except PushError as exc:
@@ -285,16 +288,13 @@ class PushOutput(Output):
             "push samples dropped", key=f"dropped:{reason}", output=self.name, reason=reason, samples=n, detail=detail
         )
 
-    def _done(self, batch: list[Point]) -> int:
-        """Takes what is left of `batch` off the queue's head; returns how many that was."""
+    def _done(self, batch: list[Point]) -> None:
         # The batch was the head of the queue; drops past the bound meanwhile took its oldest first.
-        left = max(0, min(len(batch) - self._dropped_in_flight, len(self.queue)))
-        for _ in range(left):
+        for _ in range(max(0, min(len(batch) - self._dropped_in_flight, len(self.queue)))):
             self.queue.popleft()
-        self._dropped_in_flight = 0
+        self._in_flight = self._dropped_in_flight = 0
         assert self._metrics is not None
         self._metrics.queued.labels(output=self.name).set(len(self.queue))
-        return left
 
     async def _failed(self, exc: PushError, batch: list[Point], attempt: int) -> None:
         assert self._metrics is not None and self._context is not None
@@ -304,9 +304,14 @@ class PushOutput(Output):
             self._logged = exc.reason
             self._context.log.warning("push failed", output=self.name, reason=exc.reason, detail=detail)
         if exc.reason == "rejected":
-            # What queue_full took from the head meanwhile is counted there, not again here.
-            self._metrics.dropped.labels(output=self.name, reason="rejected").inc(self._done(batch))
+            self._done(batch)
+            self._metrics.dropped.labels(output=self.name, reason="rejected").inc(len(batch))
             return
+        # The points of the batch that queue_full took meanwhile will not be tried again: dropped now.
+        lost = min(self._dropped_in_flight, len(batch))
+        if lost:
+            self._metrics.dropped.labels(output=self.name, reason="queue_full").inc(lost)
+        self._in_flight = self._dropped_in_flight = 0
         delay = exc.retry_after
         if delay is None:
             delay = jittered_backoff(attempt, 0.5, self.max_backoff_secs)

@@ -178,3 +178,32 @@ async def test_failing_receivers_do_not_keep_pages(app: MetricsApp) -> None:
         assert len(pages.refs) >= 15
         assert pages.alive_but_latest(3) == 0
         assert pages.most_retained <= 2
+
+
+async def test_every_point_is_counted_once_sent_or_dropped_though_the_queue_overflows_in_flight(
+    app: MetricsApp,
+) -> None:
+    app.page = page
+    per_page = SERIES + 1
+    async with RemoteWrite(hold=True) as rw:
+        settings = {
+            "outputs": ["health", "remote_write"], "push_url": rw.url, "scrape_interval_secs": 0.15,
+            "scrape_timeout_secs": 0.15, "push_batch_max_samples": per_page,
+            "push_queue_max_samples": per_page * 3 // 2, "push_timeout_secs": 60.0,
+        }  # fmt: skip
+        async with adapter(app, None, **settings) as sc:
+            await wait_for(lambda: rw.requests >= 1)
+            await scrapes(sc, 4)  # the batch being sent is pushed out of the queue meanwhile
+            rw.go.set()
+            await wait_for(lambda: (sc.sample("adapter_push_samples_total", RW) or 0) >= per_page, 30)
+            app.status = 500  # from now on nothing new: one page of stale markers, then no point at all
+            failed = {"reason": "http_status"}
+            start = sc.sample("adapter_scrape_failures_total", failed) or 0
+            await wait_for(lambda: (sc.sample("adapter_scrape_failures_total", failed) or 0) >= start + 3, 30)
+            await wait_for(lambda: sc.sample("adapter_push_queue_samples", RW) == 0, 30)
+            good = (sc.sample("adapter_scrapes_total") or 0) - (sc.sample("adapter_scrape_failures_total", failed) or 0)
+            entered = per_page * good + per_page
+            sent = sc.sample("adapter_push_samples_total", RW) or 0
+            dropped = sc.sample("adapter_push_dropped_samples_total", {**RW, "reason": "queue_full"}) or 0
+            assert dropped > 0
+            assert sent + dropped == entered, f"sent {sent} + dropped {dropped} of {entered}"
