@@ -85,6 +85,12 @@ class PushMetrics:
             "adapter_push_failures", "Push requests that failed, by reason.", ["output", "reason"], registry=registry
         )
         self.queued = Gauge("adapter_push_queue_samples", "Samples waiting to be sent.", ["output"], registry=registry)
+        self.start_time_resets = Counter(
+            "adapter_push_start_time_resets",
+            "Times more series than an output remembers start times for made it forget them all (otlp).",
+            ["output"],
+            registry=registry,
+        )
 
     @classmethod
     def of(cls, registry: CollectorRegistry) -> PushMetrics:
@@ -287,6 +293,12 @@ class PushOutput(Output):
         self._lines.warning(
             "push samples dropped", key=f"dropped:{reason}", output=self.name, reason=reason, samples=n, detail=detail
         )
+
+    def count_start_times_reset(self, times: int, bound: int) -> None:
+        """Start times of cumulative series forgotten past `bound` series: receivers see them restart."""
+        assert self._metrics is not None
+        self._metrics.start_time_resets.labels(output=self.name).inc(times)
+        self._lines.warning("push start times forgotten", key="start-times", output=self.name, series_bound=bound)
 
     def _done(self, batch: list[Point]) -> None:
         # The batch was the head of the queue; drops past the bound meanwhile took its oldest first.
