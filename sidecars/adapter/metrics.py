@@ -39,6 +39,11 @@ class AdapterMetrics:
             registry=registry,
         )
         self.page_bytes = Gauge("adapter_scrape_bytes", "Size of the last page (decompressed).", registry=registry)
+        self.retained_pages = Gauge(
+            "adapter_retained_pages",
+            "Replaced pages still held because an output has not finished reading them.",
+            registry=registry,
+        )
         self.check_state = Gauge(
             "adapter_check_state", "1 for the state each check is in.", ["check", "state"], registry=registry
         )

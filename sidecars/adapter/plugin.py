@@ -238,6 +238,7 @@ class Adapter(Sidecar[AdapterSettings]):
             self._retired.remove(old)
             assert old.result is not None
             garbage += [old.result.samples, old.rule_samples]
+        metrics.retained_pages.set(len(self._retired))
         self.state.verdict = verdict
         for check in verdict.checks:
             metrics.set_check(check.name, check.group, check.severity, check.state, check.failing)

@@ -8,9 +8,12 @@ and its probes, for tens of milliseconds in one go:
   structure promotes its objects and triggers them again and again, whichever thread allocates.
   `full_collections_held()` holds them back while one is built (young collections stay on: they
   untrack acyclic tuples as they are made), and `freeze()` then moves what exists out of the
-  collector's sight (O(1); reference counting still frees it). Every `FREEZES_PER_UNFREEZE`
-  freezes the frozen objects are handed back once, so cyclic garbage that happened to be alive at a
-  freeze is still collected eventually.
+  collector's sight (O(1); reference counting still frees it). Cyclic garbage frozen along would
+  never be freed, and a sidecar freezing on every scrape would grow by it for as long as it runs:
+  so once every `HAND_BACK_SECS` the frozen objects are handed back and collected in one full pass
+  before freezing again (about 100 ms with a 100k-series page and its push points alive: once in
+  ten minutes rather than once a scrape; a young collection before every freeze would cost up to
+  several milliseconds each time).
 - Freeing one: the last reference to a list of 100k tuples dropped is a single C call that frees
   them all. `release()` empties containers a slice at a time instead, in the thread it is called in,
   so the GIL changes hands between slices.
@@ -25,17 +28,19 @@ import collections
 import contextlib
 import gc
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-FREEZES_PER_UNFREEZE = 100
+HAND_BACK_SECS = 600.0
 FREEZE_MIN_OBJECTS = 50_000  # below it a structure is cheap to walk: not worth a freeze
 RELEASE_SLICE = 20_000  # items freed per step: well under a millisecond of C
 
-_lock = threading.Lock()
+# Reentrant: a finalizer run by a collection below may itself end up here.
+_lock = threading.RLock()
 _holds = 0
 _held_thresholds: tuple[int, int, int] | None = None
-_freezes = 0
+_frozen_since: float | None = None  # when the objects now frozen began to be
 
 
 @contextlib.contextmanager
@@ -59,22 +64,29 @@ def full_collections_held() -> Iterator[None]:
 
 def freeze() -> None:
     """Everything alive now is left out of later collections (call it once a big structure is built)."""
-    global _freezes
+    global _frozen_since
     with _lock:
-        if _freezes >= FREEZES_PER_UNFREEZE:
+        now = time.monotonic()
+        if _frozen_since is not None and now - _frozen_since >= HAND_BACK_SECS:
+            # Unfrozen and frozen again without a pass in between, the garbage would stay frozen.
             gc.unfreeze()
-            _freezes = 0
+            gc.collect()
+            _frozen_since = None
         gc.freeze()
-        _freezes += 1
+        if _frozen_since is None:
+            _frozen_since = now
 
 
 def unfreeze() -> None:
-    """Hands frozen objects back to the collector (at shutdown, or when big structures are done)."""
-    global _freezes
+    """Hands frozen objects back to the collector (at shutdown, or when big structures are done).
+
+    Process-wide: it also hands back what anything else in the process froze with `gc.freeze()`.
+    """
+    global _frozen_since
     with _lock:
-        if _freezes:
+        if _frozen_since is not None:
             gc.unfreeze()
-            _freezes = 0
+            _frozen_since = None
 
 
 def release(containers: Iterable[list[Any] | dict[Any, Any] | set[Any] | collections.deque[Any]]) -> None:

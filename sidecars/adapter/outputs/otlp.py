@@ -107,12 +107,14 @@ class StartTimes:
 
     def __init__(self) -> None:
         self.streams: dict[tuple[str, Labels], _Stream] = {}
+        self.resets = 0  # times every start time was forgotten at once (the receiver sees resets)
 
     def start(self, key: tuple[str, Labels], t_ms: int, value: float) -> int:
         stream = self.streams.get(key)
         if stream is None:
             if len(self.streams) >= MAX_STREAMS:
                 self.streams.clear()
+                self.resets += 1
             stream = self.streams[key] = _Stream(t_ms, value, t_ms)
         elif t_ms >= stream.last_ms:
             if value < stream.last:
@@ -303,9 +305,12 @@ class OtlpOutput(PushOutput):
         return n
 
     async def send(self, session: aiohttp.ClientSession, batch: list[Point]) -> None:
+        resets = self.encoder.starts.resets
         body, malformed = await asyncio.to_thread(self.encoder.encode, batch)
         if malformed:
             self.count_dropped("malformed", malformed)
+        if self.encoder.starts.resets != resets:
+            self.count_start_times_reset(self.encoder.starts.resets - resets, MAX_STREAMS)
         async with session.post(self.url, data=body, headers=self.headers, allow_redirects=False) as resp:
             answer = await resp.content.read(64 * 1024)
             if 200 <= resp.status < 300:

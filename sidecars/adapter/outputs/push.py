@@ -2,7 +2,10 @@
 
 After each scrape the kept samples (the families matching `push_keep`, with `push_labels` added) enter
 one queue bounded in samples; past the bound the oldest are dropped and counted, so an unreachable
-receiver costs a known amount of memory and loses only what did not fit. One sender takes batches from
+receiver costs a known amount of memory and loses only what did not fit. Pages are converted into the
+queue by their own task, never behind a send or a backoff: a receiver that hangs holds no page, and at
+most `PENDING_MAX_PAGES` wait for conversion (past it the oldest is skipped, its samples counted as
+`queue_full`). One sender takes batches from
 the head in order, so a receiver sees each series in time order; a failed batch is retried (5xx, 429,
 connection errors) after a jittered backoff or the receiver's `Retry-After`, and a batch the receiver
 refuses (another 4xx) is dropped and counted. A series that disappears from the page, or every series
@@ -17,6 +20,7 @@ import collections
 import email.utils
 import itertools
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,6 +43,7 @@ Point = tuple[Labels, int, float, str]  # labels (with __name__), timestamp ms, 
 MAX_RETRY_AFTER_SECS = 300.0  # a receiver asking for more is asked again after this
 RETRYABLE = frozenset({408, 429}) | frozenset(range(500, 600))
 ENQUEUE_SLICE = 10_000  # points a page enters the queue by, on the loop (about 0.1 ms each)
+PENDING_MAX_PAGES = 2  # pages waiting for conversion: each holds a whole scrape until converted
 
 
 class PushError(Exception):
@@ -63,7 +68,9 @@ def retry_after_secs(value: str | None, now: float | None = None) -> float | Non
 
 
 class PushMetrics:
-    _instances: dict[int, PushMetrics] = {}
+    # By the registry itself, weakly: keyed by id(), a registry made where a freed one was would be
+    # handed metrics registered on the freed one.
+    _instances: weakref.WeakKeyDictionary[CollectorRegistry, PushMetrics] = weakref.WeakKeyDictionary()
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.sent = Counter("adapter_push_samples", "Samples a push receiver accepted.", ["output"], registry=registry)
@@ -78,13 +85,19 @@ class PushMetrics:
             "adapter_push_failures", "Push requests that failed, by reason.", ["output", "reason"], registry=registry
         )
         self.queued = Gauge("adapter_push_queue_samples", "Samples waiting to be sent.", ["output"], registry=registry)
+        self.start_time_resets = Counter(
+            "adapter_push_start_time_resets",
+            "Times more series than an output remembers start times for made it forget them all (otlp).",
+            ["output"],
+            registry=registry,
+        )
 
     @classmethod
     def of(cls, registry: CollectorRegistry) -> PushMetrics:
         # One set per registry, shared by the push outputs of a process.
-        found = cls._instances.get(id(registry))
+        found = cls._instances.get(registry)
         if found is None:
-            found = cls._instances[id(registry)] = cls(registry)
+            found = cls._instances[registry] = cls(registry)
         return found
 
 
@@ -134,12 +147,14 @@ class PushOutput(Output):
         self.timeout_secs = settings.push_timeout_secs
         self.max_backoff_secs = settings.push_max_backoff_secs
         self.queue: collections.deque[Point] = collections.deque()
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # the sender's: points are queued
+        self._arrived = asyncio.Event()  # the converter's: a page is pending
         self._live: dict[Labels, str] = {}  # series sent from the last page (no explicit timestamp)
         self._pending: list[Scrape] = []
         self._metrics: PushMetrics | None = None
         self._context: Context | None = None
         self._logged: str | None = None
+        self._in_flight = 0  # points of the batch being sent (the queue's head)
         self._dropped_in_flight = 0  # dropped from the head since the batch being sent was taken
 
     def routes(self) -> list:  # type: ignore[type-arg]
@@ -159,20 +174,30 @@ class PushOutput(Output):
         self._metrics.queued.labels(output=self.name).set(0)
         for reason in self.DROP_REASONS:
             self._metrics.dropped.labels(output=self.name, reason=reason)
+        context.spawn(f"push-{self.name}-convert", self.convert)
         context.spawn(f"push-{self.name}", self.run)
 
     # -- intake, on the event loop ---------------------------------------------------------------
     def on_scrape(self, scrape: Scrape) -> None:
         # Converted in the sender's thread; the page is marked as being read until then.
         self._reading.add(id(scrape))
-        self._pending.append(scrape)
-        self._wake.set()
+        self._add_pending(scrape)
 
     def on_scrape_failed(self, scrape: Scrape) -> None:
         # As Prometheus after a failed scrape: every series of the last page goes stale (in the
-        # sender's thread too, in order with the pages before it).
+        # converter's thread too, in order with the pages before it).
+        self._add_pending(scrape)
+
+    def _add_pending(self, scrape: Scrape) -> None:
         self._pending.append(scrape)
-        self._wake.set()
+        while len(self._pending) > PENDING_MAX_PAGES:
+            # Converted, the oldest page would only push out older points past the queue bound; skipped,
+            # it holds no memory. Its series still go stale at the next page if they vanished.
+            skipped = self._pending.pop(0)
+            self._reading.discard(id(skipped))
+            if skipped.result is not None and self._metrics is not None:
+                self._metrics.dropped.labels(output=self.name, reason="queue_full").inc(len(skipped.result.samples))
+        self._arrived.set()
 
     def _convert(self, scrape: Scrape) -> list[Point]:
         """In a worker thread: the points of a page, or the stale markers of a failed one."""
@@ -198,12 +223,33 @@ class PushOutput(Output):
         if over > 0:
             for _ in range(over):
                 self.queue.popleft()  # the oldest go first: the newest say most about now
+            # Those of the batch being sent are counted once it is known whether they arrived.
+            in_flight = max(0, min(over, self._in_flight - self._dropped_in_flight))
             self._dropped_in_flight += over
-            if self._metrics is not None:
-                self._metrics.dropped.labels(output=self.name, reason="queue_full").inc(over)
+            if self._metrics is not None and over > in_flight:
+                self._metrics.dropped.labels(output=self.name, reason="queue_full").inc(over - in_flight)
         if self._metrics is not None:
             self._metrics.queued.labels(output=self.name).set(len(self.queue))
         self._wake.set()
+
+    # -- the converter ---------------------------------------------------------------------------
+    async def convert(self) -> None:
+        """Pages into the queue as they come, whatever the sender waits for."""
+        while True:
+            if not self._pending:
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            scrape = self._pending.pop(0)
+            try:
+                points = await asyncio.to_thread(self._convert, scrape)
+            finally:
+                self._reading.discard(id(scrape))
+            del scrape  # the adapter releases the page piecewise; no last reference here
+            for i in range(0, len(points), ENQUEUE_SLICE):
+                self._enqueue(points[i : i + ENQUEUE_SLICE])
+                await asyncio.sleep(0)  # the probes between slices
+            del points
 
     # -- the sender ------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -211,23 +257,12 @@ class PushOutput(Output):
         async with aiohttp.ClientSession(timeout=timeout) as session:
             attempt = 0
             while True:
-                while self._pending:
-                    scrape = self._pending.pop(0)
-                    try:
-                        points = await asyncio.to_thread(self._convert, scrape)
-                    finally:
-                        self._reading.discard(id(scrape))
-                    del scrape  # the adapter releases the page piecewise; no last reference here
-                    for i in range(0, len(points), ENQUEUE_SLICE):
-                        self._enqueue(points[i : i + ENQUEUE_SLICE])
-                        await asyncio.sleep(0)  # the probes between slices
-                    del points
                 if not self.queue:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
                 batch = list(itertools.islice(self.queue, self.batch_size()))
-                self._dropped_in_flight = 0
+                self._in_flight, self._dropped_in_flight = len(batch), 0
                 try:
                     await self.send(session, batch)
                 except PushError as exc:
@@ -259,11 +294,17 @@ class PushOutput(Output):
             "push samples dropped", key=f"dropped:{reason}", output=self.name, reason=reason, samples=n, detail=detail
         )
 
+    def count_start_times_reset(self, times: int, bound: int) -> None:
+        """Start times of cumulative series forgotten past `bound` series: receivers see them restart."""
+        assert self._metrics is not None
+        self._metrics.start_time_resets.labels(output=self.name).inc(times)
+        self._lines.warning("push start times forgotten", key="start-times", output=self.name, series_bound=bound)
+
     def _done(self, batch: list[Point]) -> None:
         # The batch was the head of the queue; drops past the bound meanwhile took its oldest first.
         for _ in range(max(0, min(len(batch) - self._dropped_in_flight, len(self.queue)))):
             self.queue.popleft()
-        self._dropped_in_flight = 0
+        self._in_flight = self._dropped_in_flight = 0
         assert self._metrics is not None
         self._metrics.queued.labels(output=self.name).set(len(self.queue))
 
@@ -278,6 +319,11 @@ class PushOutput(Output):
             self._done(batch)
             self._metrics.dropped.labels(output=self.name, reason="rejected").inc(len(batch))
             return
+        # The points of the batch that queue_full took meanwhile will not be tried again: dropped now.
+        lost = min(self._dropped_in_flight, len(batch))
+        if lost:
+            self._metrics.dropped.labels(output=self.name, reason="queue_full").inc(lost)
+        self._in_flight = self._dropped_in_flight = 0
         delay = exc.retry_after
         if delay is None:
             delay = jittered_backoff(attempt, 0.5, self.max_backoff_secs)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from sidecars.adapter.outputs import otlp as otlp_output
 from sidecars.adapter.settings import AdapterSettings
 from sidecars.core.config import ConfigError, load
 
@@ -149,6 +150,19 @@ async def test_partial_success_and_a_full_queue_are_counted(app: MetricsApp, rec
         assert (sc.sample("adapter_push_queue_samples", {"output": "otlp"}) or 0) <= 30
         await wait_for(lambda: dropped("partial_rejected") >= 3)
         assert receiver.rejections == []
+
+
+async def test_start_times_past_their_bound_are_forgotten_counted_and_logged_once(
+    app: MetricsApp, receiver: StrictOtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(otlp_output, "MAX_STREAMS", 10)
+    app.page = "# TYPE jobs_total counter\n" + "".join(f'jobs_total{{queue="{i}"}} 5\n' for i in range(30))
+    async with adapter(app, None, **otlp(receiver)) as sc:
+        resets = {"output": "otlp"}
+        await wait_for(lambda: (sc.sample("adapter_push_start_time_resets_total", resets) or 0) >= 6)
+        assert len(sc.events("push start times forgotten")) == 1
+        assert receiver.rejections == []
+        assert len(receiver.points) >= 30
 
 
 def test_the_otlp_output_needs_a_receiver_and_its_token_comes_from_a_file(tmp_path: Path) -> None:

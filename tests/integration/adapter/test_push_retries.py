@@ -3,6 +3,8 @@ batch dropped and counted, the token from a file sent and never shown."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from pathlib import Path
 
@@ -110,3 +112,81 @@ def test_the_token_comes_from_a_file_and_is_never_printed(tmp_path: Path) -> Non
     assert isinstance(settings, AdapterSettings)
     assert settings.push_authorization() == f"Bearer {TOKEN}"
     assert TOKEN not in render(loaded) and "push_bearer_token: '**********'" in render(loaded)
+
+
+async def endless(request: web.Request, status: int) -> web.StreamResponse:
+    """An answer whose body never ends: read whole, it would hold the sender until its timeout."""
+    await request.read()
+    response = web.StreamResponse(status=status, headers={"Content-Type": "application/x-protobuf"})
+    await response.prepare(request)
+    with contextlib.suppress(ConnectionError):
+        while True:
+            await response.write(b"x" * 65536)
+            await asyncio.sleep(0.01)
+    return response
+
+
+async def test_a_receiver_answering_without_end_is_read_only_so_far(app: MetricsApp) -> None:
+    app.page = "# TYPE up_things gauge\nup_things 1\n"
+    receiver = web.Application()
+
+    async def refuse(request: web.Request) -> web.StreamResponse:
+        return await endless(request, 503)
+
+    async def accept(request: web.Request) -> web.StreamResponse:
+        return await endless(request, 200)
+
+    receiver.router.add_post("/api/v1/write", refuse)
+    receiver.router.add_post("/v1/metrics", accept)
+    runner = web.AppRunner(receiver, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with adapter(
+            app, None, outputs=["health", "remote_write", "otlp"], push_url=f"http://127.0.0.1:{port}/api/v1/write",
+            otlp_url=f"http://127.0.0.1:{port}/v1/metrics", scrape_interval_secs=0.2, scrape_timeout_secs=0.2,
+            push_max_backoff_secs=0.1, push_timeout_secs=30.0,
+        ) as sc:  # fmt: skip
+            rw, otlp = {"output": "remote_write"}, {"output": "otlp"}
+            await wait_for(lambda: (sc.sample("adapter_push_samples_total", otlp) or 0) >= 2, 20)
+            await wait_for(lambda: (sc.sample("adapter_push_failures_total", {**rw, "reason": "http_5xx"}) or 0) >= 3)
+            assert (sc.sample("adapter_push_failures_total", {**otlp, "reason": "timeout"}) or 0) == 0
+            assert (sc.sample("adapter_push_failures_total", {**rw, "reason": "timeout"}) or 0) == 0
+            (failed,) = sc.events("push failed")
+            assert failed["output"] == "remote_write" and failed["reason"] == "http_5xx"
+            assert failed["detail"].endswith("x" * 100) and len(failed["detail"]) <= 300
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_request_the_receiver_never_answers_times_out_and_is_sent_again(app: MetricsApp) -> None:
+    app.page = "# TYPE up_things gauge\nup_things 1\n"
+    bodies: list[bytes] = []
+    release = asyncio.Event()
+
+    async def write(request: web.Request) -> web.Response:
+        bodies.append(await request.read())
+        if len(bodies) == 1:
+            await release.wait()  # the first request hangs
+        return web.Response(status=204)
+
+    receiver = web.Application()
+    receiver.router.add_post("/api/v1/write", write)
+    runner = web.AppRunner(receiver, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with adapter(
+            app, None, outputs=["health", "remote_write"], push_url=f"http://127.0.0.1:{port}/api/v1/write",
+            scrape_interval_secs=0.5, scrape_timeout_secs=0.5, push_max_backoff_secs=0.1, push_timeout_secs=1.0,
+            push_batch_max_samples=1,
+        ) as sc:  # fmt: skip
+            metric = {"output": "remote_write"}
+            await wait_for(lambda: (sc.sample("adapter_push_samples_total", metric) or 0) >= 1, 20)
+            assert sc.sample("adapter_push_failures_total", {**metric, "reason": "timeout"}) == 1
+            assert bodies[0] == bodies[1], "the timed-out batch is the one sent again"
+    finally:
+        release.set()
+        await runner.cleanup()

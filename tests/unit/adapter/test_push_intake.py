@@ -7,8 +7,10 @@ import math
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from sidecars.adapter.exposition import parse
+from sidecars.adapter.outputs.push import PENDING_MAX_PAGES, PushMetrics
 from sidecars.adapter.outputs.remote_write import RemoteWriteOutput
 from sidecars.adapter.scraper import Scrape
 from sidecars.adapter.settings import AdapterSettings
@@ -84,3 +86,17 @@ def test_a_failed_scrape_turns_every_live_series_stale_in_the_converting_step() 
     points = push._convert(failed)
     assert len(points) == 100 and all(math.isnan(p[2]) and p[1] == 2_000 for p in points)
     assert push._live == {}
+
+
+def test_pages_waiting_for_conversion_are_bounded_the_oldest_skipped_and_counted() -> None:
+    push = output()
+    registry = CollectorRegistry()
+    push._metrics = PushMetrics.of(registry)
+    scrapes = [Scrape(t_ms=1_000 * n, duration_secs=0.0, result=parse(page(10, offset=n))) for n in range(5)]
+    for scrape in scrapes:
+        push.on_scrape(scrape)  # the converter never ran: nothing was taken off
+    assert push._pending == scrapes[-PENDING_MAX_PAGES:]
+    # Skipped pages are no longer being read: the adapter may release them.
+    assert [push.reading(s) for s in scrapes] == [False] * (5 - PENDING_MAX_PAGES) + [True] * PENDING_MAX_PAGES
+    labels = {"output": "remote_write", "reason": "queue_full"}
+    assert registry.get_sample_value("adapter_push_dropped_samples_total", labels) == 10 * (5 - PENDING_MAX_PAGES)

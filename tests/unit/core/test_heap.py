@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import gc
 import threading
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -67,19 +69,67 @@ def test_no_full_collection_runs_within_a_hold_while_young_ones_do() -> None:
     assert len(kept) == len(more)
 
 
-def test_freeze_hands_the_frozen_objects_back_every_so_many_freezes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(heap, "FREEZES_PER_UNFREEZE", 3)
+class Node:
+    other: Node
+
+
+@contextlib.contextmanager
+def no_automatic_collection() -> Iterator[None]:
+    gc.disable()  # the cycle below must not be collected before the freeze takes it
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def unreachable_cycle() -> weakref.ref[Node]:
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    return weakref.ref(a)
+
+
+def test_cyclic_garbage_frozen_along_is_freed_at_the_next_hand_back(monkeypatch: pytest.MonkeyPatch) -> None:
     heap.unfreeze()
-    unfreezes = []
-    real_unfreeze = gc.unfreeze
-    monkeypatch.setattr(heap.gc, "unfreeze", lambda: (unfreezes.append(gc.get_freeze_count()), real_unfreeze()))
-    for _ in range(7):
+    with no_automatic_collection():
+        dead = unreachable_cycle()
         heap.freeze()
-        assert gc.get_freeze_count() > 0
-    assert len(unfreezes) == 2  # before the 4th and the 7th freeze
-    assert all(count > 0 for count in unfreezes)
+    gc.collect()
+    assert dead() is not None  # frozen: out of every collection's reach
+    heap.freeze()  # within the period: still frozen
+    gc.collect()
+    assert dead() is not None
+    monkeypatch.setattr(heap, "HAND_BACK_SECS", 0.0)
+    # Handed back, collected, then frozen again: unfreezing and refreezing alone would keep the cycle.
+    heap.freeze()
+    assert dead() is None
+    assert gc.get_freeze_count() > 0
+
+
+def test_freezing_every_scrape_for_hours_does_not_keep_the_garbage_frozen_meanwhile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     heap.unfreeze()
-    assert gc.get_freeze_count() == 0
+    clock = [0.0]
+    monkeypatch.setattr(heap.time, "monotonic", lambda: clock[0])
+    kept: list[weakref.ref[Node]] = []
+    for _ in range(360):  # an hour of 10-second scrapes, each leaving one cycle behind at its freeze
+        with no_automatic_collection():
+            kept.append(unreachable_cycle())
+            heap.freeze()
+        clock[0] += 10.0
+    alive = sum(ref() is not None for ref in kept)
+    assert 0 < alive <= heap.HAND_BACK_SECS / 10  # at most one period's worth, never the hour's
+    assert all(ref() is None for ref in kept[:-alive])
+
+
+def test_a_hold_ended_by_an_exception_restores_the_thresholds() -> None:
+    gc.set_threshold(700, 10, 10)
+    with pytest.raises(RuntimeError), heap.full_collections_held(), heap.full_collections_held():
+        raise RuntimeError("a parse failing midway")
+    assert gc.get_threshold() == (700, 10, 10)
+    with heap.full_collections_held():
+        assert gc.get_threshold() == (700, 10, 1 << 30)
+    assert gc.get_threshold() == (700, 10, 10)
 
 
 def test_release_empties_lists_dicts_sets_and_deques_in_slices(monkeypatch: pytest.MonkeyPatch) -> None:
