@@ -7,6 +7,7 @@ Labels stay bounded: reasons and error types are small fixed vocabularies, never
 from __future__ import annotations
 
 import platform
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 
@@ -21,6 +22,7 @@ class SidecarMetrics:
     def __init__(self, sidecar: str, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.sidecar = sidecar
+        self.started_at = time.time()
         self.build_info = Info(
             "sidecar_build", "Version of the sidecar and of Python it runs on.", registry=self.registry
         )
@@ -29,7 +31,7 @@ class SidecarMetrics:
             "sidecar_state", "1 for the lifecycle state the sidecar is in.", ["state"], registry=self.registry
         )
         self.start_time = Gauge("sidecar_start_time_seconds", "Unix time the process started.", registry=self.registry)
-        self.start_time.set_to_current_time()
+        self.start_time.set(self.started_at)
         self.restarts = Counter(
             "sidecar_task_restarts", "Restarts of supervised tasks after a crash.", ["task"], registry=self.registry
         )
