@@ -34,6 +34,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 from structlog.typing import FilteringBoundLogger
 
+from sidecars.core import limits
 from sidecars.core.admin import AdminServer
 from sidecars.core.backoff import EQUAL_JITTER, jittered_backoff
 from sidecars.core.health import Health, Lifecycle
@@ -174,6 +175,7 @@ class Runtime:
 
     async def _serve(self) -> int:
         name = self.plugin.name
+        limits.raise_open_file_limit(self.log)
         try:
             await self.admin.start()
         except OSError as exc:  # port taken, address not local: the reason says it all, no traceback
