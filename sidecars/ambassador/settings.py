@@ -15,7 +15,7 @@ from sidecars.ambassador import engine
 from sidecars.ambassador.cluster.config import ClusterConfig, HealthCheckConfig
 from sidecars.ambassador.cluster.sharding_config import ShardingConfig, parse_server
 from sidecars.ambassador.engine import EngineName
-from sidecars.core.settings import SidecarSettings
+from sidecars.core.settings import SidecarSettings, split_hosts
 
 RetryOn = Literal["connect-failure", "reset", "5xx", "timeout"]
 Mode = Literal["http", "tcp", "redis", "memcached"]
@@ -31,9 +31,11 @@ class ListenerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Name used in metrics and logs.")
-    host: str = Field(
-        "127.0.0.1",
-        description="Address to bind. The default, loopback, lets only containers of the Pod connect: "
+    host: list[str] = Field(
+        ["127.0.0.1"],
+        min_length=1,
+        description="Addresses to bind, all on port: one, or a list (such as 127.0.0.1 and ::1 for an app that "
+        "resolves localhost to IPv6). The default, IPv4 loopback, lets only containers of the Pod connect: "
         "the ambassador speaks for the app, nobody else should reach it.",
     )
     port: int = Field(..., ge=0, le=65535, description="Port to bind; 0 picks a free one (tests).")
@@ -140,6 +142,11 @@ class ListenerConfig(BaseModel):
             if data.get("mode") == "tcp":
                 data["idle_timeout_secs"] = TCP_IDLE_TIMEOUT_SECS
         return data
+
+    @field_validator("host", mode="before")
+    @classmethod
+    def _hosts(cls, value: Any) -> Any:
+        return split_hosts(value)
 
     @field_validator("request_id_header", "hash_header")
     @classmethod

@@ -60,7 +60,7 @@ class SidecarSettings(BaseModel):
 
     @field_validator("admin_host", mode="before")
     @classmethod
-    def _one_or_more_hosts(cls, value: Any) -> Any:
+    def _admin_hosts(cls, value: Any) -> Any:
         return split_hosts(value)
 
 
