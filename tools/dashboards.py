@@ -214,10 +214,10 @@ def ambassador() -> list[Panel]:
             "ops",
         ),
         Panel(
-            "Requests in flight and EWMA latency by endpoint",
+            "Requests in flight and balancer latency score by endpoint",
             (
                 (f"sum by (endpoint) (ambassador_endpoint_active_requests{{{s}}})", "active {{endpoint}}"),
-                (f"max by (endpoint) (ambassador_endpoint_latency_ewma_seconds{{{s}}})", "ewma {{endpoint}}"),
+                (f"max by (endpoint) (ambassador_endpoint_latency_score_seconds{{{s}}})", "score {{endpoint}}"),
             ),
         ),
         Panel(

@@ -2,6 +2,11 @@
 
 Plugins register their own series on `SidecarMetrics.registry`; tests get a fresh registry each time.
 Labels stay bounded: reasons and error types are small fixed vocabularies, never paths or messages.
+
+Every registry also carries the `process_*` series (CPU, memory, open file descriptors and their
+limit, start time) as Prometheus' own exporters have them. No `_created` series: each counter would
+bring a second series holding its creation time, which doubles what is stored for nothing the
+`sidecar_start_time_seconds` gauge does not already say.
 """
 
 from __future__ import annotations
@@ -9,11 +14,14 @@ from __future__ import annotations
 import platform
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info, ProcessCollector, disable_created_metrics
 
 import sidecars
 
 STATES = ("starting", "ready", "draining", "stopped")
+
+# Process-wide in prometheus_client: it applies to the plugins' own series too.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class SidecarMetrics:
@@ -23,6 +31,7 @@ class SidecarMetrics:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.sidecar = sidecar
         self.started_at = time.time()
+        ProcessCollector(registry=self.registry)
         self.build_info = Info(
             "sidecar_build", "Version of the sidecar and of Python it runs on.", registry=self.registry
         )

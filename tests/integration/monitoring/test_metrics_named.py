@@ -8,25 +8,13 @@ settings that make it export every family (a listener and a cluster, a sink, a t
 
 from __future__ import annotations
 
-import functools
 import json
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-import trustme
 import yaml
-from aiohttp import web
 
-from sidecars.adapter.plugin import Adapter
 from sidecars.adapter.promql import parse_expr, referenced_metric_names
-from sidecars.ambassador.plugin import Ambassador
-from sidecars.core.http import start_server
-from sidecars.injector.plugin import Injector
-from sidecars.tailer.plugin import Tailer
-from sidecars.testing import http_get, run_sidecar
-from tests.integration.injector.conftest import SERVICE, SecretVolume
 
 ROOT = Path(__file__).resolve().parents[3]
 DASHBOARDS = ROOT / "monitoring" / "dashboards"
@@ -69,60 +57,6 @@ def exported(page: str) -> set[str]:
         elif kind == "info":
             names.add(base + "_info")
     return names
-
-
-@pytest.fixture
-async def pages(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
-    """Each sidecar's /metrics page, from real sidecars doing their work on 127.0.0.1."""
-
-    async def text(body: str, _: web.Request) -> web.Response:
-        return web.Response(text=body)
-
-    app = web.Application()
-    app.router.add_get("/metrics", functools.partial(text, "demo_queue_depth 3\n"))
-    app.router.add_post("/ingest", functools.partial(text, "ok"))
-    app.router.add_get("/", functools.partial(text, "hello"))
-    server = await start_server(app, "127.0.0.1", 0)
-    port = server.port
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    (logs / "app.log").write_text("one\ntwo\n")
-    rules = tmp_path / "rules.yaml"
-    rules.write_text("rules:\n  - name: queue\n    expr: demo_queue_depth > 100\n    severity: fail\n")
-    ca = trustme.CA()
-    volume = SecretVolume(tmp_path / "tls")
-    volume.install(ca.issue_cert(SERVICE))
-    listener = {
-        "name": "web",
-        "port": 0,
-        "cluster": {"endpoints": [f"127.0.0.1:{port}"], "health_check": {"kind": "none"}},
-    }
-    out: dict[str, str] = {}
-    try:
-        async with (
-            run_sidecar(Tailer, include=[f"{logs}/*.log"], checkpoint_dir=str(tmp_path / "cp"), sink="http",
-                        sink_config={"url": f"http://127.0.0.1:{port}/ingest"}, batch_wait_secs=0.05) as tailer,
-            run_sidecar(Ambassador, listeners=[listener]) as ambassador,
-            run_sidecar(Adapter, target_url=f"http://127.0.0.1:{port}/metrics", rules_file=str(rules),
-                        listen_host="127.0.0.1", listen_port=0, scrape_interval_secs=0.2,
-                        scrape_timeout_secs=0.2) as adapter,
-            run_sidecar(Injector, listen_host="127.0.0.1", listen_port=0, tls_cert_file=str(volume.cert),
-                        tls_key_file=str(volume.key)) as injector,
-        ):  # fmt: skip
-            status, _ = await http_get(f"http://127.0.0.1:{ambassador.plugin.listeners[0].port}/")
-            assert status == 200
-            for name, sc in (
-                ("tailer", tailer),
-                ("ambassador", ambassador),
-                ("adapter", adapter),
-                ("injector", injector),
-            ):
-                status, page = await http_get(sc.admin_url + "/metrics")
-                assert status == 200
-                out[name] = page
-            yield out
-    finally:
-        await server.close()
 
 
 def test_every_sidecar_has_a_dashboard() -> None:
