@@ -32,6 +32,7 @@ from structlog.typing import EventDict
 from sidecars.core.logs import Capture
 from sidecars.core.plugin import Sidecar
 from sidecars.core.runtime import Runtime
+from sidecars.core.schema import config_schema
 from sidecars.core.settings import SidecarSettings
 
 PluginClass = type[Sidecar[Any]]
@@ -233,6 +234,16 @@ class ConformanceSuite:
         assert isinstance(settings, SidecarSettings)
         undocumented = [n for n, f in type(settings).model_fields.items() if not f.description]
         assert not undocumented, f"options without a description: {undocumented}"
+
+    def test_config_schema_names_every_option(self) -> None:
+        """`sidecars schema NAME` builds, and a config file of the test's settings uses only keys it knows."""
+        schema = config_schema(self.plugin.name, self.plugin.Settings)
+        properties = schema["properties"]
+        assert set(self.plugin.Settings.model_fields) <= set(properties)
+        assert set(self.settings) <= set(properties), "settings the schema does not know"
+        assert schema.get("additionalProperties") is False, "a typo'd key must be flagged, as at start-up"
+        for name, file_schema in self.plugin.file_schemas().items():
+            assert str(file_schema.get("$schema", "")).startswith("https://json-schema.org/"), name
 
     async def test_ready_and_probes(self) -> None:
         async with run_sidecar(self.plugin, **self.settings) as sc:

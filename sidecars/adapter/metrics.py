@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 FAILURE_REASONS = (
     "refused", "timeout", "http_status", "too_large", "too_many_series", "parse_error", "decode_error", "error",
 )  # fmt: skip
-CHECK_STATES = ("ok", "pending", "firing", "no_data")
+CHECK_STATES = ("ok", "pending", "firing", "recovering", "no_data")
 
 
 class AdapterMetrics:
@@ -40,6 +42,12 @@ class AdapterMetrics:
         self.check_state = Gauge(
             "adapter_check_state", "1 for the state each check is in.", ["check", "state"], registry=registry
         )
+        self.state_changes = Counter(
+            "adapter_check_state_changes",
+            "Changes of a check's state, by the state it left and the one it entered.",
+            ["check", "from", "to"],
+            registry=registry,
+        )
         self.check_failing = Gauge(
             "adapter_check_failing",
             "1 while a check fails (its condition held for its `for` duration).",
@@ -71,3 +79,6 @@ class AdapterMetrics:
             self.check_failing.remove(name, group, severity)
             for s in CHECK_STATES:
                 self.check_state.remove(name, s)
+                for t in CHECK_STATES:
+                    with contextlib.suppress(KeyError):
+                        self.state_changes.remove(name, s, t)

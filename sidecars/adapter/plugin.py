@@ -14,10 +14,11 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
-from sidecars.adapter.evaluator import Evaluator, ScrapeReport
+from sidecars.adapter.evaluator import Evaluator, ScrapeReport, StateChange, Verdict
 from sidecars.adapter.exposition import SampleTuple, family_names
 from sidecars.adapter.metrics import AdapterMetrics
 from sidecars.adapter.outputs import Output, load_output
@@ -25,7 +26,7 @@ from sidecars.adapter.rules import RulesError, RuleSet, rules_watcher
 from sidecars.adapter.scraper import Scrape, Scraper, new_session
 from sidecars.adapter.settings import AdapterSettings
 from sidecars.adapter.state import State
-from sidecars.core import Check, Context, Sidecar
+from sidecars.core import Check, Context, Sidecar, heap
 from sidecars.core.http import start_server
 from sidecars.core.redact import redact_url, register_secrets
 from sidecars.core.registry import PluginError
@@ -34,12 +35,6 @@ from sidecars.core.watch import MountedFiles
 
 # While a parse thread runs, the loop thread waits at most this long for the GIL (default 5 ms).
 SWITCH_INTERVAL_SECS = 0.0005
-
-
-def _release(lists: list[list[SampleTuple]]) -> None:
-    for items in lists:
-        while items:
-            del items[-20_000:]
 
 
 @dataclass(frozen=True)
@@ -64,6 +59,12 @@ class Adapter(Sidecar[AdapterSettings]):
 
         return {"check": check, "test": test}
 
+    @classmethod
+    def file_schemas(cls) -> Mapping[str, Mapping[str, Any]]:
+        from sidecars.adapter.rules_schema import RULES_SCHEMA
+
+        return {"rules": RULES_SCHEMA}
+
     def __init__(self, settings: AdapterSettings, context: Context) -> None:
         super().__init__(settings, context)
         self.state = State()
@@ -76,7 +77,12 @@ class Adapter(Sidecar[AdapterSettings]):
         # A failing scrape or rule is logged when it starts, then at most every ten minutes while it
         # lasts (the metrics count every one); a good scrape resets the scrape's lines.
         self._lines = LogLimiter(self.log, 600.0)
+        # One line per state change; a check flapping on every scrape is held to 20 a minute.
+        self._changes = LogLimiter(self.log, 60.0, burst=20)
         self._outages = 0
+        # Pages an output was still reading when they were replaced: released once it is done, never by
+        # dropping the last reference on the loop (one C call freeing 100k samples).
+        self._retired: list[Scrape] = []
 
     @property
     def serving(self) -> Serving:
@@ -105,7 +111,10 @@ class Adapter(Sidecar[AdapterSettings]):
             rules = self.rules.load()  # a bad file at start-up stops the sidecar
         self.state.rules = rules
         self.metrics.rules.set(len(rules.rules))
-        evaluator = Evaluator(rules)
+        evaluator = Evaluator(
+            rules, flap_window_ms=round(settings.flap_window_secs * 1000), flap_changes=settings.flap_changes
+        )
+        self.state.evaluator = evaluator
         try:
             outputs = tuple(load_output(name)(self.state, settings) for name in settings.outputs)
         except PluginError as exc:
@@ -129,9 +138,9 @@ class Adapter(Sidecar[AdapterSettings]):
                 max_series=settings.max_series,
                 authorization=authorization,
             )
-            push_authorization = settings.push_authorization()
-            if push_authorization is not None:
-                register_secrets((push_authorization, push_authorization.partition(" ")[2]))
+            for push_authorization in (settings.push_authorization(), settings.otlp_authorization()):
+                if push_authorization is not None:
+                    register_secrets((push_authorization, push_authorization.partition(" ")[2]))
             del authorization, push_authorization  # not left in this frame, which lives as long as the process
             stack.callback(scraper.close)
             app = web.Application()
@@ -217,26 +226,47 @@ class Adapter(Sidecar[AdapterSettings]):
         # loop gets the GIL back every switch interval and keeps answering probes meanwhile.
         verdict = await asyncio.to_thread(serving.evaluator.observe, report)
         self.state.last_scrape = scrape
-        garbage: list[list[SampleTuple]] = []
         if scrape.ok:
             previous, self.state.last_good = self.state.last_good, scrape
             for output in serving.outputs:
                 output.on_scrape(scrape)
-            in_use = previous is not None and any(o.reading(previous) for o in serving.outputs)
-            if previous is not None and previous.result is not None and not in_use:
-                # Freeing a big page's samples is one long C call; done piecewise in a thread below.
-                garbage = [previous.result.samples, previous.rule_samples]
+            if previous is not None and previous.result is not None:
+                self._retired.append(previous)
                 previous = None
+        garbage: list[list[SampleTuple]] = []
+        for old in [r for r in self._retired if not any(o.reading(r) for o in serving.outputs)]:
+            self._retired.remove(old)
+            assert old.result is not None
+            garbage += [old.result.samples, old.rule_samples]
         self.state.verdict = verdict
         for check in verdict.checks:
             metrics.set_check(check.name, check.group, check.severity, check.state, check.failing)
+        for change in verdict.changes:
+            self._state_changed(change, verdict)
         for name, error in serving.evaluator.errors.items():
             metrics.evaluation_errors.labels(check=name).inc()
             self._lines.warning("rule evaluation failed", key=f"rule:{name}:{error}", check=name, error=error)
         self.context.metrics.events_out.inc()
         if garbage:
-            await asyncio.to_thread(_release, garbage)
+            # Freeing a big page's samples is one long C call; done piecewise in a thread.
+            await asyncio.to_thread(heap.release, garbage)
         return scrape
+
+    def _state_changed(self, change: StateChange, verdict: Verdict) -> None:
+        self.metrics.state_changes.labels(check=change.check, **{"from": change.old, "to": change.new}).inc()
+        check = verdict.by_name[change.check]
+        self._changes.write(
+            "warning" if check.failing else "info",
+            "check state changed",
+            key=f"change:{change.check}",
+            check=change.check,
+            group=change.group,
+            old=change.old,
+            new=change.new,
+            value=change.value,
+            series=list(change.series),
+            reason=change.reason,
+        )
 
     def _log_failure(self, reason: str, detail: str) -> None:
         last = self.state.last_scrape
@@ -278,7 +308,17 @@ class Adapter(Sidecar[AdapterSettings]):
             Check("first-scrape", lambda: None if self.scrape_attempted else "no scrape attempted yet"),
             Check("scrape-loop", self._loop_alive, readiness=False, liveness=True),
             Check("rules-reload", self._rules_reload, warn=True),
+            Check("rules-flapping", self._flapping, warn=True),
         ]
+
+    def _flapping(self) -> str | None:
+        verdict = self.state.verdict
+        if verdict is None or not verdict.flapping:
+            return None
+        window = f"{self.settings.flap_window_secs:g} s"
+        named = ", ".join(f"{name} ({flips} flips)" for name, flips in verdict.flapping[:10])
+        more = f" and {len(verdict.flapping) - 10} more" if len(verdict.flapping) > 10 else ""
+        return f"flapping within {window}: {named}{more}; keep_firing_for or recover would calm them"
 
     def _rules_reload(self) -> str | None:
         error = self.rules.error if self.rules is not None else None

@@ -12,6 +12,9 @@ rules:
     severity: fail           # fail: the group answers 503; warn: reported, still 200
     group: readiness         # liveness, readiness, or any name (served at /<group>z)
     no_data: ok              # when the rule's metrics are absent: ok, fail or warn
+    keep_firing_for: 1m      # once failing, fail on this long after the condition stops holding
+    recover: sum(rate(http_requests_total{code=~"5.."}[5m])) / sum(rate(http_requests_total[5m])) < 0.01
+                             # optional: once failing, fail on until this holds (hysteresis)
     description: More than 5% of requests fail.
 export:                      # the `prometheus` output's re-export
   keep: ['http_.*']          # metric-name regexes (RE2, fully anchored); empty keeps all
@@ -48,7 +51,9 @@ SCRAPE_CHECK = "scrape"
 # A rule name is a path segment (/healthz/<name>) and a metric label value.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _GROUP = re.compile(r"[a-z][a-z0-9_-]{0,30}")
-_RULE_KEYS = frozenset({"name", "expr", "for", "severity", "group", "no_data", "description"})
+_RULE_KEYS = frozenset(
+    {"name", "expr", "for", "severity", "group", "no_data", "description", "keep_firing_for", "recover"}
+)
 # Group names served at a kube-style short path: liveness -> /livez, readiness -> /readyz.
 GROUP_PATHS = {"liveness": "livez", "readiness": "readyz", "startup": "startupz"}
 
@@ -84,6 +89,11 @@ class Rule:
     metric_names: frozenset[str] | None
     history_ms: int
     range_ms: int  # the longest range window it reads (0: instant selectors only)
+    # Hysteresis: a failing check leaves `firing` only once `recover` holds (when given), and then
+    # stays failing (`recovering`) until that has lasted `keep_firing_for` (Prometheus 2.42's field).
+    keep_firing_for_ms: int = 0
+    recover_text: str = ""
+    recover: Expr | None = None
 
 
 @dataclass(frozen=True)
@@ -213,6 +223,25 @@ def _expr_problem(where: str, text: str, exc: PromQLError) -> str:
     return f"{where}: {exc}{caret}"
 
 
+def _condition(raw: object, where: str, problems: list[str]) -> Expr | None:
+    if not isinstance(raw, str) or not raw.strip():
+        problems.append(f"{where}: missing (a PromQL expression)")
+        return None
+    try:
+        expr = parse_expr(raw)
+    except PromQLError as exc:
+        problems.append(_expr_problem(where, raw, exc))
+        return None
+    if expr.type not in (ValueType.VECTOR, ValueType.SCALAR):
+        problems.append(f"{where}: must give an instant vector or a scalar, not a {expr.type.value}")
+        return None
+    return expr
+
+
+def _union_names(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:
+    return None if a is None or b is None else a | b
+
+
 def _rule(raw: object, index: int, problems: list[str]) -> Rule | None:
     where = f"rules[{index}]"
     if not isinstance(raw, dict):
@@ -229,16 +258,10 @@ def _rule(raw: object, index: int, problems: list[str]) -> Rule | None:
     elif name == SCRAPE_CHECK:
         problems.append(f"{where}.name: 'scrape' is the built-in scrape check")
     text = raw.get("expr")
-    expr: Expr | None = None
-    if not isinstance(text, str) or not text.strip():
-        problems.append(f"{where}.expr: missing (a PromQL expression)")
-    else:
-        try:
-            expr = parse_expr(text)
-            if expr.type not in (ValueType.VECTOR, ValueType.SCALAR):
-                problems.append(f"{where}.expr: must give an instant vector or a scalar, not a {expr.type.value}")
-        except PromQLError as exc:
-            problems.append(_expr_problem(f"{where}.expr", text, exc))
+    expr = _condition(text, f"{where}.expr", problems)
+    recover_text = raw.get("recover")
+    recover = None if recover_text is None else _condition(recover_text, f"{where}.recover", problems)
+    keep_firing_for_ms = _duration(raw.get("keep_firing_for"), f"{where}.keep_firing_for", problems)
     for_ms = _duration(raw.get("for"), f"{where}.for", problems)
     severity = _choice(raw.get("severity"), SEVERITIES, "fail", f"{where}.severity", problems)
     no_data = _choice(raw.get("no_data"), NO_DATA, "ok", f"{where}.no_data", problems)
@@ -248,6 +271,13 @@ def _rule(raw: object, index: int, problems: list[str]) -> Rule | None:
         problems.append(f"{where}.description: expected text")
     if len(problems) > before or expr is None or not isinstance(name, str):
         return None
+    names = referenced_metric_names(expr)
+    history_ms = required_history_ms(expr)
+    range_ms = required_history_ms(expr, lookback_delta_ms=0)
+    if recover is not None:
+        names = _union_names(names, referenced_metric_names(recover))
+        history_ms = max(history_ms, required_history_ms(recover))
+        range_ms = max(range_ms, required_history_ms(recover, lookback_delta_ms=0))
 
     return Rule(
         name=name,
@@ -258,9 +288,12 @@ def _rule(raw: object, index: int, problems: list[str]) -> Rule | None:
         group=group,
         no_data=no_data,
         description=str(description),
-        metric_names=referenced_metric_names(expr),
-        history_ms=required_history_ms(expr),
-        range_ms=required_history_ms(expr, lookback_delta_ms=0),
+        metric_names=names,
+        history_ms=history_ms,
+        range_ms=range_ms,
+        keep_firing_for_ms=keep_firing_for_ms,
+        recover_text=recover_text.strip() if isinstance(recover_text, str) else "",
+        recover=recover,
     )
 
 

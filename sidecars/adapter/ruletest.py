@@ -18,7 +18,7 @@ tests:
     check_test:                   # the adapter's: the state of checks at one time
       - eval_time: 6m
         checks:
-          - {name: queue, state: pending, value: 1200}   # ok, pending, failing, no_data; value optional
+          - {name: queue, state: pending, value: 1200}   # ok, pending, failing, recovering, no_data
 ```
 
 The checks are evaluated at every `evaluation_interval` from 0 (as promtool evaluates alerting rules),
@@ -58,7 +58,7 @@ from sidecars.adapter.promql.values import Labels
 from sidecars.adapter.rules import RulesError, RuleSet, load_rules
 
 EXIT_PASSED, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-STATES = ("ok", "pending", "failing", "no_data")
+STATES = ("ok", "pending", "failing", "recovering", "no_data")
 # What a file may ask for, so a typo in a duration cannot keep a CI job busy for hours.
 MAX_STEPS = 100_000  # evaluations of the checks per test group
 MAX_POINTS = 2_000_000  # input samples per test group

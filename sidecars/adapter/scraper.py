@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import gc
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from sidecars.adapter.exposition import (
     parse_pieces,
 )
 from sidecars.adapter.inflate import InflateError, Inflater
+from sidecars.core import heap
 from sidecars.core.http import HttpClient, client_session
 from sidecars.core.redact import redact_text, redact_url
 
@@ -117,11 +117,8 @@ def _decode_and_parse(
     so the event loop only ever handles what the rules read.
     """
     pieces = _decoded_pieces(chunks)
-    # Young collections stay on (they untrack the acyclic sample tuples as they are made); full
-    # ones, which would walk the growing page again and again, wait until the parse is done.
-    thresholds = gc.get_threshold()
-    gc.set_threshold(thresholds[0], thresholds[1], 1 << 30)
-    try:
+    # Full collections would walk the growing page again and again: they wait until it is built.
+    with heap.full_collections_held():
         result = parse_pieces(
             pieces,
             openmetrics=openmetrics,
@@ -131,19 +128,10 @@ def _decode_and_parse(
             max_series=max_series,
         )
         after_parse(result)
-    finally:
-        gc.set_threshold(*thresholds)
     rule_samples = result.samples
     if rule_families is not None and rule_families != families:
         rule_samples = [s for s in result.samples if s[0] in rule_families]
     return result, rule_samples
-
-
-# Pages with this many samples are moved out of the cyclic GC's sight once parsed (see below).
-FREEZE_MIN_SAMPLES = 50_000
-# Every this many freezes the frozen objects are handed back to the GC once, so that cyclic garbage
-# that happened to be alive at a freeze is still collected eventually.
-FREEZES_PER_UNFREEZE = 100
 
 
 class Scraper:
@@ -153,7 +141,8 @@ class Scraper:
     CPython's full collections walk every tracked object, tens to hundreds of milliseconds with the
     GIL held, whichever thread triggers them; probes would wait that long. So after parsing a big
     page the scraper calls `gc.freeze()`: what exists then is left out of later collections (the
-    samples are acyclic; reference counting still frees them). `close()` undoes it.
+    samples are acyclic; reference counting still frees them), through `sidecars.core.heap`, which
+    the push outputs share. `close()` undoes it.
     """
 
     def __init__(
@@ -177,7 +166,7 @@ class Scraper:
         self._cache: LabelCache = {}
         self._series_seen: SeriesSeen = {}
         self._cache_families: frozenset[str] | None = None
-        self._freezes = 0
+        self._froze = False
 
     async def scrape(
         self, families: frozenset[str] | None = None, rule_families: frozenset[str] | None = None
@@ -227,19 +216,16 @@ class Scraper:
 
     def _after_parse(self, result: ParseResult) -> None:
         """In the parse thread, before full collections are allowed again: freeze a big page."""
-        if len(result.samples) < FREEZE_MIN_SAMPLES:
+        if len(result.samples) < heap.FREEZE_MIN_OBJECTS:
             return
-        if self._freezes >= FREEZES_PER_UNFREEZE:
-            gc.unfreeze()
-            self._freezes = 0
-        gc.freeze()
-        self._freezes += 1
+        heap.freeze()
+        self._froze = True
 
     def close(self) -> None:
         """Hands frozen objects back to the garbage collector."""
-        if self._freezes:
-            gc.unfreeze()
-            self._freezes = 0
+        if self._froze:
+            heap.unfreeze()
+            self._froze = False
 
     async def _fetch(self) -> tuple[list[bytes], int, bool]:
         async with self.session.get(self.url, headers=self._headers, timeout=self.timeout) as response:

@@ -58,6 +58,7 @@ class AdapterSettings(SidecarSettings):
         gt=0,
         description="A scrape (connect, response, body) must finish within this; at most the interval. "
         "Unset, 5 s, or the interval when that is shorter (as Prometheus' default timeout).",
+        json_schema_extra={"doc_default": "`5.0`, or the interval when shorter"},
     )
     # The two limits bound the memory (docs/adapter.md, Memory): the Pod examples' 192Mi holds the
     # worst page the defaults allow, scraped every 2 s, with five minutes of history per series.
@@ -93,6 +94,18 @@ class AdapterSettings(SidecarSettings):
         description="Token sent to the push receiver as `Authorization: Bearer`, or from a file with the _file "
         "variant (a mounted Secret); never shown.",
     )
+    otlp_url: str | None = Field(
+        None,
+        description="Receiver of the otlp output: an OTLP/HTTP metrics endpoint (e.g. "
+        "http://collector:4318/v1/metrics); push_url when unset. No credentials in it: see otlp_bearer_token.",
+        json_schema_extra={"doc_default": "`push_url`"},
+    )
+    otlp_bearer_token: SecretStr | None = Field(
+        None,
+        description="Token sent to the OTLP receiver as `Authorization: Bearer`, or from a file with the _file "
+        "variant; push_bearer_token when unset; never shown.",
+        json_schema_extra={"doc_default": "`push_bearer_token`"},
+    )
     push_keep: list[str] = Field(
         [], description="Metric-family regexes (RE2, fully anchored) a push output sends; empty sends every family."
     )
@@ -111,6 +124,13 @@ class AdapterSettings(SidecarSettings):
     push_timeout_secs: float = Field(10.0, gt=0, description="Timeout of one push request.")
     push_max_backoff_secs: float = Field(
         30.0, gt=0, description="Longest wait between two tries of a failed batch (unless Retry-After asks more)."
+    )
+    flap_window_secs: float = Field(600.0, gt=0, description="Window of the rules-flapping check (see flap_changes).")
+    flap_changes: int = Field(
+        4,
+        ge=2,
+        description="Flips between passing and failing (or warning) within flap_window_secs that make a rule "
+        "flapping; shown by the rules-flapping warn check. keep_firing_for or recover calm such a rule.",
     )
     rules_poll_secs: float = Field(
         5.0, gt=0, description="Interval of the modification-time check of the rules file (besides inotify)."
@@ -151,7 +171,7 @@ class AdapterSettings(SidecarSettings):
     def _listen_hosts(cls, value: object) -> object:
         return split_hosts(value)
 
-    @field_validator("push_url")
+    @field_validator("push_url", "otlp_url")
     @classmethod
     def _push_url(cls, value: str | None) -> str | None:
         if value is None:
@@ -188,12 +208,19 @@ class AdapterSettings(SidecarSettings):
     def _push_needs_a_receiver(self) -> AdapterSettings:
         if "remote_write" in self.outputs and not self.push_url:
             raise ValueError("the remote_write output needs push_url")
+        if "otlp" in self.outputs and not (self.otlp_url or self.push_url):
+            raise ValueError("the otlp output needs otlp_url (or push_url)")
         return self
 
     def push_authorization(self) -> str | None:
         if self.push_bearer_token is None:
             return None
         return "Bearer " + self.push_bearer_token.get_secret_value()
+
+    def otlp_authorization(self) -> str | None:
+        if self.otlp_bearer_token is None:
+            return self.push_authorization()
+        return "Bearer " + self.otlp_bearer_token.get_secret_value()
 
     @field_validator("target_url")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sidecars.adapter.evaluator import Verdict
+from sidecars.adapter.evaluator import Evaluator, Verdict
 from sidecars.adapter.rules import RuleSet
 from sidecars.adapter.scraper import Scrape
 
@@ -15,3 +15,4 @@ class State:
     verdict: Verdict | None = None
     last_scrape: Scrape | None = None
     last_good: Scrape | None = None
+    evaluator: Evaluator | None = None  # for /explain, which evaluates again under its lock

@@ -29,6 +29,7 @@ from sidecars.core.metrics import SidecarMetrics
 from sidecars.core.plugin import Figure
 
 TICK_SECS = 0.25
+NO_LISTENER = "no listeners configured: set --listen-port and --upstreams, or listeners in --config"
 
 
 class Running:
@@ -105,6 +106,10 @@ class Running:
             "http engine": self.collector.http_engine,
         }
         return Figures(values=values, tables={"endpoints": endpoints})
+
+    def upstream_tls_status(self) -> str | None:
+        reasons = [r for li in self.listeners if li.tls is not None and (r := li.tls.status())]
+        return " | ".join(reasons) if reasons else None
 
 
 class Ambassador(Sidecar[AmbassadorSettings]):
@@ -191,16 +196,22 @@ class Ambassador(Sidecar[AmbassadorSettings]):
             Check("clusters", self._clusters_status),
             Check("configured", self._configured, warn=True),
             Check("client_connections", self._client_connections_status, warn=True),
+            # Verification turned off, a refused certificate update, a client certificate near its end.
+            Check("upstream_tls", self._upstream_tls_status, warn=True),
         ]
+
+    @classmethod
+    def config_warnings(cls, settings: AmbassadorSettings) -> Sequence[str]:
+        # Valid (defaults must be), but an ambassador with nothing to proxy is almost surely a mistake.
+        return [] if settings.all_listeners() else [NO_LISTENER]
 
     # Health is asked for from the admin server's start, before `lifespan` has built anything: until
     # then there is nothing bound or discovered to report on.
 
     def _configured(self) -> str | None:
-        # Valid (defaults must be), but an ambassador with nothing to proxy is almost surely a mistake.
         if self._running is not None and self._running.listeners:
             return None
-        return "no listeners configured: set --listen-port and --upstreams, or listeners in --config"
+        return NO_LISTENER
 
     def _client_connections_status(self) -> str | None:
         return self._running.client_limit.status() if self._running is not None else None
@@ -210,6 +221,9 @@ class Ambassador(Sidecar[AmbassadorSettings]):
 
     def _clusters_status(self) -> str | None:
         return self._running.clusters_status() if self._running is not None else None
+
+    def _upstream_tls_status(self) -> str | None:
+        return self._running.upstream_tls_status() if self._running is not None else None
 
 
 def _client_limit(settings: AmbassadorSettings, log: FilteringBoundLogger) -> ClientLimit:

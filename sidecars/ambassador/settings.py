@@ -18,11 +18,77 @@ from sidecars.ambassador.engine import EngineName
 from sidecars.core.settings import SidecarSettings, split_hosts
 
 RetryOn = Literal["connect-failure", "reset", "5xx", "timeout"]
+# gRPC statuses a call may be retried on, named as Envoy's retry_on names them.
+GrpcRetryOn = Literal["cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"]
 Mode = Literal["http", "tcp", "redis", "memcached"]
 SHARDED_MODES = ("redis", "memcached")
 
+# What an http listener's TLS connections offer through ALPN, by cluster.protocol (listener.alpn_profiles):
+# http2 and auto connections for HTTP/2 streams offer h2 alone, those for HTTP/1.1 requests http/1.1.
+HTTP_ALPN = {"http1": ["http/1.1"], "http2": ["h2"], "auto": ["h2", "http/1.1"]}
+
 HTTP_IDLE_TIMEOUT_SECS = 4.0
 TCP_IDLE_TIMEOUT_SECS = 3600.0
+
+
+class Http2Config(BaseModel):
+    """HTTP/2 from the app: the connection's settings and the limits that make a hostile client harmless."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(
+        True,
+        description="Accept HTTP/2 with prior knowledge (h2c, what gRPC clients speak to localhost) on the "
+        "listener's port beside HTTP/1.1, told apart by the connection preface.",
+    )
+    max_concurrent_streams: int = Field(
+        100,
+        ge=1,
+        le=2**31 - 1,
+        description="Streams one client connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS); one more "
+        "is refused with REFUSED_STREAM, a client opening twice as many at once loses the connection.",
+    )
+    initial_stream_window_bytes: int = Field(
+        262144,
+        ge=65535,
+        le=2**31 - 1,
+        description="Flow-control window of each stream (SETTINGS_INITIAL_WINDOW_SIZE): request bytes a client "
+        "may send ahead of the upstream taking them, per stream.",
+    )
+    connection_window_bytes: int = Field(
+        1048576,
+        ge=65535,
+        le=2**31 - 1,
+        description="Flow-control window of each client connection: request bytes buffered at most for all of "
+        "its streams together.",
+    )
+    max_header_list_bytes: int = Field(
+        65536,
+        ge=1024,
+        description="Largest request header list, decoded (SETTINGS_MAX_HEADER_LIST_SIZE; HPACK bombs), and "
+        "largest encoded header block: larger ends the connection with ENHANCE_YOUR_CALM.",
+    )
+    max_continuation_frames: int = Field(
+        32, ge=1, le=64, description="CONTINUATION frames one header block may take (the CONTINUATION flood)."
+    )
+    max_resets_per_sec: float = Field(
+        100.0,
+        gt=0,
+        description="Streams a client may reset per second (bursts up to twice as many): beyond it, rapid "
+        "reset (CVE-2023-44487), the connection ends with ENHANCE_YOUR_CALM.",
+    )
+    max_pings_per_sec: float = Field(
+        10.0, gt=0, description="PING frames a client may send per second (bursts up to twice as many)."
+    )
+    max_settings_per_sec: float = Field(
+        10.0, gt=0, description="SETTINGS frames a client may send per second (bursts up to twice as many)."
+    )
+    zero_window_timeout_secs: float = Field(
+        30.0,
+        gt=0,
+        description="A response stream that could not send for this long because the client's flow-control "
+        "window stayed closed is reset (CANCEL), and its upstream stream with it.",
+    )
 
 
 class ListenerConfig(BaseModel):
@@ -66,6 +132,7 @@ class ListenerConfig(BaseModel):
         "gunicorn 2 s) so the server never closes a connection the proxy is about to reuse. tcp mode: a "
         "session with no bytes either way this long is closed (default 3600 s, as Envoy's tcp_proxy: "
         "database and cache clients keep connections idle in their pools for long).",
+        json_schema_extra={"doc_default": "`4.0` (http), `3600.0` (tcp)"},
     )
     stream_idle_timeout_secs: float = Field(
         300.0,
@@ -85,6 +152,13 @@ class ListenerConfig(BaseModel):
         description="Failures that are retried. reset, 5xx and timeout only for idempotent methods (GET, "
         "HEAD, OPTIONS, TRACE, PUT, DELETE) and within the cluster's retry budget; connect-failure for any "
         "method, since the request never reached the upstream.",
+    )
+    retry_on_grpc_status: list[GrpcRetryOn] = Field(
+        ["unavailable"],
+        description="gRPC calls: statuses that are retried, for any method, within the retry budget, as gRPC's "
+        "own retry policy does, while no response message has reached the app and the request is still held "
+        "(max_retry_body_bytes); a connection lost before the response counts as unavailable, a try timing "
+        "out as deadline-exceeded.",
     )
     retry_backoff_base_secs: float = Field(
         0.025, ge=0, description="Backoff before the first retry; doubles per retry, fully jittered."
@@ -117,6 +191,7 @@ class ListenerConfig(BaseModel):
     hash_header: str | None = Field(
         None, description="With the hash balancer: the request header whose value is the hash key."
     )
+    http2: Http2Config = Field(default_factory=Http2Config, description="HTTP/2 from the app (http mode).")
     access_log: Literal["off", "errors", "all"] = Field(
         "errors",
         description="Access log lines: off; errors (requests the proxy failed, at most 10 lines a second); "
@@ -188,8 +263,20 @@ class ListenerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _coherent(self) -> ListenerConfig:
+        if self.mode != "http" and self.cluster.protocol != "http1":
+            raise ValueError("cluster.protocol applies to http listeners only")
         if self.mode not in SHARDED_MODES and "sharding" in self.model_fields_set:
             raise ValueError("sharding applies to redis and memcached listeners only")
+        tls = self.cluster.tls
+        if tls is not None and self.mode in SHARDED_MODES:
+            raise ValueError("cluster.tls applies to http and tcp listeners (a TLS cache: use a tcp listener)")
+        if tls is not None and self.mode == "http" and tls.alpn:
+            allowed = HTTP_ALPN[self.cluster.protocol]
+            if sorted(tls.alpn) != sorted(allowed) or len(set(tls.alpn)) != len(tls.alpn):
+                raise ValueError(
+                    f"cluster.tls.alpn {tls.alpn} of an http listener with cluster.protocol {self.cluster.protocol}: "
+                    f"the ambassador offers what it speaks, so the only values are [] (the default) or {allowed}"
+                )
         if self.mode == "memcached":
             sh = self.sharding
             if sh.server_password_file or sh.client_password_file or sh.database:
@@ -230,6 +317,7 @@ class AmbassadorSettings(SidecarSettings):
         "from the open-file limit (RLIMIT_NOFILE): half of what is left after a reserve of max(64, limit/16) "
         "descriptors, since each client connection may need an upstream one; the reserve keeps the admin "
         "server answering.",
+        json_schema_extra={"doc_default": "derived from `RLIMIT_NOFILE`"},
     )
     http_engine: EngineName = Field(
         "auto",

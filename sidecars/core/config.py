@@ -15,12 +15,13 @@ the file's content (trailing newline removed) becomes the value, as Kubernetes m
 from __future__ import annotations
 
 import argparse
+import difflib
 import enum
 import os
 import re
 import types
 import typing
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -82,11 +83,29 @@ class Problem:
         return redact_text(f"{self.where}: {self.message}")
 
 
+class WarningKind(enum.Enum):
+    UNKNOWN_ENV = "unknown_env"  # a typo, most likely: `--check-config` fails on it
+    SERVICE_LINK = "service_link"  # Kubernetes' doing, not the operator's: only noted
+
+
+@dataclass(frozen=True)
+class ConfigWarning:
+    """Something the sidecar starts despite, and logs: one env var and what was made of it."""
+
+    kind: WarningKind
+    env: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"env {self.env}: {self.message}"
+
+
 class ConfigError(Exception):
     """Every problem found in the configuration, with where each came from."""
 
-    def __init__(self, problems: Sequence[Problem]) -> None:
+    def __init__(self, problems: Sequence[Problem], warnings: Sequence[ConfigWarning] = ()) -> None:
         self.problems = list(problems)
+        self.warnings = list(warnings)  # what start-up would have warned about, for `--check-config`
         super().__init__(self.render())
 
     def render(self) -> str:
@@ -102,7 +121,7 @@ class Loaded:
 
     settings: SidecarSettings
     sources: dict[str, str] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[ConfigWarning] = field(default_factory=list)
 
 
 def options(model: type[SidecarSettings]) -> list[Option]:
@@ -260,7 +279,7 @@ def load(
     environ = os.environ if environ is None else environ
     opts = options(model)
     problems: list[Problem] = []
-    warnings: list[str] = []
+    warnings: list[ConfigWarning] = []
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
 
@@ -272,7 +291,7 @@ def load(
     for opt in opts:
         got = _from_flags(opt, flags, problems)
         if got is None:
-            got = _from_env(opt, environ, problems)
+            got = _from_env(opt, environ, problems, warnings)
         if got is None and file_values is not None:
             got = _from_file(opt, file_values, problems)
         if got is not None:
@@ -285,15 +304,16 @@ def load(
                 problems.append(Problem(file_values.where([key]), f"unknown option {key!r}{_suggest(key, opts)}"))
 
     warnings += _unknown_env(model, opts, environ)
+    values = {name: fold_choices(model.model_fields[name].annotation, value) for name, value in values.items()}
 
     settings = None
     try:
         settings = model.model_validate(values)
     except ValidationError as exc:
         for err in exc.errors():
-            problems.append(_problem_for(err, opts, sources, file_values))
+            problems.append(_problem_for(err, model, opts, values, sources, file_values))
     if problems or settings is None:
-        raise ConfigError(problems)
+        raise ConfigError(problems, warnings)
     return Loaded(settings=settings, sources=sources, warnings=warnings)
 
 
@@ -317,7 +337,19 @@ def _from_flags(opt: Option, flags: Mapping[str, list[str]], problems: list[Prob
         return None
 
 
-def _from_env(opt: Option, environ: Mapping[str, str], problems: list[Problem]) -> tuple[str, Any] | None:
+def _from_env(
+    opt: Option, environ: Mapping[str, str], problems: list[Problem], warnings: list[ConfigWarning]
+) -> tuple[str, Any] | None:
+    if opt.env in environ and is_service_link(opt, environ[opt.env]):
+        warnings.append(
+            ConfigWarning(
+                WarningKind.SERVICE_LINK,
+                opt.env,
+                f"ignored: {environ[opt.env]!r} is the address Kubernetes injects for a Service named "
+                f"{_service_name(opt.env)!r}, not a value of {opt.name} (set enableServiceLinks: false in the Pod)",
+            )
+        )
+        return None
     if opt.env in environ:
         where = f"env {opt.env}"
         try:
@@ -342,7 +374,27 @@ def _from_file(opt: Option, file_values: _FileValues, problems: list[Problem]) -
     return None
 
 
-def _unknown_env(model: type[SidecarSettings], opts: list[Option], environ: Mapping[str, str]) -> list[str]:
+# What the kubelet injects for a Service `my-svc` (unless the Pod sets enableServiceLinks: false):
+# MY_SVC_SERVICE_HOST, MY_SVC_SERVICE_PORT[_NAME], MY_SVC_PORT=tcp://10.96.0.12:80 and
+# MY_SVC_PORT_80_TCP[_PROTO|_PORT|_ADDR]. Bounded: the variable names are matched at their end only.
+_SERVICE_VAR = re.compile(r"_(SERVICE_HOST|SERVICE_PORT\w*|PORT(_\d+_(TCP|UDP|SCTP)\w*)?)$")
+_SERVICE_LINK_VALUE = re.compile(r"(tcp|udp|sctp)://[0-9A-Fa-f.:\[\]]{2,64}:\d{1,5}")
+
+
+def is_service_link(opt: Option, text: str) -> bool:
+    """A `_port` or `_host` option holding `tcp://IP:PORT`: a Service link Kubernetes put in the env.
+
+    A Service named `sidecar-admin` makes `SIDECAR_ADMIN_PORT=tcp://10.96.0.12:9801`, which no port
+    or host option can mean; taken as the value it would stop the sidecar, so it is ignored with a warning.
+    """
+    return opt.name.endswith(("_port", "_host")) and _SERVICE_LINK_VALUE.fullmatch(text.strip()) is not None
+
+
+def _service_name(env: str) -> str:
+    return env.removesuffix("_PORT").removesuffix("_HOST").lower().replace("_", "-")
+
+
+def _unknown_env(model: type[SidecarSettings], opts: list[Option], environ: Mapping[str, str]) -> list[ConfigWarning]:
     """Env vars with our prefixes that match no option: warned about, not fatal.
 
     Kubernetes injects `<SERVICE>_PORT`-style variables for every Service in the namespace, so a
@@ -350,23 +402,122 @@ def _unknown_env(model: type[SidecarSettings], opts: list[Option], environ: Mapp
     """
     known = {o.env for o in opts} | {o.env + "_FILE" for o in opts if o.secret} | {CONFIG_ENV}
     prefixes = {model.common_env_prefix, model.env_prefix}
-    service_var = re.compile(r"_(SERVICE_HOST|SERVICE_PORT\w*|PORT(_\d+_(TCP|UDP|SCTP)\w*)?)$")
     warnings = []
     for name in sorted(environ):
-        if any(name.startswith(p) for p in prefixes) and name not in known and not service_var.search(name):
-            warnings.append(f"env {name} matches no option and is ignored")
+        if any(name.startswith(p) for p in prefixes) and name not in known and not _SERVICE_VAR.search(name):
+            close = closest(name, sorted(known))
+            hint = f" (did you mean {close}?)" if close else ""
+            warnings.append(ConfigWarning(WarningKind.UNKNOWN_ENV, name, f"matches no option and is ignored{hint}"))
     return warnings
 
 
-def _suggest(key: str, opts: list[Option]) -> str:
-    import difflib
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate `name` was most likely meant to be: a near spelling, or the one it ends.
 
-    close = difflib.get_close_matches(key, [o.name for o in opts], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    `batch_linez` -> `batch_lines`; `password` -> `basic_auth_password` (a key given without its
+    qualifying prefix, which spelling similarity alone misses).
+    """
+    names = list(candidates)
+    folded = {n.lower(): n for n in names}
+    if name.lower() in folded:
+        return folded[name.lower()]
+    close = difflib.get_close_matches(name, names, n=1)
+    if close:
+        return close[0]
+    separators = "_-"
+    ends = [n for n in names if len(name) >= 3 and n.lower().endswith(name.lower()) and n[-len(name) - 1] in separators]
+    return min(ends, key=len) if ends else None
+
+
+def _suggest(key: str, opts: Sequence[Option] | Iterable[str]) -> str:
+    names = [o.name if isinstance(o, Option) else o for o in opts]
+    close = closest(key, names)
+    return f" (did you mean {close!r}?)" if close else ""
+
+
+# Spellings other tools use for a choice: `WARN` for `warning` (Go, Java, syslog).
+CHOICE_ALIASES = {"warn": "warning"}
+
+
+def fold_choices(annotation: Any, value: Any) -> Any:
+    """`value` with every text given for a fixed choice (a Literal) in the choice's own spelling.
+
+    `INFO` becomes `info`, `WARN` becomes `warning`, also inside nested models and lists
+    (`listeners[].mode: HTTP`); anything that matches no choice is left for the model to refuse.
+    """
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return fold_choices(typing.get_args(annotation)[0], value)
+    if origin is typing.Literal:
+        if not isinstance(value, str):
+            return value
+        choices = [c for c in typing.get_args(annotation) if isinstance(c, str)]
+        lowered = {c.lower(): c for c in choices}
+        key = value.strip().lower()
+        if key not in lowered and CHOICE_ALIASES.get(key) in lowered:
+            key = CHOICE_ALIASES[key]
+        return lowered.get(key, value)
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            folded = fold_choices(arg, value)
+            if folded is not value:
+                return folded
+        return value
+    if origin in (list, tuple, set, frozenset, Sequence) and isinstance(value, list):
+        args = typing.get_args(annotation)
+        return [fold_choices(args[0], v) for v in value] if args else value
+    if origin in (dict, Mapping) and isinstance(value, dict):
+        args = typing.get_args(annotation)
+        return {k: fold_choices(args[1], v) for k, v in value.items()} if len(args) == 2 else value
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(value, dict):
+        fields = annotation.model_fields
+        return {k: fold_choices(fields[k].annotation, v) if k in fields else v for k, v in value.items()}
+    return value
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The model a field's values are validated as: `Model`, `Model | None`, `list[Model]`."""
+    annotation = _unwrap_optional(annotation)
+    if typing.get_origin(annotation) in (list, tuple, Sequence):
+        args = typing.get_args(annotation)
+        annotation = _unwrap_optional(args[0]) if args else None
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def nested_model(model: type[BaseModel], path: Sequence[int | str], values: Any) -> type[BaseModel] | None:
+    """The model at `path` inside `model` (list indexes skipped), for naming the keys it knows.
+
+    A settings model names the model of a free-form field itself (`nested_settings`): the
+    tailer's `sink_config` is validated by the chosen sink's settings.
+    """
+    current: type[BaseModel] | None = model
+    data = values
+    for part in path:
+        if isinstance(part, int):
+            data = data[part] if isinstance(data, list) and part < len(data) else None
+            continue
+        if current is None:
+            return None
+        found = None
+        if issubclass(current, SidecarSettings) and part in (chosen := current.nested_settings()):
+            chooser, models = chosen[part]
+            given = data.get(chooser) if isinstance(data, Mapping) else None
+            found = models.get(str(given if given is not None else current.model_fields[chooser].default))
+        else:
+            info = current.model_fields.get(part)
+            found = _model_of(info.annotation) if info is not None else None
+        current = found
+        data = data.get(part) if isinstance(data, Mapping) else None
+    return current
 
 
 def _problem_for(
-    err: Mapping[str, Any], opts: list[Option], sources: Mapping[str, str], file_values: _FileValues | None
+    err: Mapping[str, Any],
+    model: type[SidecarSettings],
+    opts: list[Option],
+    values: Mapping[str, Any],
+    sources: Mapping[str, str],
+    file_values: _FileValues | None,
 ) -> Problem:
     loc = list(err.get("loc", ()))
     # A model validator's ValueError reads "Value error, <text>": the text alone says it.
@@ -379,6 +530,9 @@ def _problem_for(
         return Problem(opt.name, f"required, but not set (give {opt.flag}, env {opt.env} or key {opt.name!r})")
     if err.get("type") == "extra_forbidden" and len(loc) > 1:
         message = f"unknown key {loc[-1]!r}"
+        inner = nested_model(model, loc[:-1], values)
+        if inner is not None:
+            message += _suggest(str(loc[-1]), list(inner.model_fields))
     source = sources.get(name)
     if source is not None and file_values is not None and source.startswith(str(file_values.path)):
         where = file_values.where(loc)

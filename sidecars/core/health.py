@@ -43,6 +43,7 @@ class Result:
     warn: bool = False  # a failing warn check is shown, not counted
     key: str | None = None  # its key among the health+json checks (default: the name)
     details: Mapping[str, object] = field(default_factory=dict)  # more fields of its health+json entry
+    note: str | None = None  # said of a passing check instead of `ok` (`pending since 12s: ...`)
 
     @property
     def ok(self) -> bool:
@@ -55,7 +56,7 @@ class Result:
 
     def line(self) -> str:
         if self.reason is None:
-            return f"[+]{self.name} ok"
+            return f"[+]{self.name} {self.note[:MAX_REASON_CHARS]}" if self.note else f"[+]{self.name} ok"
         reason = self.reason[:MAX_REASON_CHARS]
         return f"[+]{self.name} warn: {reason}" if self.warn else f"[-]{self.name} failed: {reason}"
 
@@ -138,8 +139,8 @@ def render_json(title: str, results: Sequence[Result], at: float | None = None) 
     ordered = sorted(results, key=lambda r: {"fail": 0, "warn": 1}.get(r.status, 2))
     for shown, result in enumerate(ordered):
         entry: dict[str, object] = {"componentId": result.name, "status": result.status, "time": when}
-        if result.reason:
-            entry["output"] = result.reason[:MAX_REASON_CHARS]
+        if result.reason or result.note:
+            entry["output"] = (result.reason or result.note or "")[:MAX_REASON_CHARS]
         entry.update(result.details)
         key = result.key or result.name
         cost = len(orjson.dumps({key: [entry]}))

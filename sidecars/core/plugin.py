@@ -15,7 +15,7 @@ import abc
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from sidecars.core.settings import SidecarSettings
 
@@ -137,6 +137,23 @@ class Sidecar(abc.ABC, Generic[S]):
         Each takes the remaining arguments and returns an exit code; names must not start with `-`.
         """
         return {}
+
+    @classmethod
+    def file_schemas(cls) -> Mapping[str, Mapping[str, Any]]:
+        """JSON Schemas of the files the sidecar reads besides its config file, by a short name.
+
+        `sidecars schema <sidecar>-<name>` prints one (the adapter's `rules`).
+        """
+        return {}
+
+    @classmethod
+    def config_warnings(cls, settings: S) -> Sequence[str]:
+        """What is valid but almost surely a mistake (an ambassador with nothing to proxy).
+
+        The sidecar still starts with such settings; `--check-config` fails on each, so a fleet's
+        config is caught before it is rolled out.
+        """
+        return ()
 
     def admin_routes(self) -> Sequence[web.RouteDef]:
         """Extra routes served by the admin server, collected once before it starts.

@@ -42,6 +42,7 @@ from sidecars.core.metrics import SidecarMetrics
 from sidecars.core.plugin import Sidecar
 from sidecars.core.settings import SidecarSettings
 from sidecars.core.telemetry import Telemetry
+from sidecars.core.watch import MountedFileError
 
 EXIT_OK = 0
 EXIT_FATAL = 1
@@ -50,6 +51,9 @@ EXIT_WATCHDOG = 3
 # After the watchdog's deadline: the kernel's SIGALRM ends a process whose threads cannot run at all.
 ALARM_AFTER_WATCHDOG_SECS = 2
 BACKOFF_CAP_SECS = 30.0
+# Start-up failures of the environment, not of the code: a port taken, a file missing or refused. Their
+# message says it all (one log line, no traceback) and a restart in this process would not change them.
+ENVIRONMENT_ERRORS = (OSError, MountedFileError)
 
 
 class _Context:
@@ -198,8 +202,7 @@ class Runtime:
                         await stack.enter_async_context(self.plugin.lifespan())
                 except Exception as exc:
                     # The plugin's own exit stack has released what it had acquired by now.
-                    self.log.error("start-up failed", error=str(exc), exc_info=True)
-                    self.metrics.errors.labels(type="startup").inc()
+                    self._startup_failed(exc)
                     return EXIT_FATAL
                 async with asyncio.TaskGroup() as group:
                     self._group = group
@@ -222,6 +225,11 @@ class Runtime:
             await self.admin.stop()
         self.log.info("stopped", exit_code=self._exit_code)
         return self._exit_code
+
+    def _startup_failed(self, exc: Exception) -> None:
+        """One line; a traceback only for what is not the environment's doing (a bug)."""
+        self.log.error("start-up failed", error=str(exc), exc_info=not isinstance(exc, ENVIRONMENT_ERRORS))
+        self.metrics.errors.labels(type="startup").inc()
 
     async def _run_plugin(self) -> None:
         await self.plugin.run(self._mark_ready)
@@ -289,6 +297,12 @@ class Runtime:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if isinstance(exc, ENVIRONMENT_ERRORS) and not self._ready.is_set():
+                    # A port taken or a file missing before the sidecar was ever ready: the environment,
+                    # which a restart in this process will not change (the kubelet's restart may).
+                    self._startup_failed(exc)
+                    self.request_stop(EXIT_FATAL)
+                    return
                 self.metrics.errors.labels(type="task_crash").inc()
                 if self.lifecycle.draining:
                     self.log.error("task crashed during shutdown", task=name, error=str(exc), exc_info=True)

@@ -7,6 +7,7 @@ fields below, `<PLUGIN>_<FIELD>` for a plugin's own) and a key in the optional Y
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -62,6 +63,16 @@ class SidecarSettings(BaseModel):
     @classmethod
     def _admin_hosts(cls, value: Any) -> Any:
         return split_hosts(value)
+
+    @classmethod
+    def nested_settings(cls) -> Mapping[str, tuple[str, Mapping[str, type[BaseModel]]]]:
+        """Free-form fields (a `dict`) validated by a model another field chooses.
+
+        `{field: (chooser, {chooser's value: model})}`: the tailer's `sink_config` is validated by the
+        settings of the sink named in `sink`. Lets the config tooling name the keys such a field
+        knows: its JSON Schema, and the "did you mean" of a misspelt key inside it.
+        """
+        return {}
 
 
 def split_hosts(value: Any) -> Any:

@@ -45,7 +45,11 @@ class InjectorSettings(SidecarSettings):
         False, description="Inject ordinary containers instead of native sidecars (clusters before 1.29)."
     )
     image_prefix: str = Field("sidecars", description="Images are <image_prefix>/<sidecar>:<image_tag>.")
-    image_tag: str = Field(sidecars.__version__, description="Tag of the sidecar images.")
+    image_tag: str = Field(
+        sidecars.__version__,
+        description="Tag of the sidecar images.",
+        json_schema_extra={"doc_default": "this package's version"},
+    )
     images: dict[str, str] = Field(
         default_factory=dict,
         description="Per sidecar, a full image reference by tag or digest (tailer=registry/x@sha256:...); "

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from sidecars.core import SidecarSettings
+from sidecars.core.config import fold_choices
 from sidecars.tailer.confine import FORBIDDEN_TREES
 
 if TYPE_CHECKING:
@@ -260,7 +263,18 @@ class TailerSettings(SidecarSettings):
             return config
         # The sink's ValidationError passes through as it is: pydantic files each of its problems
         # under this field (`sink_config.url`), so the config file's line of the inner key is found.
-        return SinkConfig(config, _sink_class(name).Settings.model_validate(config))
+        model = _sink_class(name).Settings
+        return SinkConfig(config, model.model_validate(fold_choices(model, config)))  # `format: RAW` too
+
+    @classmethod
+    def nested_settings(cls) -> Mapping[str, tuple[str, Mapping[str, type[BaseModel]]]]:
+        from sidecars.tailer.sinks.base import SINKS
+
+        models = {}
+        for name in SINKS.names():
+            with contextlib.suppress(LookupError, ImportError, TypeError):  # reported when chosen
+                models[name] = _sink_class(name).Settings
+        return {"sink_config": ("sink", models)}
 
     def sink_settings(self) -> BaseModel:
         """The chosen sink's settings, validated from `sink_config` with the rest of these settings."""

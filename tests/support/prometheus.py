@@ -54,46 +54,14 @@ async def serve_pages(page: Callable[[int], str], pages: int) -> AsyncIterator[t
 @contextlib.asynccontextmanager
 async def run_prometheus(workdir: Path, target_port: int) -> AsyncIterator[str]:
     """Prometheus scraping 127.0.0.1:`target_port` every second; yields its base URL."""
-    assert Path(PROMETHEUS).exists(), "the prometheus package is not installed"
-    port = free_port()
     config = workdir / "prometheus.yml"
     config.write_text(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n"
         "scrape_configs:\n  - job_name: app\n    static_configs:\n"
         f"      - targets: ['127.0.0.1:{target_port}']\n"
     )
-    log = (workdir / "prometheus.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        PROMETHEUS,
-        f"--config.file={config}",
-        f"--storage.tsdb.path={workdir / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--log.level=warn",
-        stdout=log,
-        stderr=log,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(600):
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(f"{url}/-/ready") as resp:
-                        if resp.status == 200:
-                            break
-                assert proc.returncode is None, (workdir / "prometheus.log").read_text()
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("Prometheus did not become ready:\n" + (workdir / "prometheus.log").read_text())
+    async with _prometheus(config, workdir / "data", free_port(), workdir / "prometheus.log", "wb") as url:
         yield url
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 15)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        log.close()
 
 
 @contextlib.asynccontextmanager
@@ -102,16 +70,27 @@ async def run_receiver(workdir: Path, port: int) -> AsyncIterator[str]:
 
     Started again on the same `workdir` and port, it keeps what it had received (its WAL).
     """
-    assert Path(PROMETHEUS).exists(), "the prometheus package is not installed"
     config = workdir / "receiver.yml"
     config.write_text("global:\n  evaluation_interval: 1m\n")
-    log = (workdir / "receiver.log").open("ab")
+    async with _prometheus(
+        config, workdir / "receiver-data", port, workdir / "receiver.log", "ab", "--web.enable-remote-write-receiver"
+    ) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def _prometheus(
+    config: Path, data: Path, port: int, log_path: Path, log_mode: str, *flags: str
+) -> AsyncIterator[str]:
+    """Prometheus on 127.0.0.1:`port` with `config`, ready before it is yielded, stopped after."""
+    assert Path(PROMETHEUS).exists(), "the prometheus package is not installed"
+    log = log_path.open(log_mode)
     proc = await asyncio.create_subprocess_exec(
         PROMETHEUS,
         f"--config.file={config}",
-        f"--storage.tsdb.path={workdir / 'receiver-data'}",
+        f"--storage.tsdb.path={data}",
         f"--web.listen-address=127.0.0.1:{port}",
-        "--web.enable-remote-write-receiver",
+        *flags,
         "--log.level=warn",
         stdout=log,
         stderr=log,
@@ -124,10 +103,10 @@ async def run_receiver(workdir: Path, port: int) -> AsyncIterator[str]:
                     async with session.get(f"{url}/-/ready") as resp:
                         if resp.status == 200:
                             break
-                assert proc.returncode is None, (workdir / "receiver.log").read_text()
+                assert proc.returncode is None, log_path.read_text()
                 await asyncio.sleep(0.1)
             else:
-                raise AssertionError("Prometheus did not become ready:\n" + (workdir / "receiver.log").read_text())
+                raise AssertionError("Prometheus did not become ready:\n" + log_path.read_text())
         yield url
     finally:
         if proc.returncode is None:

@@ -72,6 +72,7 @@ BUILTIN_OUTPUTS = {
     "json": "sidecars.adapter.outputs.json:JsonOutput",
     "prometheus": "sidecars.adapter.outputs.prometheus:PrometheusOutput",
     "remote_write": "sidecars.adapter.outputs.remote_write:RemoteWriteOutput",
+    "otlp": "sidecars.adapter.outputs.otlp:OtlpOutput",
 }
 OUTPUTS: Registry[Output] = Registry(ENTRY_POINT_GROUP, Output, BUILTIN_OUTPUTS, kind="output")
 

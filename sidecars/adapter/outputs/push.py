@@ -15,6 +15,7 @@ import abc
 import asyncio
 import collections
 import email.utils
+import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,14 +29,16 @@ from sidecars.adapter.outputs.json import family_of
 from sidecars.adapter.promql.history import STALE_NAN, with_name
 from sidecars.adapter.promql.regex import AnchoredRegex, compile_anchored
 from sidecars.adapter.scraper import Scrape
-from sidecars.core import Context
+from sidecars.core import Context, heap
 from sidecars.core.backoff import jittered_backoff
 from sidecars.core.redact import redact_text
+from sidecars.core.telemetry import LogLimiter
 
 Labels = tuple[tuple[str, str], ...]
 Point = tuple[Labels, int, float, str]  # labels (with __name__), timestamp ms, value, family type
 MAX_RETRY_AFTER_SECS = 300.0  # a receiver asking for more is asked again after this
 RETRYABLE = frozenset({408, 429}) | frozenset(range(500, 600))
+ENQUEUE_SLICE = 10_000  # points a page enters the queue by, on the loop (about 0.1 ms each)
 
 
 class PushError(Exception):
@@ -66,7 +69,8 @@ class PushMetrics:
         self.sent = Counter("adapter_push_samples", "Samples a push receiver accepted.", ["output"], registry=registry)
         self.dropped = Counter(
             "adapter_push_dropped_samples",
-            "Samples given up: queue_full (the oldest, past push_queue_max_samples), rejected (a 4xx).",
+            "Samples given up: queue_full (the oldest, past push_queue_max_samples), rejected (a 4xx), "
+            "malformed (a histogram that cannot be sent), partial_rejected (refused within an accepted request).",
             ["output", "reason"],
             registry=registry,
         )
@@ -120,6 +124,7 @@ class PushOutput(Output):
 
     max_samples: int
     queue_max_samples: int
+    DROP_REASONS: tuple[str, ...] = ("queue_full", "rejected")
 
     def __init__(self, state, settings) -> None:  # type: ignore[no-untyped-def]
         super().__init__(state, settings)
@@ -149,9 +154,10 @@ class PushOutput(Output):
 
     def start(self, context: Context) -> None:
         self._context = context
+        self._lines = LogLimiter(context.log, 60.0)
         self._metrics = PushMetrics.of(context.metrics.registry)
         self._metrics.queued.labels(output=self.name).set(0)
-        for reason in ("queue_full", "rejected"):
+        for reason in self.DROP_REASONS:
             self._metrics.dropped.labels(output=self.name, reason=reason)
         context.spawn(f"push-{self.name}", self.run)
 
@@ -163,18 +169,28 @@ class PushOutput(Output):
         self._wake.set()
 
     def on_scrape_failed(self, scrape: Scrape) -> None:
-        # As Prometheus after a failed scrape: every series of the last page goes stale.
-        stale = [(labels, scrape.t_ms, STALE_NAN, kind) for labels, kind in self._live.items()]
-        self._live = {}
-        self._enqueue(stale)
+        # As Prometheus after a failed scrape: every series of the last page goes stale (in the
+        # sender's thread too, in order with the pages before it).
+        self._pending.append(scrape)
+        self._wake.set()
 
     def _convert(self, scrape: Scrape) -> list[Point]:
-        assert scrape.result is not None
-        points = select_points(scrape.result, scrape.t_ms, self.selection)
-        live = {p[0]: p[3] for p in points if p[1] == scrape.t_ms}
-        gone = [(labels, scrape.t_ms, STALE_NAN, kind) for labels, kind in self._live.items() if labels not in live]
-        self._live = live
-        return points + gone
+        """In a worker thread: the points of a page, or the stale markers of a failed one."""
+        # A page's points live until sent: built without full collections, then frozen out of them.
+        with heap.full_collections_held():
+            if scrape.result is None:
+                points: list[Point] = []
+                live: dict[Labels, str] = {}
+            else:
+                points = select_points(scrape.result, scrape.t_ms, self.selection)
+                live = {p[0]: p[3] for p in points if p[1] == scrape.t_ms}
+            t_ms = scrape.t_ms
+            points.extend((labels, t_ms, STALE_NAN, kind) for labels, kind in self._live.items() if labels not in live)
+            previous, self._live = self._live, live
+            heap.release([previous])  # 100k entries freed at once would hold the GIL for milliseconds
+            if len(points) >= heap.FREEZE_MIN_OBJECTS:
+                heap.freeze()
+        return points
 
     def _enqueue(self, points: list[Point]) -> None:
         self.queue.extend(points)
@@ -201,12 +217,16 @@ class PushOutput(Output):
                         points = await asyncio.to_thread(self._convert, scrape)
                     finally:
                         self._reading.discard(id(scrape))
-                    self._enqueue(points)
+                    del scrape  # the adapter releases the page piecewise; no last reference here
+                    for i in range(0, len(points), ENQUEUE_SLICE):
+                        self._enqueue(points[i : i + ENQUEUE_SLICE])
+                        await asyncio.sleep(0)  # the probes between slices
+                    del points
                 if not self.queue:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                batch = [self.queue[i] for i in range(min(self.batch_max, len(self.queue)))]
+                batch = list(itertools.islice(self.queue, self.batch_size()))
                 self._dropped_in_flight = 0
                 try:
                     await self.send(session, batch)
@@ -226,6 +246,18 @@ class PushOutput(Output):
                 if self._logged is not None and self._context is not None:
                     self._context.log.info("push delivering again", output=self.name)
                 self._logged = None
+
+    def batch_size(self) -> int:
+        """How many points of the queue's head the next batch takes (a subclass may keep groups whole)."""
+        return min(int(self.batch_max), len(self.queue))
+
+    def count_dropped(self, reason: str, n: int, detail: str | None = None) -> None:
+        """`n` samples given up for `reason` by the output itself (not sent, not to be retried)."""
+        assert self._metrics is not None and self._context is not None
+        self._metrics.dropped.labels(output=self.name, reason=reason).inc(n)
+        self._lines.warning(
+            "push samples dropped", key=f"dropped:{reason}", output=self.name, reason=reason, samples=n, detail=detail
+        )
 
     def _done(self, batch: list[Point]) -> None:
         # The batch was the head of the queue; drops past the bound meanwhile took its oldest first.

@@ -53,6 +53,7 @@ from sidecars.ambassador.cluster.discovery import (
 )
 from sidecars.ambassador.cluster.endpoint import Endpoint, Outcome, endpoint_key
 from sidecars.ambassador.cluster.outlier import OutlierDetector
+from sidecars.ambassador.cluster.upstream_tls import UpstreamTls
 from sidecars.core.backoff import EQUAL_JITTER, jittered_backoff
 
 # One active check of one endpoint: None when it passes, else the reason (`health.probe`'s contract).
@@ -93,8 +94,10 @@ class Cluster:
         *,
         resolver: Resolver | None = None,
         probe: Probe = health.probe,
+        tls: UpstreamTls | None = None,
     ) -> None:
         self.name = name
+        self.tls = tls  # the endpoints speak TLS; its probe (the caller's) connects with it too
         self._probe = probe
         self.config = config
         self.log = log.bind(cluster=name)
@@ -243,7 +246,12 @@ class Cluster:
     # -- lifecycle -----------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Run discovery until every source produced a set, do one health check round, start timers."""
+        """Load the TLS material, run discovery until every source produced a set, do one health check
+        round, start timers. Bad TLS material raises here: start-up stops with the file named."""
+        if self.tls is not None:
+            if self.tls.material is None:
+                self.tls.load()
+            self._tasks.append(asyncio.create_task(self.tls.run(), name=f"{self.name}:tls"))
         for source in self._sources:
             self._tasks.append(asyncio.create_task(self._run_source(source), name=f"{self.name}:{source.name}"))
         await asyncio.gather(*(ev.wait() for ev in self._first_update.values()))
@@ -370,6 +378,8 @@ class Cluster:
         if self._by_key.get(endpoint.key) is endpoint and endpoint.draining:
             del self._by_key[endpoint.key]
             self._endpoints.remove(endpoint)
+            if self.tls is not None:
+                self.tls.forget(endpoint.key)
             self.log.info("endpoint drained and dropped", endpoint=endpoint.key)
 
     # -- health and ejection ---------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sidecars.ambassador.cluster.balancer import balancer_class
+from sidecars.core.tls import TlsClientSettings
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -38,12 +39,18 @@ class _Section(BaseModel):
 class HealthCheckConfig(_Section):
     """Active checks: each endpoint is probed on its own timer, results counted against thresholds."""
 
-    kind: Literal["none", "tcp", "http", "redis", "memcached"] = Field(
+    kind: Literal["none", "tcp", "http", "grpc", "redis", "memcached"] = Field(
         "tcp",
         description="none: no active checks (endpoints count as up until outlier detection says "
         "otherwise); tcp: a connect succeeds; http: a GET of `path` answers one of `expected_statuses`; "
+        "grpc: grpc.health.v1.Health/Check of `grpc_service` over HTTP/2 answers SERVING; "
         "redis: PING answers PONG (after AUTH when the listener has a server password); memcached: "
         "version answers VERSION. redis and memcached listeners default to their own.",
+    )
+    grpc_service: str = Field(
+        "",
+        max_length=256,
+        description='grpc checks: the service name asked about ("" is the server as a whole, as gRPC defines).',
     )
     path: str = Field("/healthz", description="Path requested by http checks.")
     host_header: str | None = Field(None, description="Host header of http checks; default the endpoint's host:port.")
@@ -111,6 +118,41 @@ class CircuitBreakerConfig(_Section):
     max_requests: int = Field(4096, ge=1, description="Requests in flight to the cluster at once.")
 
 
+class Http2UpstreamConfig(_Section):
+    """HTTP/2 to the endpoints: streams multiplexed over a few connections per endpoint."""
+
+    max_connections_per_endpoint: int = Field(
+        4,
+        ge=1,
+        le=1024,
+        description="HTTP/2 connections opened to one endpoint at most; another is opened only when every "
+        "open one carries as many streams as its server allows (its MAX_CONCURRENT_STREAMS).",
+    )
+    max_streams_per_connection: int = Field(
+        100,
+        ge=1,
+        le=2**31 - 1,
+        description="Streams the ambassador opens on one upstream connection at most, even if the server allows more.",
+    )
+    initial_stream_window_bytes: int = Field(
+        262144,
+        ge=65535,
+        le=2**31 - 1,
+        description="Flow-control window of each upstream stream (SETTINGS_INITIAL_WINDOW_SIZE): response "
+        "bytes the upstream may send ahead of the app reading them, per stream.",
+    )
+    connection_window_bytes: int = Field(
+        1048576,
+        ge=65535,
+        le=2**31 - 1,
+        description="Flow-control window of each upstream connection: response bytes buffered at most for "
+        "all its streams together.",
+    )
+    max_header_list_bytes: int = Field(
+        65536, ge=1024, description="Largest response header list accepted (SETTINGS_MAX_HEADER_LIST_SIZE)."
+    )
+
+
 class ClusterConfig(_Section):
     """One upstream cluster: discovery sources (at least one), balancing, health and limits."""
 
@@ -163,11 +205,29 @@ class ClusterConfig(_Section):
         description="Below this share of healthy endpoints, balance over all of them (healthy or not), "
         "as Envoy does: better some errors than all load on a few survivors; 0 = never.",
     )
+    protocol: Literal["http1", "http2", "auto"] = Field(
+        "http1",
+        description="http listeners: the protocol spoken to the endpoints. http1: HTTP/1.1; http2: HTTP/2 "
+        "(h2c, prior knowledge; with tls: TLS with ALPN h2, a server not selecting it refused as tls_alpn), "
+        "every request a stream, streams balanced one by one; auto: the protocol the app spoke (an HTTP/2 "
+        "client's streams go out as HTTP/2, an HTTP/1.1 client's requests as HTTP/1.1; with tls each "
+        "connection offers its own through ALPN).",
+    )
+    http2: Http2UpstreamConfig = Field(default_factory=Http2UpstreamConfig, description="HTTP/2 to the endpoints.")
     health_check: HealthCheckConfig = Field(default_factory=HealthCheckConfig, description="Active health checks.")
     outlier: OutlierConfig = Field(default_factory=OutlierConfig, description="Passive outlier ejection.")
     retry_budget: RetryBudgetConfig = Field(default_factory=RetryBudgetConfig, description="Retry budget.")
     circuit_breaker: CircuitBreakerConfig = Field(
         default_factory=CircuitBreakerConfig, description="Connection and request limits."
+    )
+    tls: TlsClientSettings | None = Field(
+        None,
+        description="Connect to the endpoints over TLS: verified against ca_file (or the system store), the "
+        "name checked and sent as SNI is server_name or the endpoint's host; cert_file and key_file for mutual "
+        "TLS. The files are watched: new connections use new material, a bad update keeps the last good one.",
+    )
+    tls_poll_secs: float = Field(
+        5.0, gt=0, description="Safety-net re-read of the tls files when no change notification arrives."
     )
 
     @field_validator("endpoints")

@@ -1,5 +1,5 @@
-"""Active health checks: one probe of one endpoint (TCP connect, HTTP GET, redis PING, memcached
-version), bounded by a timeout.
+"""Active health checks: one probe of one endpoint (TCP connect, HTTP GET, gRPC Health/Check, redis
+PING, memcached version), bounded by a timeout.
 
 The probe opens a fresh connection each time (`Connection: close`), so it tests what a new request
 would meet; it never shares the data plane's pooled connections. The cluster owns the schedule and
@@ -11,28 +11,46 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from sidecars.ambassador.cluster import grpc_health
 from sidecars.ambassador.cluster.config import HealthCheckConfig
+from sidecars.ambassador.cluster.connect import UpstreamTlsError, open_connection
 from sidecars.ambassador.cluster.endpoint import Endpoint
+from sidecars.ambassador.cluster.upstream_tls import HTTP1, UpstreamTls
 
 # The status line of a check answer must fit in this; headers and body are never read.
 MAX_STATUS_LINE_BYTES = 4096
 
 
-async def probe(config: HealthCheckConfig, endpoint: Endpoint, password: bytes | None = None) -> str | None:
-    """None if the endpoint passes, else a short reason ("connect: refused", "status 503", "timeout").
-    `password`: redis checks authenticate with it first (it never appears in a reason)."""
+async def probe(
+    config: HealthCheckConfig, endpoint: Endpoint, password: bytes | None = None, *, tls: UpstreamTls | None = None
+) -> str | None:
+    """None if the endpoint passes, else a short reason ("connect: refused", "status 503", "timeout",
+    "tls_verify: ..."). `password`: redis checks authenticate with it first (it never appears in a
+    reason); `tls`: the cluster's, so a check meets what a request would (and a TCP check is a handshake)."""
     try:
         async with asyncio.timeout(config.timeout_secs):
-            return await _probe(config, endpoint, password)
+            return await _probe(config, endpoint, password, tls)
     except TimeoutError:
         return f"timeout after {config.timeout_secs}s"
 
 
-async def _probe(config: HealthCheckConfig, endpoint: Endpoint, password: bytes | None) -> str | None:
+async def _probe(
+    config: HealthCheckConfig, endpoint: Endpoint, password: bytes | None, tls: UpstreamTls | None
+) -> str | None:
+    if config.kind == "grpc":
+        return await grpc_health.probe(config, endpoint, tls)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_STATUS_LINE_BYTES, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
     try:
-        reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port, limit=MAX_STATUS_LINE_BYTES)
+        # An HTTP check is an HTTP/1.1 request, whatever the cluster's protocol: it offers http/1.1.
+        alpn = HTTP1 if config.kind == "http" and tls is not None and HTTP1 in tls.profiles else None
+        transport, _ = await open_connection(loop, lambda: protocol, endpoint, tls, config.timeout_secs, alpn)
+    except UpstreamTlsError as exc:
+        return str(exc)[:200]
     except OSError as exc:
         return f"connect: {exc.strerror or exc}"
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
     try:
         if config.kind == "tcp":
             return None

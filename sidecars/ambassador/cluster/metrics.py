@@ -99,8 +99,36 @@ class ClusterCollector(Collector):
             "Current value of each circuit breaker counter.",
             labels=[*c, "limit"],
         )
+        expiry = GaugeMetricFamily(
+            "ambassador_tls_cert_expiry_seconds",
+            "Seconds until the client certificate the cluster presents expires (negative: expired).",
+            labels=c,
+        )
+        tls_failures = CounterMetricFamily(
+            "ambassador_upstream_tls_failures",
+            "TLS handshakes to the endpoint that failed, by reason (tls_verify, tls_alpn, tls_handshake).",
+            labels=[*ce, "reason"],
+        )
+        handshakes = CounterMetricFamily(
+            "ambassador_upstream_tls_handshakes",
+            "TLS handshakes completed, full or resumed (a session of the pool's earlier connection).",
+            labels=[*c, "kind"],
+        )
+        reloads = CounterMetricFamily(
+            "ambassador_upstream_tls_reloads", "Accepted updates of the cluster's TLS files.", labels=c
+        )
         now = time.monotonic()
         for cl in list(self.clusters):
+            tls = cl.tls
+            if tls is not None:
+                left = tls.expiry_secs()
+                if left is not None:
+                    expiry.add_metric([cl.name], left)
+                for (endpoint, reason), n in list(tls.failures.items()):
+                    tls_failures.add_metric([cl.name, endpoint, reason], n)
+                for kind, n in tls.handshakes.items():
+                    handshakes.add_metric([cl.name, kind], n)
+                reloads.add_metric([cl.name], tls.rotations)
             name = cl.name
             counts = dict.fromkeys(ENDPOINT_STATES, 0)
             for ep in list(cl.endpoints):
@@ -150,6 +178,10 @@ class ClusterCollector(Collector):
             denied,
             overflows,
             in_use,
+            expiry,
+            tls_failures,
+            handshakes,
+            reloads,
         )
 
 

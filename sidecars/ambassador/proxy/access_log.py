@@ -78,6 +78,46 @@ class AccessLog:
         else:
             self.log.info("request", **fields)
 
+    def call(
+        self,
+        method: bytes,
+        path: bytes,
+        status: int,
+        grpc_status: int | None,
+        reason: str,
+        tries: int,
+        elapsed_s: float,
+    ) -> None:
+        """One HTTP/2 stream; a gRPC call's line carries its method (the path) and its grpc_status."""
+        if not self.enabled or (not reason and not self.all):
+            return
+        if reason:
+            if not self._allow_error():
+                return
+        elif self.sample < 1.0 and random.random() >= self.sample:
+            return
+        fields: dict[str, Any] = {
+            "listener": self.listener,
+            "protocol": "http2",
+            "method": method[:16].decode("latin-1"),
+            "status": status,
+            "tries": tries,
+            "duration_ms": round(elapsed_s * 1000.0, 3),
+        }
+        if grpc_status is None:
+            fields["path"] = shown_target(path[:2048], self.query)
+        else:
+            fields["grpc_method"] = path[:200].decode("latin-1")
+            fields["grpc_status"] = grpc_status
+        if reason:
+            fields["reason"] = reason
+            if self.suppressed:
+                fields["suppressed_since_last"] = self.suppressed
+                self.suppressed = 0
+            self.log.warning("request failed", **fields)
+        else:
+            self.log.info("request", **fields)
+
     def bad_request(self, status: int, reason: str, url: bytes) -> None:
         if self.enabled and self._allow_error():
             self.log.warning(

@@ -10,7 +10,7 @@ cimport cython
 
 @cython.final
 cdef class HttpProxy:
-    cdef public object config, cluster, stats, access_log, loop, pool, ids, clients
+    cdef public object config, cluster, stats, access_log, loop, pool, tls, ids, clients
     cdef public bint draining
     cdef public double clock
     cdef public Py_ssize_t max_header_bytes, max_retry_body
@@ -101,7 +101,7 @@ cdef class Exchange:
 @cython.final
 cdef class UpstreamConnection:
     cdef public HttpProxy p
-    cdef public object endpoint, transport, parser
+    cdef public object endpoint, pool, transport, parser
     cdef public Exchange ex
     cdef public double idle_since
     cdef public bint in_pool, closed, eof, in_head

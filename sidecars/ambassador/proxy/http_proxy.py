@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING, NoReturn, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, HttpResponseParser
 
+from sidecars.ambassador.cluster.connect import UpstreamTlsError, open_connection
 from sidecars.ambassador.cluster.endpoint import LOCAL_ERRNOS, Endpoint, Outcome
+from sidecars.ambassador.cluster.upstream_tls import UpstreamTls
 from sidecars.ambassador.proxy.headers import (
     CONTINUE_100,
     CRLF,
@@ -131,6 +133,10 @@ class HttpProxy:
         self.access_log = access_log
         self.loop = loop
         self.pool = Pool(config.max_idle_per_endpoint, config.idle_timeout_secs)
+        # The cluster's TLS, None for plain endpoints: read once per new connection, never per request.
+        self.tls: UpstreamTls | None = getattr(cluster, "tls", None)
+        if self.tls is not None:
+            self.tls.on_rotate(self.retire_pool)
         self.ids = RequestIds()
         self.clients: set[ClientConnection] = set()
         self.draining = False
@@ -199,6 +205,14 @@ class HttpProxy:
 
     def on_endpoint_removed(self, endpoint: Endpoint) -> None:
         self.pool.close_endpoint(endpoint)
+
+    def retire_pool(self) -> None:
+        """New TLS material: a new pool for connections made with it. Each connection goes back to the
+        pool it was opened for, so the old material's idle ones close now and busy ones after their
+        response: the pool is keyed by endpoint and TLS identity."""
+        old = self.pool
+        self.pool = Pool(old.max_idle, old.idle_timeout)
+        old.retire()
 
     def sweep(self) -> None:
         """Periodic: refresh the clock, expire idle pooled connections and stale client connections."""
@@ -813,8 +827,7 @@ class Exchange:
         breaker = p.cluster.breaker
         conn = UpstreamConnection(p, ep)
         try:
-            async with asyncio.timeout(p.connect_timeout):
-                await p.loop.create_connection(lambda: cast(asyncio.Protocol, conn), ep.host, ep.port)
+            await open_connection(p.loop, lambda: cast(asyncio.Protocol, conn), ep, p.tls, p.connect_timeout)
         except (OSError, TimeoutError) as exc:
             self.connecting = None
             if self.done:
@@ -825,7 +838,9 @@ class Exchange:
                 self.endpoint = None
                 self.fail(503, "local_resources_exhausted")
             else:
-                self.try_failed(Outcome.CONNECT_FAILURE, "connect_failed", never_reached=True)
+                # A failed TLS handshake is a connect failure too (nothing was sent), named as such.
+                reason = exc.reason if isinstance(exc, UpstreamTlsError) else "connect_failed"
+                self.try_failed(Outcome.CONNECT_FAILURE, reason, never_reached=True)
             return
         finally:
             breaker.release_pending()
@@ -833,7 +848,7 @@ class Exchange:
                 breaker.release_connection()  # never opened; an open one releases in connection_lost
         self.connecting = None
         if self.done or self.endpoint is not ep:
-            p.pool.put(conn, p.clock)
+            conn.pool.put(conn, p.clock)
             return
         self.send(conn)
 
@@ -1107,6 +1122,7 @@ class UpstreamConnection:
     def __init__(self, proxy: HttpProxy, endpoint: Endpoint) -> None:
         self.p = proxy
         self.endpoint = endpoint
+        self.pool = proxy.pool  # the pool of the TLS material it is opened with
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = HttpResponseParser(self)
         self.ex: Exchange | None = None
@@ -1152,7 +1168,7 @@ class UpstreamConnection:
         ex = self.ex
         if ex is None:
             if self.in_pool:
-                self.p.pool.discard(self)
+                self.pool.discard(self)
             return
         self.ex = None
         if ex.responded and self.body_mode and self.clen is None and not self.chunked_in and exc is None:
@@ -1428,7 +1444,7 @@ class UpstreamConnection:
         """Back to the pool; reading resumes so a close by the server is noticed while idle."""
         self.discard = False
         self.transport.resume_reading()
-        self.p.pool.put(self, self.p.clock)
+        self.pool.put(self, self.p.clock)
 
     def close(self) -> None:
         if not self.closed:

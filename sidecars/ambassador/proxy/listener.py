@@ -10,6 +10,7 @@ On drain the socket closes (no new connections), the proxy finishes what is in f
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from typing import cast
 
@@ -18,9 +19,12 @@ from structlog.typing import FilteringBoundLogger
 
 from sidecars.ambassador.cluster import health
 from sidecars.ambassador.cluster.cluster import Cluster
+from sidecars.ambassador.cluster.upstream_tls import H2, HTTP1, Alpn, UpstreamTls
 from sidecars.ambassador.proxy.access_log import AccessLog
 from sidecars.ambassador.proxy.client_limit import ClientLimit
 from sidecars.ambassador.proxy.headers import local_response
+from sidecars.ambassador.proxy.http2_detect import detecting
+from sidecars.ambassador.proxy.http2_server import Http2Proxy
 from sidecars.ambassador.proxy.http_proxy import HttpProxy
 from sidecars.ambassador.proxy.sharded_listener import ShardedSetup
 from sidecars.ambassador.proxy.sharded_proxy import ShardedProxy
@@ -48,10 +52,21 @@ class Listener:
         self.stats = ListenerStats(config.name, config.name)
         self.sharded = ShardedSetup(config, registry) if config.mode in SHARDED_MODES else None
         probe = self.sharded.probe if self.sharded is not None else health.probe
-        self.cluster = Cluster(config.name, config.cluster, registry, self.log, probe=probe)
+        self.tls: UpstreamTls | None = None
+        if config.cluster.tls is not None:
+            self.tls = UpstreamTls(
+                config.name,
+                config.cluster.tls,
+                self.log,
+                profiles=alpn_profiles(config),
+                poll_secs=config.cluster.tls_poll_secs,
+            )
+            probe = functools.partial(health.probe, tls=self.tls)
+        self.cluster = Cluster(config.name, config.cluster, registry, self.log, probe=probe, tls=self.tls)
         self._collector = collector
         self._client_limit = client_limit
         self.proxy: HttpProxy | TcpProxy | ShardedProxy | None = None
+        self.http2: Http2Proxy | None = None  # HTTP/2 clients of an http listener, beside `proxy`
         self.servers: list[asyncio.Server] = []  # one per address (IPv4 and IPv6 loopback by default)
         self.addresses: list[str] = []
         self.port = config.port
@@ -73,11 +88,25 @@ class Listener:
         loop = asyncio.get_running_loop()
         cfg = self.config
         proxy: HttpProxy | TcpProxy | ShardedProxy
+        factory: Callable[[], asyncio.BaseProtocol] | None = None
         if cfg.mode == "http":
             access = AccessLog(self.log, cfg.name, cfg.access_log, cfg.access_log_sample_percent, cfg.access_log_query)
             proxy = self._http_proxy_class(cfg, self.cluster, self.stats, access, loop)
             self.cluster.on_removed(proxy.on_endpoint_removed)
             refusal = local_response(503, "client_connection_limit", close=True)
+            if cfg.http2.enabled or cfg.cluster.protocol == "http2":
+                if self.http2 is None:
+                    self.http2 = Http2Proxy(cfg, self.cluster, self.stats, access, loop)
+                    self.cluster.on_removed(self.http2.on_endpoint_removed)
+                    if self.tls is not None:
+                        self.tls.on_rotate(self._retire_http2)
+                # HTTP/1.1 clients: to HTTP/1.1 endpoints, or translated to HTTP/2 streams (http2).
+                http1 = cast(Callable[[], asyncio.BaseProtocol], proxy)
+                if cfg.cluster.protocol == "http2":
+                    http1 = self.http2.http1
+                factory = http1
+                if cfg.http2.enabled:
+                    factory = detecting(http1, self.http2, self.stats, cfg.request_header_timeout_secs)
         elif isinstance(self.proxy, ShardedProxy):
             proxy = self.proxy  # after a restart of `run`: its shard set already follows the cluster
             refusal = b""
@@ -94,10 +123,10 @@ class Listener:
             raise OSError(exc.errno, f"listener {cfg.name}: {exc.strerror}") from exc
         # The request paths' protocols are asyncio protocols by their methods: a compiled (extension)
         # type cannot inherit from asyncio.Protocol.
-        factory = self._client_limit.gate(cast(Callable[[], asyncio.BaseProtocol], proxy), self.stats, refusal)
+        gated = self._client_limit.gate(factory or cast(Callable[[], asyncio.BaseProtocol], proxy), self.stats, refusal)
         try:
             for sock in bound.sockets:
-                self.servers.append(await loop.create_server(factory, sock=sock, backlog=BACKLOG))
+                self.servers.append(await loop.create_server(gated, sock=sock, backlog=BACKLOG))
         except BaseException:
             for server in self.servers:
                 server.close()
@@ -112,27 +141,42 @@ class Listener:
             "listening", addresses=self.addresses, port=self.port, mode=cfg.mode, endpoints=len(self.cluster.endpoints)
         )
 
+    def _retire_http2(self) -> None:
+        """New TLS material: the HTTP/2 connections take no new stream and close once their streams
+        end (as a removed endpoint's do); the next streams open connections with the new material."""
+        if self.http2 is not None:
+            pool = self.http2.pool
+            for endpoint in list(pool.by_endpoint):
+                pool.close_endpoint(endpoint)
+
     def sweep(self) -> None:
         if self.proxy is not None:
             self.proxy.sweep()
+        if self.http2 is not None:
+            self.http2.sweep()
 
     def active_connections(self) -> int:
         proxy = self.proxy
         if proxy is None:
             return 0
-        return len(proxy.sessions) if isinstance(proxy, TcpProxy) else len(proxy.clients)
+        h2 = len(self.http2.clients) if self.http2 is not None else 0
+        return len(proxy.sessions) if isinstance(proxy, TcpProxy) else len(proxy.clients) + h2
 
     def stop_accepting(self) -> None:
         for server in self.servers:
             server.close()
         if self.proxy is not None:
             self.proxy.start_drain()
+        if self.http2 is not None:
+            self.http2.start_drain()
 
     async def stop(self) -> None:
         for server in self.servers:
             server.close()
         if self.proxy is not None:
             self.proxy.close_all()
+        if self.http2 is not None:
+            self.http2.close_all()
         if self.servers:
             # Servers' wait_closed() waits for connections on some Pythons; they are aborted above.
             await asyncio.sleep(0)
@@ -141,3 +185,18 @@ class Listener:
         # Also a cluster never started: its series were attached when it was built.
         await self.cluster.stop()
         self._cluster_started = False
+
+
+def alpn_profiles(config: ListenerConfig) -> list[Alpn]:
+    """What the listener's TLS connections offer through ALPN, the default first.
+
+    An http listener speaks HTTP/1.1 (its HTTP/1.1 requests, HTTP checks) and HTTP/2 (its streams to
+    `protocol: http2|auto` endpoints, gRPC checks), each connection offering one of them, so the
+    server's choice never turns a connection into a protocol its caller does not speak; with
+    `protocol: http2` the default (what a `tcp` check's handshake offers) is h2. A tcp listener offers
+    the cluster's own `tls.alpn`, nothing required (the app's protocol is opaque to it).
+    """
+    grpc_check = config.cluster.health_check.kind == "grpc"
+    if config.mode != "http":
+        return [Alpn(tuple(config.cluster.tls.alpn if config.cluster.tls else ()))] + ([H2] if grpc_check else [])
+    return [H2, HTTP1] if config.cluster.protocol == "http2" else [HTTP1, H2]

@@ -294,16 +294,10 @@ def _merge_values(keys: list[bytes]) -> Callable[[list[Command]], bytes]:
 class MemcachedLink(ShardLink):
     p: MemcachedProxy
 
-    def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        if buf is not None:
-            buf += data
-            if len(buf) < self.need:
-                if len(buf) > self.p.max_reply:
-                    self.fail("reply_too_large", f"reply exceeds max_reply_bytes ({self.p.max_reply})")
-                return
-            data = bytes(buf)
-            self.buf = None
+    def data_received(self, received: bytes) -> None:
+        data = self.joined(received)
+        if data is None:
+            return
         fifo = self.fifo
         now = self.p.loop.time()
         shard = self.shard

@@ -87,6 +87,12 @@ class Pool:
             if not stack:
                 del self._idle[key]
 
+    def retire(self) -> None:
+        """Close every idle connection and keep none from now on: its connections drain (they were
+        opened with TLS material since replaced)."""
+        self.max_idle = 0
+        self.close_all()
+
     def idle_count(self) -> int:
         return sum(len(s) for s in self._idle.values())
 

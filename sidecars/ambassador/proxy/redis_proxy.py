@@ -486,16 +486,10 @@ class RedisLink(ShardLink):
             return None
         return f"{tag} failed: {reply[:80].decode('latin-1').strip()}"
 
-    def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        if buf is not None:
-            buf += data
-            if len(buf) < self.need:
-                if len(buf) > self.p.max_reply:
-                    self.fail("reply_too_large", f"reply exceeds max_reply_bytes ({self.p.max_reply})")
-                return
-            data = bytes(buf)
-            self.buf = None
+    def data_received(self, received: bytes) -> None:
+        data = self.joined(received)
+        if data is None:
+            return
         fifo = self.fifo
         now = self.p.loop.time()
         shard = self.shard

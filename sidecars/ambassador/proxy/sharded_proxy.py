@@ -133,6 +133,20 @@ class ShardLink:
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
         self.out = []
 
+    def joined(self, data: bytes) -> bytes | None:
+        """`data` after the start of a reply an earlier read left in `buf`; None while that reply is
+        still short of `need` bytes (the link fails once the partial reply exceeds max_reply_bytes)."""
+        buf = self.buf
+        if buf is None:
+            return data
+        buf += data
+        if len(buf) < self.need:
+            if len(buf) > self.p.max_reply:
+                self.fail("reply_too_large", f"reply exceeds max_reply_bytes ({self.p.max_reply})")
+            return None
+        self.buf = None
+        return bytes(buf)
+
     # -- connection -----------------------------------------------------------------------------------
 
     def handshake(self) -> list[tuple[bytes, str]]:

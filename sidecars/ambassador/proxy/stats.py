@@ -17,6 +17,26 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+# grpc_status label values: the status names gRPC's documentation uses, a bounded set.
+_GRPC_NAMES = {
+    0: "OK",
+    1: "CANCELLED",
+    2: "UNKNOWN",
+    3: "INVALID_ARGUMENT",
+    4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND",
+    6: "ALREADY_EXISTS",
+    7: "PERMISSION_DENIED",
+    8: "RESOURCE_EXHAUSTED",
+    9: "FAILED_PRECONDITION",
+    10: "ABORTED",
+    11: "OUT_OF_RANGE",
+    12: "UNIMPLEMENTED",
+    13: "INTERNAL",
+    14: "UNAVAILABLE",
+    15: "DATA_LOSS",
+    16: "UNAUTHENTICATED",
+}
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 # A status outside 100-599 (never sent by the proxy itself) is counted as "other": six classes at most.
@@ -43,6 +63,9 @@ class ListenerStats:
         self.bytes_in = 0  # TCP mode: client -> upstream
         self.bytes_out = 0  # TCP mode: upstream -> client
         self.tcp_sessions = 0
+        self.http2_streams = 0  # requests that came as HTTP/2 streams (the rest of `requests`: HTTP/1.1)
+        self.grpc_calls: dict[str, int] = {}  # grpc_status name -> calls
+        self.h2_violations: dict[str, int] = {}  # reason -> HTTP/2 clients cut off or streams reset
 
     def request(self, endpoint: str, status: int, latency_s: float) -> None:
         cls = status // 100 - 1
@@ -61,6 +84,16 @@ class ListenerStats:
 
     def refused(self, reason: str) -> None:
         self.connections_refused[reason] = self.connections_refused.get(reason, 0) + 1
+
+    def http2_stream(self) -> None:
+        self.http2_streams += 1
+
+    def grpc_call(self, status: int | None) -> None:
+        name = "none" if status is None else _GRPC_NAMES.get(status, "other")
+        self.grpc_calls[name] = self.grpc_calls.get(name, 0) + 1
+
+    def h2_violation(self, reason: str) -> None:
+        self.h2_violations[reason] = self.h2_violations.get(reason, 0) + 1
 
     def upstream_opened(self, endpoint: str) -> None:
         self.upstream_connections[endpoint] = self.upstream_connections.get(endpoint, 0) + 1
@@ -120,6 +153,21 @@ class StatsCollector(Collector):
             "ambassador_tcp_bytes", "Bytes spliced in TCP mode, by direction.", labels=[*lc, "direction"]
         )
         tcp_sessions = CounterMetricFamily("ambassador_tcp_sessions", "TCP sessions accepted.", labels=lc)
+        by_protocol = CounterMetricFamily(
+            "ambassador_requests_by_protocol",
+            "Requests answered, by the protocol the app spoke (http1: HTTP/1.1, http2: HTTP/2 streams).",
+            labels=[*lc, "protocol"],
+        )
+        grpc_calls = CounterMetricFamily(
+            "ambassador_grpc_calls",
+            "gRPC calls ended, by grpc_status (the upstream's or the proxy's own; none: no status).",
+            labels=[*lc, "grpc_status"],
+        )
+        h2_violations = CounterMetricFamily(
+            "ambassador_http2_violations",
+            "HTTP/2 clients cut off (GOAWAY) or streams reset for crossing a limit, by reason.",
+            labels=[*lc, "reason"],
+        )
         for s in list(self.listeners):
             base = [s.listener, s.cluster]
             for (endpoint, cls), n in list(s.requests.items()):
@@ -144,7 +192,15 @@ class StatsCollector(Collector):
             tcp_bytes.add_metric([*base, "upstream"], s.bytes_in)
             tcp_bytes.add_metric([*base, "client"], s.bytes_out)
             tcp_sessions.add_metric(base, s.tcp_sessions)
+            answered = sum(s.requests.values())
+            by_protocol.add_metric([*base, "http1"], max(0, answered - s.http2_streams))
+            by_protocol.add_metric([*base, "http2"], s.http2_streams)
+            for name, n in list(s.grpc_calls.items()):
+                grpc_calls.add_metric([*base, name], n)
+            for reason, n in list(s.h2_violations.items()):
+                h2_violations.add_metric([*base, reason], n)
         yield from (requests, latency, retries, errors, clients, refused, upstreams, tcp_bytes, tcp_sessions)
+        yield from (by_protocol, grpc_calls, h2_violations)
         if self.max_client_connections:
             yield GaugeMetricFamily(
                 "ambassador_max_client_connections",

@@ -1,7 +1,8 @@
 """TCP mode: an opaque byte splice between the app and one upstream endpoint per connection.
 
-The endpoint is picked when the app connects; a refused or timed-out connect moves on to another
-endpoint (nothing was sent yet, so that is always safe). Bytes are passed on as they arrive, in both
+The endpoint is picked when the app connects; a refused or timed-out connect (or a failed TLS
+handshake, with a `tls` cluster) moves on to another endpoint (nothing was sent yet, so that is
+always safe). Bytes are passed on as they arrive, in both
 directions, with the peer's reading paused while a write buffer is full. A half-close travels to the
 other side (`write_eof`), so request/response protocols that signal the end of input by shutting down
 their sending side keep working. A session quiet for `idle_timeout_secs` either way is closed; its
@@ -16,7 +17,9 @@ import contextlib
 import time
 from typing import TYPE_CHECKING
 
+from sidecars.ambassador.cluster.connect import UpstreamTlsError, open_connection
 from sidecars.ambassador.cluster.endpoint import LOCAL_ERRNOS, Endpoint, Outcome
+from sidecars.ambassador.cluster.upstream_tls import UpstreamTls
 
 if TYPE_CHECKING:
     from sidecars.ambassador.cluster.view import ClusterView
@@ -34,6 +37,7 @@ class TcpProxy:
         self.cluster = cluster
         self.stats = stats
         self.loop = loop
+        self.tls: UpstreamTls | None = getattr(cluster, "tls", None)  # sessions are opaque: TLS ends with them
         self.sessions: set[TcpSession] = set()
         self.clock = loop.time()
         self.draining = False
@@ -87,6 +91,7 @@ class TcpSession(asyncio.Protocol):
         cfg = p.config
         tried: list[Endpoint] = []
         breaker = p.cluster.breaker
+        failure = "connect_failed"
         for attempt in range(cfg.retries + 1 if "connect-failure" in cfg.retry_on else 1):
             ep = p.cluster.pick(None, tried) if tried else p.cluster.pick(None)
             if ep is None:
@@ -101,10 +106,10 @@ class TcpSession(asyncio.Protocol):
             ep.start_request()
             t0 = time.perf_counter()
             try:
-                async with asyncio.timeout(cfg.connect_timeout_secs):
-                    await p.loop.create_connection(lambda s=side: s, ep.host, ep.port)  # type: ignore[misc]
+                await open_connection(p.loop, lambda s=side: s, ep, p.tls, cfg.connect_timeout_secs)  # type: ignore[misc]
             except (OSError, TimeoutError) as exc:
                 breaker.release_connection()
+                failure = exc.reason if isinstance(exc, UpstreamTlsError) else "connect_failed"
                 if exc.errno in LOCAL_ERRNOS:
                     ep.end_request(Outcome.LOCAL_ERROR, time.perf_counter() - t0)
                     p.stats.error("local_resources_exhausted")
@@ -131,7 +136,7 @@ class TcpSession(asyncio.Protocol):
                 side.transport.write_eof()
             self.transport.resume_reading()
             return
-        p.stats.error("no_healthy_upstream" if not tried else "connect_failed")
+        p.stats.error("no_healthy_upstream" if not tried else failure)
         self.close()
 
     def data_received(self, data: bytes) -> None:

@@ -29,7 +29,9 @@ class FileSettings(SinkSettings):
         None, gt=0, description="Rotate before a batch would grow the file past this size; unset: never."
     )
     rotate_keep_files: int = Field(5, ge=1, description="Rotated files kept (path.1 is the newest).")
-    file_mode: int = Field(0o640, description="Permission bits of a newly created file.")
+    file_mode: int = Field(
+        0o640, description="Permission bits of a newly created file.", json_schema_extra={"doc_default": "`0o640`"}
+    )
 
 
 class FileSink(Sink[FileSettings]):

@@ -52,6 +52,7 @@ class OtlpSettings(HttpSinkSettings):
     attribute_names: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_ATTRIBUTE_NAMES),
         description="Label name -> resource attribute name; labels not listed keep their name.",
+        json_schema_extra={"doc_default": "the names above"},
     )
     scope_name: str = Field("sidecars.tailer", description="instrumentationScope name of the log records.")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -13,7 +15,7 @@ from typing import Any
 import aiohttp
 
 from sidecars.adapter.plugin import Adapter
-from sidecars.testing import ConformanceSuite, RunningSidecar, http_get, run_sidecar
+from sidecars.testing import ConformanceSuite, RunningSidecar, free_port, http_get, run_sidecar, start_process
 
 from .conftest import MetricsApp
 
@@ -156,7 +158,8 @@ rules:
         app.page = HEALTHY.replace("queue_depth 3", "queue_depth 500")
         await scrapes_after(sc)
         status, body = await http_get(url(sc, "/readyz?verbose"))
-        assert status == 200 and "[+]queue ok" in body
+        # Pending fails nothing, and says so rather than `ok`.
+        assert status == 200 and "[+]queue pending since " in body and "(for: 1s)" in body, body
         assert sc.plugin.state.verdict.by_name["queue"].state == "pending"
         await wait_for(lambda: sc.plugin.state.verdict.by_name["queue"].state == "firing", 5)
         assert (await http_get(url(sc, "/readyz")))[0] == 503
@@ -193,6 +196,32 @@ async def test_timeouts_and_http_errors_are_classified(app: MetricsApp, rules_fi
         app.status, app.delay_secs = 200, 0.5
         await wait_for(lambda: (sc.sample("adapter_scrape_failures_total", {"reason": "timeout"}) or 0) >= 1)
         assert "HTTP 500" in sc.events("scrape failed")[0]["detail"]
+
+
+async def test_a_one_second_interval_alone_runs_with_a_one_second_timeout(app: MetricsApp) -> None:
+    # As Prometheus' default timeout: `--scrape-interval-secs 1` alone starts (the 5 s default timeout
+    # would exceed it), and the timeout in force is the interval's: a target answering after 2.5 s times
+    # out, where the 5 s default would have waited for it.
+    app.page = HEALTHY
+    port = free_port()
+    command = [sys.executable, "-m", "sidecars.adapter", "--scrape-interval-secs", "1"]
+    settings = {"target_url": app.url, "listen_host": "127.0.0.1", "listen_port": port}
+    async with start_process("adapter", settings, command=command) as proc:
+        await proc.wait_http("/readyz", timeout_secs=30)
+        await wait_for(lambda: app.requests >= 1, 30)
+        app.delay_secs = 2.5
+
+        async def timeouts() -> float:
+            text = (await http_get(proc.admin_url + "/metrics"))[1]
+            found = re.search(r'^adapter_scrape_failures_total\{reason="timeout"\} (\S+)$', text, re.M)
+            return float(found.group(1)) if found else 0.0
+
+        deadline = time.monotonic() + 60
+        while await timeouts() < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert await timeouts() >= 1
+        status, body = await http_get(f"http://127.0.0.1:{port}/healthz?verbose")
+        assert status == 503 and "[-]scrape failed: scrape failed: timeout" in body, body
 
 
 async def test_malformed_page_is_a_parse_error_with_its_line(app: MetricsApp, rules_file: Path) -> None:

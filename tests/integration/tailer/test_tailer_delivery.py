@@ -294,7 +294,10 @@ async def test_concurrent_sends_acknowledged_out_of_order_commit_only_the_acked_
 
     sampler = asyncio.create_task(sample())
     try:
-        async with tailer(batch_max_lines=100, send_concurrency=4, max_in_flight_batches=8):
+        # Checkpoints often, so that many of them fall while batches are still out of order.
+        async with tailer(
+            batch_max_lines=100, send_concurrency=4, max_in_flight_batches=8, checkpoint_interval_secs=0.1
+        ):
             await receiver.wait_for(20000)
             for _ in range(100):
                 if offset_of(tmp_path, app) == app.stat().st_size:

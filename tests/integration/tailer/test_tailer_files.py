@@ -213,7 +213,7 @@ def test_sink_config_errors_give_the_line_of_the_key_inside_sink_config(tmp_path
     assert problems == [
         f"{path}:4 batch_wait_secs: Input should be greater than or equal to 0 (got -1)",  # reported with the others
         f"{path}:7 sink_config.timeout_secs: Input should be greater than 0",
-        f"{path}:8 sink_config.bearer_tokn: unknown key 'bearer_tokn'",
+        f"{path}:8 sink_config.bearer_tokn: unknown key 'bearer_tokn' (did you mean 'bearer_token'?)",
     ]
     assert "tk-secret-1" not in caught.value.render()
 

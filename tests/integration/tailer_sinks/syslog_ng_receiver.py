@@ -81,7 +81,9 @@ log {{ source(s_in); destination(d_out); }};
     def messages(self) -> list[dict[str, Any]]:
         if not self.out.exists():
             return []
-        return [orjson.loads(line) for line in self.out.read_bytes().splitlines() if line]
+        # Only whole lines: syslog-ng may be half-way through writing the last one.
+        complete = self.out.read_bytes().rpartition(b"\n")[0]
+        return [orjson.loads(line) for line in complete.splitlines() if line]
 
     async def wait_for(self, count: int, timeout_secs: float = 20.0) -> list[dict[str, Any]]:
         """The parsed messages once at least `count` arrived (or what arrived by the deadline)."""

@@ -107,3 +107,41 @@ def test_max_client_connections_must_be_positive() -> None:
     assert AmbassadorSettings().max_client_connections is None  # derived from the open-file limit at start
     with pytest.raises(ValidationError, match="max_client_connections"):
         AmbassadorSettings(max_client_connections=0)
+
+
+def test_cluster_tls_with_http2_and_its_alpn_checked_against_the_protocol() -> None:
+    def listener(protocol: str, alpn: list[str]) -> ListenerConfig:
+        cluster = {"endpoints": ["h:443"], "protocol": protocol, "tls": {"alpn": alpn}}
+        return ListenerConfig(name="h", port=7003, cluster=cluster)
+
+    for protocol in ("http1", "http2", "auto"):
+        assert listener(protocol, []).cluster.tls is not None  # TLS beside every protocol
+    assert listener("http2", ["h2"]).cluster.protocol == "http2"
+    assert listener("auto", ["http/1.1", "h2"]).cluster.protocol == "auto"
+    for protocol, alpn, allowed in [
+        ("http2", ["http/1.1"], r"\['h2'\]"),
+        ("http2", ["h2", "http/1.1"], r"\['h2'\]"),
+        ("auto", ["h2"], r"\['h2', 'http/1\.1'\]"),
+        ("auto", ["h2", "h2"], r"\['h2', 'http/1\.1'\]"),
+        ("http1", ["spdy/3"], r"\['http/1\.1'\]"),
+    ]:
+        with pytest.raises(
+            ValidationError, match=rf"cluster\.tls\.alpn .*cluster\.protocol {protocol}: .*or {allowed}"
+        ):
+            listener(protocol, alpn)
+    # A tcp listener's streams are opaque: any protocol names may be offered.
+    tcp = ListenerConfig(name="t", port=7004, mode="tcp", cluster={"endpoints": ["h:443"], "tls": {"alpn": ["h2"]}})
+    assert tcp.cluster.tls is not None and tcp.cluster.tls.alpn == ["h2"]
+
+
+def test_cluster_tls_is_the_core_model_on_http_and_tcp_listeners_only() -> None:
+    tls = {"ca_file": "/etc/tls/ca.crt", "server_name": "api.internal", "pinned_sha256": ["AB" * 32]}
+    li = ListenerConfig(name="api", port=7001, mode="tcp", cluster={"endpoints": ["10.0.0.1:443"], "tls": tls})
+    assert li.cluster.tls is not None and li.cluster.tls.server_name == "api.internal"
+    assert li.cluster.tls.min_version == "1.2" and not li.cluster.tls.insecure_skip_verify
+    with pytest.raises(ValidationError, match=r"cluster\.tls applies to http and tcp listeners"):
+        ListenerConfig(name="r", port=7002, mode="redis", cluster={"endpoints": ["r:6379"], "tls": {}})
+    with pytest.raises(ValidationError, match=r"protocol http1: .* \[\] \(the default\) or \['http/1\.1'\]"):
+        ListenerConfig(name="h", port=7003, cluster={"endpoints": ["h:443"], "tls": {"alpn": ["h2"]}})
+    with pytest.raises(ValidationError, match="cert_file and key_file go together"):
+        ListenerConfig(name="h", port=7003, cluster={"endpoints": ["h:443"], "tls": {"cert_file": "/c.pem"}})

@@ -96,7 +96,9 @@ def test_secret_looking_keys_inside_mappings_are_redacted() -> None:
 def test_unknown_env_with_our_prefix_warns_but_service_links_are_quiet() -> None:
     env = {"DEMO_TARGET_URL": "x", "DEMO_BATCH_LINEZ": "5", "DEMO_PORT": "tcp://10.0.0.1:80", "DEMO_SERVICE_HOST": "h"}
     loaded = load(Demo, environ=env)
-    assert loaded.warnings == ["env DEMO_BATCH_LINEZ matches no option and is ignored"]
+    assert [str(w) for w in loaded.warnings] == [
+        "env DEMO_BATCH_LINEZ: matches no option and is ignored (did you mean DEMO_BATCH_LINES?)"
+    ]
 
 
 class Validated(SidecarSettings):
