@@ -25,6 +25,11 @@ GRAFANA = {"$namespace": "shop", "$pod": ".+", "$__rate_interval": "1m", "$__int
 GENERATED = {"up"}  # made by Prometheus for every target, on no /metrics page
 _TYPE = re.compile(r"^# TYPE (\S+) (\S+)$", re.M)
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)", re.M)
+_LABELLED = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}", re.M)
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="')
+_BY = re.compile(r"\bby \(([^)]*)\)")
+# Labels Prometheus adds from the target (a PodMonitor's), on no /metrics page.
+TARGET_LABELS = {"namespace", "pod", "container", "instance", "job"}
 
 
 def grafana(expr: str) -> str:
@@ -74,6 +79,31 @@ async def test_dashboard_queries_parse_and_name_exported_metrics(pages: dict[str
             assert metrics, expr
             missing = set(metrics) - names
             assert not missing, f"{path.name}: {expr} names {sorted(missing)}, not on the {path.stem}'s /metrics"
+
+
+def labels_by_series(page: str) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for name, labels in _LABELLED.findall(page):
+        out.setdefault(name, set()).update(_LABEL.findall(labels))
+    return out
+
+
+async def test_dashboard_groupings_use_labels_the_series_carry(pages: dict[str, str]) -> None:
+    """A `by (label)` the series lack sums everything into one line: a renamed or dropped label
+    (the latency histogram's code_class) would silently flatten a panel."""
+    checked = 0
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        carried = labels_by_series(pages[path.stem])
+        for expr in queries(json.loads(path.read_text())):
+            metrics = list(referenced_metric_names(parse_expr(grafana(expr))))
+            if not all(m in carried for m in metrics):
+                continue  # a series with no sample yet on the page: its name was checked above
+            known = set().union(*(carried[m] for m in metrics)) | TARGET_LABELS
+            for group in _BY.findall(expr):
+                wanted = {g.strip() for g in group.split(",") if g.strip()}
+                assert wanted <= known, f"{path.name}: {expr} groups by {sorted(wanted - known)}, not on {metrics}"
+                checked += 1
+    assert checked >= 20
 
 
 async def test_alert_expressions_name_exported_metrics(pages: dict[str, str]) -> None:
