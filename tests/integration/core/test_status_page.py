@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 from collections.abc import AsyncIterator, Callable, Sequence
-from html.parser import HTMLParser
 from pathlib import Path
 
 import aiohttp
@@ -24,8 +21,7 @@ from pydantic import Field
 from sidecars.core import Check, Figures, Sidecar, SidecarSettings
 from sidecars.core.status import MAX_ROWS
 from sidecars.testing import http_get, run_sidecar
-
-CHROMIUM = shutil.which("chromium")
+from tests.support.browser import Dom, dump_dom
 
 
 class ShowcaseSettings(SidecarSettings):
@@ -73,39 +69,6 @@ class Showcase(Sidecar[ShowcaseSettings]):
         return Figures(values={"followed": self.settings.rows, self.hostile("figure"): 1.5}, tables={"files": rows})
 
 
-class Tags(HTMLParser):
-    """Every element of a document, with its attributes, and the text."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.elements: list[tuple[str, dict[str, str | None]]] = []
-        self.text: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.elements.append((tag, dict(attrs)))
-
-    def handle_data(self, data: str) -> None:
-        self.text.append(data)
-
-
-def parse(dom: str) -> Tags:
-    tags = Tags()
-    tags.feed(dom)
-    return tags
-
-
-def dump_dom(url: str, profile: Path) -> str:
-    """What Chromium has in its DOM once it loaded `url` (scripts would have run by then)."""
-    assert CHROMIUM is not None, "chromium is not installed (.ci/packages/core.txt)"
-    proc = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
-         f"--user-data-dir={profile}", "--virtual-time-budget=2000", "--dump-dom", url],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
-
-
 @pytest.fixture
 async def leak_server() -> AsyncIterator[tuple[int, list[str]]]:
     """A server that records every request: the page must make none."""
@@ -136,7 +99,7 @@ async def test_status_page_in_a_browser_shows_markup_as_text_and_loads_nothing(
         dom = await asyncio.to_thread(dump_dom, url, tmp_path / "profile")
         plugin = sc.runtime.plugin
         assert isinstance(plugin, Showcase)
-    tags = parse(dom)
+    tags = Dom(dom)
     names = [tag for tag, _ in tags.elements]
     assert "script" not in names and "img" not in names and "link" not in names, names
     assert not [a for _, a in tags.elements if (a.get("id") or "").startswith(("injected", "img-"))]
