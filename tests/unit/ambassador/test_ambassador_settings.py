@@ -103,6 +103,18 @@ def test_access_log_query_defaults_to_redact_and_refuses_unknown_modes() -> None
         ListenerConfig(name="h", port=1, cluster=cluster, access_log_query="some")
 
 
+def test_retry_methods_default_to_the_safe_ones_and_never_take_post_or_patch() -> None:
+    cluster = {"endpoints": ["a:1"]}
+    assert ListenerConfig(name="h", port=1, cluster=cluster).retry_methods == ["GET", "HEAD", "OPTIONS", "TRACE"]
+    opted = ListenerConfig(name="h", port=1, cluster=cluster, retry_methods="get, put,Delete")
+    assert opted.retry_methods == ["GET", "PUT", "DELETE"]
+    for method in ("POST", "patch"):
+        with pytest.raises(ValidationError, match=f"{method.upper()}: not idempotent, never retried"):
+            ListenerConfig(name="h", port=1, cluster=cluster, retry_methods=["GET", method])
+    with pytest.raises(ValidationError, match="retry_methods"):
+        ListenerConfig(name="h", port=1, cluster=cluster, retry_methods=["FETCH"])
+
+
 def test_max_client_connections_must_be_positive() -> None:
     assert AmbassadorSettings().max_client_connections is None  # derived from the open-file limit at start
     with pytest.raises(ValidationError, match="max_client_connections"):
