@@ -22,10 +22,11 @@ class Panel:
     description: str = ""
 
 
-def quantiles(histogram: str, selector: str) -> tuple[tuple[str, str], ...]:
-    """p50 and p99 of a histogram over the selected series."""
-    rate = f"sum by (le) (rate({histogram}_bucket{{{selector}}}[{RATE}]))"
-    return ((f"histogram_quantile(0.5, {rate})", "p50"), (f"histogram_quantile(0.99, {rate})", "p99"))
+def quantiles(histogram: str, selector: str, by: str = "") -> tuple[tuple[str, str], ...]:
+    """p50 and p99 of a histogram over the selected series, one line per value of the label `by`."""
+    rate = f"sum by (le{', ' + by if by else ''}) (rate({histogram}_bucket{{{selector}}}[{RATE}]))"
+    legend = f" {{{{{by}}}}}" if by else ""
+    return ((f"histogram_quantile(0.5, {rate})", f"p50{legend}"), (f"histogram_quantile(0.99, {rate})", f"p99{legend}"))
 
 
 def base_panels(c: str) -> list[Panel]:
@@ -163,9 +164,10 @@ def ambassador() -> list[Panel]:
             "Alert SidecarsAmbassadorErrorRatio above 5 % for 10 minutes.",
         ),
         Panel(
-            "Latency p50 / p99",
-            quantiles("ambassador_request_duration_seconds", s),
+            "Latency p50 / p99 by status class",
+            quantiles("ambassador_request_duration_seconds", s, by="code_class"),
             "s",
+            "One line per status class: a burst of fast 503s does not make the 2xx look fast.",
         ),
         Panel(
             "Retries by reason, and refused by the budget",
@@ -214,10 +216,10 @@ def ambassador() -> list[Panel]:
             "ops",
         ),
         Panel(
-            "Requests in flight and EWMA latency by endpoint",
+            "Requests in flight and balancer latency score by endpoint",
             (
                 (f"sum by (endpoint) (ambassador_endpoint_active_requests{{{s}}})", "active {{endpoint}}"),
-                (f"max by (endpoint) (ambassador_endpoint_latency_ewma_seconds{{{s}}})", "ewma {{endpoint}}"),
+                (f"max by (endpoint) (ambassador_endpoint_latency_score_seconds{{{s}}})", "score {{endpoint}}"),
             ),
         ),
         Panel(

@@ -10,7 +10,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from yarl import URL
 
 from sidecars.core import SidecarSettings
+from sidecars.core.listen import ANY
 from sidecars.core.redact import refuse_url_credentials
+from sidecars.core.settings import split_hosts
 
 DEFAULT_SCRAPE_TIMEOUT_SECS = 5.0
 
@@ -42,10 +44,12 @@ class AdapterSettings(SidecarSettings):
         description="YAML file of health rules (usually a mounted ConfigMap); reloaded on change. "
         "Without it only the built-in `scrape` check runs.",
     )
-    listen_host: str = Field(
-        "0.0.0.0",
-        description="Address of the listener serving /healthz and the other outputs. The kubelet probes "
-        "the Pod IP, not localhost, so the default listens on every interface.",
+    listen_host: list[str] = Field(
+        list(ANY),
+        min_length=1,
+        description="Addresses of the listener serving /healthz and the other outputs, all on listen_port. "
+        "The kubelet probes the Pod IP, IPv4 or IPv6, not localhost, so the default listens on every "
+        "interface of both (0.0.0.0 and ::; :: is left out on a node without IPv6).",
     )
     listen_port: int = Field(8086, ge=0, le=65535, description="Port of that listener; 0 picks a free one.")
     scrape_interval_secs: float = Field(10.0, gt=0, description="Time between two scrapes of the target.")
@@ -161,6 +165,11 @@ class AdapterSettings(SidecarSettings):
                 "target_basic_auth_password_file), or target_bearer_token",
             )
         return data
+
+    @field_validator("listen_host", mode="before")
+    @classmethod
+    def _listen_hosts(cls, value: object) -> object:
+        return split_hosts(value)
 
     @field_validator("push_url", "otlp_url")
     @classmethod

@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
+from aiohttp import web
 from structlog.typing import FilteringBoundLogger
 
 from sidecars.ambassador import engine
@@ -21,9 +23,10 @@ from sidecars.ambassador.proxy.client_limit import ClientLimit, default_max_clie
 from sidecars.ambassador.proxy.listener import Listener
 from sidecars.ambassador.proxy.stats import StatsCollector, register
 from sidecars.ambassador.settings import AmbassadorSettings
-from sidecars.core import Check, Context, Sidecar
+from sidecars.core import Check, Context, Figures, Sidecar
 from sidecars.core.limits import open_file_limit
 from sidecars.core.metrics import SidecarMetrics
+from sidecars.core.plugin import Figure
 
 TICK_SECS = 0.25
 NO_LISTENER = "no listeners configured: set --listen-port and --upstreams, or listeners in --config"
@@ -61,6 +64,48 @@ class Running:
     def clusters_status(self) -> str | None:
         reasons = [r for li in self.listeners if (r := li.cluster.status())]
         return "; ".join(reasons) if reasons else None
+
+    def clusters(self) -> list[dict[str, Any]]:
+        """Each listener and the state of its cluster, every endpoint included (Cluster.snapshot())."""
+        return [
+            {
+                "listener": li.config.name,
+                "mode": li.config.mode,
+                "addresses": li.addresses,
+                "client_connections": li.active_connections(),
+                "cluster": li.cluster.snapshot(),
+            }
+            for li in self.listeners
+        ]
+
+    def figures(self) -> Figures:
+        endpoints: list[dict[str, Figure]] = []
+        for li in self.listeners:
+            snap = li.cluster.snapshot()
+            for ep in snap["endpoints"]:
+                endpoints.append(
+                    {
+                        "listener": li.config.name,
+                        "endpoint": ep["endpoint"],
+                        "state": ep["state"],
+                        "active requests": ep["active_requests"],
+                        "latency score (ms)": ep["latency_score_ms"],
+                        "ejections": ep["ejections"],
+                        "last check failure": ep["last_check_failure"],
+                    }
+                )
+        healthy = sum(1 for ep in endpoints if ep["state"] == "healthy")
+        values: dict[str, Figure] = {
+            "listeners": len(self.listeners),
+            "endpoints healthy": f"{healthy} of {len(endpoints)}",
+            "client connections": sum(li.active_connections() for li in self.listeners),
+            "requests": sum(sum(li.stats.requests.values()) for li in self.listeners),
+            "retries": sum(sum(li.stats.retries.values()) for li in self.listeners),
+            "proxy errors": sum(sum(li.stats.errors.values()) for li in self.listeners),
+            "max client connections": self.client_limit.max_connections,
+            "http engine": self.collector.http_engine,
+        }
+        return Figures(values=values, tables={"endpoints": endpoints})
 
     def upstream_tls_status(self) -> str | None:
         reasons = [r for li in self.listeners if li.tls is not None and (r := li.tls.status())]
@@ -132,6 +177,18 @@ class Ambassador(Sidecar[AmbassadorSettings]):
             await asyncio.sleep(0.05)
             running.sweep()
         self.log.info("drained: no client connection left")
+
+    def admin_routes(self) -> Sequence[web.RouteDef]:
+        async def clusters(_: web.Request) -> web.Response:
+            """every listener's cluster and each endpoint's state (JSON)"""
+            body = self._running.clusters() if self._running is not None else []
+            return web.json_response({"clusters": body}, headers={"Cache-Control": "no-store"})
+
+        return [web.get("/clusters", clusters)]
+
+    def figures(self) -> Figures:
+        # Asked for from the admin server's start, like the checks: nothing to show before lifespan.
+        return self._running.figures() if self._running is not None else Figures()
 
     def checks(self) -> Sequence[Check]:
         return [

@@ -15,9 +15,13 @@ from sidecars.ambassador import engine
 from sidecars.ambassador.cluster.config import ClusterConfig, HealthCheckConfig, Http2Window
 from sidecars.ambassador.cluster.sharding_config import ShardingConfig, parse_server
 from sidecars.ambassador.engine import EngineName
-from sidecars.core.settings import SidecarSettings
+from sidecars.core.settings import SidecarSettings, split_hosts
 
 RetryOn = Literal["connect-failure", "reset", "5xx", "timeout"]
+# The idempotent methods of RFC 9110 §9.2.2: the only ones that may be sent again once they may have
+# reached the upstream. POST and PATCH never are (a connect failure is retried for every method).
+RetryMethod = Literal["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]
+NEVER_RETRIED = ("POST", "PATCH", "CONNECT")
 # gRPC statuses a call may be retried on, named as Envoy's retry_on names them.
 GrpcRetryOn = Literal["cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"]
 Mode = Literal["http", "tcp", "redis", "memcached"]
@@ -95,9 +99,11 @@ class ListenerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Name used in metrics and logs.")
-    host: str = Field(
-        "127.0.0.1",
-        description="Address to bind. The default, loopback, lets only containers of the Pod connect: "
+    host: list[str] = Field(
+        ["127.0.0.1"],
+        min_length=1,
+        description="Addresses to bind, all on port: one, or a list (such as 127.0.0.1 and ::1 for an app that "
+        "resolves localhost to IPv6). The default, IPv4 loopback, lets only containers of the Pod connect: "
         "the ambassador speaks for the app, nobody else should reach it.",
     )
     port: int = Field(..., ge=0, le=65535, description="Port to bind; 0 picks a free one (tests).")
@@ -145,9 +151,17 @@ class ListenerConfig(BaseModel):
     retries: int = Field(2, ge=0, le=10, description="Retries after the first try (so at most retries + 1 tries).")
     retry_on: list[RetryOn] = Field(
         ["connect-failure", "reset", "5xx", "timeout"],
-        description="Failures that are retried. reset, 5xx and timeout only for idempotent methods (GET, "
-        "HEAD, OPTIONS, TRACE, PUT, DELETE) and within the cluster's retry budget; connect-failure for any "
-        "method, since the request never reached the upstream.",
+        description="Failures that are retried. reset, 5xx and timeout only for the methods in retry_methods "
+        "and within the cluster's retry budget; connect-failure for any method, since the request never "
+        "reached the upstream.",
+    )
+    retry_methods: list[RetryMethod] = Field(
+        ["GET", "HEAD", "OPTIONS", "TRACE"],
+        description="Methods retried after a reset, 5xx or timeout, when the request may have reached the "
+        "upstream. By default the safe methods only: a PUT or DELETE that failed with a 5xx may have been "
+        "applied, and many apps' PUT and DELETE are not idempotent in practice (a version bump, an audit "
+        "entry, a cascade). Add PUT and DELETE where the upstream makes them idempotent; POST and PATCH "
+        "are never retried once sent.",
     )
     retry_on_grpc_status: list[GrpcRetryOn] = Field(
         ["unavailable"],
@@ -213,6 +227,27 @@ class ListenerConfig(BaseModel):
             if data.get("mode") == "tcp":
                 data["idle_timeout_secs"] = TCP_IDLE_TIMEOUT_SECS
         return data
+
+    @field_validator("host", mode="before")
+    @classmethod
+    def _hosts(cls, value: Any) -> Any:
+        return split_hosts(value)
+
+    @field_validator("retry_methods", mode="before")
+    @classmethod
+    def _retry_methods(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list):
+            return value
+        methods = [m.upper() if isinstance(m, str) else m for m in value]
+        refused = [m for m in methods if m in NEVER_RETRIED]
+        if refused:
+            raise ValueError(
+                f"{', '.join(refused)}: not idempotent, never retried once it may have reached the upstream "
+                "(connect failures are retried for every method anyway)"
+            )
+        return methods
 
     @field_validator("request_id_header", "hash_header")
     @classmethod

@@ -1,6 +1,6 @@
 """The framework every sidecar is built on: plugin contract, runtime, admin server, config, logs, metrics."""
 
-from sidecars.core.plugin import Check, Command, Context, Sidecar
+from sidecars.core.plugin import Check, Command, Context, Figures, Sidecar
 from sidecars.core.settings import SidecarSettings, secret
 
-__all__ = ["Check", "Command", "Context", "Sidecar", "SidecarSettings", "secret"]
+__all__ = ["Check", "Command", "Context", "Figures", "Sidecar", "SidecarSettings", "secret"]

@@ -99,7 +99,7 @@ def run_main(plugin_cls: PluginClass, argv: Sequence[str] | None = None, prog: s
     redact.register_secrets(config.secret_values(settings))
     logs.configure(settings.log_level, settings.log_format)
     logs.bind_process_context(plugin_cls.name)
-    runtime = Runtime(plugin_cls, settings)
+    runtime = Runtime(plugin_cls, settings, config_sources=loaded.sources)
     for warning in loaded.warnings:
         if warning.kind is config.WarningKind.SERVICE_LINK:
             runtime.log.warning(

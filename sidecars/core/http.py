@@ -1,7 +1,7 @@
 """HTTP for every sidecar: serving an aiohttp app, and talking to one peer as a client.
 
-Serving: `start_server(app, host, port)` sets up the runner and the site and reads the bound port
-from the runner's public `addresses` (port 0 picks a free one); `HttpServer.close()` releases both.
+Serving: `start_server(app, hosts, port)` sets up the runner and one site per address, all on one
+port (`sidecars.core.listen`: port 0 picks a free one); `HttpServer.close()` releases them.
 No access log (probes every few seconds would drown the sidecar's own lines), no signal handlers
 (the runtime owns signals).
 
@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import ssl
 import zlib
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+from sidecars.core import listen
 
 __all__ = ["HttpClient", "HttpServer", "client_session", "read_answer", "start_server"]
 
@@ -40,30 +43,38 @@ MAX_REDIRECTS = 10
 
 
 class HttpServer:
-    """A started aiohttp app: the port it listens on, and `close()`."""
+    """A started aiohttp app: the port it listens on, its addresses, and `close()`."""
 
-    def __init__(self, runner: web.AppRunner, port: int) -> None:
+    def __init__(self, runner: web.AppRunner, port: int, addresses: list[str], skipped: list[tuple[str, str]]) -> None:
         self.runner = runner
         self.port = port
+        self.addresses = addresses
+        self.skipped = skipped  # (address, why): IPv6 on a node without it, see sidecars.core.listen
 
     async def close(self) -> None:
         await self.runner.cleanup()
 
 
 async def start_server(
-    app: web.Application, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None
+    app: web.Application, host: str | Sequence[str], port: int, *, ssl_context: ssl.SSLContext | None = None
 ) -> HttpServer:
-    """Listen on `host:port` (0: a free port); OSError (port taken, address not local) releases all."""
+    """Listen on `port` (0: a free one) on each address of `host`; OSError (port taken, address not
+    local) releases all."""
+    hosts = [host] if isinstance(host, str) else list(host)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
-        await site.start()
+        bound = listen.bind(hosts, port)
+        try:
+            for sock in bound.sockets:
+                await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+        except BaseException:
+            bound.close()
+            raise
     except BaseException:
         await runner.cleanup()
         raise
-    addresses = runner.addresses
-    return HttpServer(runner, int(addresses[0][1]) if addresses else port)
+    return HttpServer(runner, bound.port, bound.addresses, bound.skipped)
 
 
 class HttpClient:

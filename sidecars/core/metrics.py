@@ -2,17 +2,26 @@
 
 Plugins register their own series on `SidecarMetrics.registry`; tests get a fresh registry each time.
 Labels stay bounded: reasons and error types are small fixed vocabularies, never paths or messages.
+
+Every registry also carries the `process_*` series (CPU, memory, open file descriptors and their
+limit, start time) as Prometheus' own exporters have them. No `_created` series: each counter would
+bring a second series holding its creation time, which doubles what is stored for nothing the
+`sidecar_start_time_seconds` gauge does not already say.
 """
 
 from __future__ import annotations
 
 import platform
+import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info, ProcessCollector, disable_created_metrics
 
 import sidecars
 
 STATES = ("starting", "ready", "draining", "stopped")
+
+# Process-wide in prometheus_client: it applies to the plugins' own series too.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class SidecarMetrics:
@@ -21,6 +30,8 @@ class SidecarMetrics:
     def __init__(self, sidecar: str, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.sidecar = sidecar
+        self.started_at = time.time()
+        ProcessCollector(registry=self.registry)
         self.build_info = Info(
             "sidecar_build", "Version of the sidecar and of Python it runs on.", registry=self.registry
         )
@@ -29,7 +40,7 @@ class SidecarMetrics:
             "sidecar_state", "1 for the lifecycle state the sidecar is in.", ["state"], registry=self.registry
         )
         self.start_time = Gauge("sidecar_start_time_seconds", "Unix time the process started.", registry=self.registry)
-        self.start_time.set_to_current_time()
+        self.start_time.set(self.started_at)
         self.restarts = Counter(
             "sidecar_task_restarts", "Restarts of supervised tasks after a crash.", ["task"], registry=self.registry
         )

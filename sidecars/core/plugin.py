@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from sidecars.core.settings import SidecarSettings
@@ -45,6 +45,23 @@ class Check:
     readiness: bool = True
     liveness: bool = False
     warn: bool = False
+
+
+# A value shown on the admin status page: a number or a short text.
+Figure = str | int | float | bool | None
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What a sidecar shows on the admin status page (`/`) beside its checks.
+
+    `values`: a few key figures by name (records sent, endpoints up); `tables`: rows by title (one
+    row per followed file, per endpoint). Like checks, cheap and synchronous; the page escapes every
+    text and cuts long tables, so names and paths from the outside world are shown as they are.
+    """
+
+    values: Mapping[str, Figure] = field(default_factory=dict)
+    tables: Mapping[str, Sequence[Mapping[str, Figure]]] = field(default_factory=dict)
 
 
 class Context(Protocol):
@@ -139,8 +156,15 @@ class Sidecar(abc.ABC, Generic[S]):
         return ()
 
     def admin_routes(self) -> Sequence[web.RouteDef]:
-        """Extra routes served by the admin server, collected once before it starts."""
+        """Extra routes served by the admin server, collected once before it starts.
+
+        The index page (`/`) lists each GET route with the first line of its handler's docstring.
+        """
         return ()
+
+    def figures(self) -> Figures:
+        """Key figures and tables for the admin status page (`/`); asked for on each view of it."""
+        return Figures()
 
 
 class Command(abc.ABC):

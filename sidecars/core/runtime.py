@@ -27,13 +27,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
 from structlog.typing import FilteringBoundLogger
 
+from sidecars.core import limits
 from sidecars.core.admin import AdminServer
 from sidecars.core.backoff import EQUAL_JITTER, jittered_backoff
 from sidecars.core.health import Health, Lifecycle
@@ -111,6 +112,7 @@ class Runtime:
         registry: CollectorRegistry | None = None,
         log: FilteringBoundLogger | None = None,
         handle_signals: bool = True,
+        config_sources: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = SidecarMetrics(plugin_cls.name, registry)
@@ -124,6 +126,11 @@ class Runtime:
             Health(self.lifecycle, self.plugin.checks),
             self.metrics,
             self.plugin.admin_routes(),
+            name=plugin_cls.name,
+            description=plugin_cls.description,
+            settings=settings,
+            config_sources=config_sources,
+            figures=self.plugin.figures,
         )
         self._handle_signals = handle_signals
         self._budget = RestartBudget(settings.max_restarts, settings.restart_window_secs, settings.restart_backoff_secs)
@@ -172,6 +179,7 @@ class Runtime:
 
     async def _serve(self) -> int:
         name = self.plugin.name
+        limits.raise_open_file_limit(self.log)
         try:
             await self.admin.start()
         except OSError as exc:  # port taken, address not local: the reason says it all, no traceback
@@ -184,7 +192,9 @@ class Runtime:
             self.metrics.errors.labels(type="startup").inc()
             await self.admin.stop()
             return EXIT_FATAL
-        self.log.info("admin server listening", host=self.settings.admin_host, port=self.admin.port)
+        for address, why in self.admin.skipped:
+            self.log.warning("admin server: address left out, the node lacks its IP version", address=address, why=why)
+        self.log.info("admin server listening", addresses=self.admin.addresses, port=self.admin.port)
         try:
             async with contextlib.AsyncExitStack() as stack:
                 try:

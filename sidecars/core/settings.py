@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sidecars.core.listen import ANY
 
 
 def secret(default: Any = None, *, description: str) -> Any:
@@ -27,10 +29,13 @@ class SidecarSettings(BaseModel):
     common_env_prefix: ClassVar[str] = "SIDECAR_"
     env_prefix: ClassVar[str] = "SIDECAR_"
 
-    admin_host: str = Field(
-        "0.0.0.0",
-        description="Address of the admin server (probes, /metrics). The kubelet and Prometheus reach "
-        "it on the Pod IP, so it listens on every interface; it exposes nothing secret.",
+    admin_host: list[str] = Field(
+        list(ANY),
+        min_length=1,
+        description="Addresses of the admin server (probes, /metrics, status pages), all on admin_port. "
+        "The kubelet and Prometheus reach it on the Pod IP, IPv4 or IPv6, so it listens on every "
+        "interface of both (0.0.0.0 and ::; :: is left out on a node without IPv6); it exposes nothing "
+        "secret.",
     )
     admin_port: int = Field(9800, ge=0, le=65535, description="Port of the admin server; 0 picks a free one.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level logged.")
@@ -54,6 +59,11 @@ class SidecarSettings(BaseModel):
         0.5, gt=0, description="First delay before restarting a crashed task; doubles up to 30 s, jittered."
     )
 
+    @field_validator("admin_host", mode="before")
+    @classmethod
+    def _admin_hosts(cls, value: Any) -> Any:
+        return split_hosts(value)
+
     @classmethod
     def nested_settings(cls) -> Mapping[str, tuple[str, Mapping[str, type[BaseModel]]]]:
         """Free-form fields (a `dict`) validated by a model another field chooses.
@@ -63,3 +73,10 @@ class SidecarSettings(BaseModel):
         knows: its JSON Schema, and the "did you mean" of a misspelt key inside it.
         """
         return {}
+
+
+def split_hosts(value: Any) -> Any:
+    """One address (`0.0.0.0`), several comma-separated, or a list: a list of addresses."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value

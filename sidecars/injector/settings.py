@@ -8,6 +8,8 @@ from pydantic import Field, field_validator
 
 import sidecars
 from sidecars.core import SidecarSettings
+from sidecars.core.listen import ANY
+from sidecars.core.settings import split_hosts
 from sidecars.injector.annotations import IMAGE
 from sidecars.injector.catalog import CATALOG
 
@@ -16,7 +18,12 @@ class InjectorSettings(SidecarSettings):
     env_prefix = "INJECTOR_"
 
     admin_port: int = Field(9804, ge=0, le=65535, description="Port of the admin server; 0 picks a free one.")
-    listen_host: str = Field("0.0.0.0", description="Address of the HTTPS listener the API server calls.")
+    listen_host: list[str] = Field(
+        list(ANY),
+        min_length=1,
+        description="Addresses of the HTTPS listener the API server calls, all on listen_port (default "
+        "0.0.0.0 and ::, so IPv6-only clusters reach it too; :: is left out on a node without IPv6).",
+    )
     listen_port: int = Field(8443, ge=0, le=65535, description="Port of the HTTPS listener; 0 picks a free one.")
     tls_cert_file: Path = Field(
         Path("/etc/sidecars/tls/tls.crt"), description="Server certificate (PEM, chain included), from a Secret."
@@ -48,6 +55,11 @@ class InjectorSettings(SidecarSettings):
         description="Per sidecar, a full image reference by tag or digest (tailer=registry/x@sha256:...); "
         "a Pod's sidecars.io/<name>-image annotation wins.",
     )
+
+    @field_validator("listen_host", mode="before")
+    @classmethod
+    def _listen_hosts(cls, value: object) -> object:
+        return split_hosts(value)
 
     @field_validator("images")
     @classmethod

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
 from sidecars.core import Sidecar
-from sidecars.core.plugin import Check, Context
+from sidecars.core.plugin import Check, Context, Figure, Figures
 from sidecars.tailer.checkpoint import CheckpointStore
 from sidecars.tailer.metrics import TailerMetrics
 from sidecars.tailer.pipeline import Pipeline
@@ -62,10 +62,26 @@ class Tailer(Sidecar[TailerSettings]):
 
     def admin_routes(self) -> Sequence[web.RouteDef]:
         async def files(_: web.Request) -> web.Response:
+            """every followed file: state, size, offsets read and acknowledged (JSON)"""
             body = self.pipeline.files.status() if self.pipeline is not None else []
-            return web.json_response({"files": body})
+            return web.json_response({"files": body}, headers={"Cache-Control": "no-store"})
 
         return [web.get("/files", files)]
+
+    def figures(self) -> Figures:
+        if self.pipeline is None:
+            return Figures()
+        files = self.pipeline.files.status()
+        columns = ("path", "state", "size", "acknowledged_offset", "bytes_behind", "idle_secs")
+        rows = [{k: cast(Figure, f[k]) for k in columns} for f in files]
+        dead_lettered = self.context.metrics.registry.get_sample_value("tailer_dead_lettered_records_total")
+        values: dict[str, Figure] = {
+            "files followed": len(files),
+            "bytes behind": sum(cast(int, f["bytes_behind"]) for f in files),
+            "sink": self.settings.sink,
+            "records dead-lettered": int(dead_lettered or 0),
+        }
+        return Figures(values=values, tables={"files": rows})
 
     def checks(self) -> Sequence[Check]:
         return [

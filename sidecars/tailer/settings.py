@@ -188,7 +188,12 @@ class TailerSettings(SidecarSettings):
         None, description="Directory of the dead-letter files (default: <checkpoint_dir>/dead-letter)."
     )
     dead_letter_max_bytes: int = Field(
-        100 * MiB, gt=0, description="Dead-letter files stop growing at this total size; beyond, lines are dropped."
+        16 * MiB,
+        gt=0,
+        description="Dead-letter files stop growing at this total size; beyond, lines are dropped and counted "
+        "(reason dead_letter_full). The default stays well below the 64Mi state volume the injector gives the "
+        "tailer (checkpoints share it): a receiver that refuses everything must not fill the volume and get "
+        "the Pod evicted. Raise it only with the volume's sizeLimit.",
     )
     unhealthy_after_secs: float = Field(
         60.0,

@@ -11,8 +11,11 @@ the manifest, executed from inside the Pod's network namespace. Probes are sampl
 of `initialDelaySeconds + failureThreshold * periodSeconds`.
 
 Shutdown follows Kubernetes 1.29: app containers get SIGTERM first and are waited for; native
-sidecars are then stopped one by one in the reverse order of their start. Classic Pods (sidecars
-as ordinary containers) stop every container at once.
+sidecars are then stopped one by one in the reverse order of their start. The whole Pod has one
+`terminationGracePeriodSeconds`, as the kubelet gives it: each container stopped gets what is left
+of it (at least the kubelet's 2 s minimum), so a sidecar that takes its whole shutdown budget after
+a slow app is killed here as it would be on a node. Classic Pods (sidecars as ordinary containers)
+stop every container at once.
 
 The test process reaches the Pod's loopback by running its requests in threads that have entered
 the infra container's network namespace with setns(2); this needs root, as Docker itself does.
@@ -41,6 +44,8 @@ import yaml
 LABEL = "sidecars-e2e"
 EXAMPLES = Path(__file__).resolve().parents[2] / "k8s-examples"
 CLONE_NEWNET = 0x40000000
+# The kubelet never gives a container less than this to stop (minimumGracePeriodInSeconds).
+MIN_GRACE_SECS = 2
 # Runs as the infra container's only process: sleeps until SIGTERM, needs no shell.
 PAUSE = "import signal, sys; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); signal.pause()"
 
@@ -89,6 +94,24 @@ def quantity_bytes(q: str | int) -> int:
 def quantity_cpus(q: str | int | float) -> float:
     s = str(q)
     return int(s[:-1]) / 1000 if s.endswith("m") else float(s)
+
+
+@dataclass
+class TerminationBudget:
+    """The Pod's one grace period, shared by every container stopped in turn, as the kubelet does."""
+
+    grace_secs: int
+    clock: Callable[[], float] = time.monotonic
+    started: float = field(default=-1.0)
+
+    def __post_init__(self) -> None:
+        if self.started < 0:
+            self.started = self.clock()
+
+    def remaining(self) -> int:
+        """Whole seconds the next container gets: what is left, never below the kubelet's minimum."""
+        left = self.grace_secs - (self.clock() - self.started)
+        return max(MIN_GRACE_SECS, int(left))
 
 
 @dataclass
@@ -423,15 +446,16 @@ class Pod:
 
     # ---- stop --------------------------------------------------------------------------------
 
-    def stop(self) -> dict[str, dict[str, Any]]:
+    def stop(self, clock: Callable[[], float] = time.monotonic) -> dict[str, dict[str, Any]]:
         """Terminate like the kubelet; returns each container's final docker State."""
-        grace = int(self.spec.get("terminationGracePeriodSeconds", 30))
+        budget = TerminationBudget(int(self.spec.get("terminationGracePeriodSeconds", 30)), clock)
         apps = [n for n in self.started if self.containers[n].kind == "app"]
         sidecars = [n for n in self.started if self.containers[n].kind == "sidecar"]
+        grace = budget.remaining()  # the apps are stopped together: one figure for all of them
         with ThreadPoolExecutor(max_workers=max(1, len(apps))) as pool:
             list(pool.map(lambda n: self.stop_container(n, grace), apps))
         for n in reversed(sidecars):
-            self.stop_container(n, grace)
+            self.stop_container(n, budget.remaining())
         return {n: self.state(n) for n in self.started}
 
     def stop_all_at_once(self) -> dict[str, dict[str, Any]]:

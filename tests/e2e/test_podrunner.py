@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.podrunner import Container, Manifest, Pod, PodError, quantity_bytes, quantity_cpus
+from tests.e2e.podrunner import (
+    MIN_GRACE_SECS,
+    Container,
+    Manifest,
+    Pod,
+    PodError,
+    TerminationBudget,
+    quantity_bytes,
+    quantity_cpus,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "k8s-examples"
 
@@ -68,3 +77,53 @@ def test_run_as_root_is_refused_when_run_as_non_root() -> None:
     pod.infra, pod.volumes = "infra-x", {"html": "vol"}
     with pytest.raises(PodError, match="runAsNonRoot"):
         pod._docker_args(Container(m.pod["spec"]["containers"][0], "app", docker_name="n"))
+
+
+def test_termination_budget_is_what_is_left_of_one_grace_period() -> None:
+    now = [100.0]
+    budget = TerminationBudget(30, clock=lambda: now[0])
+    assert budget.remaining() == 30
+    now[0] += 12.4
+    assert budget.remaining() == 17  # whole seconds, rounded down as docker stop -t takes them
+    now[0] += 17
+    assert budget.remaining() == MIN_GRACE_SECS  # past the end: the kubelet's minimum, not zero
+    now[0] += 100
+    assert budget.remaining() == MIN_GRACE_SECS
+
+
+def test_pod_stop_shares_one_grace_period_apps_first_then_sidecars_in_reverse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pod = Pod(Manifest.load(EXAMPLES / "06-all-three" / "pod.yaml"), suffix="x")
+    grace = int(pod.spec["terminationGracePeriodSeconds"])
+    for spec in pod.spec["initContainers"]:
+        pod.containers[spec["name"]] = Container(spec, "sidecar" if spec.get("restartPolicy") == "Always" else "init")
+    for spec in pod.spec["containers"]:
+        pod.containers[spec["name"]] = Container(spec, "app")
+    pod.started = [n for n, c in pod.containers.items() if c.kind != "init"]
+    sidecars = [n for n in pod.started if pod.containers[n].kind == "sidecar"]
+    apps = [n for n in pod.started if pod.containers[n].kind == "app"]
+    assert len(sidecars) >= 3 and apps
+    now = [0.0]
+    took = {n: 1.0 for n in [*apps, *sidecars]} | {sidecars[-1]: 4.5, sidecars[-2]: 30.0}
+    given: list[tuple[str, int]] = []
+
+    def stop_container(name: str, grace_secs: int = 10) -> int:
+        given.append((name, grace_secs))
+        now[0] += min(took[name], grace_secs)  # docker stop: SIGTERM, then SIGKILL at the grace period
+        return 0
+
+    monkeypatch.setattr(pod, "stop_container", stop_container)
+    monkeypatch.setattr(pod, "state", lambda name: {"ExitCode": 0})
+    pod.stop(clock=lambda: now[0])
+    order = [name for name, _ in given]
+    assert sorted(order[: len(apps)]) == sorted(apps) and order[len(apps) :] == list(reversed(sidecars))
+    grants = dict(given)
+    assert {grants[n] for n in apps} == {grace}  # the apps are stopped first, together, with all of it
+    # Apps took 1 s each, one after the other here: what is left is shared by the sidecars in turn.
+    left = grace - len(apps)
+    assert grants[sidecars[-1]] == left
+    assert grants[sidecars[-2]] == int(left - 4.5)
+    # The slow one used up the rest: the others get the kubelet's minimum, not a grace period each.
+    assert [grants[n] for n in sidecars[:-2]] == [MIN_GRACE_SECS] * (len(sidecars) - 2)
+    assert now[0] <= grace + MIN_GRACE_SECS * (len(sidecars) - 2)

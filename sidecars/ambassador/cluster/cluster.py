@@ -231,7 +231,7 @@ class Cluster:
                         ep.healthy, ep.hc_state, ep.ejected_until > now, ep.draining
                     ),
                     "active_requests": ep.active,
-                    "latency_ewma_ms": round(ep.latency_ewma_s * 1000, 3),
+                    "latency_score_ms": round(ep.latency_ewma_s * 1000, 3),
                     "weight": round(ep.weight(now), 3),
                     "ejected_for_secs": round(max(0.0, ep.ejected_until - now), 1),
                     "ejections": ep.ejections_total,

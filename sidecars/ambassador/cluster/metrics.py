@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from sidecars.ambassador.cluster.endpoint import Outcome
+from sidecars.ambassador.cluster.endpoint import FAILURE_PENALTY_SECS, Outcome
 
 if TYPE_CHECKING:
     from sidecars.ambassador.cluster.cluster import Cluster
@@ -53,8 +53,14 @@ class ClusterCollector(Collector):
         active = GaugeMetricFamily(
             "ambassador_endpoint_active_requests", "Requests in flight to the endpoint.", labels=ce
         )
-        ewma = GaugeMetricFamily(
-            "ambassador_endpoint_latency_ewma_seconds", "Peak-EWMA latency used by p2c_ewma.", labels=ce
+        # A score, not a latency: a failed try weighs at least FAILURE_PENALTY_SECS and the value decays
+        # while the endpoint is idle. Latency itself is ambassador_request_duration_seconds.
+        score = GaugeMetricFamily(
+            "ambassador_endpoint_latency_score_seconds",
+            f"p2c_ewma's cost of the endpoint: a peak-EWMA of the time to the response head in which a failed "
+            f"try counts as at least {FAILURE_PENALTY_SECS:g} s, decaying while idle. A score for comparing "
+            "endpoints; for latency use ambassador_request_duration_seconds.",
+            labels=ce,
         )
         weight = GaugeMetricFamily(
             "ambassador_endpoint_weight", "Balancing weight (below 1 during slow start).", labels=ce
@@ -132,7 +138,7 @@ class ClusterCollector(Collector):
                 for s in ENDPOINT_STATES:
                     state.add_metric([*labels, s], 1.0 if s == st else 0.0)
                 active.add_metric(labels, ep.active)
-                ewma.add_metric(labels, ep.latency_ewma_s)
+                score.add_metric(labels, ep.latency_ewma_s)
                 weight.add_metric(labels, ep.weight(now))
                 for o, n in zip(OUTCOMES, ep.outcomes, strict=True):
                     outcomes.add_metric([*labels, o], n)
@@ -158,7 +164,7 @@ class ClusterCollector(Collector):
         yield from (
             state,
             active,
-            ewma,
+            score,
             weight,
             outcomes,
             ejections,

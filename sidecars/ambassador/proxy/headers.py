@@ -25,9 +25,6 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-# Methods safe to send twice (RFC 9110 §9.2.2): retried on 5xx, reset and timeout.
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
-
 CRLF = b"\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"

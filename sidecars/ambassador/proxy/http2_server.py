@@ -23,8 +23,9 @@ wait for `resume_writing`).
 Retries (`retries`, the cluster's retry budget, the overall deadline) happen while the response head
 has not been passed on and the request body so far is held (`max_retry_body_bytes`): always for a
 stream that provably never reached the application (connect failure, REFUSED_STREAM, above a
-GOAWAY's last stream id), for a reset or timeout as `retry_on` says for idempotent methods, and for
-gRPC calls answered with a status in `retry_on_grpc_status` (gRPC's own policy: any method).
+GOAWAY's last stream id), for a reset or timeout as `retry_on` says for the methods in
+`retry_methods`, and for gRPC calls answered with a status in `retry_on_grpc_status` (gRPC's own
+policy: any method).
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ from sidecars.ambassador.cluster.http2_pool import Http2Pool, StreamSink
 from sidecars.ambassador.cluster.http2_wire import ServerWire, WireError
 from sidecars.ambassador.cluster.upstream_tls import TLS_REASONS, UpstreamTlsError
 from sidecars.ambassador.proxy import grpc
-from sidecars.ambassador.proxy.headers import IDEMPOTENT
 from sidecars.ambassador.proxy.http2_limits import InboundGuard
 from sidecars.ambassador.proxy.http2_to_http1 import Http1Pool
 from sidecars.core.backoff import FULL_JITTER, jittered_backoff
@@ -116,6 +116,7 @@ class Http2Proxy:
         self.clients: set[ClientSide] = set()
         self.draining = False
         self.retry_on = frozenset(config.retry_on)
+        self.retry_methods = frozenset(m.encode() for m in config.retry_methods)
         self.retry_grpc = frozenset(grpc.CODES[name] for name in config.retry_on_grpc_status)
         self.max_retry_body = config.max_retry_body_bytes
         stats.h2_buffered = self.buffered
@@ -459,7 +460,7 @@ class Stream:
                 self.call_deadline = self.p.loop.time() + secs
                 budget = min(budget, secs)
         self.deadline = self.p.loop.time() + budget
-        self.idempotent = self.method in IDEMPOTENT
+        self.retryable_method = self.method in self.p.retry_methods
         self.head_only = self.method == b"HEAD"
         # Request body: `body` holds the bytes from `body_base` on; while replayable, all of them.
         self.body = bytearray()
@@ -583,13 +584,15 @@ class Stream:
         if reason.startswith("grpc_"):
             allowed = True
         elif reason == "upstream_reset":
-            allowed = ("reset" in p.retry_on and self.idempotent) or (self.grpc and grpc.UNAVAILABLE in p.retry_grpc)
+            allowed = ("reset" in p.retry_on and self.retryable_method) or (
+                self.grpc and grpc.UNAVAILABLE in p.retry_grpc
+            )
         elif reason == "upstream_timeout":
-            allowed = ("timeout" in p.retry_on and self.idempotent) or (
+            allowed = ("timeout" in p.retry_on and self.retryable_method) or (
                 self.grpc and grpc.DEADLINE_EXCEEDED in p.retry_grpc
             )
         elif reason == "upstream_5xx":
-            allowed = "5xx" in p.retry_on and self.idempotent
+            allowed = "5xx" in p.retry_on and self.retryable_method
         else:
             allowed = False
         return allowed and bool(p.cluster.retry_budget.can_retry())
@@ -750,7 +753,7 @@ class Stream:
                 self.up_id = 0  # the upstream stream is over
                 self._settle(_TryFailed(f"grpc_{grpc.STATUS_NAMES.get(code, code)}", Outcome.HTTP_5XX))
                 return
-        if status >= 500 and not self.grpc and "5xx" in self.p.retry_on and self.idempotent and self.replayable:
+        if status >= 500 and not self.grpc and "5xx" in self.p.retry_on and self.retryable_method and self.replayable:
             self.up_id = 0 if end_stream else self.up_id
             self._settle(_TryFailed("upstream_5xx", Outcome.HTTP_5XX))
             return

@@ -22,6 +22,7 @@ cdef class HttpProxy:
     cdef public dict req_plain
     cdef public bint retry_connect
     cdef public object retry_on
+    cdef public frozenset retry_methods
     cdef public double connect_timeout, per_try, overall
     cdef public dict endpoint_host_lines
     cdef public object deadlines
@@ -66,7 +67,7 @@ cdef class Exchange:
     cdef public ClientConnection client
     cdef public HttpProxy p
     cdef public bytes head, method
-    cdef public bint idempotent, has_body, chunked, keep_alive, http10, expect, upgrading
+    cdef public bint retryable_method, has_body, chunked, keep_alive, http10, expect, upgrading
     cdef public object rid
     cdef public bint needs_host
     cdef public object hash_key

@@ -36,7 +36,6 @@ from sidecars.ambassador.proxy.headers import (
     CONTINUE_100,
     CRLF,
     HOP_BY_HOP,
-    IDEMPOTENT,
     LAST_CHUNK,
     RequestIds,
     connection_tokens,
@@ -163,6 +162,7 @@ class HttpProxy:
         }
         self.retry_connect = "connect-failure" in config.retry_on
         self.retry_on = frozenset(config.retry_on)
+        self.retry_methods = frozenset(m.encode() for m in config.retry_methods)
         self.connect_timeout = config.connect_timeout_secs
         self.per_try = config.per_try_timeout_secs
         self.overall = config.overall_timeout_secs
@@ -731,7 +731,7 @@ class Exchange:
         self.p = client.p
         self.head = head
         self.method = method
-        self.idempotent = method in IDEMPOTENT
+        self.retryable_method = method in self.p.retry_methods
         self.has_body = has_body
         self.chunked = chunked
         self.keep_alive = keep_alive
@@ -1014,7 +1014,7 @@ class Exchange:
         if never_reached:
             # Connect failures put no load on the upstream, so they do not spend the retry budget.
             return p.retry_connect
-        return self.idempotent and bool(p.cluster.retry_budget.can_retry())
+        return self.retryable_method and bool(p.cluster.retry_budget.can_retry())
 
     def try_failed(self, outcome: Outcome, reason: str, *, never_reached: bool, retry: bool = False) -> None:
         """This try is over without a usable response: retry if safe, else answer with the reason."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import socket
 from collections.abc import Callable
 from typing import cast
 
@@ -32,6 +31,7 @@ from sidecars.ambassador.proxy.sharded_proxy import ShardedProxy
 from sidecars.ambassador.proxy.stats import ListenerStats, StatsCollector
 from sidecars.ambassador.proxy.tcp_proxy import TcpProxy
 from sidecars.ambassador.settings import SHARDED_MODES, ListenerConfig
+from sidecars.core import listen
 
 BACKLOG = 1024
 
@@ -67,13 +67,14 @@ class Listener:
         self._client_limit = client_limit
         self.proxy: HttpProxy | TcpProxy | ShardedProxy | None = None
         self.http2: Http2Proxy | None = None  # HTTP/2 clients of an http listener, beside `proxy`
-        self.server: asyncio.Server | None = None
+        self.servers: list[asyncio.Server] = []  # one per address (IPv4 and IPv6 loopback by default)
+        self.addresses: list[str] = []
         self.port = config.port
         self._cluster_started = False
 
     @property
     def bound(self) -> bool:
-        return self.server is not None
+        return bool(self.servers)
 
     async def start(self) -> None:
         """Start the cluster, then bind; safe to call again after a restart of `run`."""
@@ -82,7 +83,7 @@ class Listener:
                 self.sharded.load()  # the password files, before the first (authenticated) health check
             await self.cluster.start()
             self._cluster_started = True
-        if self.server is not None:
+        if self.servers:
             return
         loop = asyncio.get_running_loop()
         cfg = self.config
@@ -117,23 +118,28 @@ class Listener:
             refusal = b""
         self.proxy = proxy
         try:
-            self.server = await loop.create_server(
-                # The request paths' protocols are asyncio protocols by their methods: a compiled
-                # (extension) type cannot inherit from asyncio.Protocol.
-                self._client_limit.gate(
-                    factory or cast(Callable[[], asyncio.BaseProtocol], proxy), self.stats, refusal
-                ),
-                cfg.host,
-                cfg.port,
-                backlog=BACKLOG,
-                reuse_address=True,
-                family=_family(cfg.host),
-            )
+            bound = listen.bind(cfg.host, cfg.port)
         except OSError as exc:
-            raise OSError(exc.errno, f"listener {cfg.name}: cannot bind {cfg.host}:{cfg.port}: {exc.strerror}") from exc
-        self.port = self.server.sockets[0].getsockname()[1]
+            raise OSError(exc.errno, f"listener {cfg.name}: {exc.strerror}") from exc
+        # The request paths' protocols are asyncio protocols by their methods: a compiled (extension)
+        # type cannot inherit from asyncio.Protocol.
+        gated = self._client_limit.gate(factory or cast(Callable[[], asyncio.BaseProtocol], proxy), self.stats, refusal)
+        try:
+            for sock in bound.sockets:
+                self.servers.append(await loop.create_server(gated, sock=sock, backlog=BACKLOG))
+        except BaseException:
+            for server in self.servers:
+                server.close()
+            self.servers = []
+            bound.close()
+            raise
+        self.port, self.addresses = bound.port, bound.addresses
+        for address, why in bound.skipped:
+            self.log.warning("listener: address left out, the node lacks its IP version", address=address, why=why)
         self._collector.add(self.stats)
-        self.log.info("listening", host=cfg.host, port=self.port, mode=cfg.mode, endpoints=len(self.cluster.endpoints))
+        self.log.info(
+            "listening", addresses=self.addresses, port=self.port, mode=cfg.mode, endpoints=len(self.cluster.endpoints)
+        )
 
     def _retire_http2(self) -> None:
         """New TLS material: the HTTP/2 connections take no new stream and close once their streams
@@ -157,24 +163,24 @@ class Listener:
         return len(proxy.sessions) if isinstance(proxy, TcpProxy) else len(proxy.clients) + h2
 
     def stop_accepting(self) -> None:
-        if self.server is not None:
-            self.server.close()
+        for server in self.servers:
+            server.close()
         if self.proxy is not None:
             self.proxy.start_drain()
         if self.http2 is not None:
             self.http2.start_drain()
 
     async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
+        for server in self.servers:
+            server.close()
         if self.proxy is not None:
             self.proxy.close_all()
         if self.http2 is not None:
             self.http2.close_all()
-        if self.server is not None:
+        if self.servers:
             # Servers' wait_closed() waits for connections on some Pythons; they are aborted above.
             await asyncio.sleep(0)
-            self.server = None
+            self.servers = []
         self._collector.remove(self.stats)
         # Also a cluster never started: its series were attached when it was built.
         await self.cluster.stop()
@@ -194,7 +200,3 @@ def alpn_profiles(config: ListenerConfig) -> list[Alpn]:
     if config.mode != "http":
         return [Alpn(tuple(config.cluster.tls.alpn if config.cluster.tls else ()))] + ([H2] if grpc_check else [])
     return [H2, HTTP1] if config.cluster.protocol == "http2" else [HTTP1, H2]
-
-
-def _family(host: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in host else socket.AF_UNSPEC

@@ -4,7 +4,7 @@
 requests a second that is a measurable share of the budget. Each listener therefore keeps its own
 counters in dicts and arrays, and one collector turns them into metric families when /metrics is read.
 Labels are bounded: listener and cluster names come from config, endpoints from discovery, status
-classes and reasons from fixed vocabularies.
+classes (1xx-5xx and other) and reasons from fixed vocabularies.
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ _GRPC_NAMES = {
 }
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+# A status outside 100-599 (never sent by the proxy itself) is counted as "other": six classes at most.
+_OTHER = len(STATUS_CLASSES)
+CODE_CLASSES = (*STATUS_CLASSES, "other")
 
 
 class ListenerStats:
@@ -49,8 +52,9 @@ class ListenerStats:
         self.cluster = cluster
         # (endpoint key, status class index) -> count; endpoint "" for answers the proxy made itself.
         self.requests: dict[tuple[str, int], int] = {}
-        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
-        self.latency_sum = 0.0
+        # Per status class (index as in CODE_CLASSES): the latency histogram's buckets and sum.
+        self.buckets = [[0] * (len(LATENCY_BUCKETS) + 1) for _ in CODE_CLASSES]
+        self.latency_sum = [0.0] * len(CODE_CLASSES)
         self.retries: dict[str, int] = {}
         self.errors: dict[str, int] = {}
         self.client_connections = 0
@@ -66,10 +70,13 @@ class ListenerStats:
         self.h2_buffered: Callable[[], tuple[int, int]] | None = None
 
     def request(self, endpoint: str, status: int, latency_s: float) -> None:
-        key = (endpoint, status // 100 - 1)
+        cls = status // 100 - 1
+        if not 0 <= cls < _OTHER:
+            cls = _OTHER
+        key = (endpoint, cls)
         self.requests[key] = self.requests.get(key, 0) + 1
-        self.buckets[bisect.bisect_left(LATENCY_BUCKETS, latency_s)] += 1
-        self.latency_sum += latency_s
+        self.buckets[cls][bisect.bisect_left(LATENCY_BUCKETS, latency_s)] += 1
+        self.latency_sum[cls] += latency_s
 
     def retry(self, reason: str) -> None:
         self.retries[reason] = self.retries.get(reason, 0) + 1
@@ -125,8 +132,9 @@ class StatsCollector(Collector):
         )
         latency = HistogramMetricFamily(
             "ambassador_request_duration_seconds",
-            "Time from a request's head being read to its response being written, all tries included.",
-            labels=lc,
+            "Time from a request's head being read to its response being written, all tries included, "
+            "by status class (a fast 503 must not make the 2xx look fast).",
+            labels=[*lc, "code_class"],
         )
         retries = CounterMetricFamily(
             "ambassador_retries", "Retries by the reason of the failed try.", labels=[*lc, "reason"]
@@ -175,12 +183,15 @@ class StatsCollector(Collector):
                 buffered.add_metric([*base, "request"], held_request)
                 buffered.add_metric([*base, "response"], held_response)
             for (endpoint, cls), n in list(s.requests.items()):
-                requests.add_metric([*base, endpoint, STATUS_CLASSES[cls] if 0 <= cls < 5 else "other"], n)
-            cumulative, acc = [], 0
-            for bound, n in zip((*LATENCY_BUCKETS, float("inf")), s.buckets, strict=True):
-                acc += n
-                cumulative.append(("+Inf" if bound == float("inf") else repr(bound), acc))
-            latency.add_metric(base, cumulative, s.latency_sum)
+                requests.add_metric([*base, endpoint, CODE_CLASSES[cls]], n)
+            for cls, buckets in enumerate(s.buckets):
+                if not any(buckets):
+                    continue  # a class never answered: no series (at most six per listener otherwise)
+                cumulative, acc = [], 0
+                for bound, n in zip((*LATENCY_BUCKETS, float("inf")), buckets, strict=True):
+                    acc += n
+                    cumulative.append(("+Inf" if bound == float("inf") else repr(bound), acc))
+                latency.add_metric([*base, CODE_CLASSES[cls]], cumulative, s.latency_sum[cls])
             for reason, n in list(s.retries.items()):
                 retries.add_metric([*base, reason], n)
             for reason, n in list(s.errors.items()):

@@ -13,9 +13,11 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import h2.events
 import pytest
 
 from tests.integration.ambassador.conftest import Proxy, raw_request
+from tests.integration.ambassador.h2_client import RawH2
 from tests.integration.ambassador.peers import nginx
 from tests.integration.ambassador.upstream_process import Upstream, upstream_process
 
@@ -84,34 +86,72 @@ async def test_retry_on_connect_failure_decides_whether_a_refused_connect_moves_
 # -- which methods are retried -----------------------------------------------------------------------
 
 
+SAFE = ["GET", "HEAD", "OPTIONS", "TRACE"]
+WITH_PUT_DELETE = [*SAFE, "PUT", "DELETE"]
+
+
+@pytest.mark.parametrize("path", ["/reset", "/status/503"])
 @pytest.mark.parametrize(
-    ("method", "path", "retried"),
+    ("retry_methods", "method", "retried"),
     [
-        ("PUT", "/reset", True),
-        ("DELETE", "/reset", True),
-        ("PUT", "/status/503", True),
-        ("DELETE", "/status/503", True),
-        ("POST", "/reset", False),
-        ("PATCH", "/reset", False),
-        ("POST", "/status/503", False),
-        ("PATCH", "/status/503", False),
+        # The default: the safe methods only. Envoy and Linkerd retry nothing unless told; a PUT or a
+        # DELETE that got a 5xx may have been applied, so it is passed on as answered.
+        (None, "GET", True),
+        (None, "OPTIONS", True),
+        (None, "PUT", False),
+        (None, "DELETE", False),
+        (None, "POST", False),
+        (None, "PATCH", False),
+        # Opted in, for an upstream whose PUT and DELETE are idempotent; POST and PATCH never.
+        (WITH_PUT_DELETE, "PUT", True),
+        (WITH_PUT_DELETE, "DELETE", True),
+        (WITH_PUT_DELETE, "POST", False),
+        (WITH_PUT_DELETE, "PATCH", False),
     ],
+    ids=lambda v: "default" if v is None else "put-delete" if v == WITH_PUT_DELETE else str(v),
 )
-async def test_only_idempotent_methods_are_retried_after_they_reached_the_upstream(
-    proxy: Proxy, method: str, path: str, retried: bool
+async def test_which_methods_are_retried_after_they_reached_the_upstream(
+    proxy: Proxy, retry_methods: list[str] | None, method: str, retried: bool, path: str
 ) -> None:
-    body = b"b" * 1000 if method != "DELETE" else b""
-    async with upstream_process() as up, proxy([up.address], **_options()) as (_, port):
+    body = b"b" * 1000 if method in ("PUT", "POST", "PATCH") else b""
+    options = _options() if retry_methods is None else _options(retry_methods=retry_methods)
+    async with upstream_process() as up, proxy([up.address], **options) as (sc, port):
         ((status, _, _),) = await raw_request(port, _request(method, path, body))
         bodies = (await up.hits()).get(f"{method} {path}", [])
+        reason = "upstream_reset" if path == "/reset" else "upstream_5xx"
+        retries = sc.sample("ambassador_retries_total", {**LABELS, "reason": reason})
     assert status == (502 if path == "/reset" else 503)
-    # Each try carried the whole body: a retried PUT sends its kept copy again.
+    # What the upstream saw: 1 + RETRIES tries, each with the whole body (a kept copy sent again), or one.
     assert bodies == [len(body)] * (1 + RETRIES if retried else 1)
+    assert (retries or 0) == (RETRIES if retried else 0)
+
+
+def _h2c_request(port: int, method: bytes, path: bytes) -> int:
+    """One HTTP/2 (prior knowledge) request on a connection of its own; the status it got."""
+    raw = RawH2(port)
+    try:
+        headers = [(b":method", method), (b":scheme", b"http"), (b":authority", b"a"), (b":path", path)]
+        raw.conn.send_headers(1, headers, end_stream=True)
+        raw.flush()
+        events = raw.read_until(lambda e: isinstance(e, h2.events.StreamEnded))
+    finally:
+        raw.close()
+    return int(next(dict(e.headers)[b":status"] for e in events if isinstance(e, h2.events.ResponseReceived)))
+
+
+@pytest.mark.parametrize(("method", "retried"), [("GET", True), ("DELETE", False), ("PUT", False)])
+async def test_h2c_streams_follow_the_same_default_methods(proxy: Proxy, method: str, retried: bool) -> None:
+    async with upstream_process() as up, proxy([up.address], **_options()) as (_, port):
+        status = await asyncio.to_thread(_h2c_request, port, method.encode(), b"/status/503")
+        tries = await up.count(f"{method} /status/503")
+    assert status == 503
+    assert tries == (1 + RETRIES if retried else 1)
 
 
 async def test_a_put_whose_body_was_streamed_is_not_retried(proxy: Proxy) -> None:
     body = b"b" * 65536  # above max_retry_body_bytes: streamed, no copy kept to send again
-    async with upstream_process() as up, proxy([up.address], **_options(max_retry_body_bytes=1024)) as (sc, port):
+    options = _options(max_retry_body_bytes=1024, retry_methods=WITH_PUT_DELETE)  # PUT retried, were it kept
+    async with upstream_process() as up, proxy([up.address], **options) as (sc, port):
         ((status, headers, _),) = await raw_request(port, _request("PUT", "/reset", body))
         bodies = (await up.hits()).get("PUT /reset", [])
         retried = sc.sample("ambassador_retries_total", {**LABELS, "reason": "upstream_reset"})

@@ -294,7 +294,8 @@ async def test_ambassador_busy_listener_port_shows_no_secret(tmp_path: Path, run
         run.start()
         assert await run.exit_code() == 1
     shown = run.assert_no_secret([token])
-    assert f"cannot bind 127.0.0.1:{port}" in shown and "start-up failed" in shown  # once, not restarted
+    # once, not restarted
+    assert f"listener web: cannot listen on 127.0.0.1:{port}" in shown and "start-up failed" in shown
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -465,3 +466,28 @@ def test_print_config_shows_every_sidecars_urls_redacted(tmp_path: Path) -> None
     assert token not in shown and password not in shown
     assert f"target_url: http://127.0.0.1:8080/metrics?Token={MARKER}&x=1  # from --target-url" in shown
     assert f"target_basic_auth_password: '{MARKER}'" in shown
+
+
+# ---------------------------------------------------------------------------------------------- /config
+
+
+@pytest.mark.parametrize("sink", HTTP_SINKS)
+async def test_config_page_is_print_config_with_every_secret_redacted(
+    tmp_path: Path, runs: list[Run], sink: str
+) -> None:
+    case = sink_case(sink, tmp_path, "http", free_port())  # nothing listens there: the tailer keeps trying
+    run = tailer_run(tmp_path, "json", sink, case)
+    runs.append(run)
+    run.start()
+    await run.wait_for(lambda: "admin server listening" in run.output(), "admin server up")
+    page = await run.fetch(run.admin_url + "/config")
+    _, body = await http_get(run.admin_url + "/config", headers={"Accept": "application/json"})
+    run.pages.append(body)
+    as_json = json.loads(body)
+    await run.stop()
+    run.assert_no_secret(case.secrets)
+    printed = print_config("tailer", "--config", str(run.config_path), env=case.env)
+    assert page == printed  # the same text, source annotations included: one renderer for both
+    assert MARKER in page
+    assert as_json["config"]["sink"] == sink and "tailer.yaml" in as_json["sources"]["sink"]
+    assert MARKER in json.dumps(as_json["config"]["sink_config"])

@@ -8,25 +8,13 @@ settings that make it export every family (a listener and a cluster, a sink, a t
 
 from __future__ import annotations
 
-import functools
 import json
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-import trustme
 import yaml
-from aiohttp import web
 
-from sidecars.adapter.plugin import Adapter
 from sidecars.adapter.promql import parse_expr, referenced_metric_names
-from sidecars.ambassador.plugin import Ambassador
-from sidecars.core.http import start_server
-from sidecars.injector.plugin import Injector
-from sidecars.tailer.plugin import Tailer
-from sidecars.testing import http_get, run_sidecar
-from tests.integration.injector.conftest import SERVICE, SecretVolume
 
 ROOT = Path(__file__).resolve().parents[3]
 DASHBOARDS = ROOT / "monitoring" / "dashboards"
@@ -37,6 +25,11 @@ GRAFANA = {"$namespace": "shop", "$pod": ".+", "$__rate_interval": "1m", "$__int
 GENERATED = {"up"}  # made by Prometheus for every target, on no /metrics page
 _TYPE = re.compile(r"^# TYPE (\S+) (\S+)$", re.M)
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)", re.M)
+_LABELLED = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}", re.M)
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="')
+_BY = re.compile(r"\bby \(([^)]*)\)")
+# Labels Prometheus adds from the target (a PodMonitor's), on no /metrics page.
+TARGET_LABELS = {"namespace", "pod", "container", "instance", "job"}
 
 
 def grafana(expr: str) -> str:
@@ -71,60 +64,6 @@ def exported(page: str) -> set[str]:
     return names
 
 
-@pytest.fixture
-async def pages(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
-    """Each sidecar's /metrics page, from real sidecars doing their work on 127.0.0.1."""
-
-    async def text(body: str, _: web.Request) -> web.Response:
-        return web.Response(text=body)
-
-    app = web.Application()
-    app.router.add_get("/metrics", functools.partial(text, "demo_queue_depth 3\n"))
-    app.router.add_post("/ingest", functools.partial(text, "ok"))
-    app.router.add_get("/", functools.partial(text, "hello"))
-    server = await start_server(app, "127.0.0.1", 0)
-    port = server.port
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    (logs / "app.log").write_text("one\ntwo\n")
-    rules = tmp_path / "rules.yaml"
-    rules.write_text("rules:\n  - name: queue\n    expr: demo_queue_depth > 100\n    severity: fail\n")
-    ca = trustme.CA()
-    volume = SecretVolume(tmp_path / "tls")
-    volume.install(ca.issue_cert(SERVICE))
-    listener = {
-        "name": "web",
-        "port": 0,
-        "cluster": {"endpoints": [f"127.0.0.1:{port}"], "health_check": {"kind": "none"}},
-    }
-    out: dict[str, str] = {}
-    try:
-        async with (
-            run_sidecar(Tailer, include=[f"{logs}/*.log"], checkpoint_dir=str(tmp_path / "cp"), sink="http",
-                        sink_config={"url": f"http://127.0.0.1:{port}/ingest"}, batch_wait_secs=0.05) as tailer,
-            run_sidecar(Ambassador, listeners=[listener]) as ambassador,
-            run_sidecar(Adapter, target_url=f"http://127.0.0.1:{port}/metrics", rules_file=str(rules),
-                        listen_host="127.0.0.1", listen_port=0, scrape_interval_secs=0.2,
-                        scrape_timeout_secs=0.2) as adapter,
-            run_sidecar(Injector, listen_host="127.0.0.1", listen_port=0, tls_cert_file=str(volume.cert),
-                        tls_key_file=str(volume.key)) as injector,
-        ):  # fmt: skip
-            status, _ = await http_get(f"http://127.0.0.1:{ambassador.plugin.listeners[0].port}/")
-            assert status == 200
-            for name, sc in (
-                ("tailer", tailer),
-                ("ambassador", ambassador),
-                ("adapter", adapter),
-                ("injector", injector),
-            ):
-                status, page = await http_get(sc.admin_url + "/metrics")
-                assert status == 200
-                out[name] = page
-            yield out
-    finally:
-        await server.close()
-
-
 def test_every_sidecar_has_a_dashboard() -> None:
     assert sorted(p.stem for p in DASHBOARDS.glob("*.json")) == ["adapter", "ambassador", "injector", "tailer"]
 
@@ -140,6 +79,31 @@ async def test_dashboard_queries_parse_and_name_exported_metrics(pages: dict[str
             assert metrics, expr
             missing = set(metrics) - names
             assert not missing, f"{path.name}: {expr} names {sorted(missing)}, not on the {path.stem}'s /metrics"
+
+
+def labels_by_series(page: str) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for name, labels in _LABELLED.findall(page):
+        out.setdefault(name, set()).update(_LABEL.findall(labels))
+    return out
+
+
+async def test_dashboard_groupings_use_labels_the_series_carry(pages: dict[str, str]) -> None:
+    """A `by (label)` the series lack sums everything into one line: a renamed or dropped label
+    (the latency histogram's code_class) would silently flatten a panel."""
+    checked = 0
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        carried = labels_by_series(pages[path.stem])
+        for expr in queries(json.loads(path.read_text())):
+            metrics = list(referenced_metric_names(parse_expr(grafana(expr))))
+            if not all(m in carried for m in metrics):
+                continue  # a series with no sample yet on the page: its name was checked above
+            known = set().union(*(carried[m] for m in metrics)) | TARGET_LABELS
+            for group in _BY.findall(expr):
+                wanted = {g.strip() for g in group.split(",") if g.strip()}
+                assert wanted <= known, f"{path.name}: {expr} groups by {sorted(wanted - known)}, not on {metrics}"
+                checked += 1
+    assert checked >= 20
 
 
 async def test_alert_expressions_name_exported_metrics(pages: dict[str, str]) -> None:

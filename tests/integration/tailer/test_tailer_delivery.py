@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from sidecars.testing import http_get
+from sidecars.testing import RunningSidecar, http_get
 from tests.integration.tailer.conftest import TailerFactory, assert_exactly, numbered, wait_sample, write_lines
 from tests.integration.tailer.ndjson_receiver import NdjsonReceiver
 
@@ -147,6 +147,50 @@ async def test_permanent_error_goes_to_the_dead_letter_file_and_is_counted(
     dead = b"".join(p.read_bytes() for p in (tmp_path / "checkpoints" / "dead-letter").glob("*.ndjson"))
     assert [orjson.loads(x)["line"] for x in dead.splitlines()] == numbered("refused", 0, 10)
     assert receiver.messages == numbered("taken", 0, 5)
+
+
+async def test_dead_letter_files_stop_at_their_cap_and_the_rest_is_counted_dropped(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path, tmp_path: Path
+) -> None:
+    # A receiver that refuses everything: the dead-letter files must not fill the volume.
+    cap = 8 * 1024
+    total = 400
+    write_lines(logs / "app.log", numbered("refused", 0, total))
+    receiver.fail_status = 400
+    async with tailer(dead_letter_max_bytes=cap, batch_max_lines=20) as sc:
+        await wait_until_accounted(sc, total)
+        dead_lettered = sc.sample("tailer_dead_lettered_records_total") or 0
+        dropped = sc.sample("tailer_dropped_records_total", {"reason": "dead_letter_full"}) or 0
+        assert sc.sample("sidecar_events_dropped_total", {"reason": "dead_letter_full"}) == dropped
+        assert sc.events("sink refused a batch, dead-letter full: dropped")
+    files = list((tmp_path / "checkpoints" / "dead-letter").glob("*.ndjson"))
+    written = sum(f.stat().st_size for f in files)
+    assert 0 < written <= cap
+    assert dead_lettered + dropped == total and dropped > 0
+    lines = b"".join(f.read_bytes() for f in files).splitlines()
+    assert len(lines) == dead_lettered  # whole batches only: nothing half-written at the cap
+
+
+async def wait_until_accounted(sc: RunningSidecar, total: int) -> None:
+    for _ in range(600):
+        dead = sc.sample("tailer_dead_lettered_records_total") or 0
+        dropped = sc.sample("tailer_dropped_records_total", {"reason": "dead_letter_full"}) or 0
+        if dead + dropped >= total:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not every record was dead-lettered or dropped: {dead} + {dropped} of {total}")
+
+
+def test_the_default_dead_letter_cap_fits_the_state_volume_the_injector_gives() -> None:
+    from sidecars.injector.catalog import TAILER
+    from sidecars.tailer.settings import TailerSettings
+
+    assert TAILER.state is not None and TAILER.state.size.endswith("Mi")
+    volume = int(TAILER.state.size.removesuffix("Mi")) * 2**20
+    settings = TailerSettings()
+    assert settings.dead_letter_dir is None  # so it defaults into <checkpoint_dir>/dead-letter, on that volume
+    assert settings.checkpoint_dir == Path(TAILER.state.path)
+    assert settings.dead_letter_max_bytes <= volume // 2  # room left for the checkpoints and their rewrites
 
 
 async def test_permanent_error_with_drop_policy_is_counted(

@@ -19,7 +19,8 @@ from sidecars.core import config
 def test_shorthand_makes_one_http_listener_on_loopback() -> None:
     s = config.load(AmbassadorSettings, environ={}, flags={"listen_port": ["7001"], "upstreams": ["a:80, b:81"]})
     (listener,) = s.settings.all_listeners()  # type: ignore[attr-defined]
-    assert (listener.name, listener.host, listener.port, listener.mode) == ("default", "127.0.0.1", 7001, "http")
+    assert (listener.name, listener.port, listener.mode) == ("default", 7001, "http")
+    assert listener.host == ["127.0.0.1"]
     assert listener.cluster.endpoints == ["a:80", "b:81"]
 
 
@@ -100,6 +101,18 @@ def test_access_log_query_defaults_to_redact_and_refuses_unknown_modes() -> None
     assert ListenerConfig(name="h", port=1, cluster=cluster).access_log_query == "redact"
     with pytest.raises(ValidationError, match="access_log_query"):
         ListenerConfig(name="h", port=1, cluster=cluster, access_log_query="some")
+
+
+def test_retry_methods_default_to_the_safe_ones_and_never_take_post_or_patch() -> None:
+    cluster = {"endpoints": ["a:1"]}
+    assert ListenerConfig(name="h", port=1, cluster=cluster).retry_methods == ["GET", "HEAD", "OPTIONS", "TRACE"]
+    opted = ListenerConfig(name="h", port=1, cluster=cluster, retry_methods="get, put,Delete")
+    assert opted.retry_methods == ["GET", "PUT", "DELETE"]
+    for method in ("POST", "patch"):
+        with pytest.raises(ValidationError, match=f"{method.upper()}: not idempotent, never retried"):
+            ListenerConfig(name="h", port=1, cluster=cluster, retry_methods=["GET", method])
+    with pytest.raises(ValidationError, match="retry_methods"):
+        ListenerConfig(name="h", port=1, cluster=cluster, retry_methods=["FETCH"])
 
 
 def test_max_client_connections_must_be_positive() -> None:
