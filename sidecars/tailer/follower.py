@@ -278,6 +278,8 @@ class Follower:
             return None
         if not force and now - self.last_growth < self.opt.partial_line_flush_secs:
             return None
+        if not force and self.buf.find(b"\n", self.pos) >= 0:
+            return None  # whole lines wait for the reader's next turn, framed within the batch limits
         block = self.buf[self.pos :]
         start = self.buf_offset + self.pos
         self.pos = len(self.buf)

@@ -231,6 +231,41 @@ async def test_follower_frames_within_the_room_given(tmp_path: Path) -> None:
         f.close()
 
 
+async def test_partial_line_flush_leaves_whole_lines_to_framing(tmp_path: Path) -> None:
+    """Whole lines still unframed when the partial-line timer expires (the reader's turn moved on to
+    other files) are framed within the batch limits, not flushed with the partial line as one chunk."""
+    path = tmp_path / "f.log"
+    path.write_bytes(b"".join(b"line %04d\n" % i for i in range(1000)) + b"partial")
+    fd = os.open(path, os.O_RDONLY)
+    entry = Entry("k", Fingerprint.of(b""), 0, str(path))
+    opts = Options(partial_line_flush_secs=1.0)
+    f = Follower(
+        path=str(path),
+        fd=fd,
+        st=os.fstat(fd),
+        fingerprint=entry.fingerprint,
+        track=Track(CheckpointStore(tmp_path), entry),
+        offset=0,
+        labels={},
+        options=opts,
+        counts=Counts(),
+    )
+    try:
+        assert await f.fill() and f.at_eof
+        first = f.frame(room_lines=100, room_bytes=1_000_000)
+        assert first is not None and len(first.lines) == 100
+        later = f.last_growth + 10
+        assert f.flush_partial(later) is None
+        framed = [first]
+        while (chunk := f.frame(room_lines=100, room_bytes=1_000_000)) is not None:
+            framed.append(chunk)
+        assert [len(c.lines) for c in framed] == [100] * 10
+        held = f.flush_partial(later)
+        assert held is not None and held.lines == ["partial"]
+    finally:
+        f.close()
+
+
 async def test_a_read_under_way_when_the_file_is_truncated_is_dropped(tmp_path: Path) -> None:
     """A big read runs in a thread; if the file is truncated and restarted at zero meanwhile, the
     bytes it brings back are the old content's, not the new content's first bytes."""
