@@ -172,7 +172,9 @@ class Follower:
         if not data:
             self.at_eof = True
             return False
-        if not self._same_content(data if offset == 0 else read_head(self.fd, self.opt.fingerprint_bytes)):
+        # From offset 0 the data is the head, unless the fingerprint is longer than one read.
+        whole = offset == 0 and (len(data) >= self.opt.fingerprint_bytes or len(data) < want)
+        if not self._same_content(data if whole else read_head(self.fd, self.opt.fingerprint_bytes)):
             # Truncated (and written again past our offset) since the last look: these bytes are the
             # new content's, and the old content's rest is in its copy from `read_offset` on.
             self.replaced = True

@@ -231,6 +231,34 @@ async def test_follower_frames_within_the_room_given(tmp_path: Path) -> None:
         f.close()
 
 
+async def test_reads_shorter_than_the_fingerprint_are_checked_against_the_whole_head(tmp_path: Path) -> None:
+    path = tmp_path / "f.log"
+    content = b"".join(b"line %05d\n" % i for i in range(2000))
+    path.write_bytes(content)
+    fd = os.open(path, os.O_RDONLY)
+    opts = Options(fingerprint_bytes=16 * 1024, read_chunk_bytes=4096, max_line_bytes=4096)
+    entry = Entry("k", Fingerprint.of(content[: 16 * 1024]), 0, str(path))
+    f = Follower(
+        path=str(path),
+        fd=fd,
+        st=os.fstat(fd),
+        fingerprint=entry.fingerprint,
+        track=Track(CheckpointStore(tmp_path), entry),
+        offset=0,
+        labels={},
+        options=opts,
+        counts=Counts(),
+    )
+    try:
+        lines: list[str] = []
+        while await f.fill() or f.has_unframed:
+            while (chunk := f.frame(1000, 1_000_000)) is not None:
+                lines += chunk.lines
+        assert not f.replaced and lines == [f"line {i:05d}" for i in range(2000)]
+    finally:
+        f.close()
+
+
 async def test_partial_line_flush_leaves_whole_lines_to_framing(tmp_path: Path) -> None:
     """Whole lines still unframed when the partial-line timer expires (the reader's turn moved on to
     other files) are framed within the batch limits, not flushed with the partial line as one chunk."""
