@@ -430,7 +430,7 @@ class FileSet:
                     del self.by_path[f.path]
                 self.check_path(f.path)  # the new file under the old name, if there is one yet
         size = st.st_size
-        if size < f.read_offset:
+        if size < f.read_offset or f.replaced:  # replaced: a read found the head changed under it
             self._truncated(f, now)
             return
         fp = f.fingerprint

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecars.tailer.checkpoint import Track
-from sidecars.tailer.identity import Fingerprint
+from sidecars.tailer.identity import Fingerprint, read_head
 from sidecars.tailer.records import Grouper, decode_block, parse_json_fields, record_times
 from sidecars.tailer.settings import TailerSettings
 
@@ -114,6 +114,8 @@ class Follower:
         self.last_growth = now
         self.deleted_at: float | None = None
         self.rotated_at: float | None = None  # its path now names another file (or nothing)
+        self.replaced = False  # a read found other content under our offset: a truncation to handle
+        self.generation = 0  # counts restarts at zero, so a read begun before one is dropped
         self.grouper = self._new_grouper()
         self._read_size = min(options.read_chunk_bytes, options.max_line_bytes)
 
@@ -160,11 +162,22 @@ class Follower:
             self.pos = 0
         offset = self.read_offset
         want = self._read_size
+        generation = self.generation
         if self.size - offset > DIRECT_READ_BYTES:
             data = await asyncio.get_running_loop().run_in_executor(None, os.pread, self.fd, want, offset)
+            if generation != self.generation or self.fd is None:
+                return True  # restarted at a truncation meanwhile: this read belongs to the old content
         else:
             data = os.pread(self.fd, want, offset)
         if not data:
+            self.at_eof = True
+            return False
+        # From offset 0 the data is the head, unless the fingerprint is longer than one read.
+        whole = offset == 0 and (len(data) >= self.opt.fingerprint_bytes or len(data) < want)
+        if not self._same_content(data if whole else read_head(self.fd, self.opt.fingerprint_bytes)):
+            # Truncated (and written again past our offset) since the last look: these bytes are the
+            # new content's, and the old content's rest is in its copy from `read_offset` on.
+            self.replaced = True
             self.at_eof = True
             return False
         if len(data) < want:
@@ -178,6 +191,19 @@ class Follower:
             self.buf_offset = offset + len(data)
             return True
         self.buf = self.buf + data if self.buf else data
+        return True
+
+    def _same_content(self, head: bytes) -> bool:
+        """Whether `head` (read after the data) still starts the content the fingerprint names; a
+        fingerprint shorter than the configured size is extended to the head as read, so the lines
+        read from a young file always identify it (an empty one would match any later content)."""
+        fp = self.fingerprint
+        if fp.length and not fp.matches(head):
+            return False
+        head = head[: self.opt.fingerprint_bytes]
+        if len(head) > fp.length:
+            self.fingerprint = self.track.entry.fingerprint = Fingerprint.of(head)
+            self.track.store.changed()
         return True
 
     def frame(self, room_lines: int, room_bytes: int) -> Chunk | None:
@@ -254,6 +280,8 @@ class Follower:
             return None
         if not force and now - self.last_growth < self.opt.partial_line_flush_secs:
             return None
+        if not force and self.buf.find(b"\n", self.pos) >= 0:
+            return None  # whole lines wait for the reader's next turn, framed within the batch limits
         block = self.buf[self.pos :]
         start = self.buf_offset + self.pos
         self.pos = len(self.buf)
@@ -292,6 +320,8 @@ class Follower:
         """The content was replaced in place (truncated): start over with a new track."""
         self.track = track
         self.fingerprint = fingerprint
+        self.generation += 1
+        self.replaced = False
         self.buf = b""
         self.pos = 0
         self.buf_offset = 0

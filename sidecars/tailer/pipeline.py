@@ -221,6 +221,9 @@ class Pipeline:
                 self.log.error("read failed", path=f.path, error=str(exc))
                 f.at_eof = True
                 return None
+            if f.replaced:  # truncated under the read: finish the old content from its copy now
+                self.files.check(f, time.monotonic())
+                continue
             if not more and not f.has_unframed:
                 return None
 

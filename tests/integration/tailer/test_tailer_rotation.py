@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import orjson
 import pytest
 
+from sidecars.testing import RunningSidecar, http_get
 from tests.integration.tailer.conftest import (
     TailerFactory,
     assert_exactly,
@@ -19,6 +21,20 @@ from tests.integration.tailer.conftest import (
 from tests.integration.tailer.ndjson_receiver import NdjsonReceiver
 
 PAD = "x" * 80  # lines of ~100 bytes: a few thousand overflow the smallest buffer
+
+
+async def wait_read_offset(sc: RunningSidecar, path: Path, at_least: int, timeout_secs: float = 20) -> int:
+    """Until the admin `/files` page shows `path` read up to `at_least`; returns its read offset."""
+
+    async def _wait() -> int:
+        while True:
+            _, body = await http_get(sc.admin_url + "/files")
+            offsets = [f["read_offset"] for f in orjson.loads(body)["files"] if f["path"] == str(path)]
+            if offsets and offsets[0] >= at_least:
+                return int(offsets[0])
+            await asyncio.sleep(0.05)
+
+    return await asyncio.wait_for(_wait(), timeout_secs)
 
 
 @pytest.mark.parametrize("mode", ["inotify", "poll"])
@@ -69,6 +85,39 @@ async def test_copytruncate_while_reader_lags_reads_the_rest_from_the_copy(
         receiver.fail_status = None
         await receiver.wait_for(3500)
         await asyncio.sleep(0.3)
+        assert sc.sample("tailer_rotations_total", {"kind": "copy_found"}) == 1
+    assert_exactly(receiver, before + after)
+
+
+async def test_copytruncate_between_two_looks_is_caught_by_the_next_read(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path, tmp_path: Path
+) -> None:
+    """The file is truncated and written again past where reading paused, and no look (poll, event,
+    rescan) comes before the next read: that read finds the new content under the old offset. It
+    must be recognised as such (the head changed), not sent as the old content's continuation while
+    the old content's rest, in the copy, and the new content's start are skipped."""
+    app = logs / "app.log"
+    before = [f"{m} {PAD}" for m in numbered("before", 0, 3000)]
+    write_lines(app, before)
+    receiver.fail_status = 503  # reading pauses at max_buffer_bytes, far behind
+    conf = f"{app} {{\n  rotate 5\n  copytruncate\n  missingok\n}}\n"
+    async with tailer(
+        max_buffer_bytes=64 * 1024,
+        read_chunk_bytes=16 * 1024,
+        watch_mode="poll",
+        poll_interval_secs=120.0,  # no look at the file during the test: only the reads see it
+        rescan_interval_secs=120.0,
+    ) as sc:
+        await wait_sample(sc, "tailer_retries_total", None, 1)
+        paused_at = await wait_read_offset(sc, app, 60 * 1024)  # the buffer is full: reading paused
+        logrotate(conf, tmp_path)
+        after = [f"{m} {PAD}" for m in numbered("after", 0, 3000)]
+        assert len("".join(line + "\n" for line in after)) > paused_at + 16 * 1024  # the next read finds lines
+        write_lines(app, after)
+        receiver.fail_status = None
+        await receiver.wait_for(6000)
+        await asyncio.sleep(0.3)
+        assert sc.sample("tailer_rotations_total", {"kind": "truncated"}) == 1
         assert sc.sample("tailer_rotations_total", {"kind": "copy_found"}) == 1
     assert_exactly(receiver, before + after)
 

@@ -114,6 +114,40 @@ async def rotate_forever(app: Path, tmp: Path, stop: asyncio.Event, styles: list
     return n
 
 
+async def lines_written(writer: asyncio.subprocess.Process) -> int:
+    """The writer's count, or why there is none: how it ended and what it said."""
+    out, err = await writer.communicate()
+    code = writer.returncode
+    if code == 0 and out.strip().isdigit():
+        return int(out)
+    if code is not None and code < 0:  # nothing in this test signals the writer before this point
+        how = f"killed by {signal.Signals(-code).name} from outside the test"
+    else:
+        how = f"exit status {code}"
+    raise AssertionError(
+        f"the writer failed ({how}): stdout {out[-200:]!r}, stderr {err.decode(errors='replace')[-2000:]!r}"
+    )
+
+
+def where(missing: list[int], logs: Path) -> str:
+    """The lost lines as runs of sequence numbers, each with the file and byte offset it starts at."""
+    runs: list[list[int]] = []
+    for n in missing:
+        if runs and runs[-1][1] == n - 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    found: dict[int, str] = {}
+    firsts = {first for first, _ in runs[:10]}
+    for f in logs.iterdir():
+        data = f.read_text()
+        for m in SEQ.finditer(data):
+            if int(m[1]) in firsts:
+                found[int(m[1])] = f"{f.name}@{m.start()}"
+    shown = ", ".join(f"{a}..{b} ({found.get(a, '?')})" for a, b in runs[:10])
+    return f"{len(runs)} runs: {shown}{' ...' if len(runs) > 10 else ''}"
+
+
 @pytest.mark.parametrize("style", ["create", "copytruncate", "both"])
 async def test_soak_rotation_kill9_and_sink_outage_lose_nothing(tmp_path: Path, style: str) -> None:
     styles = ["create", "copytruncate"] if style == "both" else [style]
@@ -156,7 +190,14 @@ async def test_soak_rotation_kill9_and_sink_outage_lose_nothing(tmp_path: Path, 
     try:
         await wait_ready(admin, tailer)
         writer = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", WRITER, str(app), str(WRITE_SECS), str(RATE), stdout=asyncio.subprocess.PIPE
+            sys.executable,
+            "-c",
+            WRITER,
+            str(app),
+            str(WRITE_SECS),
+            str(RATE),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         stop_rotating = asyncio.Event()
         rotated = asyncio.Event()
@@ -185,7 +226,7 @@ async def test_soak_rotation_kill9_and_sink_outage_lose_nothing(tmp_path: Path, 
         # Down for longer than the rotation period: rotations happen while no tailer runs.
         tailer = await kill9_and_restart(tailer, config, out, admin, 2.5)
         kills += 1
-        written = int((await writer.communicate())[0])
+        written = await lines_written(writer)
         stop_rotating.set()
         n_rotations = await rotations
         assert n_rotations >= WRITE_SECS / ROTATE_SECS / 2
@@ -209,7 +250,7 @@ async def test_soak_rotation_kill9_and_sink_outage_lose_nothing(tmp_path: Path, 
         assert await asyncio.to_thread(tailer.wait, 30) == 0
         got = received()
         missing = sorted(in_files - got.keys())
-        assert not missing, f"{len(missing)} lines lost, e.g. {missing[:5]} (log: {out})"
+        assert not missing, f"{len(missing)} lines lost: {where(missing, logs)} (log: {out})"
         assert got.keys() <= set(range(written)), "received lines nobody wrote"
         duplicates = sum(n - 1 for n in got.values())
         bound = kills * REPLAYED_PER_KILL

@@ -3,10 +3,14 @@ framing."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import resource
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -224,6 +228,127 @@ async def test_follower_frames_within_the_room_given(tmp_path: Path) -> None:
         assert f.frame(1000, 1_000_000) is None  # "partial" waits for its newline
         assert f.flush_partial(0.0, force=True) is not None
     finally:
+        f.close()
+
+
+async def test_reads_shorter_than_the_fingerprint_are_checked_against_the_whole_head(tmp_path: Path) -> None:
+    path = tmp_path / "f.log"
+    content = b"".join(b"line %05d\n" % i for i in range(2000))
+    path.write_bytes(content)
+    fd = os.open(path, os.O_RDONLY)
+    opts = Options(fingerprint_bytes=16 * 1024, read_chunk_bytes=4096, max_line_bytes=4096)
+    entry = Entry("k", Fingerprint.of(content[: 16 * 1024]), 0, str(path))
+    f = Follower(
+        path=str(path),
+        fd=fd,
+        st=os.fstat(fd),
+        fingerprint=entry.fingerprint,
+        track=Track(CheckpointStore(tmp_path), entry),
+        offset=0,
+        labels={},
+        options=opts,
+        counts=Counts(),
+    )
+    try:
+        lines: list[str] = []
+        while await f.fill() or f.has_unframed:
+            while (chunk := f.frame(1000, 1_000_000)) is not None:
+                lines += chunk.lines
+        assert not f.replaced and lines == [f"line {i:05d}" for i in range(2000)]
+    finally:
+        f.close()
+
+
+async def test_partial_line_flush_leaves_whole_lines_to_framing(tmp_path: Path) -> None:
+    """Whole lines still unframed when the partial-line timer expires (the reader's turn moved on to
+    other files) are framed within the batch limits, not flushed with the partial line as one chunk."""
+    path = tmp_path / "f.log"
+    path.write_bytes(b"".join(b"line %04d\n" % i for i in range(1000)) + b"partial")
+    fd = os.open(path, os.O_RDONLY)
+    entry = Entry("k", Fingerprint.of(b""), 0, str(path))
+    opts = Options(partial_line_flush_secs=1.0)
+    f = Follower(
+        path=str(path),
+        fd=fd,
+        st=os.fstat(fd),
+        fingerprint=entry.fingerprint,
+        track=Track(CheckpointStore(tmp_path), entry),
+        offset=0,
+        labels={},
+        options=opts,
+        counts=Counts(),
+    )
+    try:
+        assert await f.fill() and f.at_eof
+        first = f.frame(room_lines=100, room_bytes=1_000_000)
+        assert first is not None and len(first.lines) == 100
+        later = f.last_growth + 10
+        assert f.flush_partial(later) is None
+        framed = [first]
+        while (chunk := f.frame(room_lines=100, room_bytes=1_000_000)) is not None:
+            framed.append(chunk)
+        assert [len(c.lines) for c in framed] == [100] * 10
+        held = f.flush_partial(later)
+        assert held is not None and held.lines == ["partial"]
+    finally:
+        f.close()
+
+
+async def test_a_read_under_way_when_the_file_is_truncated_is_dropped(tmp_path: Path) -> None:
+    """A big read runs in a thread; if the file is truncated and restarted at zero meanwhile, the
+    bytes it brings back are the old content's, not the new content's first bytes."""
+    path = tmp_path / "f.log"
+    old = b"".join(b"old %06d\n" % i for i in range(20_000))  # far more than a direct read
+    path.write_bytes(old)
+    fd = os.open(path, os.O_RDONLY)
+    store = CheckpointStore(tmp_path / "cp")
+    entry = Entry("k", Fingerprint.of(old[:1024]), 0, str(path))
+    f = Follower(
+        path=str(path),
+        fd=fd,
+        st=os.fstat(fd),
+        fingerprint=entry.fingerprint,
+        track=Track(store, entry),
+        offset=0,
+        labels={},
+        options=Options(),
+        counts=Counts(),
+    )
+    read_done, release = threading.Event(), threading.Event()
+
+    class HeldBack(ThreadPoolExecutor):
+        """Runs the read at once, hands its result back only when released."""
+
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            def run() -> Any:
+                result = fn(*args, **kwargs)
+                read_done.set()
+                release.wait(10)
+                return result
+
+            return super().submit(run)
+
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(HeldBack(max_workers=1))
+    waiter = ThreadPoolExecutor(max_workers=1)  # not the default one: that one is held back
+    try:
+        reading = asyncio.ensure_future(f.fill())
+        assert await loop.run_in_executor(waiter, read_done.wait, 10)
+        new = b"".join(b"new %06d\n" % i for i in range(10))
+        with open(path, "r+b") as w:  # what copytruncate does to the original, then the app writes
+            w.truncate(0)
+            w.write(new)
+        new_entry = Entry("k", Fingerprint.of(new), 0, str(path))
+        f.restart_at_zero(Track(store, new_entry), new_entry.fingerprint)
+        release.set()
+        await reading
+        while await f.fill():
+            pass
+        chunk = f.frame(1000, 1_000_000)
+        assert chunk is not None and chunk.lines == [f"new {i:06d}" for i in range(10)] and chunk.end == len(new)
+    finally:
+        release.set()
+        waiter.shutdown()
         f.close()
 
 
