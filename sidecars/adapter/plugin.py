@@ -215,9 +215,6 @@ class Adapter(Sidecar[AdapterSettings]):
         else:
             failure = scrape.error
             assert failure is not None  # a scrape has a result or an error
-            metrics.scrape_failures.labels(reason=failure.reason).inc()
-            if failure.reason == "parse_error":
-                metrics.parse_errors.inc()
             self._log_failure(failure.reason, failure.detail)
             report = ScrapeReport(t_ms=scrape.t_ms, ok=False, duration_secs=scrape.duration_secs, reason=str(failure))
             for output in serving.outputs:
@@ -240,6 +237,11 @@ class Adapter(Sidecar[AdapterSettings]):
             garbage += [old.result.samples, old.rule_samples]
         metrics.retained_pages.set(len(self._retired))
         self.state.verdict = verdict
+        if scrape.error is not None:
+            # Counted once its verdict is in force: whoever sees the count sees the check that follows.
+            metrics.scrape_failures.labels(reason=scrape.error.reason).inc()
+            if scrape.error.reason == "parse_error":
+                metrics.parse_errors.inc()
         for check in verdict.checks:
             metrics.set_check(check.name, check.group, check.severity, check.state, check.failing)
         for change in verdict.changes:
