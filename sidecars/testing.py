@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 import socket
@@ -39,11 +40,25 @@ PluginClass = type[Sidecar[Any]]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free right now on `host` (the usual race applies: bind soon)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port free right now on `host` (the usual race applies: bind soon). On IPv4 loopback the
+    port is also free on `::1` where the machine has it, as listeners bind both by default."""
+    for _ in range(16):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port: int = sock.getsockname()[1]
+            if host != "127.0.0.1" or _free_on_ipv6_loopback(port):
+                return port
+    raise OSError("no port free on both 127.0.0.1 and ::1 after 16 picks")
+
+
+def _free_on_ipv6_loopback(port: int) -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(("::1", port))
+    except OSError as exc:
+        return exc.errno != errno.EADDRINUSE  # no IPv6 on this machine: nothing to clash with
+    return True
 
 
 async def http_get(url: str, timeout_secs: float = 5.0, **kwargs: Any) -> tuple[int, str]:

@@ -15,6 +15,7 @@ from sidecars.ambassador import engine
 from sidecars.ambassador.cluster.config import ClusterConfig, HealthCheckConfig, Http2Window
 from sidecars.ambassador.cluster.sharding_config import ShardingConfig, parse_server
 from sidecars.ambassador.engine import EngineName
+from sidecars.core.listen import LOOPBACK
 from sidecars.core.settings import SidecarSettings, split_hosts
 
 RetryOn = Literal["connect-failure", "reset", "5xx", "timeout"]
@@ -100,11 +101,11 @@ class ListenerConfig(BaseModel):
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Name used in metrics and logs.")
     host: list[str] = Field(
-        ["127.0.0.1"],
+        list(LOOPBACK),
         min_length=1,
-        description="Addresses to bind, all on port: one, or a list (such as 127.0.0.1 and ::1 for an app that "
-        "resolves localhost to IPv6). The default, IPv4 loopback, lets only containers of the Pod connect: "
-        "the ambassador speaks for the app, nobody else should reach it.",
+        description="Addresses to bind, all on port. The default, loopback on IPv4 and IPv6 (127.0.0.1 and ::1; "
+        "::1 is left out on a node without IPv6), lets only containers of the Pod connect, whichever way "
+        "the app resolves localhost: the ambassador speaks for the app, nobody else should reach it.",
     )
     port: int = Field(..., ge=0, le=65535, description="Port to bind; 0 picks a free one (tests).")
     mode: Mode = Field(

@@ -22,6 +22,9 @@ EXTRA = OPEN_FILE_LIMIT // 2  # connections past the cap, on each listener: the 
 REFUSED_LOG = "client connection refused: max_client_connections reached"
 LOCAL = "local_resources_exhausted"
 OUTCOMES = "ambassador_endpoint_outcomes_total"
+# The descriptor tests bind IPv4 loopback only: the number of spare descriptors under `prlimit` 64
+# decides whether an upstream connect fails for lack of one, so no listening socket is left to the default.
+ONE_ADDRESS = ["127.0.0.1"]
 
 
 async def _metrics(proc: Process) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -126,7 +129,7 @@ async def test_running_out_of_descriptors_does_not_eject_a_healthy_tcp_upstream(
     async with upstream_process() as up:
         cluster = {"endpoints": [up.address], "health_check": {"kind": "none"}}
         settings = {
-            "listeners": [{"name": "db", "port": tcp_port, "mode": "tcp", "cluster": cluster}],
+            "listeners": [{"name": "db", "host": ONE_ADDRESS, "port": tcp_port, "mode": "tcp", "cluster": cluster}],
             "max_client_connections": 1000,
             "shutdown_timeout_secs": 5.0,
         }
@@ -170,7 +173,7 @@ async def test_running_out_of_descriptors_does_not_eject_a_healthy_http_upstream
     async with upstream_process() as up:
         cluster = {"endpoints": [up.address], "health_check": {"kind": "none"}}
         settings = {
-            "listeners": [{"name": "web", "port": http_port, "cluster": cluster}],
+            "listeners": [{"name": "web", "host": ONE_ADDRESS, "port": http_port, "cluster": cluster}],
             "max_client_connections": 1000,
             "shutdown_timeout_secs": 5.0,
         }

@@ -20,7 +20,7 @@ def test_shorthand_makes_one_http_listener_on_loopback() -> None:
     s = config.load(AmbassadorSettings, environ={}, flags={"listen_port": ["7001"], "upstreams": ["a:80, b:81"]})
     (listener,) = s.settings.all_listeners()  # type: ignore[attr-defined]
     assert (listener.name, listener.port, listener.mode) == ("default", 7001, "http")
-    assert listener.host == ["127.0.0.1"]
+    assert listener.host == ["127.0.0.1", "::1"]  # loopback of both families, never a wildcard
     assert listener.cluster.endpoints == ["a:80", "b:81"]
 
 
