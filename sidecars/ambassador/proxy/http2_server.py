@@ -651,6 +651,11 @@ class Stream:
         self.upstream = up
         self.sent = 0
         self.req_end_sent = False
+        # Nothing of an earlier try's answer is this one's (its stream was reset, its bytes not passed on).
+        self.out.clear()
+        self.out_trailers = None
+        self.out_end = False
+        self.blocked_since = 0.0
         no_body = self.req_ended and not self.body and self.req_trailers is None
         try:
             self.up_id = up.open_stream(headers, no_body, self)
@@ -754,7 +759,13 @@ class Stream:
                 self._settle(_TryFailed(f"grpc_{grpc.STATUS_NAMES.get(code, code)}", Outcome.HTTP_5XX))
                 return
         if status >= 500 and not self.grpc and "5xx" in self.p.retry_on and self.retryable_method and self.replayable:
-            self.up_id = 0 if end_stream else self.up_id
+            # Retried: the 5xx's body and trailers must not reach the client, nor its bytes be
+            # credited to the next try's stream.
+            up = self.upstream
+            if not end_stream and up is not None and self.up_id:
+                up.reset(self.up_id)
+                self.p.writes.flush()
+            self.up_id = 0
             self._settle(_TryFailed("upstream_5xx", Outcome.HTTP_5XX))
             return
         self.responded = True
