@@ -71,10 +71,11 @@ CONNECT_FAILURES = frozenset({"connect_failed", *TLS_REASONS})
 
 
 class _TryFailed(Exception):
-    def __init__(self, reason: str, outcome: Outcome) -> None:
+    def __init__(self, reason: str, outcome: Outcome, granted: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.outcome = outcome
+        self.granted = granted  # the retry is already decided (and the budget spent)
 
 
 class ClientSide(Protocol):
@@ -559,7 +560,9 @@ class Stream:
                 if self.done or self.responded:
                     return
                 self._end_try(failure.outcome)
-                if failure.reason in ("no_healthy_upstream", "overflow") or not self._can_retry(failure.reason):
+                if not failure.granted and (
+                    failure.reason in ("no_healthy_upstream", "overflow") or not self._can_retry(failure.reason)
+                ):
                     return self.fail(failure.reason)
                 p.stats.retry(failure.reason)
                 self.tries += 1
@@ -758,15 +761,21 @@ class Stream:
                 self.up_id = 0  # the upstream stream is over
                 self._settle(_TryFailed(f"grpc_{grpc.STATUS_NAMES.get(code, code)}", Outcome.HTTP_5XX))
                 return
-        if status >= 500 and not self.grpc and "5xx" in self.p.retry_on and self.retryable_method and self.replayable:
+        if (
+            status >= 500
+            and not self.grpc
+            and "5xx" in self.p.retry_on
+            and self.replayable
+            and self._can_retry("upstream_5xx")
+        ):
             # Retried: the 5xx's body and trailers must not reach the client, nor its bytes be
-            # credited to the next try's stream.
+            # credited to the next try's stream. Otherwise (retries used up) it is passed on as sent.
             up = self.upstream
             if not end_stream and up is not None and self.up_id:
                 up.reset(self.up_id)
                 self.p.writes.flush()
             self.up_id = 0
-            self._settle(_TryFailed("upstream_5xx", Outcome.HTTP_5XX))
+            self._settle(_TryFailed("upstream_5xx", Outcome.HTTP_5XX, granted=True))
             return
         self.responded = True
         self.status = status

@@ -12,7 +12,7 @@ from typing import Any
 import h2.events
 import pytest
 
-from tests.integration.ambassador.conftest import proxy  # noqa: F401  (fixture)
+from tests.integration.ambassador.conftest import proxy, raw_request  # noqa: F401  (fixture)
 from tests.integration.ambassador.h2_client import RawH2
 from tests.integration.ambassador.h2_upstream import h2_upstream
 
@@ -112,3 +112,30 @@ async def test_a_retried_5xx_from_an_http1_upstream_leaves_nothing_in_the_h2c_an
     assert trailers is None, trailers
     assert "StreamEnded" in kinds and "StreamReset" not in kinds
     assert len(heads) == 2
+
+
+async def test_a_5xx_not_retried_reaches_the_h2c_client_as_the_upstream_sent_it(proxy: Any) -> None:  # noqa: F811
+    async with (
+        h2_upstream("up", "always-500") as up,
+        proxy([up.address], **RETRY, cluster={"protocol": "http2", **NO_EJECTION}) as (_, port),
+    ):
+        head, body, trailers, kinds = await asyncio.to_thread(h2c_get, port)
+    assert head.get(b":status") == b"500", (head, body)
+    assert head[b"retry-after"] == b"7" and head[b"content-type"] == b"application/json"
+    assert b"x-ambassador-reason" not in head
+    assert body == b'{"error":"db down"}'
+    assert trailers is None and "StreamEnded" in kinds
+    assert up.streams == 3  # the first try and two retries, the last one's answer passed on
+
+
+async def test_a_5xx_not_retried_reaches_the_http1_client_as_the_h2c_upstream_sent_it(proxy: Any) -> None:  # noqa: F811
+    async with (
+        h2_upstream("up", "always-500") as up,
+        proxy([up.address], **RETRY, cluster={"protocol": "http2", **NO_EJECTION}) as (_, port),
+    ):
+        ((status, headers, body),) = await raw_request(port, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert status == 500, (headers, body)
+    assert headers["retry-after"] == "7" and headers["content-type"] == "application/json"
+    assert "x-ambassador-reason" not in headers
+    assert body == b'{"error":"db down"}'
+    assert up.streams == 3
