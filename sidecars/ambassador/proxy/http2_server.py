@@ -15,15 +15,16 @@
 
 Flow control end to end: request bytes are acknowledged to the app (its stream window reopened) only
 once they went into an upstream stream, response bytes to the upstream only once they went to the
-app; connection windows reopen as the bytes arrive (`http2_wire`). So each direction of each stream
-holds at most one stream window in the proxy (`buffered` sums them), a slow reader holds up its own
-stream and nothing else, and a transport whose write buffer is full takes no more bytes (its streams
-wait for `resume_writing`).
+app; connection windows reopen as the bytes arrive while the connection holds less than its
+`connection_buffer_bytes`, past it as bytes are passed on (`http2_wire`). So each direction of each
+stream holds at most one stream window in the proxy (`buffered` sums them), each connection at most
+its buffer plus its connection window, a slow reader holds up its own stream and nothing else, and a
+transport whose write buffer is full takes no more bytes (its streams wait for `resume_writing`).
 
 Retries (`retries`, the cluster's retry budget, the overall deadline) happen while the response head
 has not been passed on and the request body so far is held (`max_retry_body_bytes`): always for a
 stream that provably never reached the application (connect failure, REFUSED_STREAM, above a
-GOAWAY's last stream id), for a reset or timeout as `retry_on` says for the methods in
+GOAWAY's last stream id), for a reset, timeout or 5xx as `retry_on` says for the methods in
 `retry_methods`, and for gRPC calls answered with a status in `retry_on_grpc_status` (gRPC's own
 policy: any method).
 """
@@ -177,6 +178,7 @@ class Http2Client(ServerWire, asyncio.Protocol):
             max_header_list=cfg.max_header_list_bytes,
             max_streams=cfg.max_concurrent_streams,
             hard_max_streams=min(2 * cfg.max_concurrent_streams, 2**31 - 1),
+            connection_buffer=cfg.connection_buffer_bytes,
         )
         self.p = proxy
         self.guard = InboundGuard(cfg)
