@@ -62,8 +62,18 @@ class Http2Config(BaseModel):
     connection_window_bytes: Http2Window = Field(
         1048576,
         description="Flow-control window of each client connection: request bytes in flight for all of its "
-        "streams together. Given back as the bytes arrive, so a stream whose upstream does not read holds up "
-        "its own stream window only, never the connection's other streams.",
+        "streams together. Given back as the bytes arrive (while within `connection_buffer_bytes`), so a "
+        "stream whose upstream does not read holds up its own stream window only, never the connection's other "
+        "streams.",
+    )
+    connection_buffer_bytes: int = Field(
+        4194304,
+        ge=65536,
+        le=2**31 - 1,
+        description="Request bytes of one client connection's open streams the ambassador holds with their "
+        "connection window given back at once; past it the window comes back only as bytes are passed on. "
+        "One connection then holds at most this plus `connection_window_bytes`; under it, a stream whose "
+        "upstream does not read never holds up the connection's other streams.",
     )
     max_header_list_bytes: int = Field(
         65536,

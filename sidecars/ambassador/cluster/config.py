@@ -148,8 +148,18 @@ class Http2UpstreamConfig(_Section):
     connection_window_bytes: Http2Window = Field(
         1048576,
         description="Flow-control window of each upstream connection: response bytes in flight for all its "
-        "streams together. Given back as the bytes arrive, so a stream whose app does not read holds up "
-        "its own stream window only, never the connection's other streams.",
+        "streams together. Given back as the bytes arrive (while within `connection_buffer_bytes`), so a "
+        "stream whose app does not read holds up its own stream window only, never the connection's other "
+        "streams.",
+    )
+    connection_buffer_bytes: int = Field(
+        4194304,
+        ge=65536,
+        le=2**31 - 1,
+        description="Response bytes of one upstream connection's open streams the ambassador holds with their "
+        "connection window given back at once; past it the window comes back only as bytes are passed on. "
+        "One connection then holds at most this plus `connection_window_bytes`; under it, a stream whose "
+        "app does not read never holds up the connection's other streams.",
     )
     max_header_list_bytes: int = Field(
         65536, ge=1024, description="Largest response header list accepted (SETTINGS_MAX_HEADER_LIST_SIZE)."

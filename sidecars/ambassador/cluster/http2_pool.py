@@ -62,6 +62,7 @@ class Upstream(ClientWire, asyncio.Protocol):
             stream_window=cfg.initial_stream_window_bytes,
             connection_window=cfg.connection_window_bytes,
             max_header_list=cfg.max_header_list_bytes,
+            connection_buffer=cfg.connection_buffer_bytes,
         )
         self.pool = pool
         self.endpoint = endpoint

@@ -28,6 +28,9 @@ from sidecars.ambassador.cluster.http2_frames import DEFAULT_WINDOW, PREFACE, He
 from sidecars.ambassador.cluster.http2_hpack import CachingDecoder, CachingEncoder, checked_headers
 
 MAX_WINDOW = 2**31 - 1
+# Bytes of a connection's open streams held with their connection window given back (the setting's
+# default; `Wire.connection_buffer`).
+DEFAULT_CONNECTION_BUFFER = 4 << 20
 MAX_FRAME = 16384  # what the proxy accepts (it never raises SETTINGS_MAX_FRAME_SIZE)
 MAX_CONTINUATIONS = 64
 # The most of a peer's SETTINGS_HEADER_TABLE_SIZE the proxy's encoder uses (the default; nghttp2's bound
@@ -77,6 +80,7 @@ class WireStream:
         "expected",
         "grown",
         "head",
+        "held",
         "local_closed",
         "received",
         "recv_window",
@@ -95,6 +99,7 @@ class WireStream:
         self.expected: int | None = None  # the peer's content-length (-1: none), once its head is in
         self.received = 0
         self.grown = False  # its send window grew in the current read: told once at its end
+        self.held = 0  # bytes passed to the subclass, not yet passed on by it (`credit`)
 
 
 class Wire:
@@ -108,9 +113,12 @@ class Wire:
         "block_frames",
         "block_stream",
         "buffer",
+        "conn_held",
+        "conn_owed",
         "conn_recv_window",
         "conn_send_window",
         "conn_unacked",
+        "connection_buffer",
         "connection_window",
         "decoder",
         "encoder",
@@ -133,7 +141,14 @@ class Wire:
         "writable",
     )
 
-    def __init__(self, *, stream_window: int, connection_window: int, max_header_list: int) -> None:
+    def __init__(
+        self,
+        *,
+        stream_window: int,
+        connection_window: int,
+        max_header_list: int,
+        connection_buffer: int = DEFAULT_CONNECTION_BUFFER,
+    ) -> None:
         self.out = bytearray()
         self.wire_streams: dict[int, WireStream] = {}
         self.next_stream_id = 1
@@ -144,6 +159,12 @@ class Wire:
         self.connection_window = max(connection_window, DEFAULT_WINDOW)
         self.conn_recv_window = DEFAULT_WINDOW
         self.conn_unacked = 0
+        # Bytes of open streams passed to the subclass and not yet passed on; of those, the bytes whose
+        # connection window is not given back yet: at most `connection_buffer` held bytes have theirs
+        # back, so one connection holds at most `connection_buffer` + its connection window.
+        self.connection_buffer = connection_buffer
+        self.conn_held = 0
+        self.conn_owed = 0
         self.conn_send_window = DEFAULT_WINDOW
         self.remote_initial_window = DEFAULT_WINDOW
         self.remote_max_frame = 16384
@@ -234,24 +255,73 @@ class Wire:
     def _local_end(self, stream_id: int, stream: WireStream) -> None:
         stream.local_closed = True
         if stream.remote_closed:
-            del self.wire_streams[stream_id]
+            self._forget(stream_id)
 
     def _remote_end(self, stream_id: int, stream: WireStream) -> None:
         stream.remote_closed = True
         if stream.local_closed:
-            del self.wire_streams[stream_id]
+            self._forget(stream_id)
+
+    def _forget(self, stream_id: int) -> WireStream | None:
+        """The stream is over: what it held no longer counts against the connection's buffer."""
+        stream = self.wire_streams.pop(stream_id, None)
+        if stream is not None and stream.held:
+            self._release(stream.held)
+            stream.held = 0
+        return stream
 
     def rst(self, stream_id: int, code: int) -> None:
         """RST_STREAM for a stream still open (either way); forgotten."""
-        if self.wire_streams.pop(stream_id, None) is not None:
+        if self._forget(stream_id) is not None:
             self.out += _frame(RST_STREAM, 0, stream_id, int(code).to_bytes(4, "big"))
+
+    def _conn_credit(self, size: int) -> None:
+        """The peer may send `size` more bytes on the connection (batched: a WINDOW_UPDATE once half
+        the window is owed)."""
+        unacked = self.conn_unacked + size
+        if unacked >= self.connection_window // 2:
+            self.out += _frame(WINDOW_UPDATE, 0, 0, unacked.to_bytes(4, "big"))
+            self.conn_recv_window += unacked
+            self.conn_unacked = 0
+        else:
+            self.conn_unacked = unacked
+
+    def _hold(self, stream: WireStream, flow: int) -> None:
+        """`flow` bytes go to the subclass: their connection window comes back at once while the
+        connection's held bytes stay within `connection_buffer`, else as bytes are passed on."""
+        stream.held += flow
+        self.conn_held = held = self.conn_held + flow
+        over = held - self.conn_owed - self.connection_buffer
+        if over > 0:
+            owe = min(flow, over)
+            self.conn_owed += owe
+            flow -= owe
+        if flow:
+            self._conn_credit(flow)
+
+    def _release(self, size: int) -> None:
+        """`size` held bytes were passed on (or dropped with their stream): connection window owed
+        comes back as far as the buffer has room again."""
+        self.conn_held -= size
+        owed = self.conn_owed
+        if owed:
+            back = min(owed, self.connection_buffer - (self.conn_held - owed))
+            if back > 0:
+                self.conn_owed = owed - back
+                self._conn_credit(back)
 
     def credit(self, stream_id: int, size: int) -> None:
         """`size` received bytes of the stream were passed on: the peer may send that many more on it
         (batched: a WINDOW_UPDATE once half a window is owed). The connection's window came back as
-        the bytes arrived (`_data`)."""
+        the bytes arrived, or comes back now if the connection held more than its buffer (`_hold`)."""
         stream = self.wire_streams.get(stream_id)
-        if stream is None or stream.remote_closed:
+        if stream is None:
+            return
+        if stream.held:
+            passed = min(size, stream.held)
+            stream.held -= passed
+            self._release(passed)
+        if stream.remote_closed:
             return
         stream.unacked += size
         if stream.unacked >= self.stream_window // 2:
@@ -308,7 +378,7 @@ class Wire:
                     if stream_id == 0 or length != 4:
                         raise WireError("RST_STREAM on stream 0 or not 4 bytes", ErrorCodes.FRAME_SIZE_ERROR)
                     self._check_known(stream_id)
-                    if self.wire_streams.pop(stream_id, None) is not None:
+                    if self._forget(stream_id) is not None:
                         self._reset_done(stream_id)
                         self.on_stream_reset(stream_id, int.from_bytes(payload, "big"))
                 elif kind == SETTINGS:
@@ -390,27 +460,24 @@ class Wire:
         flow = len(payload)
         if flow > self.conn_recv_window:
             raise WireError("DATA over the connection window", ErrorCodes.FLOW_CONTROL_ERROR)
-        # The connection's window comes back as the bytes arrive, each stream's only as its bytes are
-        # passed on (`credit`): a stream whose reader is slow holds at most its own window here, and
-        # never closes the window the connection's other streams share (as nghttp2 and Envoy do).
-        unacked = self.conn_unacked + flow
-        if unacked >= self.connection_window // 2:
-            self.out += _frame(WINDOW_UPDATE, 0, 0, unacked.to_bytes(4, "big"))
-            self.conn_recv_window += unacked - flow
-            self.conn_unacked = 0
-        else:
-            self.conn_recv_window -= flow
-            self.conn_unacked = unacked
+        # The connection's window comes back as the bytes arrive (while the connection holds no more
+        # than `connection_buffer`: `_hold`), each stream's only as its bytes are passed on (`credit`):
+        # a stream whose reader is slow holds at most its own window here, and never closes the
+        # window the connection's other streams share (as nghttp2 and Envoy do).
+        self.conn_recv_window -= flow
         data = self._unpad(flags, payload)
         stream = self.wire_streams.get(stream_id)
         if stream is None:
-            return  # a stream already reset
+            self._conn_credit(flow)  # a stream already reset: nothing is held
+            return
         if stream.remote_closed or stream.expected is None:
             # After the peer's END_STREAM: STREAM_CLOSED (RFC 9113 §5.1, half-closed (remote)).
             code = ErrorCodes.STREAM_CLOSED if stream.remote_closed else ErrorCodes.PROTOCOL_ERROR
+            self._conn_credit(flow)
             self._stream_error(stream_id, "DATA before the response head or after the end", code)
             return
         if flow > stream.recv_window:
+            self._conn_credit(flow)
             self._stream_error(stream_id, "DATA over the stream window", ErrorCodes.FLOW_CONTROL_ERROR)
             return
         stream.recv_window -= flow
@@ -419,8 +486,10 @@ class Wire:
         if (stream.expected >= 0 and stream.received > stream.expected) or (
             end and stream.expected >= 0 and stream.received != stream.expected
         ):
+            self._conn_credit(flow)
             self._stream_error(stream_id, "DATA does not match content-length")
             return
+        self._hold(stream, flow)
         if end:
             self._remote_end(stream_id, stream)
         self.on_data(stream_id, data, flow, end)
@@ -576,7 +645,7 @@ class Wire:
 
     def _stream_error(self, stream_id: int, reason: str, code: int = ErrorCodes.PROTOCOL_ERROR) -> None:
         """A malformed stream (RFC 9113 §8.1.1): reset it, tell the subclass."""
-        if self.wire_streams.pop(stream_id, None) is not None:
+        if self._forget(stream_id) is not None:
             self.out += _frame(RST_STREAM, 0, stream_id, int(code).to_bytes(4, "big"))
             self.on_stream_error(stream_id, reason)
 
@@ -732,9 +801,13 @@ class ServerWire(Wire):
         max_header_list: int,
         max_streams: int,
         hard_max_streams: int,
+        connection_buffer: int = DEFAULT_CONNECTION_BUFFER,
     ) -> None:
         super().__init__(
-            stream_window=stream_window, connection_window=connection_window, max_header_list=max_header_list
+            stream_window=stream_window,
+            connection_window=connection_window,
+            max_header_list=max_header_list,
+            connection_buffer=connection_buffer,
         )
         self.max_streams = max_streams
         self.hard_max_streams = hard_max_streams

@@ -15,15 +15,16 @@
 
 Flow control end to end: request bytes are acknowledged to the app (its stream window reopened) only
 once they went into an upstream stream, response bytes to the upstream only once they went to the
-app; connection windows reopen as the bytes arrive (`http2_wire`). So each direction of each stream
-holds at most one stream window in the proxy (`buffered` sums them), a slow reader holds up its own
-stream and nothing else, and a transport whose write buffer is full takes no more bytes (its streams
-wait for `resume_writing`).
+app; connection windows reopen as the bytes arrive while the connection holds less than its
+`connection_buffer_bytes`, past it as bytes are passed on (`http2_wire`). So each direction of each
+stream holds at most one stream window in the proxy (`buffered` sums them), each connection at most
+its buffer plus its connection window, a slow reader holds up its own stream and nothing else, and a
+transport whose write buffer is full takes no more bytes (its streams wait for `resume_writing`).
 
 Retries (`retries`, the cluster's retry budget, the overall deadline) happen while the response head
 has not been passed on and the request body so far is held (`max_retry_body_bytes`): always for a
 stream that provably never reached the application (connect failure, REFUSED_STREAM, above a
-GOAWAY's last stream id), for a reset or timeout as `retry_on` says for the methods in
+GOAWAY's last stream id), for a reset, timeout or 5xx as `retry_on` says for the methods in
 `retry_methods`, and for gRPC calls answered with a status in `retry_on_grpc_status` (gRPC's own
 policy: any method).
 """
@@ -71,10 +72,11 @@ CONNECT_FAILURES = frozenset({"connect_failed", *TLS_REASONS})
 
 
 class _TryFailed(Exception):
-    def __init__(self, reason: str, outcome: Outcome) -> None:
+    def __init__(self, reason: str, outcome: Outcome, granted: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.outcome = outcome
+        self.granted = granted  # the retry is already decided (and the budget spent)
 
 
 class ClientSide(Protocol):
@@ -176,6 +178,7 @@ class Http2Client(ServerWire, asyncio.Protocol):
             max_header_list=cfg.max_header_list_bytes,
             max_streams=cfg.max_concurrent_streams,
             hard_max_streams=min(2 * cfg.max_concurrent_streams, 2**31 - 1),
+            connection_buffer=cfg.connection_buffer_bytes,
         )
         self.p = proxy
         self.guard = InboundGuard(cfg)
@@ -559,7 +562,9 @@ class Stream:
                 if self.done or self.responded:
                     return
                 self._end_try(failure.outcome)
-                if failure.reason in ("no_healthy_upstream", "overflow") or not self._can_retry(failure.reason):
+                if not failure.granted and (
+                    failure.reason in ("no_healthy_upstream", "overflow") or not self._can_retry(failure.reason)
+                ):
                     return self.fail(failure.reason)
                 p.stats.retry(failure.reason)
                 self.tries += 1
@@ -651,6 +656,11 @@ class Stream:
         self.upstream = up
         self.sent = 0
         self.req_end_sent = False
+        # Nothing of an earlier try's answer is this one's (its stream was reset, its bytes not passed on).
+        self.out.clear()
+        self.out_trailers = None
+        self.out_end = False
+        self.blocked_since = 0.0
         no_body = self.req_ended and not self.body and self.req_trailers is None
         try:
             self.up_id = up.open_stream(headers, no_body, self)
@@ -753,9 +763,21 @@ class Stream:
                 self.up_id = 0  # the upstream stream is over
                 self._settle(_TryFailed(f"grpc_{grpc.STATUS_NAMES.get(code, code)}", Outcome.HTTP_5XX))
                 return
-        if status >= 500 and not self.grpc and "5xx" in self.p.retry_on and self.retryable_method and self.replayable:
-            self.up_id = 0 if end_stream else self.up_id
-            self._settle(_TryFailed("upstream_5xx", Outcome.HTTP_5XX))
+        if (
+            status >= 500
+            and not self.grpc
+            and "5xx" in self.p.retry_on
+            and self.replayable
+            and self._can_retry("upstream_5xx")
+        ):
+            # Retried: the 5xx's body and trailers must not reach the client, nor its bytes be
+            # credited to the next try's stream. Otherwise (retries used up) it is passed on as sent.
+            up = self.upstream
+            if not end_stream and up is not None and self.up_id:
+                up.reset(self.up_id)
+                self.p.writes.flush()
+            self.up_id = 0
+            self._settle(_TryFailed("upstream_5xx", Outcome.HTTP_5XX, granted=True))
             return
         self.responded = True
         self.status = status

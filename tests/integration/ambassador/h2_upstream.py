@@ -43,7 +43,21 @@ class ScriptedH2(asyncio.Protocol):
             for _ in range(12):  # more than the proxy passes on
                 self.conn.send_headers(stream_id, [(b":status", b"103"), (b"link", b"</app.css>; rel=preload")])
             mode = "body"
-        if mode == "refuse":
+        if mode == "5xx-once":
+            if self.server.streams == 1:
+                head = [(b":status", b"503"), (b"content-length", b"15"), (b"x-try", b"1")]
+                self.conn.send_headers(stream_id, head)
+                self.conn.send_data(stream_id, b"SORRY-503-BODY\n")
+                self.conn.send_headers(stream_id, [(b"x-sorry", b"yes")], end_stream=True)
+            else:
+                self.conn.send_headers(stream_id, [(b":status", b"200")])
+                self.conn.send_data(stream_id, b"real\n", end_stream=True)
+        elif mode == "always-500":
+            body = b'{"error":"db down"}'
+            head = [(b":status", b"500"), (b"retry-after", b"7"), (b"content-type", b"application/json")]
+            self.conn.send_headers(stream_id, [*head, (b"content-length", b"%d" % len(body))])
+            self.conn.send_data(stream_id, body, end_stream=True)
+        elif mode == "refuse":
             self.conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
         elif mode == "goaway":
             self.conn.close_connection(last_stream_id=0)
@@ -85,7 +99,9 @@ class H2Upstream:
 @contextlib.asynccontextmanager
 async def h2_upstream(name: str, mode: str = "ok") -> AsyncIterator[H2Upstream]:
     """mode: ok (Trailers-Only grpc-status 0 with x-served-by), body (a body without content-length, then
-    trailers), hints (twelve 103 Early Hints, then as body), silent, refuse (REFUSED_STREAM), goaway."""
+    trailers), hints (twelve 103 Early Hints, then as body), silent, refuse (REFUSED_STREAM), goaway,
+    5xx-once (the first stream a 503 with a body and trailers, then a 200 `real\n` without a length),
+    always-500 (a 500 with `retry-after: 7` and a JSON body)."""
     upstream = H2Upstream(name, mode)
     server = await asyncio.get_running_loop().create_server(lambda: ScriptedH2(upstream), "127.0.0.1", 0)
     upstream.port = server.sockets[0].getsockname()[1]

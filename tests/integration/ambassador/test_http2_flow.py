@@ -28,6 +28,7 @@ from tests.support.nginx import Nginx, write_config
 pytestmark = pytest.mark.timeout(120)
 
 WINDOW = 262144  # the stream windows' default, both sides
+CONNECTION_WINDOW = 1 << 20  # the connection windows' default
 BIG = 4 << 20  # a response 16 stream windows long
 SERVER = """
         client_max_body_size 0;
@@ -61,9 +62,12 @@ async def h2c_nginx() -> AsyncIterator[Nginx]:
 
 
 @contextlib.asynccontextmanager
-async def ambassador(nginx: Nginx) -> AsyncIterator[tuple[RunningSidecar, int]]:
+async def ambassador(
+    nginx: Nginx, http2: dict[str, int] | None = None, **extra: int
+) -> AsyncIterator[tuple[RunningSidecar, int]]:
     cluster = {"protocol": "http2", "http2": {"max_connections_per_endpoint": 1}}
-    async with run_sidecar(Ambassador, listeners=[listener([nginx.address], cluster=cluster, **PATIENT)]) as sc:
+    options = {**PATIENT, **extra, "http2": {**PATIENT["http2"], **(http2 or {})}}
+    async with run_sidecar(Ambassador, listeners=[listener([nginx.address], cluster=cluster, **options)]) as sc:
         yield sc, sc.plugin.listeners[0].port
 
 
@@ -95,6 +99,7 @@ class Client:
         self.got: dict[int, bytearray] = {}
         self.status: dict[int, bytes] = {}
         self.ended: set[int] = set()
+        self.pongs = 0
         self.task = asyncio.create_task(self._read()) if read else None
         self._flush()
 
@@ -146,7 +151,16 @@ class Client:
                     self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                 elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
                     self.ended.add(event.stream_id)
+                elif isinstance(event, h2.events.PingAckReceived):
+                    self.pongs += 1
             self._pump()
+
+    async def fence(self) -> None:
+        """Returns once the peer has read every frame sent before (it answers a PING in order)."""
+        pongs = self.pongs
+        self.conn.ping(b"fence-01")
+        self._flush()
+        await until(lambda: self.pongs > pongs, 30, "the PING's acknowledgement")
 
     async def close(self) -> None:
         if self.task is not None:
@@ -193,4 +207,22 @@ async def test_an_upstream_that_stops_reading_one_body_does_not_stall_the_other_
         assert bytes(c.got[stream_id]) == b"got %d\n" % WINDOW
         # What the ambassador holds of the stalled bodies: one stream window each at most.
         assert 0 < buffered(sc, "request") <= len(stalled) * WINDOW
+        assert not any(s in c.ended for s in stalled)
+
+
+async def test_what_one_client_connection_holds_of_stalled_bodies_stays_within_its_buffer() -> None:
+    budget = CONNECTION_WINDOW
+    async with (
+        h2c_nginx() as nginx,
+        # No copies kept for retries: the gauge then shows the bytes held for the client alone.
+        ambassador(nginx, http2={"connection_buffer_bytes": budget}, max_retry_body_bytes=0) as (sc, port),
+        client(port) as c,
+    ):
+        stalled = [c.request(b"/stall", b"s" * (2 * WINDOW)) for _ in range(24)]
+        # Their stream windows would let 24 x 256 KiB (6 MiB) in; the connection's window stays open
+        # for its buffer's worth of held bytes only, then opens as bytes are passed on.
+        await until(lambda: all(c.blocked(s) for s in stalled), 30, "the stalled bodies wait for windows")
+        await c.fence()  # every byte the client could send is in
+        held = buffered(sc, "request")
+        assert budget // 2 < held <= budget + CONNECTION_WINDOW, held
         assert not any(s in c.ended for s in stalled)

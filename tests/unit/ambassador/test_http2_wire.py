@@ -36,6 +36,7 @@ class Recorder(ClientWire):
             stream_window=kwargs.get("stream_window", 65535),
             connection_window=kwargs.get("connection_window", 65535),
             max_header_list=kwargs.get("max_header_list", 16384),
+            connection_buffer=kwargs.get("connection_buffer", 1 << 20),
         )
         self.seen: list[tuple[Any, ...]] = []
 
@@ -172,6 +173,30 @@ def test_the_connection_window_comes_back_as_data_arrives_a_streams_only_once_pa
     wire.credit(held, 64000)  # passed on at last
     srv.receive_data(wire.data_to_send())
     assert srv.streams[held].outbound_flow_control_window == 65535
+
+
+def test_past_its_buffer_the_connection_window_comes_back_only_as_bytes_are_passed_on() -> None:
+    wire, srv = pair(stream_window=65535, connection_window=65535, connection_buffer=32000)
+    a, b, c = (wire.request(REQUEST, end_stream=True) for _ in range(3))
+    srv.receive_data(wire.data_to_send())
+    for stream_id in (a, b, c):
+        srv.send_headers(stream_id, OK)
+    srv.send_data(a, b"y" * 16000)
+    srv.send_data(a, b"y" * 16000)  # the buffer's worth, held: its connection window is given back
+    srv.send_data(b, b"y" * 16000)
+    srv.send_data(c, b"y" * 16000)  # past the buffer: theirs is not
+    wire.receive(srv.data_to_send())
+    assert (wire.conn_held, wire.conn_owed) == (64000, 32000)
+    srv.receive_data(wire.data_to_send())
+    assert srv.outbound_flow_control_window == 65535 - 64000  # 32000 owed to the peer, not yet told
+    wire.credit(b, 16000)  # passed on: the buffer has room again, as much comes back
+    srv.receive_data(wire.data_to_send())
+    assert (wire.conn_held, wire.conn_owed) == (48000, 16000)
+    assert srv.outbound_flow_control_window == 65535 - 64000 + 48000
+    wire.rst(c, ErrorCodes.CANCEL)  # a stream's end drops what it held from the count
+    assert (wire.conn_held, wire.conn_owed) == (32000, 0)
+    wire.credit(a, 32000)
+    assert (wire.conn_held, wire.conn_owed) == (0, 0)
 
 
 def test_data_past_the_stream_window_resets_that_stream_only() -> None:
