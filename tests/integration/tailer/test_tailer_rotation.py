@@ -4,6 +4,7 @@ copytruncate (also a truncation the tailer only notices after the file grew back
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -120,6 +121,42 @@ async def test_copytruncate_between_two_looks_is_caught_by_the_next_read(
         assert sc.sample("tailer_rotations_total", {"kind": "truncated"}) == 1
         assert sc.sample("tailer_rotations_total", {"kind": "copy_found"}) == 1
     assert_exactly(receiver, before + after)
+
+
+async def test_copytruncate_of_contents_with_the_same_head_is_caught_by_the_next_read(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path, tmp_path: Path
+) -> None:
+    """As above, but every content starts with the same banner, longer than the fingerprint: the head
+    still matches after the truncation. The bytes just before the read offset, as read, do not."""
+    app = logs / "app.log"
+    banner = [f"banner {i:02d} {'=' * 90}" for i in range(12)]  # 12 x 101 bytes > fingerprint_bytes
+    before = [f"{m} {PAD}" for m in numbered("before", 0, 3000)]
+    write_lines(app, banner + before)
+    receiver.fail_status = 503
+    conf = f"{app} {{\n  rotate 5\n  copytruncate\n  missingok\n}}\n"
+    async with tailer(
+        max_buffer_bytes=64 * 1024,
+        read_chunk_bytes=16 * 1024,
+        watch_mode="poll",
+        poll_interval_secs=120.0,
+        rescan_interval_secs=120.0,
+    ) as sc:
+        await wait_sample(sc, "tailer_retries_total", None, 1)
+        paused_at = await wait_read_offset(sc, app, 60 * 1024)
+        logrotate(conf, tmp_path)
+        after = [f"{m} {PAD}" for m in numbered("after", 0, 3000)]
+        assert len("".join(line + "\n" for line in banner + after)) > paused_at + 16 * 1024
+        write_lines(app, banner + after)
+        receiver.fail_status = None
+        await receiver.wait_for(2 * len(banner) + 6000)
+        await asyncio.sleep(0.3)
+        assert sc.sample("tailer_rotations_total", {"kind": "truncated"}) == 1
+        assert sc.sample("tailer_rotations_total", {"kind": "copy_found"}) == 1
+    # The banner is in both contents: each of its lines arrives twice, every other line once.
+    got = Counter(receiver.messages)
+    lost = [m for m in before + after if m not in got]
+    assert not lost, f"{len(lost)} lines lost, first: {lost[:3]}"
+    assert got == Counter(banner + before + banner + after)
 
 
 async def test_truncation_noticed_after_the_file_grew_back_past_the_old_offset(
