@@ -406,6 +406,9 @@ class FileSet:
         if copy is None:
             # What was read goes out (a held partial line or multi-line record included); its acks
             # move the old content's record, which its copy, when found after a restart, resumes from.
+            # Whole lines are framed within the batch limits first: one read may hold thousands.
+            while (framed := f.frame(self.s.batch_max_lines, self.s.batch_max_bytes)) is not None:
+                self._stash(framed)
             for held_chunk in (f.flush_partial(now, force=True), f.flush_multiline(now, force=True)):
                 if held_chunk is not None:
                     self._stash(held_chunk)

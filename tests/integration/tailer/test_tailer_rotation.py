@@ -180,6 +180,29 @@ async def test_truncation_noticed_after_the_file_grew_back_past_the_old_offset(
     assert_exactly(receiver, [*old, "old partial", *new])
 
 
+async def test_lines_held_at_a_truncation_without_a_copy_go_out_within_the_batch_limits(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path
+) -> None:
+    """Truncated in place with no copy while the sink is down: the whole lines read but not yet framed
+    go out in batches of at most batch_max_lines, not as one batch a sink with a line limit rejects."""
+    app = logs / "app.log"
+    old = [f"{m} {PAD}" for m in numbered("old", 0, 2000)]  # one read (256 KiB) takes them all
+    write_lines(app, old)
+    receiver.fail_status = 503  # the reader stops framing once the batches in flight are full
+    async with tailer(batch_max_lines=50, watch_mode="poll", poll_interval_secs=0.2) as sc:
+        await wait_sample(sc, "tailer_retries_total", None, 1)
+        await wait_read_offset(sc, app, app.stat().st_size)
+        new = numbered("new", 0, 20)
+        write_lines(app, new, mode="w")  # shorter than the offset read: a plain truncation, no copy
+        await wait_sample(sc, "tailer_rotations_total", {"kind": "truncated"}, 1)
+        receiver.fail_status = None
+        await receiver.wait_for(len(old) + len(new))
+        await asyncio.sleep(0.3)
+        assert sc.sample("tailer_rotations_total", {"kind": "copy_found"}) in (None, 0)
+    assert_exactly(receiver, old + new)
+    assert max(receiver.batch_lines) <= 50, receiver.batch_lines
+
+
 async def test_glob_does_not_match_rotated_siblings_and_restart_sends_nothing_twice(
     tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path, tmp_path: Path
 ) -> None:
