@@ -180,29 +180,32 @@ class Follower:
                 return True  # restarted at a truncation meanwhile: this read belongs to the old content
         else:
             data = os.pread(self.fd, want + len(tail), start)
-        if tail:
-            if not data.startswith(tail):
-                return self._replaced()
-            data = data[len(tail) :]
-        if not data:
+        k = len(tail)
+        if k and not data.startswith(tail):
+            return self._replaced()
+        n = len(data) - k  # new bytes, after the tail read again (not sliced off: no copy of the read)
+        if not n:
             self.at_eof = True
             return False
         # From offset 0 the data is the head, unless the fingerprint is longer than one read.
-        whole = offset == 0 and (len(data) >= self.opt.fingerprint_bytes or len(data) < want)
+        whole = offset == 0 and (n >= self.opt.fingerprint_bytes or n < want)
         if not self._same_content(data if whole else read_head(self.fd, self.opt.fingerprint_bytes)):
             return self._replaced()
-        self.tail = (tail + data)[-TAIL_BYTES:] if len(data) < TAIL_BYTES else data[-TAIL_BYTES:]
-        if len(data) < want:
+        self.tail = data[-TAIL_BYTES:]
+        if n < want:
             self.at_eof = True
-        self.counts.bytes += len(data)
+        self.counts.bytes += n
         self.last_growth = time.monotonic()
-        if offset + len(data) > self.size:
-            self.size = offset + len(data)
-        if self.skipping and not self.buf and b"\n" not in data:
-            self.counts.skipped_bytes += len(data)
-            self.buf_offset = offset + len(data)
+        if offset + n > self.size:
+            self.size = offset + n
+        if self.skipping and not self.buf and data.find(b"\n", k) < 0:
+            self.counts.skipped_bytes += n
+            self.buf_offset = offset + n
             return True
-        self.buf = self.buf + data if self.buf else data
+        if self.buf:
+            self.buf = self.buf + memoryview(data)[k:]
+        else:  # the tail stays in front, as bytes already framed
+            self.buf, self.buf_offset, self.pos = data, start, k
         return True
 
     def _replaced(self) -> bool:
