@@ -315,7 +315,7 @@ class FileSet:
             labels=self._labels(label_path),
             options=self.options,
             counts=self.counts,
-            tail=tail if tail else None,
+            tail=tail if donor is not None else None,  # without a donor nothing is held: read at `offset`
         )
         f.label_path = label_path
         f.buf = held

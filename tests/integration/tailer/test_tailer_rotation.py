@@ -4,6 +4,8 @@ copytruncate (also a truncation the tailer only notices after the file grew back
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -123,14 +125,20 @@ async def test_copytruncate_between_two_looks_is_caught_by_the_next_read(
     assert_exactly(receiver, before + after)
 
 
+@pytest.mark.parametrize("older_copy", [False, True])
 async def test_copytruncate_of_contents_with_the_same_head_is_caught_by_the_next_read(
-    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path, tmp_path: Path
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path, tmp_path: Path, older_copy: bool
 ) -> None:
     """As above, but every content starts with the same banner, longer than the fingerprint: the head
-    still matches after the truncation. The bytes just before the read offset, as read, do not."""
+    still matches after the truncation. The bytes just before the read offset, as read, do not. With
+    an older copy of another such content, the newest by mtime, the copy is still the right one."""
     app = logs / "app.log"
     banner = [f"banner {i:02d} {'=' * 90}" for i in range(12)]  # 12 x 101 bytes > fingerprint_bytes
     before = [f"{m} {PAD}" for m in numbered("before", 0, 3000)]
+    if older_copy:
+        older = logs / "app.log.1"  # logrotate renames it to app.log.2, its mtime kept
+        write_lines(older, banner + [f"{m} {PAD}" for m in numbered("older", 0, 3000)])
+        os.utime(older, (time.time() + 3600, time.time() + 3600))
     write_lines(app, banner + before)
     receiver.fail_status = 503
     conf = f"{app} {{\n  rotate 5\n  copytruncate\n  missingok\n}}\n"
