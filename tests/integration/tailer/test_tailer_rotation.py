@@ -167,6 +167,33 @@ async def test_copytruncate_of_contents_with_the_same_head_is_caught_by_the_next
     assert got == Counter(banner + before + banner + after)
 
 
+async def test_copytruncate_of_contents_with_the_same_head_is_seen_by_the_poller_while_reading_waits(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path, tmp_path: Path
+) -> None:
+    """The same rotation while the sink is down and reading paused: the poller, not a read, sees the
+    bytes before the read offset changed, and takes up the copy at once (logrotate may delete it)."""
+    app = logs / "app.log"
+    banner = [f"banner {i:02d} {'=' * 90}" for i in range(12)]
+    before = [f"{m} {PAD}" for m in numbered("before", 0, 3000)]
+    write_lines(app, banner + before)
+    receiver.fail_status = 503
+    conf = f"{app} {{\n  rotate 5\n  copytruncate\n  missingok\n}}\n"
+    async with tailer(
+        max_buffer_bytes=64 * 1024, read_chunk_bytes=16 * 1024, watch_mode="poll", poll_interval_secs=0.2
+    ) as sc:
+        await wait_sample(sc, "tailer_retries_total", None, 1)
+        await wait_read_offset(sc, app, 60 * 1024)
+        logrotate(conf, tmp_path)
+        after = [f"{m} {PAD}" for m in numbered("after", 0, 3000)]
+        write_lines(app, banner + after)
+        await wait_sample(sc, "tailer_rotations_total", {"kind": "copy_found"}, 1)  # the sink still down
+        receiver.fail_status = None
+        await receiver.wait_for(2 * len(banner) + 6000)
+        await asyncio.sleep(0.3)
+        assert sc.sample("tailer_rotations_total", {"kind": "truncated"}) == 1
+    assert Counter(receiver.messages) == Counter(banner + before + banner + after)
+
+
 async def test_truncation_noticed_after_the_file_grew_back_past_the_old_offset(
     tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path
 ) -> None:
