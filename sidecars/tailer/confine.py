@@ -88,6 +88,14 @@ class Confinement:
         finally:
             os.close(fd)
 
+    def read_at(self, path: str, offset: int, size: int) -> bytes:
+        """`size` bytes at `offset` of the file at `path` (fewer past its end), opened as `open` does."""
+        fd = self.open(path)
+        try:
+            return os.pread(fd, size, offset)
+        finally:
+            os.close(fd)
+
     def _open_beneath(self, path: str) -> int:
         root = self.root_of(path)
         if root is None:

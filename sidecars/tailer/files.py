@@ -96,6 +96,13 @@ class FileSet:
         except OSError:
             return b""
 
+    def _tail_matches(self, f: Follower) -> bool:
+        """Whether the bytes before `f`'s read offset are those it read; a failed read proves nothing."""
+        try:
+            return f.tail_matches()
+        except OSError:
+            return True
+
     def _lstat(self, path: str) -> os.stat_result:
         """What a path names, symlinks followed only where they may be."""
         return os.stat(path) if self.confine.follow_symlinks else os.lstat(path)
@@ -227,8 +234,10 @@ class FileSet:
         self._wake()
         return f
 
-    def _find_copy(self, entry: Entry, offset: int) -> tuple[str, os.stat_result] | None:
-        """The copy `copytruncate` made of `entry`'s content: a sibling with its head, at least `offset` long."""
+    def _find_copy(self, entry: Entry, offset: int, tail: bytes) -> tuple[str, os.stat_result] | None:
+        """The copy `copytruncate` made of `entry`'s content: a sibling with its head, at least `offset`
+        long, and with `tail` (the bytes last read, when known) just before `offset`: older copies of
+        contents that all start alike have the head too."""
         if not entry.fingerprint.identifies:
             return None
         directory, base = os.path.split(entry.path)
@@ -251,9 +260,13 @@ class FileSet:
                 continue
             try:
                 head = self.confine.read_head(path, entry.fingerprint.length)
+                if not entry.fingerprint.matches(head):
+                    continue
+                if tail and self.confine.read_at(path, offset - len(tail), len(tail)) != tail:
+                    continue
             except (OSError, RefusedError):
                 continue
-            if entry.fingerprint.matches(head) and (best is None or st.st_mtime > best[0]):
+            if best is None or st.st_mtime > best[0]:
                 best = (st.st_mtime, path, st)
         return None if best is None else (best[1], best[2])
 
@@ -268,7 +281,8 @@ class FileSet:
         follower of the copy when there is more to read.
         """
         self.store.remove(entry.key)
-        found = self._find_copy(entry, offset)
+        tail = donor.tail if donor is not None else b""
+        found = self._find_copy(entry, offset, tail)
         if found is None:
             entry.key = f"{entry.key}{_CONTENT_RECORD}{entry.fingerprint.digest}"
             self.store.put(entry)
@@ -301,6 +315,7 @@ class FileSet:
             labels=self._labels(label_path),
             options=self.options,
             counts=self.counts,
+            tail=tail if donor is not None else None,  # without a donor nothing is held: read at `offset`
         )
         f.label_path = label_path
         f.buf = held
@@ -391,6 +406,9 @@ class FileSet:
         if copy is None:
             # What was read goes out (a held partial line or multi-line record included); its acks
             # move the old content's record, which its copy, when found after a restart, resumes from.
+            # Whole lines are framed within the batch limits first: one read may hold thousands.
+            while (framed := f.frame(self.s.batch_max_lines, self.s.batch_max_bytes)) is not None:
+                self._stash(framed)
             for held_chunk in (f.flush_partial(now, force=True), f.flush_multiline(now, force=True)):
                 if held_chunk is not None:
                     self._stash(held_chunk)
@@ -430,7 +448,10 @@ class FileSet:
                     del self.by_path[f.path]
                 self.check_path(f.path)  # the new file under the old name, if there is one yet
         size = st.st_size
-        if size < f.read_offset or f.replaced:  # replaced: a read found the head changed under it
+        if size < f.read_offset or f.replaced:  # replaced: a read found the content changed under it
+            self._truncated(f, now)
+            return
+        if size != f.size and not self._tail_matches(f):  # rewritten, and its head is the old one's
             self._truncated(f, now)
             return
         fp = f.fingerprint

@@ -26,6 +26,9 @@ from sidecars.tailer.settings import TailerSettings
 # Reads up to this size are done on the event loop: a page-cache copy of a few KiB is cheaper than
 # a hop to a thread.
 DIRECT_READ_BYTES = 64 * 1024
+# The last bytes read, kept and read again with each next read: contents that all start alike (a
+# banner longer than the fingerprint) share the head, not what lies just before the offset.
+TAIL_BYTES = 64
 
 
 @dataclass(slots=True)
@@ -93,6 +96,7 @@ class Follower:
         labels: dict[str, str],
         options: Options,
         counts: Counts,
+        tail: bytes | None = None,
     ) -> None:
         self.path = path  # where the file is now (it may have been renamed)
         self.label_path = path  # where it was found: the `path` label stays stable across rotation
@@ -118,6 +122,10 @@ class Follower:
         self.generation = 0  # counts restarts at zero, so a read begun before one is dropped
         self.grouper = self._new_grouper()
         self._read_size = min(options.read_chunk_bytes, options.max_line_bytes)
+        # The file's bytes just before read_offset, as read. Resuming at a checkpoint they are taken
+        # from the file as it is now (the head matched), so the first read after a restart is checked
+        # against its head only.
+        self.tail = tail if tail is not None else _read_tail(fd, offset)
 
     def _new_grouper(self) -> Grouper | None:
         o = self.opt
@@ -163,35 +171,55 @@ class Follower:
         offset = self.read_offset
         want = self._read_size
         generation = self.generation
+        tail = self.tail
+        # The tail is read again in the same pread as the new bytes: if it changed, so did the content.
+        start = offset - len(tail)
         if self.size - offset > DIRECT_READ_BYTES:
-            data = await asyncio.get_running_loop().run_in_executor(None, os.pread, self.fd, want, offset)
+            data = await asyncio.get_running_loop().run_in_executor(None, os.pread, self.fd, want + len(tail), start)
             if generation != self.generation or self.fd is None:
                 return True  # restarted at a truncation meanwhile: this read belongs to the old content
         else:
-            data = os.pread(self.fd, want, offset)
-        if not data:
+            data = os.pread(self.fd, want + len(tail), start)
+        k = len(tail)
+        if k and not data.startswith(tail):
+            return self._replaced()
+        n = len(data) - k  # new bytes, after the tail read again (not sliced off: no copy of the read)
+        if not n:
             self.at_eof = True
             return False
         # From offset 0 the data is the head, unless the fingerprint is longer than one read.
-        whole = offset == 0 and (len(data) >= self.opt.fingerprint_bytes or len(data) < want)
+        whole = offset == 0 and (n >= self.opt.fingerprint_bytes or n < want)
         if not self._same_content(data if whole else read_head(self.fd, self.opt.fingerprint_bytes)):
-            # Truncated (and written again past our offset) since the last look: these bytes are the
-            # new content's, and the old content's rest is in its copy from `read_offset` on.
-            self.replaced = True
+            return self._replaced()
+        self.tail = data[-TAIL_BYTES:]
+        if n < want:
             self.at_eof = True
-            return False
-        if len(data) < want:
-            self.at_eof = True
-        self.counts.bytes += len(data)
+        self.counts.bytes += n
         self.last_growth = time.monotonic()
-        if offset + len(data) > self.size:
-            self.size = offset + len(data)
-        if self.skipping and not self.buf and b"\n" not in data:
-            self.counts.skipped_bytes += len(data)
-            self.buf_offset = offset + len(data)
+        if offset + n > self.size:
+            self.size = offset + n
+        if self.skipping and not self.buf and data.find(b"\n", k) < 0:
+            self.counts.skipped_bytes += n
+            self.buf_offset = offset + n
             return True
-        self.buf = self.buf + data if self.buf else data
+        if self.buf:
+            self.buf = self.buf + memoryview(data)[k:]
+        else:  # the tail stays in front, as bytes already framed
+            self.buf, self.buf_offset, self.pos = data, start, k
         return True
+
+    def _replaced(self) -> bool:
+        """Truncated (and written again up to or past our offset) since the last look: the bytes read
+        are the new content's, and the old content's rest is in its copy from `read_offset` on."""
+        self.replaced = True
+        self.at_eof = True
+        return False
+
+    def tail_matches(self) -> bool:
+        """Whether the bytes before `read_offset` are still those read (a look between two reads)."""
+        if not self.tail or self.fd is None:
+            return True
+        return os.pread(self.fd, len(self.tail), self.read_offset - len(self.tail)) == self.tail
 
     def _same_content(self, head: bytes) -> bool:
         """Whether `head` (read after the data) still starts the content the fingerprint names; a
@@ -325,10 +353,20 @@ class Follower:
         self.buf = b""
         self.pos = 0
         self.buf_offset = 0
+        self.tail = b""
         self.skipping = False
         self.at_eof = False
         self.last_growth = time.monotonic()
         self.grouper = self._new_grouper()
+
+
+def _read_tail(fd: int, offset: int) -> bytes:
+    """The bytes before `offset` in the open file `fd`, for checking the next read against."""
+    size = min(offset, TAIL_BYTES)
+    try:
+        return os.pread(fd, size, offset - size) if size else b""
+    except OSError:
+        return b""  # unknown: reads are checked against the head only
 
 
 def _nth_newline(buf: bytes, start: int, end: int, total: int, nth: int) -> int:

@@ -164,7 +164,11 @@ class Pipeline:
         while True:
             progressed = False
             while self._stash:
-                await self._add(self._stash.pop(0))
+                stashed = self._stash.pop(0)
+                b = self.batcher
+                if len(stashed.lines) > b.room_lines or stashed.nbytes > b.room_bytes:
+                    await self._seal()  # sized for an empty batch, not for the room left in this one
+                await self._add(stashed)
             for f in list(self.files.followers.values()):
                 if f.fd is None:
                     continue

@@ -21,6 +21,7 @@ class NdjsonReceiver:
 
     docs: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
+    batch_lines: list[int] = field(default_factory=list)  # records per acknowledged request
     fail_status: int | None = None  # answer this instead of 200 while set
     retry_after: str | None = None
     jitter_secs: float = 0.0  # answer each request after a random delay up to this (reorders acks)
@@ -64,9 +65,9 @@ class NdjsonReceiver:
         if self.fail_status is not None:
             headers = {"Retry-After": self.retry_after} if self.retry_after else {}
             return web.Response(status=self.fail_status, text="failing on purpose", headers=headers)
-        for line in body.splitlines():
-            if line:
-                self.docs.append(orjson.loads(line))
+        lines = [line for line in body.splitlines() if line]
+        self.docs.extend(orjson.loads(line) for line in lines)
+        self.batch_lines.append(len(lines))
         self.got.set()
         return web.Response(status=200, text="ok")
 

@@ -4,6 +4,9 @@ copytruncate (also a truncation the tailer only notices after the file grew back
 from __future__ import annotations
 
 import asyncio
+import os
+import time
+from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -122,6 +125,75 @@ async def test_copytruncate_between_two_looks_is_caught_by_the_next_read(
     assert_exactly(receiver, before + after)
 
 
+@pytest.mark.parametrize("older_copy", [False, True])
+async def test_copytruncate_of_contents_with_the_same_head_is_caught_by_the_next_read(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path, tmp_path: Path, older_copy: bool
+) -> None:
+    """As above, but every content starts with the same banner, longer than the fingerprint: the head
+    still matches after the truncation. The bytes just before the read offset, as read, do not. With
+    an older copy of another such content, the newest by mtime, the copy is still the right one."""
+    app = logs / "app.log"
+    banner = [f"banner {i:02d} {'=' * 90}" for i in range(12)]  # 12 x 101 bytes > fingerprint_bytes
+    before = [f"{m} {PAD}" for m in numbered("before", 0, 3000)]
+    if older_copy:
+        older = logs / "app.log.1"  # logrotate renames it to app.log.2, its mtime kept
+        write_lines(older, banner + [f"{m} {PAD}" for m in numbered("older", 0, 3000)])
+        os.utime(older, (time.time() + 3600, time.time() + 3600))
+    write_lines(app, banner + before)
+    receiver.fail_status = 503
+    conf = f"{app} {{\n  rotate 5\n  copytruncate\n  missingok\n}}\n"
+    async with tailer(
+        max_buffer_bytes=64 * 1024,
+        read_chunk_bytes=16 * 1024,
+        watch_mode="poll",
+        poll_interval_secs=120.0,
+        rescan_interval_secs=120.0,
+    ) as sc:
+        await wait_sample(sc, "tailer_retries_total", None, 1)
+        paused_at = await wait_read_offset(sc, app, 60 * 1024)
+        logrotate(conf, tmp_path)
+        after = [f"{m} {PAD}" for m in numbered("after", 0, 3000)]
+        assert len("".join(line + "\n" for line in banner + after)) > paused_at + 16 * 1024
+        write_lines(app, banner + after)
+        receiver.fail_status = None
+        await receiver.wait_for(2 * len(banner) + 6000)
+        await asyncio.sleep(0.3)
+        assert sc.sample("tailer_rotations_total", {"kind": "truncated"}) == 1
+        assert sc.sample("tailer_rotations_total", {"kind": "copy_found"}) == 1
+    # The banner is in both contents: each of its lines arrives twice, every other line once.
+    got = Counter(receiver.messages)
+    lost = [m for m in before + after if m not in got]
+    assert not lost, f"{len(lost)} lines lost, first: {lost[:3]}"
+    assert got == Counter(banner + before + banner + after)
+
+
+async def test_copytruncate_of_contents_with_the_same_head_is_seen_by_the_poller_while_reading_waits(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path, tmp_path: Path
+) -> None:
+    """The same rotation while the sink is down and reading paused: the poller, not a read, sees the
+    bytes before the read offset changed, and takes up the copy at once (logrotate may delete it)."""
+    app = logs / "app.log"
+    banner = [f"banner {i:02d} {'=' * 90}" for i in range(12)]
+    before = [f"{m} {PAD}" for m in numbered("before", 0, 3000)]
+    write_lines(app, banner + before)
+    receiver.fail_status = 503
+    conf = f"{app} {{\n  rotate 5\n  copytruncate\n  missingok\n}}\n"
+    async with tailer(
+        max_buffer_bytes=64 * 1024, read_chunk_bytes=16 * 1024, watch_mode="poll", poll_interval_secs=0.2
+    ) as sc:
+        await wait_sample(sc, "tailer_retries_total", None, 1)
+        await wait_read_offset(sc, app, 60 * 1024)
+        logrotate(conf, tmp_path)
+        after = [f"{m} {PAD}" for m in numbered("after", 0, 3000)]
+        write_lines(app, banner + after)
+        await wait_sample(sc, "tailer_rotations_total", {"kind": "copy_found"}, 1)  # the sink still down
+        receiver.fail_status = None
+        await receiver.wait_for(2 * len(banner) + 6000)
+        await asyncio.sleep(0.3)
+        assert sc.sample("tailer_rotations_total", {"kind": "truncated"}) == 1
+    assert Counter(receiver.messages) == Counter(banner + before + banner + after)
+
+
 async def test_truncation_noticed_after_the_file_grew_back_past_the_old_offset(
     tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path
 ) -> None:
@@ -141,6 +213,29 @@ async def test_truncation_noticed_after_the_file_grew_back_past_the_old_offset(
         await asyncio.sleep(0.2)
         assert sc.sample("tailer_rotations_total", {"kind": "truncated"}) == 1
     assert_exactly(receiver, [*old, "old partial", *new])
+
+
+async def test_lines_held_at_a_truncation_without_a_copy_go_out_within_the_batch_limits(
+    tailer: TailerFactory, receiver: NdjsonReceiver, logs: Path
+) -> None:
+    """Truncated in place with no copy while the sink is down: the whole lines read but not yet framed
+    go out in batches of at most batch_max_lines, not as one batch a sink with a line limit rejects."""
+    app = logs / "app.log"
+    old = [f"{m} {PAD}" for m in numbered("old", 0, 2000)]  # one read (256 KiB) takes them all
+    write_lines(app, old)
+    receiver.fail_status = 503  # the reader stops framing once the batches in flight are full
+    async with tailer(batch_max_lines=50, watch_mode="poll", poll_interval_secs=0.2) as sc:
+        await wait_sample(sc, "tailer_retries_total", None, 1)
+        await wait_read_offset(sc, app, app.stat().st_size)
+        new = numbered("new", 0, 20)
+        write_lines(app, new, mode="w")  # shorter than the offset read: a plain truncation, no copy
+        await wait_sample(sc, "tailer_rotations_total", {"kind": "truncated"}, 1)
+        receiver.fail_status = None
+        await receiver.wait_for(len(old) + len(new))
+        await asyncio.sleep(0.3)
+        assert sc.sample("tailer_rotations_total", {"kind": "copy_found"}) in (None, 0)
+    assert_exactly(receiver, old + new)
+    assert max(receiver.batch_lines) <= 50, receiver.batch_lines
 
 
 async def test_glob_does_not_match_rotated_siblings_and_restart_sends_nothing_twice(

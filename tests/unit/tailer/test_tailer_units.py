@@ -259,6 +259,32 @@ async def test_reads_shorter_than_the_fingerprint_are_checked_against_the_whole_
         f.close()
 
 
+async def test_a_rewrite_with_the_same_head_is_caught_by_the_bytes_before_the_offset(tmp_path: Path) -> None:
+    """Truncated and written again with the same head (a banner longer than the fingerprint): the head
+    matches, the bytes just before the read offset do not, for the next read and for a look. Resumed
+    at an offset (a restart), those bytes are taken from the file as it is."""
+    path = tmp_path / "f.log"
+    banner = b"=" * 2048 + b"\n"
+    path.write_bytes(banner + b"".join(b"old %05d\n" % i for i in range(500)))
+    fd = os.open(path, os.O_RDONLY)
+    entry = Entry("k", Fingerprint.of(banner[:1024]), 0, str(path))
+    args: dict[str, Any] = dict(
+        path=str(path), fd=fd, fingerprint=entry.fingerprint, labels={}, options=Options(), counts=Counts()
+    )
+    f = Follower(st=os.fstat(fd), track=Track(CheckpointStore(tmp_path), entry), offset=0, **args)
+    at = len(banner) + 100  # ten old lines past the banner
+    resumed = Follower(st=os.fstat(fd), track=Track(CheckpointStore(tmp_path), entry), offset=at, **args)
+    try:
+        assert await f.fill() and f.tail_matches() and not f.replaced
+        assert resumed.tail == path.read_bytes()[at - 64 : at]
+        path.write_bytes(banner + b"".join(b"new %05d\n" % i for i in range(1000)))
+        assert f.fingerprint.matches(banner) and not f.tail_matches()
+        assert not await f.fill() and f.replaced
+        assert not await resumed.fill() and resumed.replaced
+    finally:
+        os.close(fd)
+
+
 async def test_partial_line_flush_leaves_whole_lines_to_framing(tmp_path: Path) -> None:
     """Whole lines still unframed when the partial-line timer expires (the reader's turn moved on to
     other files) are framed within the batch limits, not flushed with the partial line as one chunk."""
