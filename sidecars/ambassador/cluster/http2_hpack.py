@@ -47,16 +47,13 @@ def _memoizable(headers: Iterable[Any]) -> bool:
     return size <= MEMO_LIST_BYTES
 
 
-def _state(table: HeaderTable) -> tuple[int, int, object]:
-    """What identifies a dynamic table's contents: every insertion puts a new tuple first. Compare
-    with `_same`: an equal tuple is no proof (re-inserting the newest entry into a full table keeps
-    the size and an equal first entry, and evicts the oldest)."""
-    entries = table.dynamic_entries
-    return table.maxsize, len(entries), entries[0] if entries else None
-
-
-def _same(before: tuple[int, int, object], after: tuple[int, int, object]) -> bool:
-    return before[2] is after[2] and before[0] == after[0] and before[1] == after[1]
+def _state(table: HeaderTable) -> tuple[int, tuple[object, ...]]:
+    """What decoding and encoding depend on: the table's size limit and its entries, in order. A
+    block is memoized only when it left both as they were. The entries are compared by value, not
+    by the newest one's identity: a peer that indexes the same field in every block (nginx does with
+    `content-length`) re-inserts an equal entry, which leaves a table full of it unchanged; any other
+    insertion or eviction shows as a change."""
+    return table.maxsize, tuple(table.dynamic_entries)
 
 
 class CachingDecoder(Decoder):
@@ -78,7 +75,7 @@ class CachingDecoder(Decoder):
                 return list(hit)
         before = _state(self.header_table)
         headers = list(super().decode(data, raw))
-        if not _same(before, _state(self.header_table)):
+        if _state(self.header_table) != before:
             memo.clear()  # the table moved: earlier blocks may now decode differently
         elif raw and len(key) <= MEMO_LIST_BYTES and _memoizable(headers):
             if len(memo) >= MEMO_ENTRIES:
@@ -103,7 +100,7 @@ class CachingEncoder(Encoder):
             return hit
         before = _state(self.header_table)
         block = super().encode(headers, huffman)
-        if not _same(before, _state(self.header_table)):
+        if _state(self.header_table) != before:
             memo.clear()
         elif _memoizable(headers):
             if len(memo) >= MEMO_ENTRIES:

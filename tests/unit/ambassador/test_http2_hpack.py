@@ -131,6 +131,23 @@ def test_a_table_change_that_keeps_its_size_and_its_first_entry_still_empties_th
         assert kinds(caching.decode(block, raw=True)) == kinds(plain.decode(block, raw=True))
 
 
+def test_a_peer_that_indexes_the_same_field_every_time_keeps_the_decoders_memo() -> None:
+    # nginx indexes `content-length` in every response: once the table is full of that one entry,
+    # each re-insertion leaves the table as it was, so the block stays memoized and decodes alike.
+    value = b"1" * 200  # `literal` writes values of 127 bytes or more
+    block = literal(b"content-length", value)
+    plain, caching = Decoder(), CachingDecoder(65536)
+    plain.header_table.maxsize = caching.header_table.maxsize = 2 * (32 + 14 + len(value))  # two entries
+    for _ in range(3):  # fills the table with the one entry
+        caching.decode(block, raw=True)
+        plain.decode(block, raw=True)
+    assert caching.memo
+    for _ in range(5):
+        assert kinds(caching.decode(block, raw=True)) == kinds(plain.decode(block, raw=True))
+        assert list(caching.header_table.dynamic_entries) == list(plain.header_table.dynamic_entries)
+    assert caching.memo
+
+
 def test_the_decoders_memo_keeps_no_block_longer_than_its_bound() -> None:
     # Table size updates (RFC 7541 §6.3) decode to nothing: a long block of them and one small field
     # would be kept whole as a key.
