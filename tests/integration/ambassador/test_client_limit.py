@@ -10,6 +10,7 @@ import sys
 import time
 from collections import Counter
 
+import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecars.ambassador.proxy.client_limit import default_max_client_connections
@@ -28,7 +29,15 @@ ONE_ADDRESS = ["127.0.0.1"]
 
 
 async def _metrics(proc: Process) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    status, text = await http_get(proc.admin_url + "/metrics")
+    # At its open-file limit the process may drop the admin connection it cannot serve: asked again.
+    for attempt in range(50):
+        try:
+            status, text = await http_get(proc.admin_url + "/metrics")
+            break
+        except aiohttp.ClientError:
+            if attempt == 49:
+                raise
+            await asyncio.sleep(0.1)
     assert status == 200
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value

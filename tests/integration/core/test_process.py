@@ -28,16 +28,19 @@ async def test_sigterm_turns_readiness_503_during_drain_then_exits_zero() -> Non
         assert (await http_get(proc.admin_url + "/readyz"))[0] == 200
         started = time.monotonic()
         proc.proc.send_signal(signal.SIGTERM)
-        statuses = set()
+        statuses: list[int] = []
         while proc.proc.poll() is None and time.monotonic() - started < 1.2:
             try:
-                statuses.add((await http_get(proc.admin_url + "/readyz", timeout_secs=0.5))[0])
+                statuses.append((await http_get(proc.admin_url + "/readyz", timeout_secs=0.5))[0])
             except Exception:
                 break
             await asyncio.sleep(0.05)
         code = await proc.wait_exit(10)
         elapsed = time.monotonic() - started
-    assert statuses == {503}
+    # A loaded machine may answer one probe before the process has run its signal handler; from the
+    # first 503 on, readiness never comes back during the drain.
+    assert 503 in statuses, statuses
+    assert set(statuses[statuses.index(503) :]) == {503}, statuses
     assert code == 0
     assert 1.5 <= elapsed < 10
 
